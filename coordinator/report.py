@@ -1,0 +1,273 @@
+"""The cycle report: data first (plain dataclasses), rendered second (JSON line or text).
+
+Each step returns its part of the report; `cycle.py` assembles a `CycleReport`; `verdict.py`
+judges it; `to_dict` makes the `cycle.report` JSON line and `render_text` the text a person reads.
+`EventLog` writes every JSON line of a cycle and scrubs known secrets from each one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TextIO
+
+REPORT_EVENT = "cycle.report"
+
+
+class StepStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Verdict(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    BROKEN = "broken"
+
+
+class HealthStatus(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    SKIPPED = "skipped"
+
+
+class MergeOutcome(StrEnum):
+    MERGED = "merged"
+    SKIPPED = "skipped"  # not eligible this cycle; `reason` says why
+    FAILED = "failed"  # eligible, but the merge call was refused or failed
+
+
+@dataclass(frozen=True)
+class StepError:
+    step: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """How one step ended: ok, failed (with the error) or skipped (with the reason)."""
+
+    status: StepStatus
+    detail: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class SlotWait:
+    """A slot whose agents keep crashing: it is respawned no earlier than `until`."""
+
+    slot: int
+    until: datetime
+    crashes: int
+
+
+@dataclass
+class RoleTally:
+    desired: int
+    running: int
+    spawned: int = 0
+    failed: int = 0
+    waiting: list[SlotWait] = field(default_factory=list)
+    # Agents of this role that exited 0 soon after starting (nothing to do), among the exited
+    # containers Docker still holds; the advice to lower the count is computed from it.
+    idle_exits: int = 0
+
+
+@dataclass(frozen=True)
+class PullOutcome:
+    number: int
+    outcome: MergeOutcome
+    reason: str  # "merged", "draft", "not approved", "checks pending", "head moved", ...
+
+
+@dataclass
+class MergeReport:
+    status: StepStatus = StepStatus.SKIPPED
+    pulls: list[PullOutcome] = field(default_factory=list)
+    open: int = 0
+    review_queue: int = 0  # open, not draft, awaiting review
+    conflicting: int = 0
+    stopped: str | None = None  # why the step ended early (rate limit, budget), if it did
+    api_calls: int = 0
+
+    @property
+    def merged(self) -> list[int]:
+        return [p.number for p in self.pulls if p.outcome is MergeOutcome.MERGED]
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: HealthStatus = HealthStatus.SKIPPED
+    code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None  # "timeout", "refused", "tls", "dns", "unexpected status 503", ...
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class SpawnBudget:
+    limit: int
+    used: int  # spawns Docker shows in the past hour
+    remaining: int
+
+
+@dataclass(frozen=True)
+class Advice:
+    """A scaling signal for people: it never acts by itself."""
+
+    role: str
+    signal: str
+    value: float
+    threshold: float
+    action: str
+
+
+@dataclass
+class CycleReport:
+    fleet: str
+    started_at: datetime
+    duration_s: float = 0.0
+    roles: dict[str, RoleTally] = field(default_factory=dict)
+    merge: MergeReport = field(default_factory=MergeReport)
+    health: HealthReport = field(default_factory=HealthReport)
+    errors: list[StepError] = field(default_factory=list)
+    steps: dict[str, StepResult] = field(default_factory=dict)
+    budget: SpawnBudget | None = None
+    verdict: Verdict = Verdict.HEALTHY
+    advice: list[Advice] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return any(result.status is StepStatus.FAILED for result in self.steps.values())
+
+    @property
+    def running(self) -> int:
+        return sum(t.running for t in self.roles.values())
+
+    @property
+    def desired(self) -> int:
+        return sum(t.desired for t in self.roles.values())
+
+    @property
+    def spawned(self) -> int:
+        return sum(t.spawned for t in self.roles.values())
+
+    @property
+    def spawn_failures(self) -> int:
+        return sum(t.failed for t in self.roles.values())
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_dict(report: CycleReport) -> dict[str, Any]:
+    """The `cycle.report` event: one JSON object, stable keys, times in UTC ISO 8601."""
+    body = _plain(asdict(report))
+    body["merge"]["merged"] = report.merge.merged
+    body["running"] = report.running
+    body["desired"] = report.desired
+    body["spawned"] = report.spawned
+    return {"event": REPORT_EVENT, **body}
+
+
+def from_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """Reports are read back (by `status`) as plain dicts; this checks they are reports."""
+    if data.get("event") != REPORT_EVENT:
+        raise ValueError("not a cycle report")
+    return data
+
+
+def render_text(report: CycleReport) -> str:
+    """The same report for a person."""
+    lines = [
+        f"cycle of fleet {report.fleet} at {_plain(report.started_at)} "
+        f"({report.duration_s:.1f}s){' [plan: nothing was changed]' if report.dry_run else ''}",
+        f"verdict: {report.verdict.value}",
+        "",
+        f"agents: {report.running} running of {report.desired} desired, "
+        f"{report.spawned} spawned, {report.spawn_failures} failed",
+    ]
+    width = max((len(k) for k in report.roles), default=4)
+    lines.append(f"  {'role':<{width}}  desired  running  spawned  failed  waiting")
+    for key, tally in report.roles.items():
+        waiting = ", ".join(
+            f"slot {w.slot} until {_plain(w.until)} ({w.crashes} crashes)" for w in tally.waiting
+        )
+        lines.append(
+            f"  {key:<{width}}  {tally.desired:>7}  {tally.running:>7}  {tally.spawned:>7}  {tally.failed:>6}"
+            f"  {waiting or '-'}"
+        )
+    if report.budget is not None:
+        lines.append(
+            f"spawn budget: {report.budget.used} of {report.budget.limit} used this hour, "
+            f"{report.budget.remaining} left"
+        )
+    merge = report.merge
+    lines += [
+        "",
+        f"merge: {merge.status.value}; {len(merge.merged)} merged, {merge.open} open, "
+        f"review queue {merge.review_queue}, {merge.conflicting} conflicting"
+        + (f"; stopped early: {merge.stopped}" if merge.stopped else ""),
+    ]
+    for pull in merge.pulls:
+        lines.append(f"  #{pull.number}: {pull.outcome.value} ({pull.reason})")
+    health = report.health
+    health_bits = [health.status.value]
+    if health.code is not None:
+        health_bits.append(f"HTTP {health.code}")
+    if health.latency_ms is not None:
+        health_bits.append(f"{health.latency_ms:.0f} ms")
+    if health.error:
+        health_bits.append(health.error)
+    lines += ["", "health: " + ", ".join(health_bits)]
+    skipped = [f"{name} ({r.detail})" for name, r in report.steps.items() if r.status is StepStatus.SKIPPED]
+    if skipped:
+        lines.append("skipped: " + "; ".join(skipped))
+    if report.errors:
+        lines += ["", "errors:"] + [f"  {e.step}: {e.message}" for e in report.errors]
+    if report.advice:
+        lines += ["", "advice:"] + [f"  {a.role}: {a.action} ({a.signal} = {a.value:g})" for a in report.advice]
+    return "\n".join(lines) + "\n"
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class EventLog:
+    """Writes one JSON object per line, with a timestamp, and never a secret."""
+
+    def __init__(self, fleet: str, secrets: Iterable[str] = (), stream: TextIO | None = None) -> None:
+        self.fleet = fleet
+        self._secrets = tuple(s for s in secrets if s)
+        self._stream = stream if stream is not None else sys.stdout
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self._secrets)
+
+    def emit(self, event: str, **fields: Any) -> None:
+        record = {"ts": _plain(datetime.now(UTC)), "event": event, "fleet": self.fleet, **_plain(fields)}
+        self.write(record)
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = self.scrub(json.dumps(record, sort_keys=False, default=str))
+        self._stream.write(line + "\n")
+        self._stream.flush()

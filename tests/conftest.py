@@ -1,0 +1,51 @@
+"""Shared fixtures: a real Docker engine, the locally built base image, and a fleet id per test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+BASE_IMAGE = os.environ.get("BASE_IMAGE", "agent-fleet/python-base:bookworm")
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # the suite needs a real engine; say so plainly
+        pytest.fail(f"no Docker engine reachable ({exc}); start dockerd or run .ci/run", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: docker.DockerClient) -> str:
+    """A stand-in for python:3.x-slim, built locally since no registry is reachable."""
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        script = SHARED / "scripts" / "python-base-image"
+        subprocess.run([str(script), BASE_IMAGE], check=True, capture_output=True, text=True)
+    return BASE_IMAGE
+
+
+@pytest.fixture
+def fleet_id(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A fleet id of this test's own; every container carrying it is removed afterwards."""
+    fleet = f"t{uuid.uuid4().hex[:8]}"
+    yield fleet
+    for container in docker_client.containers.list(all=True, filters={"label": f"agent-fleet.fleet={fleet}"}):
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
