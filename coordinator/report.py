@@ -70,6 +70,7 @@ class SlotWait:
 class RoleTally:
     desired: int
     running: int
+    mode: str = ""  # the role's Mode value ("Task-driven", "Reviewer", ...), for the scaling advice
     spawned: int = 0
     failed: int = 0
     waiting: list[SlotWait] = field(default_factory=list)
