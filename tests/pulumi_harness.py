@@ -1,0 +1,142 @@
+"""Runs `__main__.py` under Pulumi's unit-test mocks and records every resource it declares.
+
+No Pulumi CLI or provider plugin is involved: the mocks answer each registration with the inputs they were
+given (plus an image id for docker.Image). What is recorded is each registration as the program sends it
+to the engine (the RPC struct), where a secret is marked exactly where it sits: the mocks' own
+`args.inputs` would lift a nested secret up to its top-level property.
+"""
+
+from __future__ import annotations
+
+import runpy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "agent-fleet"
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the mocks mark a secret value
+TOKEN = "ghp_TESTTOKENtesttokenTESTTOKEN0123456789"
+IMAGE_ID = "sha256:0123456789abcdef"
+
+BASE_CONFIG: dict[str, str] = {
+    "repository": "acme/webapp",
+    "healthUrl": "https://webapp.example.com/healthz",
+    "requiredChecks": '["test", "lint"]',
+}
+
+
+@dataclass(frozen=True)
+class Declared:
+    typ: str
+    name: str
+    inputs: Mapping[str, Any]  # as sent to the engine; numbers are floats
+    parent: str
+    provider: str
+    delete_before_replace: bool
+
+
+@dataclass(frozen=True)
+class ProgramRun:
+    resources: tuple[Declared, ...]
+
+    def of_type(self, typ: str) -> list[Declared]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str, name: str | None = None) -> Declared:
+        found = [r for r in self.of_type(typ) if name is None or r.name == name]
+        assert len(found) == 1, f"expected one {typ} {name or ''}, found {[r.name for r in found]}"
+        return found[0]
+
+
+class ProgramFailed(Exception):
+    """The program raised; `declared` is what it had registered by then."""
+
+    def __init__(self, error: BaseException, declared: tuple[Declared, ...]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.declared = declared
+
+
+class _WireMonitor(MockMonitor):
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.declared: list[Declared] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # the gRPC method, named as in MockMonitor
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = json_format.MessageToDict(request.object)
+            self.declared.append(
+                Declared(request.type, request.name, inputs, request.parent, request.provider,
+                         request.deleteBeforeReplace)
+            )
+        return super().RegisterResource(request)
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        if args.typ == "docker:index/image:Image":
+            outputs["repoDigest"] = IMAGE_ID  # a local build's image id
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        return {}, None
+
+
+def run_program(
+    *, stack: str = "prod", preview: bool = True, config: Mapping[str, str | None] | None = None,
+    token: str | None = TOKEN,
+) -> ProgramRun:
+    """Run the program once; `config` entries (without namespace) replace BASE_CONFIG's, None removes one."""
+    settings = {**BASE_CONFIG, **(config or {})}
+    values = {f"{PROJECT}:{key}": value for key, value in settings.items() if value is not None}
+    if token is not None:
+        values[f"{PROJECT}:githubToken"] = token
+    monitor = _WireMonitor(_Mocks())
+    pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    pulumi.runtime.set_all_config(values, secret_keys=[f"{PROJECT}:githubToken"])
+    try:
+        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+    except Exception as exc:
+        raise ProgramFailed(exc, tuple(monitor.declared)) from exc
+    return ProgramRun(tuple(monitor.declared))
+
+
+def is_secret(value: object) -> bool:
+    return isinstance(value, dict) and value.get(SECRET_SIG) == "1b47061264138c4ac30d75fd1eb44270"
+
+
+def plain_strings(value: object, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in `value` that is NOT inside a secret wrapper, with its path."""
+    if is_secret(value):
+        return
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield path + f".{key}", str(key)
+            yield from plain_strings(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from plain_strings(item, f"{path}[{index}]")
+
+
+def secret_paths(value: object, path: str = "") -> Iterator[tuple[str, object]]:
+    """Every secret wrapper in `value`, with its path and its revealed value."""
+    if is_secret(value):
+        assert isinstance(value, dict)
+        yield path, value.get("value")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from secret_paths(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from secret_paths(item, f"{path}[{index}]")
