@@ -1,0 +1,143 @@
+"""The verdict and the scaling advice: plain functions of one cycle's report, nothing else.
+
+Both follow the guide (coordinator-guide-v4.md): its Monitoring section gives the verdict
+(`judge`), its "When to Scale" table the advice (`advise`). Every threshold is a named constant
+here, and the README quotes them. The cycle is stateless, so "growing" and "frequent" cannot be
+trends over time: they are read as "over the threshold in this cycle"; the trend is what
+`coordinator status` shows, cycle after cycle. Advice never acts: people change the roster and
+run `pulumi up`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coordinator.fleet import Mode
+from coordinator.report import Advice, CycleReport, HealthStatus, RoleTally, StepStatus, Verdict
+
+# The guide: "PR review queue > 10 -> Increase Reviewer count". Also marks a growing queue.
+REVIEW_QUEUE_LIMIT = 10
+# "Many merge conflicts": more than this many open pull requests that conflict with their base.
+CONFLICTS_LIMIT = 5
+# "Agents near desired count": a role is well below when fewer than this share of its desired
+# agents are there after the cycle (running before it plus spawned by it).
+WELL_BELOW_DESIRED_RATIO = 0.75
+# "Multiple spawn failures per cycle": more than this many failed spawns degrade the fleet.
+SPAWN_FAILURES_LIMIT = 0
+# "Agents frequently finding nothing": more than this many idle exits of one role, i.e. agents that
+# exited 0 soon after starting (inventory's IDLE_EXIT_MAX_S), among the exited containers Docker holds.
+IDLE_EXITS_LIMIT = 2
+# An answer at or above this status code means production is broken, whatever HEALTH_EXPECT says.
+SERVER_ERROR_CODE = 500
+
+_SEVERITY = {Verdict.HEALTHY: 0, Verdict.DEGRADED: 1, Verdict.BROKEN: 2}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason the fleet is not healthy, and how bad it is."""
+
+    verdict: Verdict
+    reason: str
+
+
+def findings(report: CycleReport) -> list[Finding]:
+    """Every reason, broken ones first; an empty list means healthy."""
+    broken: list[str] = []
+    degraded: list[str] = []
+
+    health = report.health
+    if health.code is not None and health.code >= SERVER_ERROR_CODE:
+        broken.append(f"production answers {health.code}")
+    elif health.status is HealthStatus.DOWN:
+        broken.append(f"production is down ({health.error or 'no answer'})")
+
+    failures = report.spawn_failures
+    if failures > 0 and report.spawned == 0:
+        broken.append(f"every spawn failed ({failures} of {failures})")
+    elif failures > SPAWN_FAILURES_LIMIT:
+        degraded.append(f"{failures} spawn failures")
+
+    for key, tally in report.roles.items():
+        present = tally.running + tally.spawned
+        if tally.desired > 0 and present < tally.desired * WELL_BELOW_DESIRED_RATIO:
+            degraded.append(f"{key}: {present} of {tally.desired} agents")
+
+    if report.merge.review_queue > REVIEW_QUEUE_LIMIT:
+        degraded.append(f"review queue {report.merge.review_queue} > {REVIEW_QUEUE_LIMIT}")
+    if report.merge.conflicting > CONFLICTS_LIMIT:
+        degraded.append(f"{report.merge.conflicting} conflicting pull requests > {CONFLICTS_LIMIT}")
+
+    failed_steps = sorted(
+        {e.step for e in report.errors} | {name for name, r in report.steps.items() if r.status is StepStatus.FAILED}
+    )
+    if failed_steps:
+        degraded.append("errors in " + ", ".join(failed_steps))
+
+    return [Finding(Verdict.BROKEN, r) for r in broken] + [Finding(Verdict.DEGRADED, r) for r in degraded]
+
+
+def judge(report: CycleReport) -> Verdict:
+    """broken, degraded or healthy: the worst of the findings."""
+    return max((f.verdict for f in findings(report)), key=_SEVERITY.__getitem__, default=Verdict.HEALTHY)
+
+
+def _roles_of(report: CycleReport, mode: Mode) -> list[tuple[str, RoleTally]]:
+    return [(key, tally) for key, tally in report.roles.items() if tally.mode == mode.value]
+
+
+def advise(report: CycleReport) -> list[Advice]:
+    """The guide's "When to Scale" table as signals, each naming the role, the signal and its number."""
+    advice: list[Advice] = []
+
+    queue = report.merge.review_queue
+    if queue > REVIEW_QUEUE_LIMIT:
+        reviewers = _roles_of(report, Mode.REVIEWER)
+        for key, _ in reviewers:
+            advice.append(
+                Advice(
+                    role=key,
+                    signal="review_queue",
+                    value=queue,
+                    threshold=REVIEW_QUEUE_LIMIT,
+                    action=f"raise the count of {key}: {queue} pull requests await review",
+                )
+            )
+        if not reviewers:
+            advice.append(
+                Advice(
+                    role=Mode.REVIEWER.value,
+                    signal="review_queue",
+                    value=queue,
+                    threshold=REVIEW_QUEUE_LIMIT,
+                    action=f"add a role of mode {Mode.REVIEWER.value}: {queue} pull requests await review",
+                )
+            )
+
+    conflicting = report.merge.conflicting
+    if conflicting > CONFLICTS_LIMIT:
+        for key, tally in _roles_of(report, Mode.TASK_DRIVEN):
+            if tally.desired > 0:
+                advice.append(
+                    Advice(
+                        role=key,
+                        signal="conflicting_pulls",
+                        value=conflicting,
+                        threshold=CONFLICTS_LIMIT,
+                        action=f"lower the count of {key}: parallel builders keep touching the same files",
+                    )
+                )
+
+    for key, tally in report.roles.items():
+        if tally.idle_exits > IDLE_EXITS_LIMIT and tally.desired > 0:
+            advice.append(
+                Advice(
+                    role=key,
+                    signal="idle_exits",
+                    value=tally.idle_exits,
+                    threshold=IDLE_EXITS_LIMIT,
+                    action=f"lower the count of {key}: its agents exit with nothing to do",
+                )
+            )
+
+    return advice

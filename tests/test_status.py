@@ -1,0 +1,226 @@
+"""`coordinator status` against the log of a real container that printed crafted cycle reports."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import docker
+import pytest
+
+from coordinator import labels
+from coordinator.report import (
+    CycleReport,
+    HealthReport,
+    HealthStatus,
+    MergeOutcome,
+    MergeReport,
+    PullOutcome,
+    RoleTally,
+    StepError,
+    StepResult,
+    StepStatus,
+    to_dict,
+)
+from coordinator.status import parse_reports, render_status, run_status
+from coordinator.verdict import advise, judge
+from tests.conftest import ROOT
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+UP = HealthReport(status=HealthStatus.UP, code=200, latency_ms=41.7, attempts=1)
+
+
+def report_line(fleet: str, minute: int, **fields: object) -> str:
+    report = CycleReport(
+        fleet=fleet,
+        started_at=T0 + timedelta(minutes=minute),
+        roles={
+            "api_builder": RoleTally(desired=3, running=3, mode="Task-driven"),
+            "code_reviewer": RoleTally(desired=4, running=4, mode="Reviewer"),
+        },
+        merge=MergeReport(status=StepStatus.OK, review_queue=2),
+        health=UP,
+    )
+    for name, value in fields.items():
+        setattr(report, name, value)
+    report.verdict = judge(report)
+    report.advice = advise(report)
+    return json.dumps(to_dict(report))
+
+
+def crafted_log(fleet: str) -> list[str]:
+    """Three cycles: healthy (two merges), broken (production 503), degraded (queue of 14, a merge error)."""
+    return [
+        "agent-fleet coordinator starting",  # not JSON
+        json.dumps({"event": "cycle.started", "fleet": fleet}),  # another event
+        report_line(
+            fleet, 0,
+            merge=MergeReport(
+                status=StepStatus.OK,
+                pulls=[PullOutcome(7, MergeOutcome.MERGED, "merged"), PullOutcome(8, MergeOutcome.MERGED, "merged")],
+            ),
+        ),
+        '{"event": "cycle.report", "fleet": ',  # a line cut short
+        report_line(fleet, 5, health=HealthReport(status=HealthStatus.DOWN, code=503, error="unexpected status 503")),
+        report_line(
+            fleet, 10,
+            merge=MergeReport(status=StepStatus.FAILED, review_queue=14),
+            errors=[StepError("merge", "GitHub answered 502")],
+            steps={"merge": StepResult(StepStatus.FAILED, "GitHub answered 502")},
+        ),
+    ]
+
+
+def start_coordinator(
+    client: docker.DockerClient, image: str, fleet: str, lines: list[str], *, stderr_lines: list[str] | None = None
+) -> docker.models.containers.Container:
+    """A stand-in coordinator: a labelled container that prints the given log lines and exits."""
+    container = client.containers.run(
+        image,
+        ["sh", "-c", 'printf "%s\\n" "$LOG_LINES"; printf "%s\\n" "$ERR_LINES" >&2'],
+        environment={"LOG_LINES": "\n".join(lines), "ERR_LINES": "\n".join(stderr_lines or [])},
+        labels={labels.FLEET: fleet, labels.COMPONENT: labels.COORDINATOR},
+        name=f"{fleet}-coordinator-{len(lines)}",
+        detach=True,
+    )
+    assert container.wait(timeout=60)["StatusCode"] == 0
+    return container
+
+
+def table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("2025-")]
+
+
+def test_status_shows_the_last_cycles_and_the_current_advice(
+    docker_client: docker.DockerClient, base_image: str, fleet_id: str
+) -> None:
+    # A report on stderr is not the coordinator's record (the report goes to stdout).
+    stray = report_line(fleet_id, 59, health=HealthReport(status=HealthStatus.DOWN, error="timeout"))
+    start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id), stderr_lines=[stray])
+    out = io.StringIO()
+
+    assert run_status(fleet_id=fleet_id, out=out, client=docker_client) == 0
+
+    text = out.getvalue()
+    rows = table_rows(text)
+    assert len(rows) == 3
+    assert rows[0].split() == ["2025-03-01", "12:00:00", "7/7", "0", "2", "up", "200", "42ms", "healthy", "0"]
+    assert rows[1].split() == ["2025-03-01", "12:05:00", "7/7", "0", "0", "down", "503", "broken", "0"]
+    assert rows[2].split() == ["2025-03-01", "12:10:00", "7/7", "0", "0", "up", "200", "42ms", "degraded", "1"]
+    assert f"fleet {fleet_id}: degraded at 2025-03-01 12:10:00 UTC" in text
+    assert "  merge: GitHub answered 502" in text
+    advice = "  - raise the count of code_reviewer: 14 pull requests await review (review_queue 14 > 10)"
+    assert advice in text
+    assert "timeout" not in text
+
+
+def test_status_shows_only_the_last_n(docker_client: docker.DockerClient, base_image: str, fleet_id: str) -> None:
+    start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
+    out = io.StringIO()
+    assert run_status(fleet_id=fleet_id, last=2, out=out, client=docker_client) == 0
+    assert [row.split()[1] for row in table_rows(out.getvalue())] == ["12:05:00", "12:10:00"]
+
+
+def test_status_json_is_the_reports_and_the_current_advice(
+    docker_client: docker.DockerClient, base_image: str, fleet_id: str
+) -> None:
+    container = start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
+    out = io.StringIO()
+    assert run_status(fleet_id=fleet_id, as_json=True, out=out, client=docker_client) == 0
+    data = json.loads(out.getvalue())
+    assert data["container"] == container.name
+    assert data["verdict"] == "degraded"
+    assert [r["verdict"] for r in data["reports"]] == ["healthy", "broken", "degraded"]
+    assert data["advice"] == [
+        {
+            "role": "code_reviewer",
+            "signal": "review_queue",
+            "value": 14,
+            "threshold": 10,
+            "action": "raise the count of code_reviewer: 14 pull requests await review",
+        }
+    ]
+
+
+def test_status_reads_the_newest_coordinator_or_the_named_one(
+    docker_client: docker.DockerClient, base_image: str, fleet_id: str
+) -> None:
+    older = start_coordinator(docker_client, base_image, fleet_id, [report_line(fleet_id, 0)])
+    start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
+
+    newest = io.StringIO()
+    assert run_status(fleet_id=fleet_id, out=newest, client=docker_client) == 0
+    assert len(table_rows(newest.getvalue())) == 3
+
+    named = io.StringIO()
+    assert run_status(fleet_id="ignored", container=older.name, out=named, client=docker_client) == 0
+    assert len(table_rows(named.getvalue())) == 1
+    assert f"coordinator container {older.name}" in named.getvalue()
+
+
+def test_no_coordinator_is_a_clear_error(docker_client: docker.DockerClient, fleet_id: str) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert run_status(fleet_id=fleet_id, out=out, err=err, client=docker_client) == 1
+    assert f"no coordinator container of fleet {fleet_id!r}" in err.getvalue()
+    assert "--fleet" in err.getvalue()
+    assert out.getvalue() == ""
+
+    err = io.StringIO()
+    assert run_status(fleet_id=fleet_id, container=f"{fleet_id}-absent", out=out, err=err, client=docker_client) == 1
+    assert f"no container named '{fleet_id}-absent'" in err.getvalue()
+
+
+def test_a_coordinator_without_reports_yet_says_so(
+    docker_client: docker.DockerClient, base_image: str, fleet_id: str
+) -> None:
+    start_coordinator(docker_client, base_image, fleet_id, ["agent-fleet coordinator starting"])
+    out = io.StringIO()
+    assert run_status(fleet_id=fleet_id, out=out, client=docker_client) == 0
+    assert "no cycle reports in the log yet" in out.getvalue()
+
+
+def test_python_m_coordinator_status(docker_client: docker.DockerClient, base_image: str, fleet_id: str) -> None:
+    start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
+    env = {**os.environ, "FLEET_ID": fleet_id}
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator", "status", "--last", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(table_rows(result.stdout)) == 1
+    assert "degraded" in result.stdout
+
+
+@pytest.mark.parametrize("last", [0, -3])
+def test_last_must_be_positive(last: int) -> None:
+    err = io.StringIO()
+    assert run_status(fleet_id="any", last=last, out=io.StringIO(), err=err) == 2
+    assert "--last must be 1 or more" in err.getvalue()
+
+
+def test_parse_reports_keeps_only_whole_cycle_reports() -> None:
+    lines = crafted_log("f")
+    reports = parse_reports(lines)
+    assert [r["started_at"] for r in reports] == [
+        "2025-03-01T12:00:00Z",
+        "2025-03-01T12:05:00Z",
+        "2025-03-01T12:10:00Z",
+    ]
+    assert parse_reports(["", "null", "[1, 2]", '{"event": "cycle.started"}']) == []
+
+
+def test_render_status_marks_plans_and_shows_spawn_failures() -> None:
+    line = report_line(
+        "f", 0,
+        roles={"api_builder": RoleTally(desired=3, running=0, mode="Task-driven", spawned=2, failed=1)},
+        dry_run=True,
+    )
+    text = render_status(parse_reports([line]))
+    [row] = table_rows(text)
+    assert "(plan)" in row
+    assert "0/3" in row and "2 (1 failed)" in row
+    assert text.rstrip().endswith("advice: none")

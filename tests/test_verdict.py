@@ -1,0 +1,202 @@
+"""Verdicts and scaling advice from crafted cycle data, at and around each threshold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from coordinator.report import (
+    CycleReport,
+    HealthReport,
+    HealthStatus,
+    MergeReport,
+    RoleTally,
+    StepError,
+    StepResult,
+    StepStatus,
+    Verdict,
+)
+from coordinator.verdict import (
+    CONFLICTS_LIMIT,
+    IDLE_EXITS_LIMIT,
+    REVIEW_QUEUE_LIMIT,
+    advise,
+    findings,
+    judge,
+)
+
+
+def roles(**overrides: dict[str, Any]) -> dict[str, RoleTally]:
+    """A small fleet at its desired size: two builder roles, a reviewer role and a self-directed one."""
+    base = {
+        "api_builder": RoleTally(desired=3, running=3, mode="Task-driven"),
+        "ui_builder": RoleTally(desired=3, running=3, mode="Task-driven"),
+        "code_reviewer": RoleTally(desired=4, running=4, mode="Reviewer"),
+        "unit_tester": RoleTally(desired=2, running=2, mode="Self-directed"),
+    }
+    for key, fields in overrides.items():
+        for name, value in fields.items():
+            setattr(base[key], name, value)
+    return base
+
+
+def cycle(
+    *,
+    tallies: dict[str, RoleTally] | None = None,
+    health: HealthReport | None = None,
+    review_queue: int = 2,
+    conflicting: int = 0,
+    errors: list[StepError] | None = None,
+    steps: dict[str, StepResult] | None = None,
+) -> CycleReport:
+    return CycleReport(
+        fleet="test",
+        started_at=datetime(2025, 1, 1, 12, 0, tzinfo=UTC),
+        roles=roles() if tallies is None else tallies,
+        merge=MergeReport(status=StepStatus.OK, open=5, review_queue=review_queue, conflicting=conflicting),
+        health=health or HealthReport(status=HealthStatus.UP, code=200, latency_ms=40.0, attempts=1),
+        errors=errors or [],
+        steps=steps or {},
+    )
+
+
+def test_a_fleet_at_size_with_production_up_is_healthy_with_no_advice() -> None:
+    report = cycle()
+    assert judge(report) is Verdict.HEALTHY
+    assert findings(report) == []
+    assert advise(report) == []
+
+
+def test_skipped_health_and_skipped_steps_are_not_problems() -> None:
+    report = cycle(
+        health=HealthReport(),
+        steps={"merge": StepResult(StepStatus.SKIPPED, "GITHUB_REPOSITORY is not set")},
+    )
+    assert judge(report) is Verdict.HEALTHY
+
+
+@pytest.mark.parametrize(
+    "health",
+    [
+        HealthReport(status=HealthStatus.DOWN, code=503, error="unexpected status 503", attempts=3),
+        HealthReport(status=HealthStatus.DOWN, error="timeout", attempts=1),
+        HealthReport(status=HealthStatus.DOWN, error="refused", attempts=3),
+        HealthReport(status=HealthStatus.DOWN, code=404, error="unexpected status 404", attempts=1),
+        # A 5xx is broken even if someone listed it in HEALTH_EXPECT.
+        HealthReport(status=HealthStatus.UP, code=500, attempts=1),
+    ],
+)
+def test_production_down_or_5xx_is_broken(health: HealthReport) -> None:
+    assert judge(cycle(health=health)) is Verdict.BROKEN
+
+
+def test_every_spawn_failing_is_broken() -> None:
+    tallies = roles(api_builder={"running": 1, "failed": 2}, unit_tester={"running": 1, "failed": 1})
+    report = cycle(tallies=tallies)
+    assert judge(report) is Verdict.BROKEN
+    assert "every spawn failed (3 of 3)" in [f.reason for f in findings(report)]
+
+
+def test_some_spawn_failures_are_degraded() -> None:
+    tallies = roles(api_builder={"running": 1, "spawned": 1, "failed": 1})
+    assert judge(cycle(tallies=tallies)) is Verdict.DEGRADED
+
+
+def test_broken_outranks_degraded() -> None:
+    report = cycle(
+        health=HealthReport(status=HealthStatus.DOWN, code=502, error="unexpected status 502"),
+        review_queue=REVIEW_QUEUE_LIMIT + 5,
+    )
+    assert judge(report) is Verdict.BROKEN
+    assert [f.verdict for f in findings(report)] == [Verdict.BROKEN, Verdict.DEGRADED]
+
+
+@pytest.mark.parametrize(
+    ("running", "spawned", "verdict"),
+    [
+        (3, 0, Verdict.HEALTHY),  # 3 of 4: exactly three quarters is near enough
+        (2, 0, Verdict.DEGRADED),  # 2 of 4: well below
+        (0, 4, Verdict.HEALTHY),  # the cycle filled the deficit itself
+        (1, 2, Verdict.HEALTHY),
+    ],
+)
+def test_agents_well_below_desired(running: int, spawned: int, verdict: Verdict) -> None:
+    tallies = roles(code_reviewer={"running": running, "spawned": spawned})
+    assert judge(cycle(tallies=tallies)) is verdict
+
+
+def test_a_role_with_none_of_its_single_agent_is_degraded() -> None:
+    tallies = {**roles(), "sentinel": RoleTally(desired=1, running=0, mode="Sentinel")}
+    report = cycle(tallies=tallies)
+    assert judge(report) is Verdict.DEGRADED
+    assert [f.reason for f in findings(report)] == ["sentinel: 0 of 1 agents"]
+
+
+def test_review_queue_over_the_limit_degrades_and_advises_more_reviewers() -> None:
+    assert judge(cycle(review_queue=REVIEW_QUEUE_LIMIT)) is Verdict.HEALTHY
+    assert advise(cycle(review_queue=REVIEW_QUEUE_LIMIT)) == []
+
+    report = cycle(review_queue=REVIEW_QUEUE_LIMIT + 4)
+    assert judge(report) is Verdict.DEGRADED
+    [advice] = advise(report)
+    assert advice.role == "code_reviewer"
+    assert advice.signal == "review_queue"
+    assert (advice.value, advice.threshold) == (REVIEW_QUEUE_LIMIT + 4, REVIEW_QUEUE_LIMIT)
+    assert advice.action.startswith("raise the count of code_reviewer")
+
+
+def test_review_queue_advice_without_any_reviewer_role_asks_for_one() -> None:
+    tallies = roles()
+    del tallies["code_reviewer"]
+    [advice] = advise(cycle(tallies=tallies, review_queue=REVIEW_QUEUE_LIMIT + 1))
+    assert advice.role == "Reviewer"
+    assert advice.action.startswith("add a role of mode Reviewer")
+
+
+def test_many_conflicts_degrade_and_advise_fewer_builders_of_every_builder_role() -> None:
+    assert judge(cycle(conflicting=CONFLICTS_LIMIT)) is Verdict.HEALTHY
+    assert advise(cycle(conflicting=CONFLICTS_LIMIT)) == []
+
+    report = cycle(conflicting=CONFLICTS_LIMIT + 1)
+    assert judge(report) is Verdict.DEGRADED
+    advice = advise(report)
+    assert [(a.role, a.signal, a.value) for a in advice] == [
+        ("api_builder", "conflicting_pulls", CONFLICTS_LIMIT + 1),
+        ("ui_builder", "conflicting_pulls", CONFLICTS_LIMIT + 1),
+    ]
+    assert all(a.action.startswith(f"lower the count of {a.role}") for a in advice)
+
+
+def test_builders_are_found_by_mode_not_by_name() -> None:
+    tallies = {
+        "growth_engineer": RoleTally(desired=2, running=2, mode="Task-driven"),
+        "api_builder_retired": RoleTally(desired=0, running=0, mode="Task-driven"),
+        "fake_builder": RoleTally(desired=2, running=2, mode="Self-directed"),
+    }
+    advice = advise(cycle(tallies=tallies, conflicting=CONFLICTS_LIMIT + 1))
+    assert [a.role for a in advice] == ["growth_engineer"]
+
+
+def test_idle_exits_advise_lowering_that_role_only() -> None:
+    tallies = roles(unit_tester={"idle_exits": IDLE_EXITS_LIMIT + 1}, api_builder={"idle_exits": IDLE_EXITS_LIMIT})
+    report = cycle(tallies=tallies)
+    [advice] = advise(report)
+    assert (advice.role, advice.signal, advice.value) == ("unit_tester", "idle_exits", IDLE_EXITS_LIMIT + 1)
+    assert advice.action.startswith("lower the count of unit_tester")
+    # Idle agents are waste, not damage: the verdict stays healthy.
+    assert judge(report) is Verdict.HEALTHY
+
+
+def test_idle_exits_of_a_role_already_at_zero_need_no_advice() -> None:
+    tallies = {**roles(), "old_role": RoleTally(desired=0, running=0, mode="Self-directed", idle_exits=9)}
+    assert advise(cycle(tallies=tallies)) == []
+
+
+def test_errors_in_a_step_degrade() -> None:
+    by_error = cycle(errors=[StepError(step="merge", message="GitHub answered 502")])
+    by_status = cycle(steps={"inventory": StepResult(StepStatus.FAILED, "docker: connection refused")})
+    assert judge(by_error) is Verdict.DEGRADED
+    assert judge(by_status) is Verdict.DEGRADED
+    assert [f.reason for f in findings(by_status)] == ["errors in inventory"]
