@@ -1,0 +1,301 @@
+"""The scheduler: runs one cycle at start, then one per cron tick, each in a fresh process, never two at once.
+
+Pure core: `next_tick`, `schedule_interval` and `missed_ticks` compute the schedule from a cron
+expression and times (UTC; 5 fields, or 6 with seconds last). Thin shell: `run_schedule` owns the
+clock, the cycle's process, its time limit and the heartbeat file.
+
+A cycle that runs past the next tick makes that tick (and any other passed while it ran) skip:
+the next cycle starts at the first tick after the previous one finished. A cycle over its time
+limit (default: one schedule interval) is terminated with its whole process group, SIGTERM first
+and SIGKILL after a grace period. Whatever way a cycle ends (ok, failed, crashed, killed), the
+heartbeat is written and the scheduler goes on; only a stop request (SIGTERM/SIGINT) ends it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from croniter import croniter
+
+from coordinator.report import EventLog
+
+# How long a terminated cycle gets to exit before SIGKILL; below Docker's default 10 s stop
+# timeout, so a stopping container still ends its cycle itself.
+DEFAULT_KILL_GRACE_S = 5.0
+# How often a running cycle is checked for exit, time limit and stop request: Popen.wait cannot
+# also wake up on a threading.Event, so the wait is cut into short slices.
+_POLL_S = 0.05
+# The longest single sleep while waiting for a tick; waking up now and then recomputes the wait
+# from the wall clock, so a clock adjustment cannot make the scheduler sleep through its ticks.
+_MAX_SLEEP_S = 30.0
+# At most this many skipped ticks are listed in one `schedule.skipped` event.
+_MAX_LISTED_TICKS = 50
+
+
+# --- pure core --------------------------------------------------------------------------------
+
+
+def next_tick(expr: str, after: datetime) -> datetime:
+    """The first tick of `expr` strictly after `after` (timezone-aware)."""
+    tick: datetime = croniter(expr, after).get_next(datetime)
+    return tick
+
+
+def previous_tick(expr: str, before: datetime) -> datetime:
+    """The last tick of `expr` strictly before `before`."""
+    tick: datetime = croniter(expr, before).get_prev(datetime)
+    return tick
+
+
+def schedule_interval(expr: str, at: datetime) -> float:
+    """Seconds between the ticks around `at`: the last tick at or before it and the first after it."""
+    following = next_tick(expr, at)
+    return (following - previous_tick(expr, following)).total_seconds()
+
+
+def missed_ticks(expr: str, since: datetime, until: datetime, *, limit: int | None = None) -> list[datetime]:
+    """The ticks in (since, until]: the ones that passed while a cycle started at `since` ran.
+
+    `limit` caps the list, since a long stall under a seconds schedule would otherwise list thousands.
+    """
+    ticks: list[datetime] = []
+    iterator = croniter(expr, since)
+    while limit is None or len(ticks) < limit:
+        tick: datetime = iterator.get_next(datetime)
+        if tick > until:
+            break
+        ticks.append(tick)
+    return ticks
+
+
+def cycle_time_limit(expr: str, timeout_s: float | None, started_at: datetime) -> float:
+    """The configured time limit, or by default one schedule interval (the slot the cycle runs in)."""
+    return timeout_s if timeout_s is not None else schedule_interval(expr, started_at)
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit code 1' or 'killed by SIGKILL' (subprocess reports a signal as a negative code)."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
+
+
+# --- shell ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    exit_code: int | None  # None: the process could not be started
+    duration_s: float
+    timed_out: bool = False
+    stopped: bool = False  # terminated because the scheduler is stopping
+    start_error: str | None = None
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM (docker stop) and SIGINT (Ctrl-C) set `stop`; call from the main thread.
+
+    The container runs the scheduler as PID 1, which has no default action for SIGTERM: without
+    a handler `docker stop` would wait its 10 s and SIGKILL everything.
+    """
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+
+def run_schedule(
+    *,
+    schedule: str,
+    cycle_argv: Sequence[str],
+    timeout_s: float | None,
+    heartbeat_file: Path,
+    log: EventLog,
+    stop: threading.Event | None = None,
+    max_cycles: int | None = None,
+    env: Mapping[str, str] | None = None,
+    kill_grace_s: float = DEFAULT_KILL_GRACE_S,
+) -> int:
+    """Run `cycle_argv` once now, then at each tick after the previous cycle finished, until `stop` is set.
+
+    `max_cycles` ends the loop after that many cycles (for tests and one-off runs); `env` is the
+    cycles' environment (default: this process's). Returns 0: a failing cycle is the cycle's
+    report's business, not the scheduler's.
+    """
+    # Imported here, not at the top, because the heartbeat module imports this one for the interval.
+    from coordinator.heartbeat import write_heartbeat
+
+    if not croniter.is_valid(schedule):
+        raise ValueError(f"schedule {schedule!r} is not a cron expression; use 5 fields, or 6 with seconds last")
+    if not cycle_argv:
+        raise ValueError("cycle_argv is empty; give the command of one cycle")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"timeout_s={timeout_s!r} must be more than 0 seconds, or None for one schedule interval")
+    stop = threading.Event() if stop is None else stop
+    log.emit(
+        "schedule.started",
+        schedule=schedule,
+        time_limit_s=timeout_s,
+        time_limit="configured" if timeout_s is not None else "one schedule interval",
+        heartbeat_file=str(heartbeat_file),
+        cycle_argv=list(cycle_argv),
+    )
+    cycles = 0
+    tick: datetime | None = None  # the tick the coming cycle belongs to; None for the one at start
+    while not stop.is_set():
+        started_at = datetime.now(UTC)
+        time_limit_s = cycle_time_limit(schedule, timeout_s, started_at)
+        outcome = _run_cycle(
+            cycle_argv, env=env, time_limit_s=time_limit_s, kill_grace_s=kill_grace_s, stop=stop, log=log, tick=tick
+        )
+        finished_at = datetime.now(UTC)
+        cycles += 1
+        if outcome.stopped:
+            # Not a finished cycle: no heartbeat, the container is going away.
+            log.emit(
+                "schedule.cycle_stopped",
+                exit_code=outcome.exit_code,
+                outcome=describe_exit(outcome.exit_code) if outcome.exit_code is not None else None,
+                duration_s=round(outcome.duration_s, 3),
+            )
+            break
+        following = next_tick(schedule, finished_at)
+        _report_cycle(outcome, finished_at=finished_at, following=following, log=log)
+        if outcome.exit_code is not None:
+            try:
+                write_heartbeat(heartbeat_file, finished_at=finished_at, exit_code=outcome.exit_code)
+            except OSError as exc:
+                # The health check will say so; the scheduler itself can go on.
+                log.emit("schedule.heartbeat_failed", path=str(heartbeat_file), error=str(exc))
+        skipped = missed_ticks(schedule, started_at, finished_at, limit=_MAX_LISTED_TICKS + 1)
+        if skipped:
+            log.emit(
+                "schedule.skipped",
+                missed=skipped[:_MAX_LISTED_TICKS],
+                more=len(skipped) > _MAX_LISTED_TICKS,
+                reason="the previous cycle was still running at these ticks",
+                next_tick=following,
+            )
+        if max_cycles is not None and cycles >= max_cycles:
+            break
+        if _sleep_until(following, stop):
+            break
+        tick = following
+    log.emit("schedule.stopped", cycles=cycles, reason="stop requested" if stop.is_set() else "max_cycles reached")
+    return 0
+
+
+def _report_cycle(outcome: CycleOutcome, *, finished_at: datetime, following: datetime, log: EventLog) -> None:
+    if outcome.exit_code is None:
+        log.emit("schedule.cycle_not_started", error=outcome.start_error, next_tick=following)
+        return
+    log.emit(
+        "schedule.cycle_finished",
+        exit_code=outcome.exit_code,
+        outcome=describe_exit(outcome.exit_code),
+        timed_out=outcome.timed_out,
+        duration_s=round(outcome.duration_s, 3),
+        finished_at=finished_at,
+        next_tick=following,
+    )
+
+
+def _sleep_until(moment: datetime, stop: threading.Event) -> bool:
+    """Wait until the wall clock reaches `moment`; True if a stop was requested meanwhile."""
+    while True:
+        remaining = (moment - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            return stop.is_set()
+        if stop.wait(min(remaining, _MAX_SLEEP_S)):
+            return True
+
+
+def _run_cycle(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    time_limit_s: float,
+    kill_grace_s: float,
+    stop: threading.Event,
+    log: EventLog,
+    tick: datetime | None,
+) -> CycleOutcome:
+    """One cycle in its own process group, its output going straight to ours (the container log)."""
+    began = time.monotonic()
+    try:
+        # A new session makes the cycle a process group leader, so it and anything it started
+        # can be signalled together, and a Ctrl-C at a terminal reaches only the scheduler.
+        process = subprocess.Popen(list(argv), env=None if env is None else dict(env), start_new_session=True)
+    except OSError as exc:
+        return CycleOutcome(exit_code=None, duration_s=0.0, start_error=f"{argv[0]}: {exc.strerror or exc}")
+    log.emit(
+        "schedule.cycle_started",
+        pid=process.pid,
+        tick=tick,
+        reason="start" if tick is None else "tick",
+        time_limit_s=round(time_limit_s, 3),
+    )
+    deadline = began + time_limit_s
+    while True:
+        try:
+            returncode = process.wait(timeout=_POLL_S)
+            return CycleOutcome(exit_code=returncode, duration_s=time.monotonic() - began)
+        except subprocess.TimeoutExpired:
+            pass
+        if stop.is_set():
+            log.emit("schedule.stopping", reason="stop requested", cycle_pid=process.pid)
+            returncode = terminate_process_group(process, kill_grace_s)
+            return CycleOutcome(exit_code=returncode, duration_s=time.monotonic() - began, stopped=True)
+        if time.monotonic() >= deadline:
+            log.emit("cycle.timeout", pid=process.pid, time_limit_s=round(time_limit_s, 3), grace_s=kill_grace_s)
+            returncode = terminate_process_group(process, kill_grace_s)
+            return CycleOutcome(exit_code=returncode, duration_s=time.monotonic() - began, timed_out=True)
+
+
+def terminate_process_group(process: subprocess.Popen[bytes], grace_s: float) -> int:
+    """SIGTERM the process's group, SIGKILL whatever is left after `grace_s`; returns the leader's exit code.
+
+    The process must lead its own group (started with start_new_session=True).
+    """
+    group = process.pid
+    _signal_group(group, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        _signal_group(group, signal.SIGKILL)
+        return process.wait()
+    # The leader is gone, but a child of it may have ignored SIGTERM; wait out the rest of the grace for it.
+    grace_ends = time.monotonic() + grace_s
+    while _group_exists(group) and time.monotonic() < grace_ends:
+        time.sleep(_POLL_S)
+    if _group_exists(group):
+        _signal_group(group, signal.SIGKILL)
+    return process.returncode
+
+
+def _signal_group(group: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group has already exited
+        os.killpg(group, signum)
+
+
+def _group_exists(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True

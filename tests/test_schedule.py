@@ -1,0 +1,426 @@
+"""The scheduler: the tick arithmetic as plain functions, the loop with real processes on seconds-scale schedules.
+
+Each loop test starts a real scheduler process (`run_schedule` behind a few lines of driver) whose
+cycle is `fake_cycle.py`: each run appends its start and end to a record file and does what the
+plan says for that run (sleep, exit with a code, kill itself, hang with a child that ignores SIGTERM).
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.heartbeat import read_heartbeat
+from coordinator.report import EventLog
+from coordinator.schedule import (
+    cycle_time_limit,
+    describe_exit,
+    missed_ticks,
+    next_tick,
+    run_schedule,
+    schedule_interval,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+EVERY_SECOND = "* * * * * *"
+EVERY_2_S = "* * * * * */2"
+ONCE_A_YEAR = "0 0 1 1 *"
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+# --- the tick arithmetic ----------------------------------------------------------------------
+
+
+def test_next_tick_is_strictly_after() -> None:
+    assert next_tick("*/5 * * * *", at("2024-05-01T12:03:10")) == at("2024-05-01T12:05:00")
+    assert next_tick("*/5 * * * *", at("2024-05-01T12:05:00")) == at("2024-05-01T12:10:00")
+    assert next_tick(EVERY_2_S, at("2024-05-01T12:00:00.500")) == at("2024-05-01T12:00:02")
+
+
+@pytest.mark.parametrize(
+    ("expr", "moment", "seconds"),
+    [
+        ("*/5 * * * *", "2024-05-01T12:03:10", 300),
+        ("*/5 * * * *", "2024-05-01T12:05:00", 300),  # on a tick: the slot that starts there
+        (EVERY_2_S, "2024-05-01T12:00:01.250", 2),
+        (EVERY_SECOND, "2024-05-01T12:00:00", 1),
+        ("0 9,17 * * *", "2024-05-01T12:00:00", 8 * 3600),  # uneven schedules: the interval around the time
+        ("0 9,17 * * *", "2024-05-01T20:00:00", 16 * 3600),
+    ],
+)
+def test_schedule_interval_is_the_gap_between_the_ticks_around_a_time(expr: str, moment: str, seconds: float) -> None:
+    assert schedule_interval(expr, at(moment)) == seconds
+
+
+def test_missed_ticks_are_those_after_the_start_up_to_the_finish() -> None:
+    started = at("2024-05-01T12:00:00.010")
+
+    assert missed_ticks(EVERY_SECOND, started, at("2024-05-01T12:00:00.900")) == []
+    assert missed_ticks(EVERY_SECOND, started, at("2024-05-01T12:00:03")) == [
+        at("2024-05-01T12:00:01"),
+        at("2024-05-01T12:00:02"),
+        at("2024-05-01T12:00:03"),
+    ]
+    assert missed_ticks("*/5 * * * *", at("2024-05-01T12:00:00"), at("2024-05-01T12:04:59")) == []
+    assert missed_ticks("*/5 * * * *", at("2024-05-01T12:00:00"), at("2024-05-01T12:07:00")) == [
+        at("2024-05-01T12:05:00")
+    ]
+    assert len(missed_ticks(EVERY_SECOND, started, at("2024-05-02T12:00:00"), limit=51)) == 51
+
+
+def test_time_limit_defaults_to_one_schedule_interval() -> None:
+    assert cycle_time_limit("*/5 * * * *", None, at("2024-05-01T12:03:00")) == 300
+    assert cycle_time_limit("*/5 * * * *", 42.0, at("2024-05-01T12:03:00")) == 42.0
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(0) == "exit code 0"
+    assert describe_exit(2) == "exit code 2"
+    assert describe_exit(-9) == "killed by SIGKILL"
+
+
+# --- the loop, with real processes ---------------------------------------------------------
+
+FAKE_CYCLE = textwrap.dedent(
+    """
+    import json, os, signal, subprocess, sys, time
+    from pathlib import Path
+
+    records = Path(os.environ["FAKE_CYCLE_RECORDS"])
+    heartbeat = Path(os.environ["FAKE_CYCLE_HEARTBEAT"])
+    plan = os.environ["FAKE_CYCLE_PLAN"].split(",")
+    lines = records.read_text().splitlines() if records.exists() else []
+    run = sum(1 for line in lines if json.loads(line)["what"] == "start")
+    step = plan[min(run, len(plan) - 1)]
+    kind, _, arg = step.partition(":")
+
+    def record(what, **fields):
+        with records.open("a") as out:
+            out.write(json.dumps({"run": run, "what": what, "at": time.time(), **fields}) + "\\n")
+
+    seen = json.loads(heartbeat.read_text()) if heartbeat.exists() else None
+    record("start", pid=os.getpid(), pgid=os.getpgid(0), step=step, heartbeat_seen=seen)
+    print(json.dumps({"event": "fake.cycle", "run": run}), flush=True)  # reaches the scheduler's stdout
+
+    if kind in ("hang", "orphan"):
+        # hang: the cycle and its child both ignore SIGTERM; orphan: only the child does.
+        if kind == "hang":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"
+        child = subprocess.Popen([sys.executable, "-c", stubborn])
+        record("child", pid=child.pid)
+        time.sleep(300)
+    elif kind == "signal":
+        os.kill(os.getpid(), getattr(signal, arg))
+    elif kind == "sleep":
+        time.sleep(float(arg))
+    record("end")
+    sys.exit(int(arg) if kind == "exit" else 0)
+    """
+)
+
+DRIVER = textwrap.dedent(
+    """
+    import json, sys, threading
+    from pathlib import Path
+    from coordinator.report import EventLog
+    from coordinator.schedule import install_signal_handlers, run_schedule
+
+    config = json.loads(sys.argv[1])
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    sys.exit(
+        run_schedule(
+            schedule=config["schedule"],
+            cycle_argv=config["cycle_argv"],
+            timeout_s=config["timeout_s"],
+            heartbeat_file=Path(config["heartbeat_file"]),
+            log=EventLog("test"),
+            stop=stop,
+            max_cycles=config["max_cycles"],
+            kill_grace_s=config["kill_grace_s"],
+        )
+    )
+    """
+)
+
+
+@dataclass
+class Scheduler:
+    process: subprocess.Popen[bytes]
+    log_file: Path
+    records_file: Path
+    heartbeat_file: Path
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        lines = self.log_file.read_text().splitlines() if self.log_file.exists() else []
+        events = [json.loads(line) for line in lines if line.startswith("{")]
+        return [e for e in events if name is None or e["event"] == name]
+
+    def records(self, what: str) -> list[dict[str, Any]]:
+        lines = self.records_file.read_text().splitlines() if self.records_file.exists() else []
+        return [r for r in map(json.loads, lines) if r["what"] == what]
+
+    def cycles(self) -> list[tuple[float, float]]:
+        """(start, end) of each cycle run that ended by itself."""
+        ends = {r["run"]: r["at"] for r in self.records("end")}
+        return [(r["at"], ends[r["run"]]) for r in self.records("start") if r["run"] in ends]
+
+    def finish(self, timeout: float = 60) -> int:
+        """Wait for the scheduler to exit by itself; the bound only keeps a broken scheduler from hanging the suite."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"the scheduler did not exit; its log:\n{self.log_file.read_text()}")
+
+
+@pytest.fixture
+def start_scheduler(tmp_path: Path) -> Iterator[Callable[..., Scheduler]]:
+    started: list[Scheduler] = []
+    script = tmp_path / "fake_cycle.py"
+    script.write_text(FAKE_CYCLE)
+
+    def start(
+        *,
+        schedule: str,
+        plan: str,
+        timeout_s: float | None = None,
+        max_cycles: int | None = None,
+        kill_grace_s: float = 0.5,
+    ) -> Scheduler:
+        scheduler_dir = tmp_path / f"scheduler-{len(started)}"
+        scheduler_dir.mkdir()
+        heartbeat_file = scheduler_dir / "state" / "heartbeat.json"
+        config = {
+            "schedule": schedule,
+            "cycle_argv": [sys.executable, str(script)],
+            "timeout_s": timeout_s,
+            "heartbeat_file": str(heartbeat_file),
+            "max_cycles": max_cycles,
+            "kill_grace_s": kill_grace_s,
+        }
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "FAKE_CYCLE_RECORDS": str(scheduler_dir / "records.jsonl"),
+            "FAKE_CYCLE_HEARTBEAT": str(heartbeat_file),
+            "FAKE_CYCLE_PLAN": plan,
+        }
+        log_file = scheduler_dir / "scheduler.log"
+        with log_file.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-c", DRIVER, json.dumps(config)], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        scheduler = Scheduler(process, log_file, scheduler_dir / "records.jsonl", heartbeat_file)
+        started.append(scheduler)
+        return scheduler
+
+    yield start
+    for scheduler in started:  # a failed test must not leave a scheduler or its cycles running
+        if scheduler.process.poll() is None:
+            scheduler.process.kill()
+            scheduler.process.wait()
+        for record in scheduler.records("start") + scheduler.records("child"):
+            if alive(record["pid"]):
+                os.kill(record["pid"], signal.SIGKILL)
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) -> None:
+    """Poll until `condition` holds; the bound only turns a hang into a failure with a message."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (an orphan's zombie waits for init, which may be slow)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_first_cycle_runs_at_start_then_the_scheduler_waits_and_stops_on_sigterm(
+    start_scheduler: Callable[..., Scheduler],
+) -> None:
+    # The next tick is months away, so the one cycle that runs can only be the one at start.
+    scheduler = start_scheduler(schedule=ONCE_A_YEAR, plan="exit:0")
+    wait_for(lambda: scheduler.events("schedule.cycle_finished"), "the first cycle to finish")
+
+    scheduler.process.send_signal(signal.SIGTERM)
+    returncode = scheduler.finish()
+
+    events = scheduler.events()
+    assert returncode == 0
+    assert [e["event"] for e in events if e["event"] != "fake.cycle"] == [
+        "schedule.started",
+        "schedule.cycle_started",
+        "schedule.cycle_finished",
+        "schedule.stopped",
+    ]
+    assert scheduler.events("fake.cycle") == [{"event": "fake.cycle", "run": 0}]  # the cycle's output reached ours
+    started = scheduler.events("schedule.cycle_started")[0]
+    assert (started["reason"], started["tick"]) == ("start", None)
+    finished = scheduler.events("schedule.cycle_finished")[0]
+    assert finished["exit_code"] == 0 and finished["next_tick"].endswith("-01-01T00:00:00Z")
+    assert read_heartbeat(scheduler.heartbeat_file) is not None
+    assert scheduler.events("schedule.stopped")[0]["reason"] == "stop requested"
+
+
+def test_after_the_first_cycle_each_cycle_starts_at_its_own_tick(start_scheduler: Callable[..., Scheduler]) -> None:
+    scheduler = start_scheduler(schedule=EVERY_2_S, plan="sleep:0.2", max_cycles=3)
+
+    assert scheduler.finish() == 0
+
+    started = scheduler.events("schedule.cycle_started")
+    runs = scheduler.records("start")
+    ticks = [datetime.fromisoformat(e["tick"]).timestamp() for e in started[1:]]
+    assert len(runs) == 3
+    assert all(tick % 2 == 0 for tick in ticks)  # on the schedule's ticks
+    assert ticks[0] < ticks[1]
+    for tick, run in zip(ticks, runs[1:], strict=True):
+        assert run["at"] >= tick  # never before its tick
+
+
+def test_an_overrunning_cycle_makes_the_next_ticks_skip_and_cycles_never_overlap(
+    start_scheduler: Callable[..., Scheduler],
+) -> None:
+    scheduler = start_scheduler(schedule=EVERY_SECOND, plan="sleep:2.5,sleep:2.5,exit:0", timeout_s=30, max_cycles=3)
+
+    assert scheduler.finish() == 0
+
+    cycles = scheduler.cycles()
+    assert len(cycles) == 3
+    for (_, previous_end), (next_start, _) in itertools.pairwise(cycles):
+        assert next_start >= previous_end
+    finished = scheduler.events("schedule.cycle_finished")
+    skipped = scheduler.events("schedule.skipped")
+    started_ticks = [e["tick"] for e in scheduler.events("schedule.cycle_started")[1:]]
+    assert len(skipped) == 2  # after each of the two overrunning cycles, none after the short one
+    next_runs = scheduler.records("start")[1:]
+    for skip, before, tick, run in zip(skipped, finished[:2], started_ticks, next_runs, strict=True):
+        # A 2.5 s cycle on a 1 s schedule overruns at least two ticks; all of them before it finished,
+        # and the next cycle ran at the first tick after that.
+        assert len(skip["missed"]) >= 2
+        finished_at = datetime.fromisoformat(before["finished_at"])
+        assert all(datetime.fromisoformat(missed) <= finished_at for missed in skip["missed"])
+        assert tick == skip["next_tick"] == before["next_tick"]
+        assert datetime.fromisoformat(tick) == next_tick(EVERY_SECOND, finished_at)
+        assert tick not in skip["missed"]
+        assert run["at"] >= datetime.fromisoformat(tick).timestamp()  # and not before that tick
+
+
+def test_a_cycle_over_its_time_limit_is_killed_with_its_process_group_and_the_scheduler_goes_on(
+    start_scheduler: Callable[..., Scheduler],
+) -> None:
+    # No timeout given: the limit is one schedule interval, 2 s. The cycle and its child ignore
+    # SIGTERM, so only the SIGKILL after the grace period ends them.
+    scheduler = start_scheduler(schedule=EVERY_2_S, plan="hang,exit:0", max_cycles=2, kill_grace_s=0.5)
+
+    assert scheduler.finish() == 0
+
+    timeout = scheduler.events("cycle.timeout")
+    first, second = scheduler.events("schedule.cycle_finished")
+    hung = scheduler.records("start")[0]
+    child = scheduler.records("child")[0]
+    assert len(timeout) == 1 and timeout[0]["time_limit_s"] == 2.0 and timeout[0]["pid"] == hung["pid"]
+    assert (first["exit_code"], first["outcome"], first["timed_out"]) == (-9, "killed by SIGKILL", True)
+    assert not alive(hung["pid"]) and not alive(child["pid"])
+    assert (second["exit_code"], second["timed_out"]) == (0, False)
+    heartbeat = read_heartbeat(scheduler.heartbeat_file)
+    assert heartbeat is not None and heartbeat.exit_code == 0
+
+
+def test_a_crashing_cycle_does_not_stop_the_scheduler_and_still_writes_the_heartbeat(
+    start_scheduler: Callable[..., Scheduler],
+) -> None:
+    scheduler = start_scheduler(schedule=EVERY_SECOND, plan="exit:3,signal:SIGKILL,exit:0", max_cycles=3)
+
+    assert scheduler.finish() == 0
+
+    finished = scheduler.events("schedule.cycle_finished")
+    runs = scheduler.records("start")
+    assert [e["exit_code"] for e in finished] == [3, -9, 0]
+    # Each run read the heartbeat its predecessor left: written after an exit 3 and after a SIGKILL alike.
+    assert [run["heartbeat_seen"] and run["heartbeat_seen"]["exit_code"] for run in runs] == [None, 3, -9]
+    heartbeat = read_heartbeat(scheduler.heartbeat_file)
+    assert heartbeat is not None and heartbeat.exit_code == 0
+
+
+def test_sigterm_stops_the_scheduler_and_its_running_cycle(start_scheduler: Callable[..., Scheduler]) -> None:
+    # The cycle dies on SIGTERM but leaves a child that ignores it: the group kill must get that one too.
+    scheduler = start_scheduler(schedule=EVERY_SECOND, plan="orphan", timeout_s=300, kill_grace_s=0.5)
+    wait_for(lambda: scheduler.records("child"), "the cycle to start its child")
+
+    scheduler.process.send_signal(signal.SIGTERM)
+    returncode = scheduler.finish()
+
+    cycle = scheduler.records("start")[0]
+    child = scheduler.records("child")[0]
+    assert returncode == 0
+    assert not alive(cycle["pid"]) and not alive(child["pid"])
+    assert [e["event"] for e in scheduler.events()][-3:] == [
+        "schedule.stopping",
+        "schedule.cycle_stopped",
+        "schedule.stopped",
+    ]
+    assert scheduler.events("schedule.cycle_stopped")[0]["exit_code"] == -signal.SIGTERM
+    assert read_heartbeat(scheduler.heartbeat_file) is None  # the cycle never finished
+
+
+def test_a_cycle_that_cannot_start_is_logged_and_the_scheduler_goes_on(tmp_path: Path) -> None:
+    out = io.StringIO()
+    heartbeat_file = tmp_path / "heartbeat.json"
+
+    returncode = run_schedule(
+        schedule=EVERY_SECOND,
+        cycle_argv=[str(tmp_path / "no-such-program")],
+        timeout_s=None,
+        heartbeat_file=heartbeat_file,
+        log=EventLog("test", stream=out),
+        max_cycles=2,
+    )
+
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    not_started = [e for e in events if e["event"] == "schedule.cycle_not_started"]
+    assert returncode == 0
+    assert len(not_started) == 2 and "no-such-program" in not_started[0]["error"]
+    assert not heartbeat_file.exists()  # no cycle finished, so the health check will say so
+
+
+def test_bad_arguments_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    log = EventLog("test", stream=io.StringIO())
+    common: dict[str, Any] = {"heartbeat_file": tmp_path / "hb", "log": log, "max_cycles": 1}
+
+    with pytest.raises(ValueError, match="not a cron expression"):
+        run_schedule(schedule="every minute", cycle_argv=["true"], timeout_s=None, **common)
+    with pytest.raises(ValueError, match="cycle_argv is empty"):
+        run_schedule(schedule=EVERY_SECOND, cycle_argv=[], timeout_s=None, **common)
+    with pytest.raises(ValueError, match="must be more than 0"):
+        run_schedule(schedule=EVERY_SECOND, cycle_argv=["true"], timeout_s=0, **common)
+
+
+def test_missed_ticks_stop_at_the_limit_for_a_long_stall() -> None:
+    start = at("2024-05-01T00:00:00")
+    assert missed_ticks(EVERY_SECOND, start, start + timedelta(days=1), limit=3)[-1] == at("2024-05-01T00:00:03")
