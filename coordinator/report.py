@@ -74,6 +74,7 @@ class RoleTally:
     spawned: int = 0
     failed: int = 0
     waiting: list[SlotWait] = field(default_factory=list)
+    deferred: int = 0  # spawns held back by the fleet's spawn budget
     # Agents of this role that exited 0 soon after starting (nothing to do), among the exited
     # containers Docker still holds; the advice to lower the count is computed from it.
     idle_exits: int = 0

@@ -240,7 +240,9 @@ def _run_cycle(
     try:
         # A new session makes the cycle a process group leader, so it and anything it started
         # can be signalled together, and a Ctrl-C at a terminal reaches only the scheduler.
-        process = subprocess.Popen(list(argv), env=None if env is None else dict(env), start_new_session=True)
+        # The cycle is told its time limit, so that its merge step can end cleanly before the kill.
+        cycle_env = {**(os.environ if env is None else env), "COORDINATOR_CYCLE_TIMEOUT_S": f"{time_limit_s:.3f}"}
+        process = subprocess.Popen(list(argv), env=cycle_env, start_new_session=True)
     except OSError as exc:
         return CycleOutcome(exit_code=None, duration_s=0.0, start_error=f"{argv[0]}: {exc.strerror or exc}")
     log.emit(

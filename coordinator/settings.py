@@ -41,6 +41,8 @@ VARIABLES: dict[str, str] = {
     "HEALTH_EXPECT": "Status codes that count as up, e.g. 200-399 or 200,204. Default 200-399.",
     "FLEET_MAX_SPAWNS_PER_HOUR": "Fleet-wide spawn budget per rolling hour. Unset or 0: no budget.",
     "SPAWN_CONCURRENCY": "Most agent spawns in flight at once. Default 8.",
+    "AGENT_CRASH_BACKOFF_S": "First wait before respawning a slot whose agent crashed; doubles per crash. Default 60.",
+    "AGENT_CRASH_BACKOFF_MAX_S": "Longest crash-loop wait, seconds. Default 3600.",
     "AGENT_NETWORK": "Docker network mode of agent containers (bridge, host, or a network name). Default bridge.",
     "DOCKER_HOST": "The Docker SDK's own setting for the engine to talk to.",
 }
@@ -107,12 +109,15 @@ class SpawnSettings:
     max_spawns_per_hour: int | None = None
     concurrency: int = 8
     network: str = "bridge"
+    backoff_base_s: float = 60.0
+    backoff_max_s: float = 3600.0
 
 
 @dataclass(frozen=True)
 class Settings:
     fleet_id: str = "agent-fleet"
     roster: tuple[RoleSpec, ...] | None = None
+    repository: str | None = None  # told to every agent, even when the merge step is skipped
     schedule: str = DEFAULT_SCHEDULE
     cycle_timeout_s: float | None = None
     heartbeat_file: Path = Path(DEFAULT_HEARTBEAT_FILE)
@@ -287,20 +292,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         skipped["reconcile"] = "FLEET_ROSTER_FILE is not set"
     max_spawns = _positive_int(env, "FLEET_MAX_SPAWNS_PER_HOUR", 0, allow_zero=True)
     network = env.get("AGENT_NETWORK", "").strip() or "bridge"
+    github = _load_github(env, skipped)
     return Settings(
         fleet_id=fleet_id,
         roster=roster,
+        repository=github.repository if github else (env.get("GITHUB_REPOSITORY", "").strip() or None),
         schedule=validate_schedule(
             "COORDINATOR_SCHEDULE", env.get("COORDINATOR_SCHEDULE", "").strip() or DEFAULT_SCHEDULE
         ),
         cycle_timeout_s=_positive_float(env, "COORDINATOR_CYCLE_TIMEOUT_S", None),
         heartbeat_file=Path(env.get("COORDINATOR_HEARTBEAT_FILE", "").strip() or DEFAULT_HEARTBEAT_FILE),
-        github=_load_github(env, skipped),
+        github=github,
         health=_load_health(env, skipped),
         spawn=SpawnSettings(
             max_spawns_per_hour=max_spawns or None,
             concurrency=_positive_int(env, "SPAWN_CONCURRENCY", 8),
             network=network,
+            backoff_base_s=_positive_float(env, "AGENT_CRASH_BACKOFF_S", 60.0) or 60.0,
+            backoff_max_s=_positive_float(env, "AGENT_CRASH_BACKOFF_MAX_S", 3600.0) or 3600.0,
         ),
         skipped=skipped,
     )

@@ -1,0 +1,96 @@
+"""`python -m coordinator <command>`: the runtime's command line.
+
+  cycle        run one cycle; exit 0 when every step succeeded, 1 when one failed, 2 on bad settings
+  plan         print what a cycle would do now; changes nothing
+  schedule     run cycles on COORDINATOR_SCHEDULE, each in a fresh process (the container's entrypoint)
+  status       the last cycles from the coordinator container's log, with the current advice
+  healthcheck  the container's health check: has a cycle finished within two schedule intervals?
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from coordinator.report import EventLog, render_text
+from coordinator.settings import ConfigError, Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m coordinator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("cycle", "run one cycle"), ("plan", "show what a cycle would do; change nothing")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--format", choices=("json", "text"), default="json" if name == "cycle" else "text",
+                         help="json: one JSON object per line, the report last; text: the report for a person")
+    commands.add_parser("schedule", help="run cycles on COORDINATOR_SCHEDULE")
+    status = commands.add_parser("status", help="the last cycles from the coordinator container's log")
+    status.add_argument("--fleet", default=None, help="fleet id (default: FLEET_ID, else agent-fleet)")
+    status.add_argument("--container", default=None, help="coordinator container name or id")
+    status.add_argument("--last", type=int, default=10, help="how many cycles to show (default 10)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    commands.add_parser("healthcheck", help="exit 0 when a cycle finished within two schedule intervals")
+    return parser
+
+
+def _settings() -> Settings:
+    return load_settings(os.environ)
+
+
+def _cycle(settings: Settings, *, dry_run: bool, text: bool) -> int:
+    from coordinator.cycle import run_cycle
+
+    # In text mode the event lines go to stderr, so stdout holds only the report a person reads.
+    log = EventLog(settings.fleet_id, settings.secrets(), stream=sys.stderr if text else sys.stdout)
+    # Leave the merge step a margin before the scheduler's time limit, so it stops cleanly instead of being killed.
+    deadline = time.monotonic() + settings.cycle_timeout_s * 0.8 if settings.cycle_timeout_s else None
+    report = run_cycle(settings, log=log, dry_run=dry_run, deadline=deadline)
+    if text:
+        sys.stdout.write(log.scrub(render_text(report)))
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _schedule(settings: Settings) -> int:
+    import threading
+
+    from coordinator.schedule import install_signal_handlers, run_schedule
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    log = EventLog(settings.fleet_id, settings.secrets())
+    return run_schedule(
+        schedule=settings.schedule,
+        cycle_argv=[sys.executable, "-m", "coordinator", "cycle"],
+        timeout_s=settings.cycle_timeout_s,
+        heartbeat_file=settings.heartbeat_file,
+        log=log,
+        stop=stop,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "status":
+        from coordinator.status import run_status
+
+        fleet = args.fleet or os.environ.get("FLEET_ID", "").strip() or "agent-fleet"
+        return run_status(fleet_id=fleet, container=args.container, last=args.last, as_json=args.json,
+                          out=sys.stdout)
+    if args.command == "healthcheck":
+        from coordinator.heartbeat import healthcheck_main
+
+        return healthcheck_main(os.environ)
+    try:
+        settings = _settings()
+    except ConfigError as exc:
+        print(f"agent-fleet coordinator: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "schedule":
+        return _schedule(settings)
+    return _cycle(settings, dry_run=args.command == "plan", text=args.format == "text")

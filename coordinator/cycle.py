@@ -1,0 +1,243 @@
+"""One reconciliation cycle: the five steps, each isolated from the others' failures.
+
+This is the one place that runs the steps. Each step is called through `_step`, which records
+how it ended; an exception in one is reported (step and message, secrets scrubbed) and the
+next step still runs. The guide's error table holds: a failed inventory counts nothing as
+running, so reconcile plans every slot (and the slot names make that safe); a failed pull
+request list skips the merge step only; a failed health check is reported, not raised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from coordinator import verdict
+from coordinator.edges.docker import DockerEngine, DockerPort
+from coordinator.edges.github import GitHubClient, GitHubPort
+from coordinator.report import (
+    CycleReport,
+    EventLog,
+    HealthReport,
+    MergeReport,
+    RoleTally,
+    SlotWait,
+    StepError,
+    StepResult,
+    StepStatus,
+    to_dict,
+)
+from coordinator.settings import GitHubSettings, HealthSettings, Settings
+from coordinator.steps.health import check_health
+from coordinator.steps.inventory import Inventory, take_inventory
+from coordinator.steps.merge import run_merge
+from coordinator.steps.reconcile import (
+    AgentContext,
+    BackoffPolicy,
+    ReconcilePlan,
+    SpawnOutcome,
+    SpawnResult,
+    execute_plan,
+    plan_reconcile,
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Edges:
+    """The doing side of a cycle. Factories, so that an unreachable Docker or GitHub fails its step,
+    not the cycle; tests hand in their own (pointed at local servers)."""
+
+    docker: Callable[[], DockerPort]
+    github: Callable[[GitHubSettings], GitHubPort]
+    health: Callable[[HealthSettings], HealthReport]
+    now: Callable[[], datetime]
+
+
+def default_edges() -> Edges:
+    docker_engine: list[DockerPort] = []
+
+    def docker() -> DockerPort:
+        # One client per cycle, made on first use: construction already talks to the engine.
+        if not docker_engine:
+            docker_engine.append(DockerEngine.from_env())
+        return docker_engine[0]
+
+    return Edges(
+        docker=docker,
+        github=lambda settings: GitHubClient(settings),
+        health=lambda settings: check_health(settings),
+        now=lambda: datetime.now(UTC),
+    )
+
+
+class _Steps:
+    """Runs one step at a time into the report, isolating failures."""
+
+    def __init__(self, report: CycleReport, log: EventLog) -> None:
+        self.report = report
+        self.log = log
+
+    def skip(self, name: str, reason: str) -> None:
+        self.report.steps[name] = StepResult(StepStatus.SKIPPED, reason)
+        self.log.emit("step.skipped", step=name, reason=reason)
+
+    def run(self, name: str, fn: Callable[[], T]) -> T | None:
+        started = time.monotonic()
+        try:
+            value = fn()
+        except Exception as exc:
+            message = self.log.scrub(str(exc) or type(exc).__name__)
+            self.fail(name, message, time.monotonic() - started)
+            return None
+        if name not in self.report.steps:  # a step may have recorded a partial failure itself
+            self.report.steps[name] = StepResult(StepStatus.OK, "", round(time.monotonic() - started, 3))
+        return value
+
+    def fail(self, name: str, message: str, duration_s: float = 0.0) -> None:
+        self.report.errors.append(StepError(name, message))
+        self.report.steps[name] = StepResult(StepStatus.FAILED, message, round(duration_s, 3))
+        self.log.emit("step.failed", step=name, error=message)
+
+
+def run_cycle(
+    settings: Settings,
+    *,
+    log: EventLog,
+    edges: Edges | None = None,
+    dry_run: bool = False,
+    deadline: float | None = None,
+) -> CycleReport:
+    """Run the five steps once and return the report (also written to `log` as its last line)."""
+    edges = edges or default_edges()
+    started_mono = time.monotonic()
+    report = CycleReport(fleet=settings.fleet_id, started_at=edges.now(), dry_run=dry_run)
+    steps = _Steps(report, log)
+    log.emit("cycle.started", dry_run=dry_run)
+
+    # 1. Inventory. On failure the guide says: assume 0 running, spawn all (the slot names keep that safe).
+    inventory = steps.run("inventory", lambda: take_inventory(edges.docker(), settings.fleet_id))
+    if inventory is None:
+        inventory = Inventory()
+    _tally(report, settings, inventory)
+
+    # 2. Reconcile.
+    if settings.roster is None:
+        steps.skip("reconcile", settings.skipped.get("reconcile", "no roster"))
+    else:
+        steps.run("reconcile", lambda: _reconcile(settings, inventory, edges, report, steps, log, dry_run))
+
+    # 3. Merge.
+    github_settings = settings.github
+    if github_settings is None:
+        steps.skip("merge", settings.skipped.get("merge", "GitHub is not configured"))
+    else:
+        merged = steps.run(
+            "merge",
+            lambda: run_merge(edges.github(github_settings), github_settings, log=log, deadline=deadline,
+                              dry_run=dry_run),
+        )
+        report.merge = merged if merged is not None else MergeReport()
+    report.merge.status = report.steps["merge"].status
+
+    # 4. Health.
+    health_settings = settings.health
+    if health_settings is None:
+        steps.skip("health", settings.skipped.get("health", "HEALTH_URL is not set"))
+    else:
+        health = steps.run("health", lambda: edges.health(health_settings))
+        if health is not None:
+            report.health = health
+            log.emit("health.checked", **to_dict_health(health))
+
+    # 5. Report: judged from the data, then written as the cycle's last line.
+    report.duration_s = round(time.monotonic() - started_mono, 3)
+    steps.run("report", lambda: _judge(report))
+    log.write(to_dict(report))
+    return report
+
+
+def to_dict_health(health: HealthReport) -> dict[str, object]:
+    return {"status": health.status.value, "code": health.code, "latency_ms": health.latency_ms,
+            "error": health.error}
+
+
+def _judge(report: CycleReport) -> None:
+    report.verdict = verdict.judge(report)
+    report.advice = verdict.advise(report)
+
+
+def _tally(report: CycleReport, settings: Settings, inventory: Inventory) -> None:
+    alive = inventory.alive_by_role()
+    idle = inventory.idle_exits_by_role()
+    for spec in settings.roster or ():
+        report.roles[spec.key] = RoleTally(
+            desired=spec.role.count, running=alive[spec.key], mode=spec.role.mode.value, idle_exits=idle[spec.key]
+        )
+    # Roles removed from the roster whose agents still run: shown until they have exited.
+    for role in sorted(inventory.roles() - set(report.roles)):
+        if alive[role]:
+            report.roles[role] = RoleTally(desired=0, running=alive[role], idle_exits=idle[role])
+
+
+def _reconcile(
+    settings: Settings,
+    inventory: Inventory,
+    edges: Edges,
+    report: CycleReport,
+    steps: _Steps,
+    log: EventLog,
+    dry_run: bool,
+) -> ReconcilePlan:
+    assert settings.roster is not None
+    plan = plan_reconcile(
+        settings.fleet_id,
+        settings.roster,
+        inventory,
+        now=edges.now(),
+        backoff=BackoffPolicy(settings.spawn.backoff_base_s, settings.spawn.backoff_max_s),
+        max_spawns_per_hour=settings.spawn.max_spawns_per_hour,
+    )
+    report.budget = plan.budget
+    for wait in plan.waits:
+        report.roles[wait.role].waiting.append(SlotWait(wait.slot, wait.until, wait.crashes))
+        log.emit("slot.backoff", role=wait.role, slot=wait.slot, until=wait.until, crashes=wait.crashes)
+    for spawn in plan.deferred:
+        report.roles[spawn.spec.key].deferred += 1
+    if plan.deferred:
+        log.emit("spawn.budget_exhausted", deferred=len(plan.deferred), budget=plan.budget)
+    if dry_run:
+        for spawn in plan.spawns:
+            report.roles[spawn.spec.key].spawned += 1
+            log.emit("agent.would_spawn", role=spawn.spec.key, slot=spawn.slot, name=spawn.name)
+        return plan
+
+    def record(result: SpawnResult) -> None:
+        tally = report.roles[result.spawn.spec.key]
+        fields = {"role": result.spawn.spec.key, "slot": result.spawn.slot, "name": result.spawn.name}
+        if result.outcome is SpawnOutcome.SPAWNED:
+            tally.spawned += 1
+            log.emit("agent.spawned", **fields, id=(result.container_id or "")[:12])
+        elif result.outcome is SpawnOutcome.TAKEN:
+            log.emit("agent.slot_taken", **fields)
+        else:
+            tally.failed += 1
+            log.emit("agent.spawn_failed", **fields, error=log.scrub(result.error or ""))
+
+    context = AgentContext(fleet_id=settings.fleet_id, repository=settings.repository, network=settings.spawn.network)
+    docker = edges.docker()
+    results = execute_plan(plan, docker, context, concurrency=settings.spawn.concurrency, on_result=record)
+    failures = [r for r in results if r.outcome is SpawnOutcome.FAILED]
+    if failures:
+        for failure in failures:
+            report.errors.append(
+                StepError("reconcile", log.scrub(f"{failure.spawn.name}: {failure.error}"))
+            )
+        report.steps["reconcile"] = StepResult(
+            StepStatus.FAILED, f"{len(failures)} of {len(results)} spawns failed"
+        )
+    return plan

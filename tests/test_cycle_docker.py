@@ -1,0 +1,278 @@
+"""The cycle's promises, proven on a real Docker engine with cycles run as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.fleet_harness import (
+    cycle_env,
+    desired,
+    fleet_containers,
+    role_spec,
+    run_cycle,
+    running_by_role,
+    running_ids,
+    start_cycle,
+    write_roster,
+)
+
+pytestmark = pytest.mark.docker
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, base_image: str, fleet_id: str):  # type: ignore[no-untyped-def]
+    specs = [role_spec("builder", 3, base_image), role_spec("reviewer", 2, base_image)]
+    roster = write_roster(tmp_path / "roster.json", specs)
+    return specs, roster, cycle_env(fleet_id, roster)
+
+
+def test_cold_start_converges_and_a_second_cycle_changes_nothing(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
+    specs, _, env = fleet
+    first = run_cycle(env)
+    assert first.returncode == 0, first.stderr
+    assert running_by_role(docker_client, fleet_id) == desired(specs)
+    report = first.report
+    assert report["fleet"] == fleet_id
+    assert report["roles"]["builder"] == {**report["roles"]["builder"], "desired": 3, "running": 0, "spawned": 3,
+                                          "failed": 0}
+    assert report["steps"]["merge"]["status"] == "skipped"
+    assert report["steps"]["health"]["status"] == "skipped"
+    assert {e["step"] for e in report["errors"]} == set()
+    assert len(first.events("agent.spawned")) == 5
+    ids = running_ids(docker_client, fleet_id)
+
+    second = run_cycle(env)
+    assert second.returncode == 0, second.stderr
+    assert second.events("agent.spawned") == []
+    assert second.report["roles"]["builder"]["running"] == 3
+    assert running_ids(docker_client, fleet_id) == ids
+
+
+def test_agents_carry_labels_and_environment_and_never_the_docker_socket(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
+    _, _, env = fleet
+    env["GITHUB_REPOSITORY"] = "acme/webapp"
+    assert run_cycle(env).returncode == 0
+    agent = docker_client.containers.get(f"{fleet_id}-reviewer-2")
+    assert agent.labels["agent-fleet.fleet"] == fleet_id
+    assert agent.labels["agent-fleet.role"] == "reviewer"
+    assert agent.labels["agent-fleet.slot"] == "2"
+    environment = dict(item.split("=", 1) for item in agent.attrs["Config"]["Env"])
+    assert environment["AGENT_ROLE"] == "reviewer"
+    assert environment["AGENT_SLOT"] == "2"
+    assert environment["AGENT_MODE"] == "Task-driven"
+    assert environment["AGENT_BRIEF"] == "The reviewer agent."
+    assert environment["GITHUB_REPOSITORY"] == "acme/webapp"
+    assert agent.attrs["Mounts"] == []
+    assert not any("docker.sock" in str(v) for v in agent.attrs["HostConfig"].get("Binds") or [])
+    assert agent.attrs["HostConfig"]["LogConfig"]["Config"] == {"max-size": "10m", "max-file": "3"}
+
+
+def test_a_killed_agent_is_respawned_and_stays_inspectable(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
+    specs, _, env = fleet
+    env["AGENT_CRASH_BACKOFF_S"] = "0.1"  # killed twice within a minute looks like a crash loop
+    assert run_cycle(env).returncode == 0
+    victim = docker_client.containers.get(f"{fleet_id}-builder-2")
+    victim.kill()
+    wait_until(lambda: docker_client.containers.get(victim.id).status == "exited")
+
+    run = run_cycle(env)
+    assert run.returncode == 0, run.stderr
+    assert [e["slot"] for e in run.events("agent.spawned")] == [2]
+    assert running_by_role(docker_client, fleet_id) == desired(specs)
+    # The killed agent keeps its logs, moved aside under its own id.
+    archived = docker_client.containers.get(victim.id)
+    assert archived.status == "exited" and archived.name == f"{fleet_id}-builder-2.{victim.id[:12]}"
+
+    # Kill the slot's new agent too: after the next respawn only the last exited one is kept.
+    second = docker_client.containers.get(f"{fleet_id}-builder-2")
+    second.kill()
+    wait_until(lambda: docker_client.containers.get(second.id).status == "exited")
+    assert run_cycle(env).returncode == 0
+    assert docker_client.containers.get(second.id).status == "exited"
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(victim.id)
+    assert running_by_role(docker_client, fleet_id) == desired(specs)
+
+
+def test_scale_down_and_role_removal_kill_nothing(fleet, tmp_path, base_image, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
+    _, roster, env = fleet
+    assert run_cycle(env).returncode == 0
+    before = running_ids(docker_client, fleet_id)
+    write_roster(roster, [role_spec("builder", 1, base_image)])  # 3 -> 1, reviewer removed
+
+    run = run_cycle(env)
+    assert run.returncode == 0, run.stderr
+    assert running_ids(docker_client, fleet_id) == before
+    assert run.report["roles"]["builder"]["desired"] == 1 and run.report["roles"]["builder"]["running"] == 3
+    assert run.report["roles"]["reviewer"]["desired"] == 0 and run.report["roles"]["reviewer"]["running"] == 2
+
+    # The fleet converges as agents exit: one builder ends, nothing replaces it while two still run.
+    docker_client.containers.get(f"{fleet_id}-builder-1").kill()
+    assert run_cycle(env).events("agent.spawned") == []
+
+
+def test_containers_of_another_fleet_are_never_touched(fleet, docker_client, fleet_id, base_image) -> None:  # type: ignore[no-untyped-def]
+    _, _, env = fleet
+    other_fleet = f"{fleet_id}x"
+    others = [
+        docker_client.containers.run(
+            base_image, ["sleep", "infinity"], detach=True, name=f"{other_fleet}-builder-1",
+            labels={"agent-fleet.fleet": other_fleet, "agent-fleet.component": "agent",
+                    "agent-fleet.role": "builder", "agent-fleet.slot": "1"},
+        ),
+        docker_client.containers.create(
+            base_image, ["true"], name=f"{other_fleet}-builder-2",
+            labels={"agent-fleet.fleet": other_fleet, "agent-fleet.component": "agent",
+                    "agent-fleet.role": "builder", "agent-fleet.slot": "2"},
+        ),
+        # A container that holds one of this fleet's slot names but not its label: not ours to move.
+        docker_client.containers.create(base_image, ["true"], name=f"{fleet_id}-builder-3"),
+    ]
+    try:
+        for c in others:
+            c.reload()
+        before = {c.id: (c.name, c.status) for c in others}
+        run = run_cycle(env)
+        assert run.returncode == 0, run.stderr
+        after = {}
+        for c in others:
+            c.reload()
+            after[c.id] = (c.name, c.status)
+        assert after == before
+        assert [e["slot"] for e in run.events("agent.slot_taken")] == [3]
+    finally:
+        for c in others:
+            c.remove(force=True)
+
+
+def test_six_overlapping_cycles_from_cold_end_at_exactly_the_desired_counts(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
+    specs, _, env = fleet
+    procs = [start_cycle(env) for _ in range(6)]
+    for proc in procs:
+        proc.communicate(timeout=180)
+    assert running_by_role(docker_client, fleet_id) == desired(specs)
+    assert len(fleet_containers(docker_client, fleet_id)) == sum(desired(specs).values())
+    assert run_cycle(env).events("agent.spawned") == []
+
+
+def test_kill_9_in_the_middle_of_spawning_then_one_more_cycle_converges(tmp_path, base_image, docker_client,
+                                                                        fleet_id) -> None:
+    specs = [role_spec("builder", 8, base_image)]
+    env = cycle_env(fleet_id, write_roster(tmp_path / "roster.json", specs), SPAWN_CONCURRENCY="1")
+    proc = start_cycle(env)
+    try:
+        wait_until(lambda: len(fleet_containers(docker_client, fleet_id)) >= 2, timeout=60, interval=0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert running_by_role(docker_client, fleet_id)["builder"] < 8, "the cycle finished before it was killed"
+
+    run = run_cycle(env)
+    assert run.returncode == 0, run.stderr
+    assert running_by_role(docker_client, fleet_id) == desired(specs)
+    states = [c.status for c in fleet_containers(docker_client, fleet_id)]
+    assert states.count("running") == 8 and "created" not in states
+
+
+def test_docker_unreachable_fails_the_cycle_with_a_report_and_no_hang(fleet) -> None:  # type: ignore[no-untyped-def]
+    _, _, env = fleet
+    env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
+    started = time.monotonic()
+    run = run_cycle(env, timeout=60)
+    assert run.returncode == 1
+    steps = {e["step"] for e in run.report["errors"]}
+    assert {"inventory", "reconcile"} <= steps
+    assert run.report["steps"]["inventory"]["status"] == "failed"
+    assert time.monotonic() - started < 60
+
+
+def test_bad_configuration_exits_2_naming_the_variable(fleet) -> None:  # type: ignore[no-untyped-def]
+    _, _, env = fleet
+    env["SPAWN_CONCURRENCY"] = "many"
+    run = run_cycle(env)
+    assert run.returncode == 2
+    assert "SPAWN_CONCURRENCY" in run.stderr
+    assert run.stdout == ""
+
+
+def test_crash_loop_backs_off_exponentially_from_the_exit_times(tmp_path, base_image, docker_client,
+                                                              fleet_id) -> None:
+    specs = [role_spec("flaky", 1, base_image, command=("sh", "-c", "exit 3"))]
+    env = cycle_env(fleet_id, write_roster(tmp_path / "roster.json", specs), AGENT_CRASH_BACKOFF_S="2")
+    name = f"{fleet_id}-flaky-1"
+
+    def exited() -> dict[str, str]:
+        c = docker_client.containers.get(name)
+        return c.attrs["State"] if c.status == "exited" else {}
+
+    def crash_then_cycle() -> dict:  # type: ignore[type-arg]
+        wait_until(lambda: bool(exited()))
+        return run_cycle(env).report
+
+    assert run_cycle(env).events("agent.spawned")
+    # The first crash is replaced at once (it may have been an accident), carrying the streak.
+    report = crash_then_cycle()
+    assert report["roles"]["flaky"]["spawned"] == 1 and report["roles"]["flaky"]["waiting"] == []
+    assert docker_client.containers.get(name).labels["agent-fleet.crash-streak"] == "1"
+
+    for crashes, delay in ((2, 2), (3, 4)):
+        report = crash_then_cycle()
+        assert report["roles"]["flaky"]["spawned"] == 0
+        (wait,) = report["roles"]["flaky"]["waiting"]
+        finished = datetime.fromisoformat(exited()["FinishedAt"][:26].rstrip("Z") + "+00:00")
+        until = datetime.fromisoformat(wait["until"].replace("Z", "+00:00"))
+        assert wait["crashes"] == crashes
+        assert abs((until - finished) - timedelta(seconds=delay)) < timedelta(milliseconds=5)
+        time.sleep(max(0.0, (until - datetime.now(until.tzinfo)).total_seconds()) + 0.2)
+        respawn = run_cycle(env)
+        assert [e["slot"] for e in respawn.events("agent.spawned")] == [1]
+        assert docker_client.containers.get(name).labels["agent-fleet.crash-streak"] == str(crashes)
+
+
+def test_spawn_budget_bounds_spawns_per_hour(tmp_path, base_image, docker_client, fleet_id) -> None:
+    specs = [role_spec("flaky", 5, base_image, command=("sh", "-c", "exit 0"))]
+    env = cycle_env(fleet_id, write_roster(tmp_path / "roster.json", specs), FLEET_MAX_SPAWNS_PER_HOUR="7")
+    first = run_cycle(env)
+    assert len(first.events("agent.spawned")) == 5
+    assert first.report["budget"] == {"limit": 7, "used": 0, "remaining": 2}
+    wait_until(lambda: all(c.status == "exited" for c in fleet_containers(docker_client, fleet_id)))
+    second = run_cycle(env)
+    assert len(second.events("agent.spawned")) == 2
+    assert sum(r["deferred"] for r in second.report["roles"].values()) == 3
+    assert second.events("spawn.budget_exhausted")
+    wait_until(lambda: all(c.status == "exited" for c in fleet_containers(docker_client, fleet_id)))
+    third = run_cycle(env)
+    assert third.events("agent.spawned") == []
+    assert third.report["budget"]["used"] == 7
+    assert len(fleet_containers(docker_client, fleet_id)) == 7
+
+
+def test_plan_changes_nothing(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
+    _, _, env = fleet
+    proc = subprocess.run(
+        [os.sys.executable, "-m", "coordinator", "plan"], env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "plan: nothing was changed" in proc.stdout
+    assert "builder" in proc.stdout
+    assert fleet_containers(docker_client, fleet_id) == []
