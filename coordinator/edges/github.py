@@ -1,0 +1,613 @@
+"""The GitHub edge of the merge step: one GraphQL query per 100 open pull requests, one PUT per merge.
+
+`GitHubClient` implements `coordinator.steps.merge.GitHubPort` (re-exported here):
+
+- reads (`fetch_open_pulls`, `merged_sha`) retry 5xx, timeouts and dropped connections a bounded number
+  of times with exponential backoff, through an injected `sleep`, and never past the caller's deadline;
+- a merge is never retried: GitHub may have merged before the error, so the step re-reads instead;
+- 403/429 with a retry hint, `x-ratelimit-remaining: 0`, GraphQL's `RATE_LIMITED`, or a remaining budget
+  under `min_remaining` raise `RateLimited`, which ends the step cleanly;
+- 401 raises `BadCredentials`, an answer of the wrong shape `MalformedAnswer`; no message ever holds the token.
+
+PyGithub is used for the merge with its own retries and throttling switched off: its default retry would
+replay the PUT on 5xx and sleep up to an hour on a rate limit, and its throttle sleeps for real.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+import requests
+from github import Auth, Github, GithubException
+
+from coordinator.settings import GitHubSettings
+from coordinator.steps.merge import (
+    CheckConclusion,
+    CheckRun,
+    CheckStatus,
+    CommitStatus,
+    GitHubError,
+    GitHubPort,
+    Mergeable,
+    Merged,
+    MergeFailure,
+    MergeRefused,
+    MergeResult,
+    MergeStateStatus,
+    OpenPulls,
+    PullSnapshot,
+    PullState,
+    RateLimited,
+    ReportedCheck,
+    ReviewDecision,
+    ReviewState,
+    StatusState,
+    Unrecognized,
+    parse_enum,
+)
+
+__all__ = [
+    "OPEN_PULLS_QUERY",
+    "BadCredentials",
+    "GitHubClient",
+    "GitHubError",
+    "GitHubPort",
+    "GitHubUnavailable",
+    "MalformedAnswer",
+    "RateLimited",
+    "snapshot_from_node",
+]
+
+PAGE_SIZE = 100  # GitHub's maximum for `first`
+
+# Everything the merge rules read, for up to 100 pull requests per request. The nested pages (labels,
+# reviews, checks) are read as one page each; a pull request with more is refused as truncated.
+OPEN_PULLS_QUERY = """
+query OpenPullRequests($owner: String!, $name: String!, $cursor: String) {
+  rateLimit { cost remaining resetAt }
+  repository(owner: $owner, name: $name) {
+    defaultBranchRef { name }
+    pullRequests(states: [OPEN], first: 100, after: $cursor, orderBy: {field: CREATED_AT, direction: ASC}) {
+      pageInfo { hasNextPage endCursor }
+      nodes {
+        number
+        title
+        createdAt
+        isDraft
+        state
+        baseRefName
+        headRefOid
+        mergeable
+        mergeStateStatus
+        reviewDecision
+        labels(first: 100) { pageInfo { hasNextPage } nodes { name } }
+        latestOpinionatedReviews(first: 100) { pageInfo { hasNextPage } nodes { state } }
+        commits(last: 1) {
+          nodes {
+            commit {
+              oid
+              statusCheckRollup {
+                state
+                contexts(first: 100) {
+                  pageInfo { hasNextPage }
+                  nodes {
+                    __typename
+                    ... on CheckRun { name status conclusion }
+                    ... on StatusContext { context state }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+class BadCredentials(GitHubError):
+    """401: the token is wrong, expired or revoked; no retry helps."""
+
+
+class MalformedAnswer(GitHubError):
+    """GitHub answered, but not in the shape its API documents."""
+
+
+class GitHubUnavailable(GitHubError):
+    """5xx, timeouts or refused connections outlasted the retries or the time budget."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a GraphQL answer; every missing or mistyped field names its path
+
+
+def _fail(path: str, expected: str, value: object) -> NoReturn:
+    shown = "null" if value is None else type(value).__name__
+    raise MalformedAnswer(f"malformed GitHub answer: {path} should be {expected}, got {shown}")
+
+
+def _obj(value: object, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        _fail(path, "an object", value)
+    return value
+
+
+def _list(value: object, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        _fail(path, "a list", value)
+    return value
+
+
+def _str(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        _fail(path, "a string", value)
+    return value
+
+
+def _opt_str(value: object, path: str) -> str | None:
+    return None if value is None else _str(value, path)
+
+
+def _bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        _fail(path, "true or false", value)
+    return value
+
+
+def _int(value: object, path: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        _fail(path, "a whole number", value)
+    return value
+
+
+def _time(value: object, path: str) -> datetime:
+    text = _str(value, path)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(path, "an ISO 8601 time", value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _connection_nodes(conn: object, path: str) -> tuple[list[Any], bool]:
+    """A connection's nodes and whether it has more pages than the one read."""
+    body = _obj(conn, path)
+    nodes = _list(body.get("nodes"), f"{path}.nodes")
+    more = False
+    if "pageInfo" in body:
+        more = _bool(_obj(body["pageInfo"], f"{path}.pageInfo").get("hasNextPage"), f"{path}.pageInfo.hasNextPage")
+    return nodes, more
+
+
+def _check(node: object, path: str) -> ReportedCheck:
+    body = _obj(node, path)
+    kind = body.get("__typename")
+    if kind == "CheckRun":
+        conclusion = _opt_str(body.get("conclusion"), f"{path}.conclusion")
+        return CheckRun(
+            name=_str(body.get("name"), f"{path}.name"),
+            status=parse_enum(CheckStatus, _str(body.get("status"), f"{path}.status"), "CheckRun.status"),
+            conclusion=None if conclusion is None else parse_enum(CheckConclusion, conclusion, "CheckRun.conclusion"),
+        )
+    if kind == "StatusContext":
+        return CommitStatus(
+            context=_str(body.get("context"), f"{path}.context"),
+            state=parse_enum(StatusState, _str(body.get("state"), f"{path}.state"), "StatusContext.state"),
+        )
+    _fail(f"{path}.__typename", "CheckRun or StatusContext", kind)
+
+
+def snapshot_from_node(node: object, path: str = "pullRequest") -> PullSnapshot:
+    """One `PullRequest` node of OPEN_PULLS_QUERY as a snapshot; raises MalformedAnswer."""
+    pr = _obj(node, path)
+    number = _int(pr.get("number"), f"{path}.number")  # first, so that errors below read in document order
+    truncated: list[str] = []
+
+    label_nodes, more = _connection_nodes(pr.get("labels"), f"{path}.labels")
+    labels = tuple(
+        _str(_obj(n, f"{path}.labels.nodes[]").get("name"), f"{path}.labels.nodes[].name") for n in label_nodes
+    )
+    if more:
+        truncated.append("labels")
+
+    review_nodes, more = _connection_nodes(pr.get("latestOpinionatedReviews"), f"{path}.latestOpinionatedReviews")
+    reviews = tuple(
+        parse_enum(
+            ReviewState,
+            _str(_obj(n, f"{path}.latestOpinionatedReviews.nodes[]").get("state"), f"{path}.reviews.nodes[].state"),
+            "PullRequestReview.state",
+        )
+        for n in review_nodes
+    )
+    if more:
+        truncated.append("reviews")
+
+    commit_nodes, _ = _connection_nodes(pr.get("commits"), f"{path}.commits")
+    rollup_commit_oid: str | None = None
+    rollup_state: StatusState | Unrecognized | None = None
+    checks: tuple[ReportedCheck, ...] = ()
+    if commit_nodes:
+        commit = _obj(
+            _obj(commit_nodes[-1], f"{path}.commits.nodes[0]").get("commit"), f"{path}.commits.nodes[0].commit"
+        )
+        rollup_commit_oid = _str(commit.get("oid"), f"{path}.commits.nodes[0].commit.oid")
+        rollup = commit.get("statusCheckRollup")
+        if rollup is not None:
+            rpath = f"{path}.commits.nodes[0].commit.statusCheckRollup"
+            rollup_body = _obj(rollup, rpath)
+            rollup_state = parse_enum(StatusState, _str(rollup_body.get("state"), f"{rpath}.state"), "rollup.state")
+            context_nodes, more = _connection_nodes(rollup_body.get("contexts"), f"{rpath}.contexts")
+            checks = tuple(_check(n, f"{rpath}.contexts.nodes[{i}]") for i, n in enumerate(context_nodes))
+            if more:
+                truncated.append("checks")
+
+    decision = _opt_str(pr.get("reviewDecision"), f"{path}.reviewDecision")
+    return PullSnapshot(
+        number=number,
+        title=_str(pr.get("title"), f"{path}.title"),
+        created_at=_time(pr.get("createdAt"), f"{path}.createdAt"),
+        is_draft=_bool(pr.get("isDraft"), f"{path}.isDraft"),
+        state=parse_enum(PullState, _str(pr.get("state"), f"{path}.state"), "PullRequest.state"),
+        base_ref=_str(pr.get("baseRefName"), f"{path}.baseRefName"),
+        head_oid=_str(pr.get("headRefOid"), f"{path}.headRefOid"),
+        rollup_commit_oid=rollup_commit_oid,
+        rollup_state=rollup_state,
+        checks=checks,
+        labels=labels,
+        mergeable=parse_enum(Mergeable, _str(pr.get("mergeable"), f"{path}.mergeable"), "mergeable"),
+        merge_state_status=parse_enum(
+            MergeStateStatus, _str(pr.get("mergeStateStatus"), f"{path}.mergeStateStatus"), "mergeStateStatus"
+        ),
+        review_decision=None if decision is None else parse_enum(ReviewDecision, decision, "reviewDecision"),
+        latest_reviews=reviews,
+        truncated=tuple(truncated),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# HTTP answers: rate limits and retry hints
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(float(headers[name]))
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _retry_after(headers: Mapping[str, str], now: datetime) -> datetime | None:
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw.isdigit():
+        return now + timedelta(seconds=int(raw))
+    try:
+        return email.utils.parsedate_to_datetime(raw).astimezone(UTC)
+    except (TypeError, ValueError):
+        return None
+
+
+def _reset_at(headers: Mapping[str, str]) -> datetime | None:
+    reset = _header_int(headers, "x-ratelimit-reset")
+    return None if reset is None else datetime.fromtimestamp(reset, UTC)
+
+
+def rate_limit_stop(status: int, headers: Mapping[str, str], now: datetime) -> RateLimited | None:
+    """The stop a 403/429 answer asks for, or None when a 403 is a plain refusal."""
+    if status not in (403, 429):
+        return None
+    retry_at = _retry_after(headers, now)
+    if retry_at is not None:
+        return RateLimited(f"GitHub secondary rate limit (HTTP {status})", retry_at)
+    if headers.get("x-ratelimit-remaining", "").strip() == "0":
+        return RateLimited(f"GitHub rate limit exhausted (HTTP {status})", _reset_at(headers))
+    if status == 429:
+        return RateLimited("GitHub rate limit (HTTP 429)", _reset_at(headers))
+    return None
+
+
+def _lower(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+
+
+class GitHubClient:
+    """The concrete GitHubPort over HTTP. Not thread-safe; one per cycle is plenty."""
+
+    def __init__(
+        self,
+        settings: GitHubSettings,
+        *,
+        timeout_s: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        max_attempts: int = 3,
+        backoff_s: float = 1.0,
+        min_remaining: int = 50,
+        write_interval_s: float = 1.0,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._settings = settings
+        self._token = settings.token.reveal()
+        self._timeout_s = timeout_s
+        self._sleep = sleep
+        self._clock = clock
+        self._max_attempts = max_attempts
+        self._backoff_s = backoff_s
+        self._min_remaining = min_remaining
+        self._write_interval_s = write_interval_s
+        self._last_write: float | None = None
+        self._calls = 0
+        # Remaining budget and reset per rate-limit resource ("graphql", "core"), as last seen.
+        self._budget: dict[str, tuple[int, datetime | None]] = {}
+        self._session = requests.Session()
+        self._session.headers.update(
+            {
+                "Authorization": f"bearer {self._token}",
+                "Accept": "application/json",
+                "User-Agent": "agent-fleet-coordinator",
+            }
+        )
+        # lazy: get_repo/get_pull build objects without a request, so a merge is exactly one PUT.
+        self._gh = Github(
+            auth=Auth.Token(self._token),
+            base_url=settings.api_url,
+            timeout=max(1, round(timeout_s)),
+            user_agent="agent-fleet-coordinator",
+            retry=None,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+            lazy=True,
+        )
+        self._repo = self._gh.get_repo(settings.repository)
+
+    @property
+    def api_calls(self) -> int:
+        return self._calls
+
+    def close(self) -> None:
+        self._session.close()
+        self._gh.close()
+
+    def __enter__(self) -> GitHubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------------- helpers
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def _note_budget(self, resource: str, headers: Mapping[str, str]) -> None:
+        remaining = _header_int(headers, "x-ratelimit-remaining")
+        if remaining is not None:
+            self._budget[headers.get("x-ratelimit-resource", resource)] = (remaining, _reset_at(headers))
+
+    def _note_rest_budget(self) -> None:
+        # PyGithub keeps the last rate-limit headers it saw, errors included; -1 until it saw any.
+        remaining, _limit = self._gh.requester.rate_limiting
+        if remaining >= 0:
+            reset = self._gh.requester.rate_limiting_resettime
+            self._budget["core"] = (remaining, datetime.fromtimestamp(reset, UTC) if reset else None)
+
+    def _check_budget(self, resource: str) -> None:
+        remaining, reset = self._budget.get(resource, (None, None))
+        if remaining is not None and remaining < self._min_remaining:
+            raise RateLimited(f"GitHub {resource} budget low ({remaining} left)", reset)
+
+    def _wait_before_retry(self, attempt: int, what: str, deadline: float | None, hint: datetime | None) -> None:
+        """Back off before attempt `attempt + 1`, or give up when attempts or time run out."""
+        if attempt >= self._max_attempts:
+            raise GitHubUnavailable(f"{what} after {attempt} attempts")
+        wait = self._backoff_s * 2 ** (attempt - 1)
+        if hint is not None:
+            wait = max(wait, (hint - self._now()).total_seconds())
+        if deadline is not None and self._clock() + wait >= deadline:
+            raise GitHubUnavailable(f"{what}; no time left in this cycle to retry")
+        self._sleep(wait)
+
+    def _timeout(self, deadline: float | None) -> float:
+        if deadline is None:
+            return self._timeout_s
+        left = deadline - self._clock()
+        if left <= 0:
+            raise GitHubUnavailable("the cycle's time budget is spent")
+        return min(self._timeout_s, left)
+
+    @staticmethod
+    def _message(data: object) -> str:
+        if isinstance(data, Mapping) and isinstance(data.get("message"), str):
+            return str(data["message"])[:200]
+        return ""
+
+    # ---------------------------------------------------------------------------------- GraphQL
+
+    def _graphql(self, variables: Mapping[str, object], deadline: float | None) -> Mapping[str, Any]:
+        attempt = 0
+        while True:
+            attempt += 1
+            self._check_budget("graphql")
+            self._calls += 1
+            try:
+                response = self._session.post(
+                    self._settings.graphql_url,
+                    json={"query": OPEN_PULLS_QUERY, "variables": dict(variables)},
+                    timeout=self._timeout(deadline),
+                )
+            except requests.RequestException as exc:
+                self._wait_before_retry(
+                    attempt, self._scrub(f"GitHub GraphQL unreachable ({type(exc).__name__})"), deadline, None
+                )
+                continue
+            headers = _lower(response.headers)
+            self._note_budget("graphql", headers)
+            if response.status_code >= 500:
+                self._wait_before_retry(
+                    attempt,
+                    f"GitHub GraphQL answered HTTP {response.status_code}",
+                    deadline,
+                    _retry_after(headers, self._now()),
+                )
+                continue
+            return self._graphql_body(response, headers)
+
+    def _graphql_body(self, response: requests.Response, headers: Mapping[str, str]) -> Mapping[str, Any]:
+        status = response.status_code
+        try:
+            body: object = response.json()
+        except ValueError:
+            body = None
+        if status == 401:
+            raise BadCredentials("bad credentials: GitHub answered 401; check GITHUB_TOKEN")
+        stop = rate_limit_stop(status, headers, self._now())
+        if stop is not None:
+            raise stop
+        if status != 200:
+            detail = self._message(body)
+            raise GitHubError(self._scrub(f"GitHub GraphQL answered HTTP {status}" + (f": {detail}" if detail else "")))
+        answer = _obj(body, "answer")
+        errors = answer.get("errors")
+        if errors:
+            errors = _list(errors, "errors")
+            types = {e.get("type") for e in errors if isinstance(e, Mapping)}
+            if "RATE_LIMITED" in types:
+                raise RateLimited("GitHub GraphQL rate limit (RATE_LIMITED)", _reset_at(headers))
+            messages = "; ".join(str(e.get("message", ""))[:200] for e in errors if isinstance(e, Mapping))
+            raise GitHubError(self._scrub(f"GitHub GraphQL errors: {messages or errors!r}"))
+        return _obj(answer.get("data"), "data")
+
+    def fetch_open_pulls(self, *, deadline: float | None = None) -> OpenPulls:
+        pulls: list[PullSnapshot] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        default_branch = ""
+        while True:
+            data = self._graphql(
+                {"owner": self._settings.owner, "name": self._settings.name, "cursor": cursor}, deadline
+            )
+            rate = data.get("rateLimit")
+            if isinstance(rate, Mapping) and isinstance(rate.get("remaining"), int):
+                reset_raw = rate.get("resetAt")
+                reset = _time(reset_raw, "rateLimit.resetAt") if reset_raw is not None else None
+                self._budget["graphql"] = (rate["remaining"], reset)
+            repo = data.get("repository")
+            if repo is None:
+                raise GitHubError(f"repository {self._settings.repository} not found, or the token cannot read it")
+            repo = _obj(repo, "repository")
+            branch_ref = repo.get("defaultBranchRef")
+            if branch_ref is None:
+                raise GitHubError(f"repository {self._settings.repository} has no default branch (empty?)")
+            default_branch = _str(_obj(branch_ref, "defaultBranchRef").get("name"), "defaultBranchRef.name")
+            conn = _obj(repo.get("pullRequests"), "repository.pullRequests")
+            nodes = _list(conn.get("nodes"), "repository.pullRequests.nodes")
+            offset = len(pulls)
+            pulls += [snapshot_from_node(n, f"pullRequests.nodes[{offset + i}]") for i, n in enumerate(nodes)]
+            page = _obj(conn.get("pageInfo"), "repository.pullRequests.pageInfo")
+            if not _bool(page.get("hasNextPage"), "pullRequests.pageInfo.hasNextPage"):
+                break
+            cursor = _str(page.get("endCursor"), "pullRequests.pageInfo.endCursor")
+            if cursor in seen:  # a server that repeats a cursor would otherwise keep us here forever
+                raise MalformedAnswer("malformed GitHub answer: pullRequests.pageInfo.endCursor repeats")
+            seen.add(cursor)
+        return OpenPulls(default_branch=default_branch, pulls=tuple(pulls))
+
+    # ---------------------------------------------------------------------------------- REST
+
+    def _rest_error(self, exc: GithubException) -> GitHubError | RateLimited | None:
+        """The step-wide meaning of a REST error, or None when it concerns only this pull request."""
+        headers = _lower(exc.headers)
+        self._note_budget("core", headers)
+        if exc.status == 401:
+            return BadCredentials("bad credentials: GitHub answered 401; check GITHUB_TOKEN")
+        return rate_limit_stop(exc.status, headers, self._now())
+
+    def merge(self, number: int, *, head_sha: str, title: str, deadline: float | None = None) -> MergeResult:
+        self._check_budget("core")
+        if self._last_write is not None:  # GitHub asks for at least a second between mutations
+            wait = self._last_write + self._write_interval_s - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+        self._calls += 1
+        try:
+            status = self._repo.get_pull(number).merge(merge_method="squash", sha=head_sha, commit_title=title)
+            merged, sha = status.merged, status.sha
+        except GithubException as exc:
+            stop = self._rest_error(exc)
+            if stop is not None:
+                raise stop from None
+            return self._merge_refusal(exc)
+        except requests.RequestException as exc:
+            return MergeRefused(MergeFailure.UNCERTAIN, self._scrub(f"no answer ({type(exc).__name__})"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return MergeRefused(MergeFailure.UNCERTAIN, "malformed answer to the merge")
+        finally:
+            self._last_write = self._clock()
+            self._note_rest_budget()
+        if merged is True and isinstance(sha, str) and sha:
+            return Merged(sha)
+        if merged is False:
+            return MergeRefused(MergeFailure.REJECTED, "GitHub answered merged: false")
+        return MergeRefused(MergeFailure.UNCERTAIN, "malformed answer to the merge")
+
+    def _merge_refusal(self, exc: GithubException) -> MergeRefused:
+        detail = self._scrub(f"HTTP {exc.status}" + (f": {m}" if (m := self._message(exc.data)) else ""))
+        if exc.status == 409:
+            return MergeRefused(MergeFailure.HEAD_MOVED, detail)
+        if exc.status == 405:
+            return MergeRefused(MergeFailure.NOT_MERGEABLE, detail)
+        if exc.status == 422:
+            return MergeRefused(MergeFailure.REJECTED, detail)
+        if exc.status == 403:
+            return MergeRefused(MergeFailure.FORBIDDEN, detail)
+        if exc.status == 404:
+            return MergeRefused(MergeFailure.NOT_FOUND, detail)
+        return MergeRefused(MergeFailure.UNCERTAIN, detail)  # 5xx and anything unforeseen: ask, do not assume
+
+    def merged_sha(self, number: int, *, deadline: float | None = None) -> str | None:
+        attempt = 0
+        while True:
+            attempt += 1
+            self._check_budget("core")
+            self._timeout(deadline)
+            self._calls += 1
+            try:
+                data = self._repo.get_pull(number).raw_data
+                self._note_rest_budget()
+            except GithubException as exc:
+                stop = self._rest_error(exc)
+                if stop is not None:
+                    raise stop from None
+                if exc.status >= 500:
+                    self._wait_before_retry(
+                        attempt,
+                        f"GitHub answered HTTP {exc.status} reading #{number}",
+                        deadline,
+                        _retry_after(_lower(exc.headers), self._now()),
+                    )
+                    continue
+                raise GitHubError(
+                    self._scrub(f"reading #{number}: HTTP {exc.status} {self._message(exc.data)}")
+                ) from None
+            except requests.RequestException as exc:
+                self._wait_before_retry(
+                    attempt, f"GitHub unreachable reading #{number} ({type(exc).__name__})", deadline, None
+                )
+                continue
+            except ValueError:
+                raise MalformedAnswer(f"malformed GitHub answer reading #{number}: not JSON") from None
+            body = _obj(data, f"pulls/{number}")
+            if not _bool(body.get("merged"), f"pulls/{number}.merged"):
+                return None
+            return _str(body.get("merge_commit_sha"), f"pulls/{number}.merge_commit_sha")

@@ -1,0 +1,537 @@
+"""The merge step end to end over real HTTP: GitHubClient (requests + PyGithub) against FakeGitHub.
+
+The fake validates every GraphQL document against GitHub's schema, keeps state and injects faults.
+Backoff sleeps go to a list instead of the clock, so no test waits for real.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from coordinator.edges.github import (
+    OPEN_PULLS_QUERY,
+    BadCredentials,
+    GitHubClient,
+    GitHubError,
+    GitHubUnavailable,
+    MalformedAnswer,
+)
+from coordinator.report import EventLog, MergeOutcome, MergeReport, StepStatus
+from coordinator.settings import GitHubSettings, Secret
+from coordinator.steps.merge import run_merge
+from tests.fakes.github import FakeGitHub, FakePull
+
+TOKEN = "ghp_test_SECRET_7f3a9c1e5b2d4680"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGitHub]:
+    with FakeGitHub(token=TOKEN) as server:
+        yield server
+        assert server.server_errors == []  # the fake's own bugs would hide behind 500s
+
+
+def settings_for(fake: FakeGitHub, token: str = TOKEN, **changes: Any) -> GitHubSettings:
+    return GitHubSettings(
+        repository=fake.repository,
+        token=Secret(token),
+        api_url=fake.api_url,
+        graphql_url=fake.graphql_url,
+        **changes,
+    )
+
+
+class Harness:
+    """One merge step run: the client, its recorded sleeps and the event log's text."""
+
+    def __init__(self, fake: FakeGitHub, token: str = TOKEN, client_options: dict[str, Any] | None = None,
+                 **settings: Any) -> None:
+        self.settings = settings_for(fake, token, **settings)
+        self.sleeps: list[float] = []
+        self.client = GitHubClient(self.settings, timeout_s=5, sleep=self.sleeps.append, **(client_options or {}))
+        self.stream = io.StringIO()
+        self.log = EventLog("test", secrets=[token], stream=self.stream)
+
+    def run(self, **options: Any) -> MergeReport:
+        return run_merge(self.client, self.settings, log=self.log, **options)
+
+    @property
+    def events(self) -> str:
+        return self.stream.getvalue()
+
+
+def green(fake: FakeGitHub, title: str = "Add a feature", **options: Any) -> FakePull:
+    """A pull request GitHub says is ready: approved, CI green on its head, mergeable."""
+    pull = fake.add_pull(title, **options)
+    fake.approve(pull.number)
+    fake.add_check_run(pull.number, "ci")
+    return pull
+
+
+def reasons(report: MergeReport) -> dict[int, tuple[MergeOutcome, str]]:
+    return {p.number: (p.outcome, p.reason) for p in report.pulls}
+
+
+# ---------------------------------------------------------------------------------------------- rules
+
+
+def test_only_pull_requests_github_says_are_ready_are_merged(fake: FakeGitHub) -> None:
+    ready = green(fake, "Ready")
+    draft = green(fake, "Draft", draft=True)
+    unreviewed = fake.add_pull("Unreviewed")
+    fake.add_check_run(unreviewed.number, "ci")
+    changes = green(fake, "Changes")
+    fake.request_changes(changes.number)
+    running = fake.add_pull("CI still running")  # the outage: approved, mergeable, CI not finished
+    fake.approve(running.number)
+    fake.add_check_run(running.number, "lint")
+    fake.add_check_run(running.number, "ci", status="in_progress", conclusion=None)
+    silent = fake.add_pull("Nothing reported")
+    fake.approve(silent.number)
+    failing = fake.add_pull("Failing")
+    fake.approve(failing.number)
+    fake.add_check_run(failing.number, "ci", conclusion="failure")
+    conflicting = green(fake, "Conflicting", mergeable="CONFLICTING")
+    computing = green(fake, "Computing", mergeable="UNKNOWN")
+    labelled = green(fake, "Labelled", labels=("Do-Not-Merge",))
+    other_base = green(fake, "Backport", base="release/1.x")
+    neutral = fake.add_pull("Neutral and skipped count as success")
+    fake.approve(neutral.number)
+    fake.add_check_run(neutral.number, "ci", conclusion="neutral")
+    fake.add_check_run(neutral.number, "docs", conclusion="skipped")
+    status_pending = green(fake, "Status pending")
+    fake.add_status(status_pending.number, "deploy/preview", state="pending")
+
+    harness = Harness(fake)
+    report = harness.run()
+
+    assert report.status is StepStatus.OK and report.stopped is None
+    assert reasons(report) == {
+        ready.number: (MergeOutcome.MERGED, "merged"),
+        draft.number: (MergeOutcome.SKIPPED, "draft"),
+        unreviewed.number: (MergeOutcome.SKIPPED, "not approved"),
+        changes.number: (MergeOutcome.SKIPPED, "changes requested"),
+        running.number: (MergeOutcome.SKIPPED, "checks pending"),
+        silent.number: (MergeOutcome.SKIPPED, "no checks reported"),
+        failing.number: (MergeOutcome.SKIPPED, "checks failed"),
+        conflicting.number: (MergeOutcome.SKIPPED, "conflicting"),
+        computing.number: (MergeOutcome.SKIPPED, "mergeability unknown"),
+        labelled.number: (MergeOutcome.SKIPPED, "blocked by label"),
+        other_base.number: (MergeOutcome.SKIPPED, "not targeting the default branch"),
+        neutral.number: (MergeOutcome.MERGED, "merged"),
+        status_pending.number: (MergeOutcome.SKIPPED, "checks pending"),
+    }
+    assert [p.number for p in fake.pulls if p.merged] == [ready.number, neutral.number]
+    assert fake.pull(ready.number).merged_title == f"Ready (#{ready.number})"
+    assert fake.pull(ready.number).merge_method == "squash"
+    assert report.merged == [ready.number, neutral.number]
+    # One query for the whole list, one PUT per merge, nothing else.
+    assert fake.calls("POST", "/api/graphql") == 1
+    assert fake.calls("PUT") == 2
+    assert fake.calls() == 3 == report.api_calls
+    assert fake.graphql_documents == [OPEN_PULLS_QUERY]  # and the fake validated it against the schema
+    assert report.open == 13
+    assert report.conflicting == 1
+    assert report.review_queue == 1  # "Unreviewed"; drafts and change requests do not wait for a reviewer
+    assert f'"event": "merge.merged", "fleet": "test", "number": {ready.number}' in harness.events
+
+
+def test_required_checks_must_be_present_and_green(fake: FakeGitHub) -> None:
+    both = green(fake, "Both")
+    fake.add_status(both.number, "security")
+    only_ci = green(fake, "Only ci")
+    report = Harness(fake, required_checks=("ci", "security")).run()
+    assert reasons(report) == {
+        both.number: (MergeOutcome.MERGED, "merged"),
+        only_ci.number: (MergeOutcome.SKIPPED, "required check missing"),
+    }
+
+
+def test_without_required_reviews_an_approval_is_still_needed() -> None:
+    with FakeGitHub(token=TOKEN, require_review=False) as fake:  # reviewDecision is null
+        approved = green(fake, "Approved")
+        unreviewed = fake.add_pull("Unreviewed")
+        fake.add_check_run(unreviewed.number, "ci")
+        rejected = green(fake, "Rejected")
+        fake.request_changes(rejected.number, reviewer="bob")
+        report = Harness(fake).run()
+    assert reasons(report) == {
+        approved.number: (MergeOutcome.MERGED, "merged"),
+        unreviewed.number: (MergeOutcome.SKIPPED, "not approved"),
+        rejected.number: (MergeOutcome.SKIPPED, "changes requested"),
+    }
+
+
+def test_an_approval_before_a_push_is_stale(fake: FakeGitHub) -> None:
+    pull = green(fake, "Pushed after approval")
+    fake.push(pull.number)  # GitHub dismisses the stale approval; the new head has no checks yet
+    fake.add_check_run(pull.number, "ci")
+    report = Harness(fake).run()
+    assert reasons(report) == {pull.number: (MergeOutcome.SKIPPED, "not approved")}
+
+
+def test_custom_blocking_labels(fake: FakeGitHub) -> None:
+    held = green(fake, "Held", labels=("hold",))
+    default_label = green(fake, "Default label", labels=("do-not-merge",))
+    report = Harness(fake, blocking_labels=("hold",)).run()
+    assert reasons(report) == {
+        held.number: (MergeOutcome.SKIPPED, "blocked by label"),
+        default_label.number: (MergeOutcome.MERGED, "merged"),
+    }
+
+
+def test_oldest_first_and_at_most_the_cycle_limit(fake: FakeGitHub) -> None:
+    ages = [3, 1, 4, 2, 5]  # hours after T0; creation order differs from age order
+    pulls = [green(fake, f"PR {hours}", created_at=T0 + timedelta(hours=hours)) for hours in ages]
+    report = Harness(fake, max_merges_per_cycle=2).run()
+    by_age = [p.number for p in sorted(pulls, key=lambda p: p.created_at)]
+    assert report.merged == by_age[:2]
+    assert [p.number for p in report.pulls] == by_age
+    assert {p.reason for p in report.pulls[2:]} == {"merge limit reached"}
+    puts = [call.path for call in fake.requests if call.method == "PUT"]
+    assert puts == [f"/api/v3/repos/{fake.repository}/pulls/{n}/merge" for n in by_age[:2]]
+
+
+def test_pagination_past_100(fake: FakeGitHub) -> None:
+    eligible = set()
+    for i in range(130):
+        pull = fake.add_pull(f"PR {i}")
+        if i in (5, 101, 129):
+            fake.approve(pull.number)
+            fake.add_check_run(pull.number, "ci")
+            eligible.add(pull.number)
+    report = Harness(fake).run()
+    assert report.open == 130 and len(report.pulls) == 130
+    assert set(report.merged) == eligible
+    assert fake.calls("POST", "/api/graphql") == 2
+    assert fake.calls("PUT") == 3
+    assert report.review_queue == 127
+
+
+def test_dry_run_merges_nothing(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    report = Harness(fake).run(dry_run=True)
+    assert reasons(report) == {pull.number: (MergeOutcome.SKIPPED, "would merge (dry run)")}
+    assert fake.calls("PUT") == 0 and not fake.pull(pull.number).merged
+
+
+def test_mutations_are_spaced_without_real_sleep(fake: FakeGitHub) -> None:
+    for i in range(3):
+        green(fake, f"PR {i}")
+    harness = Harness(fake)
+    report = harness.run()
+    assert len(report.merged) == 3
+    assert len(harness.sleeps) == 2 and all(0 < s <= 1.0 for s in harness.sleeps)
+
+
+# ------------------------------------------------------------------------------------ merge safety
+
+
+def test_a_push_racing_the_merge_is_refused_by_github(fake: FakeGitHub) -> None:
+    raced = green(fake, "Raced")
+    calm = green(fake, "Calm")
+    fake.on_merge = lambda n: fake.push(n) if n == raced.number else None
+    harness = Harness(fake)
+    report = harness.run()
+    assert reasons(report) == {
+        raced.number: (MergeOutcome.FAILED, "head moved"),
+        calm.number: (MergeOutcome.MERGED, "merged"),
+    }
+    assert not fake.pull(raced.number).merged
+    assert '"reason": "head moved"' in harness.events
+
+
+def test_a_5xx_after_github_merged_is_not_retried_but_confirmed(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    fake.fail("PUT", r"/merge$", 502, after=True)
+    report = Harness(fake).run()
+    assert reasons(report) == {pull.number: (MergeOutcome.MERGED, "merged")}
+    assert fake.calls("PUT") == 1  # never a second merge call
+    assert fake.calls("GET", f"/pulls/{pull.number}") == 1
+    assert report.api_calls == 3
+
+
+def test_a_5xx_before_github_merged_fails_that_pull_only(fake: FakeGitHub) -> None:
+    first = green(fake, "First")
+    second = green(fake, "Second")
+    fake.fail("PUT", rf"/pulls/{first.number}/merge$", 500)
+    report = Harness(fake).run()
+    assert reasons(report) == {
+        first.number: (MergeOutcome.FAILED, "merge failed"),
+        second.number: (MergeOutcome.MERGED, "merged"),
+    }
+    assert fake.calls("PUT", f"/pulls/{first.number}/") == 1
+
+
+def test_an_unreadable_merge_outcome_is_reported_as_unknown(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    fake.fail("PUT", r"/merge$", 504, after=True)
+    fake.fail("GET", rf"/pulls/{pull.number}$", 503, times=None)
+    harness = Harness(fake, client_options={"max_attempts": 2})
+    report = harness.run()
+    assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "merge outcome unknown")}
+    assert fake.calls("PUT") == 1 and fake.calls("GET") == 2
+    assert harness.sleeps == [1.0]
+
+
+def test_no_answer_to_a_merge_is_an_unknown_outcome_not_a_retry(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    with FakeGitHub(token=TOKEN) as gone:
+        dead_api = gone.api_url  # a port nobody listens on once this block ends
+    settings = settings_for(fake)
+    harness = Harness(fake, client_options={"max_attempts": 1})
+    harness.settings = GitHubSettings(
+        settings.repository, settings.token, dead_api, settings.graphql_url  # REST unreachable, GraphQL fine
+    )
+    harness.client = GitHubClient(harness.settings, timeout_s=5, sleep=harness.sleeps.append, max_attempts=1)
+    report = harness.run()
+    assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "merge outcome unknown")}
+    assert report.api_calls == 3  # the query, the merge, the read-back; no second merge
+    assert '"detail": "GitHub unreachable reading' in harness.events
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "options"),
+    [
+        (405, "not mergeable", {}),
+        (422, "merge rejected", {}),
+        (403, "forbidden", {}),
+        (404, "not found", {}),
+    ],
+)
+def test_a_refused_merge_is_reported_and_the_rest_go_on(
+    fake: FakeGitHub, status: int, reason: str, options: dict[str, Any]
+) -> None:
+    first = green(fake, "First")
+    second = green(fake, "Second")
+    fake.fail("PUT", rf"/pulls/{first.number}/merge$", status)
+    report = Harness(fake).run()
+    assert reasons(report) == {
+        first.number: (MergeOutcome.FAILED, reason),
+        second.number: (MergeOutcome.MERGED, "merged"),
+    }
+
+
+def test_a_repository_that_forbids_squash_answers_405() -> None:
+    with FakeGitHub(token=TOKEN, allow_squash_merge=False) as fake:
+        pull = green(fake)
+        report = Harness(fake).run()
+    assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "not mergeable")}
+
+
+# ------------------------------------------------------------------------------- rate limits, 5xx
+
+
+def test_graphql_5xx_is_retried_with_backoff(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    fake.fail("POST", "/api/graphql", 502, times=2)
+    harness = Harness(fake)
+    report = harness.run()
+    assert report.merged == [pull.number]
+    assert harness.sleeps == [1.0, 2.0]
+    assert fake.calls("POST", "/api/graphql") == 3 and report.api_calls == 4
+
+
+def test_graphql_5xx_that_persists_fails_the_step_clearly(fake: FakeGitHub) -> None:
+    green(fake)
+    fake.fail("POST", "/api/graphql", 503, times=None)
+    harness = Harness(fake)
+    with pytest.raises(GitHubUnavailable, match=r"HTTP 503 after 3 attempts"):
+        harness.run()
+    assert fake.calls("POST") == 3 and fake.calls("PUT") == 0
+    assert harness.sleeps == [1.0, 2.0]
+
+
+def test_retries_stop_at_the_deadline(fake: FakeGitHub) -> None:
+    fake.fail("POST", "/api/graphql", 502, times=None)
+    harness = Harness(fake)
+    with pytest.raises(GitHubUnavailable, match="no time left"):
+        harness.run(deadline=time.monotonic() + 1.5)  # room for the 1 s backoff, not for the 2 s one
+    assert harness.sleeps == [1.0]
+
+
+def test_merges_stop_at_the_deadline(fake: FakeGitHub) -> None:
+    pulls = [green(fake, f"PR {i}") for i in range(2)]
+    now = [100.0]
+
+    def slow_merge(number: int) -> None:  # the first merge takes the rest of the cycle's time
+        now[0] += 60
+
+    fake.on_merge = slow_merge
+    harness = Harness(fake, client_options={"clock": lambda: now[0]})
+    report = harness.run(deadline=150.0, clock=lambda: now[0])
+    assert reasons(report) == {
+        pulls[0].number: (MergeOutcome.MERGED, "merged"),
+        pulls[1].number: (MergeOutcome.SKIPPED, "stopped early"),
+    }
+    assert report.stopped == "time budget spent"
+    assert fake.calls("PUT") == 1
+
+
+def test_graphql_rate_limited_ends_the_step_cleanly(fake: FakeGitHub) -> None:
+    green(fake)
+    fake.rate_limit(0, reset_in_s=600, resource="graphql")
+    harness = Harness(fake)
+    report = harness.run()
+    assert report.status is StepStatus.OK
+    assert report.stopped is not None and report.stopped.startswith("GitHub GraphQL rate limit (RATE_LIMITED)")
+    assert "retry after" in report.stopped
+    assert report.pulls == [] and fake.calls("PUT") == 0
+    assert '"event": "merge.stopped"' in harness.events
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_a_secondary_rate_limit_on_graphql_ends_the_step_cleanly(fake: FakeGitHub, status: int) -> None:
+    green(fake)
+    fake.fail("POST", "/api/graphql", status, headers={"retry-after": "120"})
+    harness = Harness(fake)
+    report = harness.run()
+    assert report.stopped is not None and f"secondary rate limit (HTTP {status}); retry after" in report.stopped
+    assert harness.sleeps == [] and fake.calls() == 1
+
+
+def test_a_429_without_hint_still_stops(fake: FakeGitHub) -> None:
+    fake.fail("POST", "/api/graphql", 429)
+    report = Harness(fake).run()
+    assert report.stopped is not None and report.stopped.startswith("GitHub rate limit (HTTP 429)")
+
+
+def test_an_exhausted_rest_budget_stops_the_merges(fake: FakeGitHub) -> None:
+    pulls = [green(fake, f"PR {i}") for i in range(3)]
+    fake.rate_limit(0, reset_in_s=600, resource="core")
+    report = Harness(fake).run()
+    assert report.status is StepStatus.OK
+    assert report.stopped is not None and report.stopped.startswith("GitHub rate limit exhausted (HTTP 403)")
+    assert {p.reason for p in report.pulls} == {"stopped early"}
+    assert fake.calls("PUT") == 1 and not any(fake.pull(p.number).merged for p in pulls)
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_a_secondary_rate_limit_on_a_merge_stops_the_rest(fake: FakeGitHub, status: int) -> None:
+    first = green(fake, "First")
+    second = green(fake, "Second")
+    third = green(fake, "Third")
+    fake.fail("PUT", rf"/pulls/{second.number}/merge$", status, headers={"retry-after": "60"})
+    report = Harness(fake).run()
+    assert reasons(report) == {
+        first.number: (MergeOutcome.MERGED, "merged"),
+        second.number: (MergeOutcome.SKIPPED, "stopped early"),
+        third.number: (MergeOutcome.SKIPPED, "stopped early"),
+    }
+    assert fake.calls("PUT") == 2
+
+
+def test_a_low_budget_stops_before_it_runs_out(fake: FakeGitHub) -> None:
+    pulls = [green(fake, f"PR {i}") for i in range(3)]
+    fake.rate_limit(40, reset_in_s=600, resource="core")
+    report = Harness(fake, client_options={"min_remaining": 39}).run()
+    # The first merge shows 39 left; the floor (39) lets one more through, then stops.
+    assert report.merged == [pulls[0].number, pulls[1].number]
+    assert report.stopped is not None and report.stopped.startswith("GitHub core budget low (38 left)")
+    assert fake.calls("PUT") == 2
+
+
+def test_a_low_graphql_budget_stops_before_the_next_page(fake: FakeGitHub) -> None:
+    for i in range(101):
+        fake.add_pull(f"PR {i}")
+    fake.rate_limit(30, reset_in_s=600, resource="graphql")
+    report = Harness(fake).run()
+    assert report.stopped is not None and "graphql budget low" in report.stopped
+    assert fake.calls("POST") == 1 and report.pulls == []
+
+
+# ------------------------------------------------------------------------- credentials, malformed
+
+
+def test_bad_credentials_fail_the_step_with_a_clear_message(fake: FakeGitHub) -> None:
+    green(fake)
+    wrong = "ghp_WRONG_token_5e6f7a8b9c0d"
+    harness = Harness(fake, token=wrong)
+    with pytest.raises(BadCredentials, match="bad credentials") as caught:
+        harness.run()
+    assert wrong not in str(caught.value) and wrong not in repr(caught.value)
+    assert fake.calls() == 1  # no retry helps
+
+
+def test_bad_credentials_on_a_merge_fail_the_step(fake: FakeGitHub) -> None:
+    green(fake)
+    fake.fail("PUT", r"/merge$", 401, body={"message": "Bad credentials"})
+    with pytest.raises(BadCredentials):
+        Harness(fake).run()
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "message"),
+    [
+        ("<html>oops</html>", MalformedAnswer, "answer should be an object"),
+        ({"data": None}, MalformedAnswer, "data should be an object, got null"),
+        ({"data": {"repository": {"defaultBranchRef": {"name": "main"}}}}, MalformedAnswer, "pullRequests"),
+        (
+            {"data": {"repository": {"defaultBranchRef": {"name": "main"}, "pullRequests": {
+                "pageInfo": {"hasNextPage": False, "endCursor": None}, "nodes": [{"number": "one"}]}}}},
+            MalformedAnswer,
+            r"pullRequests.nodes\[0\].number should be a whole number",
+        ),
+        ({"data": {"repository": None}}, GitHubError, "not found, or the token cannot read it"),
+        ({"errors": [{"type": "INTERNAL", "message": "Something went wrong"}]}, GitHubError, "Something went wrong"),
+    ],
+    ids=["not-json", "no-data", "no-pulls", "bad-number", "no-repo", "errors"],
+)
+def test_malformed_answers_fail_the_step_clearly(
+    fake: FakeGitHub, body: Any, error: type[Exception], message: str
+) -> None:
+    fake.fail("POST", "/api/graphql", 200, body=body)
+    with pytest.raises(error, match=message):
+        Harness(fake).run()
+
+
+def test_a_repeating_cursor_is_malformed(fake: FakeGitHub) -> None:
+    page = {"data": {"repository": {"defaultBranchRef": {"name": "main"}, "pullRequests": {
+        "pageInfo": {"hasNextPage": True, "endCursor": "abc"}, "nodes": []}}}}
+    fake.fail("POST", "/api/graphql", 200, body=page, times=None)
+    with pytest.raises(MalformedAnswer, match="endCursor repeats"):
+        Harness(fake).run()
+
+
+def test_a_malformed_merge_answer_is_checked_by_reading_back(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    fake.fail("PUT", r"/merge$", 200, body={"unexpected": True}, after=True)
+    report = Harness(fake).run()
+    assert reasons(report) == {pull.number: (MergeOutcome.MERGED, "merged")}
+    assert fake.calls("PUT") == 1 and fake.calls("GET") == 1
+
+
+# ---------------------------------------------------------------------------------- token hygiene
+
+
+def test_the_token_appears_in_no_output(fake: FakeGitHub, caplog: pytest.LogCaptureFixture,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.DEBUG)  # PyGithub, urllib3 and requests log requests at DEBUG
+    for i in range(4):
+        green(fake, f"PR {i}")
+    # A hostile or buggy answer that echoes the token must not carry it into our messages.
+    fake.fail("PUT", r"/pulls/1/merge$", 422, body={"message": f"token {TOKEN} is not allowed"})
+    fake.fail("PUT", r"/pulls/2/merge$", 502)
+    fake.fail("GET", r"/pulls/2$", 500, body={"message": f"oops {TOKEN}"}, times=None)
+    fake.fail("PUT", r"/pulls/3/merge$", 409)
+    harness = Harness(fake, client_options={"max_attempts": 1})
+    report = harness.run()
+    assert reasons(report)[1] == (MergeOutcome.FAILED, "merge rejected")
+    assert reasons(report)[2] == (MergeOutcome.FAILED, "merge outcome unknown")
+    fake.fail("POST", "/api/graphql", 500, body={"message": TOKEN}, times=None)
+    with pytest.raises(GitHubError) as caught:
+        harness.run()
+    captured = capsys.readouterr()
+    texts = [harness.events, repr(report), str(caught.value), repr(caught.value), caplog.text, captured.out,
+             captured.err, repr(harness.client.__dict__.get("_settings"))]
+    assert "token *** is not allowed" in harness.events  # proof the hostile text was there, scrubbed
+    for text in texts:
+        assert TOKEN not in text
