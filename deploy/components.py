@@ -179,6 +179,8 @@ class Coordinator(pulumi.ComponentResource):
             restart=spec.restart,
             log_driver=spec.log_driver,
             log_opts=dict(spec.log_options),
+            init=spec.init,
+            network_mode=spec.network_mode,
             # The container's name is fixed (one coordinator per fleet), so the old one must go first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )

@@ -69,6 +69,9 @@ class CoordinatorContainerSpec:
     restart: str = RESTART_POLICY
     log_driver: str = LOG_DRIVER
     log_options: Mapping[str, str] = field(default_factory=lambda: dict(LOG_OPTIONS))
+    # An init process reaps whatever a cycle killed at its time limit left behind; the scheduler is not PID 1.
+    init: bool = True
+    network_mode: str | None = None  # None: Docker's default (bridge)
 
     def docker_sdk_create_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `docker.DockerClient.containers.create`; write `files` (and the token) after."""
@@ -93,6 +96,8 @@ class CoordinatorContainerSpec:
             },
             "restart_policy": {"Name": self.restart},
             "log_config": {"type": self.log_driver, "config": dict(self.log_options)},
+            "init": self.init,
+            **({"network_mode": self.network_mode} if self.network_mode else {}),
         }
 
 
@@ -123,6 +128,7 @@ def coordinator_container_spec(
     roster: Sequence[RoleSpec],
     config: StackConfig,
     command: Sequence[str] | None = None,
+    network_mode: str | None = None,
 ) -> CoordinatorContainerSpec:
     """The coordinator container for one fleet: named after it, labelled with it, running its roster."""
     interval = schedule_interval_seconds(config.schedule)
@@ -135,13 +141,14 @@ def coordinator_container_spec(
         secret_file=GITHUB_TOKEN_FILE,
         mounts=(Mount(host_path=DOCKER_SOCKET, container_path=DOCKER_SOCKET),),
         labels={labels.FLEET: fleet_id, labels.COMPONENT: labels.COORDINATOR},
+        network_mode=network_mode,
         healthcheck=HealthCheck(
             test=HEALTHCHECK_COMMAND,
             interval_seconds=config.healthcheck_interval_seconds,
             timeout_seconds=10,
             retries=3,
-            # The first cycle runs at the next tick and may take a whole interval: give it two
-            # before a failing check counts against the container.
+            # The first cycle runs at start and may take up to a whole interval (its time limit):
+            # give it two before a failing check counts against the container.
             start_period_seconds=2 * interval,
         ),
     )
