@@ -116,7 +116,8 @@ FAKE_CYCLE = textwrap.dedent(
             out.write(json.dumps({"run": run, "what": what, "at": time.time(), **fields}) + "\\n")
 
     seen = json.loads(heartbeat.read_text()) if heartbeat.exists() else None
-    record("start", pid=os.getpid(), pgid=os.getpgid(0), step=step, heartbeat_seen=seen)
+    record("start", pid=os.getpid(), pgid=os.getpgid(0), step=step, heartbeat_seen=seen,
+           time_limit=os.environ.get("COORDINATOR_CYCLE_TIMEOUT_S"))
     print(json.dumps({"event": "fake.cycle", "run": run}), flush=True)  # reaches the scheduler's stdout
 
     if kind in ("hang", "orphan"):
@@ -387,6 +388,16 @@ def test_sigterm_stops_the_scheduler_and_its_running_cycle(start_scheduler: Call
     ]
     assert scheduler.events("schedule.cycle_stopped")[0]["exit_code"] == -signal.SIGTERM
     assert read_heartbeat(scheduler.heartbeat_file) is None  # the cycle never finished
+
+
+def test_each_cycle_is_told_its_time_limit(start_scheduler: Callable[..., Scheduler]) -> None:
+    # The cycle's merge step uses it to end cleanly before the scheduler would kill it.
+    scheduler = start_scheduler(schedule="* * * * * */1", plan="exit:0", timeout_s=7.5, max_cycles=2)
+    assert scheduler.finish() == 0
+    assert [r["time_limit"] for r in scheduler.records("start")] == ["7.500", "7.500"]
+    default = start_scheduler(schedule="* * * * * */2", plan="exit:0", max_cycles=1)
+    assert default.finish() == 0
+    assert [r["time_limit"] for r in default.records("start")] == ["2.000"]
 
 
 def test_a_cycle_that_cannot_start_is_logged_and_the_scheduler_goes_on(tmp_path: Path) -> None:

@@ -1,0 +1,287 @@
+"""End to end: the container `__main__.py` declares runs the cycles the runtime implements (issue #6).
+
+The coordinator image is built from `coordinator/Dockerfile` on the locally built base image; the container is
+created from `coordinator_container_spec(...)`, the same function the Pulumi program hands to pulumi-docker,
+through the Docker SDK (host networking, so it reaches the local GitHub and production servers on 127.0.0.1).
+Its files and the token are uploaded before it starts, as pulumi-docker's `uploads` are. Then the container is
+replaced with a changed roster, as `pulumi up` would, and the next cycle converges without stopping any agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+import docker
+import pytest
+
+from coordinator.fleet import Department, Mode, Role
+from deploy.container_spec import CoordinatorContainerSpec, coordinator_container_spec
+from deploy.stack_config import StackConfig, parse_stack_config, resolve_roster
+from tests.fakes.github import FakeGitHub
+from tests.fakes.production import production
+from tests.fleet_harness import ROOT, running_by_role, running_ids
+
+pytestmark = pytest.mark.docker
+
+COORDINATOR_IMAGE = "agent-fleet/coordinator:e2e"
+AGENT_IMAGE = "agent-fleet/agent:e2e"
+TOKEN = "ghp_e2eSecretToken0123456789abcdefXYZ"
+SCHEDULE = "* * * * * */10"  # every 10 s (croniter: seconds are the sixth field); the first cycle runs at start
+TIMEOUT = 90.0  # generous: a slow CI machine is slow, not broken
+
+
+# ------------------------------------------------------------------------------------------------ images
+
+
+@pytest.fixture(scope="module")
+def coordinator_image(docker_client: docker.DockerClient, base_image: str) -> str:
+    """The coordinator image, built as CI builds it: the repository root as context, the Dockerfile's ARG."""
+    try:
+        docker_client.images.build(
+            path=str(ROOT), dockerfile="coordinator/Dockerfile", buildargs={"BASE_IMAGE": base_image},
+            tag=COORDINATOR_IMAGE, rm=True, forcerm=True,
+        )
+    except docker.errors.BuildError as exc:
+        log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
+        pytest.fail(f"the coordinator image does not build: {exc}\n{log[-4000:]}", pytrace=False)
+    return COORDINATOR_IMAGE
+
+
+@pytest.fixture(scope="module")
+def agent_image(docker_client: docker.DockerClient, base_image: str) -> str:
+    """A stand-in agent: the base image, sleeping until stopped."""
+    dockerfile = f'FROM {base_image}\nCMD ["sleep", "infinity"]\n'.encode()
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=AGENT_IMAGE, rm=True, forcerm=True)
+    return AGENT_IMAGE
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def role(key: str, count: int, mode: Mode = Mode.TASK_DRIVEN) -> Role:
+    return Role(key, key.replace("_", " ").title(), count, Department.ENGINEERING, mode, f"The {key} agent.")
+
+
+def stack_config(roles: Sequence[Role], *, github: FakeGitHub, health_url: str, agent_image: str,
+                 counts: dict[str, int] | None = None) -> StackConfig:
+    """The stack's settings as Pulumi hands them over: every value raw text, maps and lists as JSON."""
+    raw = {
+        "repository": github.repository,
+        "githubApiUrl": github.api_url,
+        "healthUrl": health_url,
+        "schedule": SCHEDULE,
+        "agentImage": agent_image,
+        "requiredChecks": json.dumps(["ci"]),
+        "counts": json.dumps(counts) if counts else "",
+        "healthcheckIntervalSeconds": "1",
+        "maxSpawnsPerHour": "",
+        "agentNetwork": "",
+        "dockerHost": "",
+    }
+    return parse_stack_config(raw, roles)
+
+
+def _tar(files: Sequence[tuple[str, bytes, int]]) -> bytes:
+    """An archive of absolute paths (parent directories included) for `put_archive(path="/")`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directories: set[str] = set()
+        for path, _, _ in files:
+            for parent in reversed(PurePosixPath(path).parents):
+                name = str(parent).lstrip("/")
+                if name and name not in directories:
+                    directories.add(name)
+                    info = tarfile.TarInfo(name)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                    tar.addfile(info)
+        for path, content, mode in files:
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(content), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def deploy(client: docker.DockerClient, spec: CoordinatorContainerSpec, token: str) -> Any:
+    """What pulumi-docker does with the spec: create, upload the files and the token, then start."""
+    container = client.containers.create(**spec.docker_sdk_create_kwargs())
+    files = [(f.path, f.content.encode(), int(f.permissions, 8)) for f in spec.files]
+    files.append((spec.secret_file, token.encode(), 0o400))
+    assert container.put_archive("/", _tar(files)), "uploading the roster and the token failed"
+    container.start()
+    return container
+
+
+def log_lines(container: Any) -> list[str]:
+    return container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace").splitlines()
+
+
+def events(container: Any) -> list[dict[str, Any]]:
+    parsed = []
+    for line in log_lines(container):
+        with contextlib.suppress(json.JSONDecodeError):
+            if isinstance(data := json.loads(line), dict):
+                parsed.append(data)
+    return parsed
+
+
+def reports(container: Any) -> list[dict[str, Any]]:
+    return [e for e in events(container) if e.get("event") == "cycle.report"]
+
+
+def log_tail(container: Any, lines: int = 40) -> str:
+    try:
+        container.reload()
+        state = container.attrs["State"]
+        health = state.get("Health") or {}
+        checks = [c.get("Output", "").strip() for c in (health.get("Log") or [])[-2:]]
+        head = f"state {state.get('Status')}, health {health.get('Status')}, last checks {checks}"
+        return head + "\n" + "\n".join(log_lines(container)[-lines:])
+    except docker.errors.DockerException as exc:
+        return f"(log unavailable: {exc})"
+
+
+@contextlib.contextmanager
+def explained(container: Any) -> Iterator[None]:
+    """An assertion failure carries the tail of the coordinator's log, the first thing one reads."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- coordinator {container.name}: {log_tail(container)}") from None
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = TIMEOUT, interval: float = 0.5) -> Any:
+    """Poll `probe` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
+        time.sleep(interval)
+
+
+def health_status(container: Any) -> str | None:
+    container.reload()
+    return (container.attrs["State"].get("Health") or {}).get("Status")
+
+
+def outcomes(report: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {pull["number"]: pull for pull in report["merge"]["pulls"]}
+
+
+# ------------------------------------------------------------------------------------------------ the test
+
+
+def test_declared_container_runs_cycles_and_a_replacement_converges_without_stopping_agents(
+    docker_client: docker.DockerClient, coordinator_image: str, agent_image: str, fleet_id: str,
+) -> None:
+    client = docker_client
+    with FakeGitHub(required_checks=("ci",), token=TOKEN) as github, production(200) as prod:
+        eligible = github.add_pull("Add login page")
+        github.approve(eligible.number)
+        github.add_check_run(eligible.number, "ci")
+        pending = github.add_pull("Rework billing")
+        github.approve(pending.number)
+        github.add_check_run(pending.number, "ci", status="in_progress", conclusion=None)
+        draft = github.add_pull("Sketch the search page", draft=True)
+        github.approve(draft.number)
+        github.add_check_run(draft.number, "ci")
+
+        roles = [role("builder", 2), role("reviewer", 1, Mode.REVIEWER)]
+        config = stack_config(roles, github=github, health_url=prod.url, agent_image=agent_image)
+        spec = coordinator_container_spec(fleet_id=fleet_id, image=coordinator_image,
+                                          roster=resolve_roster(roles, config), config=config, network_mode="host")
+        assert TOKEN not in json.dumps(spec.docker_sdk_create_kwargs())
+        first = deploy(client, spec, TOKEN)
+
+        with explained(first):
+            # The first cycle runs at once, not at the first tick, and ends with its report.
+            report = wait_for("a cycle.report in `docker logs`", lambda: next(iter(reports(first)), None))
+            started = [e for e in events(first) if e["event"] == "schedule.cycle_started"]
+            assert started[0]["reason"] == "start" and started[0]["tick"] is None, started[0]
+            assert report["fleet"] == fleet_id
+            assert {name: step["status"] for name, step in report["steps"].items()} == {
+                "inventory": "ok", "reconcile": "ok", "merge": "ok", "health": "ok", "report": "ok"}, report
+            assert report["errors"] == []
+            assert {k: (r["desired"], r["spawned"]) for k, r in report["roles"].items()} == {
+                "builder": (2, 2), "reviewer": (1, 1)}
+            assert report["health"]["status"] == "up" and report["health"]["code"] == 200
+            assert prod.requests, "production was never checked"
+
+            # Agents per the roster, found by their labels.
+            assert running_by_role(client, fleet_id) == {"builder": 2, "reviewer": 1}
+            agent = client.containers.list(filters={"label": [f"agent-fleet.fleet={fleet_id}",
+                                                              "agent-fleet.role=reviewer"]})[0]
+            assert agent.image.tags == [agent_image]
+
+            # Only the eligible pull request is merged, squashed under GitHub's default title.
+            assert report["merge"]["merged"] == [eligible.number]
+            assert github.pull(eligible.number).merged
+            assert github.pull(eligible.number).merge_method == "squash"
+            assert github.pull(eligible.number).merged_title == f"Add login page (#{eligible.number})"
+            pulls = outcomes(report)
+            assert pulls[pending.number]["outcome"] == "skipped" and "pending" in pulls[pending.number]["reason"]
+            assert pulls[draft.number]["outcome"] == "skipped" and "draft" in pulls[draft.number]["reason"]
+            assert not github.pull(pending.number).merged and not github.pull(draft.number).merged
+
+            # Docker's health check passes on the scheduler's heartbeat.
+            assert wait_for("the container turns healthy", lambda: health_status(first) == "healthy")
+
+            # `coordinator status`, run where an operator would: inside the coordinator container.
+            code, output = first.exec_run(["python", "-m", "coordinator", "status", "--last", "5"])
+            text = output.decode()
+            assert code == 0, text
+            assert f"coordinator container {spec.name}" in text and "time (UTC)" in text, text
+            assert f"fleet {fleet_id}: " in text, text
+            code, output = first.exec_run(["python", "-m", "coordinator", "status", "--last", "5", "--json"])
+            assert code == 0, output.decode()
+            status = json.loads(output)
+            assert status["container"] == spec.name
+            assert 1 <= len(status["reports"]) <= 5
+            assert all(r["event"] == "cycle.report" and r["fleet"] == fleet_id for r in status["reports"])
+
+            # A later cycle finds the fleet converged: nothing spawned, the pending pull request still open.
+            later = wait_for("a second cycle.report", lambda: reports(first)[1:2])[0]
+            assert later["spawned"] == 0 and later["errors"] == [], later
+            assert {k: r["running"] for k, r in later["roles"].items()} == {"builder": 2, "reviewer": 1}
+            assert not github.pull(pending.number).merged
+            assert TOKEN not in "\n".join(log_lines(first))
+
+        # `pulumi up` with a changed roster: a new role and new counts replace the container (delete first).
+        agents_before = running_ids(client, fleet_id)
+        assert len(agents_before) == 3
+        first.stop(timeout=20)
+        first_log = "\n".join(log_lines(first))
+        first.remove()
+        assert TOKEN not in first_log
+        github.add_check_run(pending.number, "ci")  # CI finished meanwhile: the new coordinator merges it
+
+        roles = [*roles, role("tester", 1)]
+        config = stack_config(roles, github=github, health_url=prod.url, agent_image=agent_image,
+                              counts={"builder": 1, "reviewer": 2})
+        spec = coordinator_container_spec(fleet_id=fleet_id, image=coordinator_image,
+                                          roster=resolve_roster(roles, config), config=config, network_mode="host")
+        second = deploy(client, spec, TOKEN)
+
+        with explained(second):
+            report = wait_for("a cycle.report from the new container", lambda: next(iter(reports(second)), None))
+            assert report["errors"] == [], report
+            tallies = {k: (r["desired"], r["running"], r["spawned"]) for k, r in report["roles"].items()}
+            # Inventory first (3 running), then the deficit only: builder is over its count and keeps both.
+            assert tallies == {"builder": (1, 2, 0), "reviewer": (2, 1, 1), "tester": (1, 0, 1)}, tallies
+            assert running_by_role(client, fleet_id) == {"builder": 2, "reviewer": 2, "tester": 1}
+            assert agents_before <= running_ids(client, fleet_id), "an agent was stopped by the replacement"
+            assert report["merge"]["merged"] == [pending.number]
+            assert github.pull(pending.number).merged_title == f"Rework billing (#{pending.number})"
+            assert not github.pull(draft.number).merged
+            assert wait_for("the new container turns healthy", lambda: health_status(second) == "healthy")
+            assert TOKEN not in "\n".join(log_lines(second))
+        assert not github.server_errors, github.server_errors[0]
