@@ -175,7 +175,9 @@ def parse_stack_config(raw: Mapping[str, str | None], roles: Iterable[Role]) -> 
         raise _error("repository", repository, "use owner/name, like acme/webapp")
     schedule = _text(raw, "schedule") or DEFAULT_SCHEDULE
     if not croniter.is_valid(schedule):
-        raise _error("schedule", schedule, "use a cron expression of 5 fields, like '*/5 * * * *'")
+        raise _error(
+            "schedule", schedule, "use a cron expression of 5 fields, like '*/5 * * * *' (or 6, the last for seconds)"
+        )
     agent_image = _text(raw, "agentImage") or DEFAULT_AGENT_IMAGE
     if not _IMAGE.match(agent_image):
         raise _error("agentImage", agent_image, "use an image reference like ghcr.io/acme/agent:1")

@@ -88,6 +88,8 @@ def test_container_runs_the_fleet(run: ProgramRun) -> None:
         {"hostPath": "/var/run/docker.sock", "containerPath": "/var/run/docker.sock", "readOnly": False}
     ]
     assert inputs["restart"] == "unless-stopped"
+    assert inputs["init"] is True  # reaps what a cycle killed at its time limit left behind
+    assert "networkMode" not in inputs  # Docker's default network unless the spec asks otherwise
     assert inputs["logDriver"] == "json-file" and inputs["logOpts"] == {"max-size": "10m", "max-file": "5"}
     assert inputs["healthcheck"] == {
         "tests": ["CMD", "python", "-m", "coordinator", "healthcheck"],
