@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import docker
 import pytest
 
+from coordinator import cycle
+from coordinator.cycle import default_edges
+from coordinator.edges.docker import ContainerRecord, DockerEngine, DockerError
+from coordinator.report import EventLog
+from coordinator.settings import load_settings
+from tests.fakes.production import production, refused_url
 from tests.fleet_harness import (
     cycle_env,
     desired,
@@ -276,3 +284,55 @@ def test_plan_changes_nothing(fleet, docker_client, fleet_id) -> None:  # type: 
     assert "plan: nothing was changed" in proc.stdout
     assert "builder" in proc.stdout
     assert fleet_containers(docker_client, fleet_id) == []
+
+
+class _InventoryDown:
+    """The real engine, except that listing fails: the guide's 'inventory fails' case, on a live fleet."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self.engine = engine
+
+    def list_fleet(self, fleet_id: str) -> list[ContainerRecord]:
+        raise DockerError("listing the fleet's containers failed: injected")
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.engine, name)
+
+
+def test_a_failed_inventory_assumes_none_running_yet_never_overshoots(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
+    specs, _, env = fleet
+    assert run_cycle(env).returncode == 0
+    victim = docker_client.containers.get(f"{fleet_id}-builder-2")
+    victim.kill()
+    wait_until(lambda: docker_client.containers.get(victim.id).status == "exited")
+    before = running_ids(docker_client, fleet_id)
+
+    with production(200) as prod:
+        settings = load_settings({**env, "HEALTH_URL": prod.url})
+        engine = DockerEngine.from_env()
+        edges = replace(default_edges(), docker=lambda: _InventoryDown(engine))
+        report = cycle.run_cycle(settings, log=EventLog(fleet_id, stream=io.StringIO()), edges=edges)
+
+    # Every slot was planned (nothing counted as running), and Docker's name check refused every one.
+    assert report.steps["inventory"].status.value == "failed"
+    assert report.roles["builder"].running == 0 and report.roles["builder"].spawned == 0
+    assert running_ids(docker_client, fleet_id) == before
+    assert report.health.status.value == "up"  # the steps after it still ran
+    # The next cycle with a working inventory heals the fleet.
+    assert [e["slot"] for e in run_cycle(env).events("agent.spawned")] == [2]
+    assert running_by_role(docker_client, fleet_id) == desired(specs)
+
+
+def test_github_unreachable_fails_only_the_merge_step_and_the_token_stays_out(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
+    specs, _, env = fleet
+    token = "ghp_" + "s3cr3t" * 6
+    with production(200) as prod:
+        env.update(GITHUB_REPOSITORY="acme/webapp", GITHUB_TOKEN=token, GITHUB_API_URL=refused_url(),
+                   HEALTH_URL=prod.url)
+        run = run_cycle(env, timeout=120)
+    assert run.returncode == 1
+    assert [e["step"] for e in run.report["errors"]] == ["merge"]
+    assert run.report["steps"]["reconcile"]["status"] == "ok"
+    assert run.report["health"]["status"] == "up"
+    assert running_by_role(docker_client, fleet_id) == desired(specs)
+    assert token not in run.stdout and token not in run.stderr
