@@ -195,6 +195,9 @@ class DockerEngine:
             raise DockerError(f"creating {launch.name} failed: {exc}") from None
         try:
             self.api.start(container_id)
+        except docker.errors.NotFound:
+            # Another cycle saw it never started and cleared the slot: that cycle now fills it.
+            raise NameTaken(f"{launch.name} was cleared by another cycle before it started") from None
         except docker.errors.DockerException as exc:
             # Left as created: the next cycle removes it and tries again.
             raise DockerError(f"starting {launch.name} failed: {exc}") from None
