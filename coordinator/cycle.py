@@ -17,7 +17,6 @@ from typing import TypeVar
 
 from coordinator import verdict
 from coordinator.edges.docker import DockerEngine, DockerPort
-from coordinator.edges.github import GitHubClient, GitHubPort
 from coordinator.report import (
     CycleReport,
     EventLog,
@@ -33,7 +32,7 @@ from coordinator.report import (
 from coordinator.settings import GitHubSettings, HealthSettings, Settings
 from coordinator.steps.health import check_health
 from coordinator.steps.inventory import Inventory, take_inventory
-from coordinator.steps.merge import run_merge
+from coordinator.steps.merge import GitHubPort, run_merge
 from coordinator.steps.reconcile import (
     AgentContext,
     BackoffPolicy,
@@ -67,9 +66,15 @@ def default_edges() -> Edges:
             docker_engine.append(DockerEngine.from_env())
         return docker_engine[0]
 
+    def github(settings: GitHubSettings) -> GitHubPort:
+        # Imported on use: PyGithub is most of the import time of a cycle that skips the merge step.
+        from coordinator.edges.github import GitHubClient
+
+        return GitHubClient(settings)
+
     return Edges(
         docker=docker,
-        github=lambda settings: GitHubClient(settings),
+        github=github,
         health=lambda settings: check_health(settings),
         now=lambda: datetime.now(UTC),
     )

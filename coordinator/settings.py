@@ -45,6 +45,7 @@ VARIABLES: dict[str, str] = {
     "AGENT_CRASH_BACKOFF_MAX_S": "Longest crash-loop wait, seconds. Default 3600.",
     "AGENT_NETWORK": "Docker network mode of agent containers (bridge, host, or a network name). Default bridge.",
     "DOCKER_HOST": "The Docker SDK's own setting for the engine to talk to.",
+    "DOCKER_API_VERSION": "Pins the Docker API version (e.g. 1.41); unset, each cycle asks the engine first.",
 }
 
 

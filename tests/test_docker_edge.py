@@ -70,3 +70,20 @@ def test_docker_times_carry_nanoseconds_and_zero_means_never() -> None:
     assert parsed is not None and parsed.microsecond == 123456 and parsed.tzinfo is not None
     assert parse_docker_time("0001-01-01T00:00:00Z") is None
     assert parse_docker_time("2026-11-25T14:56:53Z") is not None
+
+
+def test_a_pinned_api_version_makes_listing_the_only_call(docker_client: docker.DockerClient, fleet_id: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    version = docker_client.version()["ApiVersion"]
+    monkeypatch.setenv("DOCKER_API_VERSION", version)
+
+    def probe(self: docker.APIClient) -> str:
+        raise AssertionError("the engine was asked for its version although one is pinned")
+
+    monkeypatch.setattr(docker.APIClient, "_retrieve_server_version", probe)
+    engine = DockerEngine.from_env()
+    assert engine.api.api_version == version
+    calls: list[str] = []
+    engine.api.hooks["response"].append(lambda r, *a, **k: calls.append(r.request.path_url))
+    assert engine.list_fleet(fleet_id) == []
+    assert len(calls) == 1
