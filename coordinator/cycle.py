@@ -173,6 +173,7 @@ def to_dict_health(health: HealthReport) -> dict[str, object]:
 
 def _judge(report: CycleReport) -> None:
     report.verdict = verdict.judge(report)
+    report.verdict_reasons = [finding.reason for finding in verdict.findings(report)]
     report.advice = verdict.advise(report)
 
 

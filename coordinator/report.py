@@ -141,6 +141,7 @@ class CycleReport:
     steps: dict[str, StepResult] = field(default_factory=dict)
     budget: SpawnBudget | None = None
     verdict: Verdict = Verdict.HEALTHY
+    verdict_reasons: list[str] = field(default_factory=list)  # why it is not healthy, worst first
     advice: list[Advice] = field(default_factory=list)
     dry_run: bool = False
 
@@ -199,7 +200,8 @@ def render_text(report: CycleReport) -> str:
     lines = [
         f"cycle of fleet {report.fleet} at {_plain(report.started_at)} "
         f"({report.duration_s:.1f}s){' [plan: nothing was changed]' if report.dry_run else ''}",
-        f"verdict: {report.verdict.value}",
+        f"verdict: {report.verdict.value}"
+        + (f" ({'; '.join(report.verdict_reasons)})" if report.verdict_reasons else ""),
         "",
         f"agents: {report.running} running of {report.desired} desired, "
         f"{report.spawned} spawned, {report.spawn_failures} failed",

@@ -96,15 +96,17 @@ HEADER = ["time (UTC)", "agents", "spawned", "merged", "health", "verdict", "err
 def render_status(reports: Sequence[Report]) -> str:
     """The last cycles as a table, oldest first, then the latest cycle's errors and advice."""
     if not reports:
-        return "no cycle reports in the log yet: the first cycle runs at the next scheduled tick\n"
+        return "no cycle reports in the log yet: the first cycle runs when the container starts\n"
     latest = reports[-1]
     rows = [HEADER] + [_row(report) for report in reports]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = [
         f"fleet {latest.get('fleet', '?')}: {latest.get('verdict', '?')} at {_time(latest)} UTC "
         f"(last {len(reports)} cycle{'s' if len(reports) != 1 else ''})",
-        "",
     ]
+    if latest.get("verdict_reasons"):
+        lines.append("because: " + "; ".join(str(reason) for reason in latest["verdict_reasons"]))
+    lines.append("")
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     errors = latest.get("errors") or []

@@ -53,8 +53,13 @@ def findings(report: CycleReport) -> list[Finding]:
         broken.append(f"production is down ({health.error or 'no answer'})")
 
     failures = report.spawn_failures
+    missing = sum(max(0, t.desired - t.running) for t in report.roles.values())
+    reconcile = report.steps.get("reconcile")
     if failures > 0 and report.spawned == 0:
         broken.append(f"every spawn failed ({failures} of {failures})")
+    elif reconcile is not None and reconcile.status is StepStatus.FAILED and missing and report.spawned == 0:
+        # The step failed before it could try (Docker unreachable): the guide's "all spawns failing".
+        broken.append(f"no agent could be spawned ({missing} missing): {reconcile.detail or 'reconcile failed'}")
     elif failures > SPAWN_FAILURES_LIMIT:
         degraded.append(f"{failures} spawn failures")
 

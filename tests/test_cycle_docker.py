@@ -211,6 +211,8 @@ def test_docker_unreachable_fails_the_cycle_with_a_report_and_no_hang(fleet) -> 
     steps = {e["step"] for e in run.report["errors"]}
     assert {"inventory", "reconcile"} <= steps
     assert run.report["steps"]["inventory"]["status"] == "failed"
+    assert run.report["verdict"] == "broken"  # the guide: all spawns failing is a platform issue
+    assert run.report["verdict_reasons"][0].startswith("no agent could be spawned (5 missing)")
     assert time.monotonic() - started < 60
 
 

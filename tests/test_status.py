@@ -224,3 +224,12 @@ def test_render_status_marks_plans_and_shows_spawn_failures() -> None:
     assert "(plan)" in row
     assert "0/3" in row and "2 (1 failed)" in row
     assert text.rstrip().endswith("advice: none")
+
+
+def test_render_status_says_why_the_latest_cycle_is_not_healthy() -> None:
+    healthy = report_line("f", 0)
+    degraded = report_line("f", 5, errors=[StepError("merge", "GitHub answered 502")],
+                           verdict_reasons=["errors in merge"])
+    text = render_status(parse_reports([healthy, degraded]))
+    assert text.splitlines()[1] == "because: errors in merge"
+    assert "because" not in render_status(parse_reports([healthy]))

@@ -99,6 +99,21 @@ def test_every_spawn_failing_is_broken() -> None:
     assert "every spawn failed (3 of 3)" in [f.reason for f in findings(report)]
 
 
+def test_a_reconcile_step_that_could_not_try_while_agents_are_missing_is_broken() -> None:
+    # Docker unreachable: the step fails before any spawn is attempted, so there are no spawn failures to count.
+    tallies = roles(api_builder={"running": 0})
+    unreachable = "cannot reach the Docker engine"
+    report = cycle(tallies=tallies, steps={"reconcile": StepResult(StepStatus.FAILED, unreachable)},
+                   errors=[StepError("reconcile", unreachable)])
+    assert judge(report) is Verdict.BROKEN
+    assert findings(report)[0].reason == "no agent could be spawned (3 missing): cannot reach the Docker engine"
+
+
+def test_a_failed_reconcile_with_nothing_missing_is_only_degraded() -> None:
+    report = cycle(steps={"reconcile": StepResult(StepStatus.FAILED, "boom")}, errors=[StepError("reconcile", "boom")])
+    assert judge(report) is Verdict.DEGRADED
+
+
 def test_some_spawn_failures_are_degraded() -> None:
     tallies = roles(api_builder={"running": 1, "spawned": 1, "failed": 1})
     assert judge(cycle(tallies=tallies)) is Verdict.DEGRADED
