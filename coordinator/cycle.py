@@ -128,7 +128,7 @@ def run_cycle(
     inventory = steps.run("inventory", lambda: take_inventory(edges.docker(), settings.fleet_id))
     if inventory is None:
         inventory = Inventory()
-    _tally(report, settings, inventory)
+    _tally(report, settings, inventory, edges.now())
 
     # 2. Reconcile.
     if settings.roster is None:
@@ -177,9 +177,9 @@ def _judge(report: CycleReport) -> None:
     report.advice = verdict.advise(report)
 
 
-def _tally(report: CycleReport, settings: Settings, inventory: Inventory) -> None:
+def _tally(report: CycleReport, settings: Settings, inventory: Inventory, now: datetime) -> None:
     alive = inventory.alive_by_role()
-    idle = inventory.idle_exits_by_role()
+    idle = inventory.idle_exits_by_role(now)
     for spec in settings.roster or ():
         report.roles[spec.key] = RoleTally(
             desired=spec.role.count, running=alive[spec.key], mode=spec.role.mode.value, idle_exits=idle[spec.key]

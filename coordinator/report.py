@@ -75,8 +75,8 @@ class RoleTally:
     failed: int = 0
     waiting: list[SlotWait] = field(default_factory=list)
     deferred: int = 0  # spawns held back by the fleet's spawn budget
-    # Agents of this role that exited 0 soon after starting (nothing to do), among the exited
-    # containers Docker still holds; the advice to lower the count is computed from it.
+    # Consecutive exits with nothing to do (exit 0 soon after starting), summed over the role's slots,
+    # as its agents' idle-streak labels show them; the advice to lower the count is computed from it.
     idle_exits: int = 0
 
 

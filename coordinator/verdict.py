@@ -24,8 +24,8 @@ CONFLICTS_LIMIT = 5
 WELL_BELOW_DESIRED_RATIO = 0.75
 # "Multiple spawn failures per cycle": more than this many failed spawns degrade the fleet.
 SPAWN_FAILURES_LIMIT = 0
-# "Agents frequently finding nothing": more than this many idle exits of one role, i.e. agents that
-# exited 0 soon after starting (inventory's IDLE_EXIT_MAX_S), among the exited containers Docker holds.
+# "Agents frequently finding nothing": more than this many consecutive idle exits (exit 0 within
+# inventory's IDLE_EXIT_MAX_S of starting), summed over the role's slots, as its agents' labels carry them.
 IDLE_EXITS_LIMIT = 2
 # An answer at or above this status code means production is broken, whatever HEALTH_EXPECT says.
 SERVER_ERROR_CODE = 500

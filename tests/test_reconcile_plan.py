@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from coordinator.edges.docker import ContainerRecord, ExitRecord
@@ -198,3 +199,32 @@ def test_retiring_spares_the_budget_window() -> None:
     assert spawn.clear == holder.record and spawn.retire == ()
     (spawn,) = plan([spec("api", 1)], [holder, recent]).spawns
     assert spawn.retire == (recent.record,)
+
+
+def test_an_idle_exit_lengthens_the_slots_idle_streak() -> None:
+    idle = agent("api", 1, "exited", exit_code=0, ran=timedelta(seconds=20), streak=0)
+    idle = Agent(replace(idle.record, idle_streak=2), idle.exit)
+    (spawn,) = plan([spec("api", 1)], [idle]).spawns
+    assert spawn.idle_streak == 3 and spawn.crash_streak == 0
+
+
+def test_work_or_a_crash_ends_the_idle_streak() -> None:
+    worked = agent("api", 1, "exited", exit_code=0, ran=timedelta(hours=1))
+    crashed = agent("ui", 1, "exited", exit_code=2, ran=timedelta(seconds=1))
+    spawns = plan([spec("api", 1), spec("ui", 1)],
+                  [Agent(replace(a.record, idle_streak=4), a.exit) for a in (worked, crashed)]).spawns
+    assert [(s.spec.key, s.idle_streak) for s in spawns] == [("api", 0), ("ui", 0)]
+
+
+def test_idle_exits_per_role_are_the_streaks_the_newest_agents_show() -> None:
+    just_idled = agent("api", 1, "exited", exit_code=0, ran=timedelta(seconds=5), created=timedelta(minutes=2))
+    older = agent("api", 1, "exited", name="f-api-1.old", exit_code=0, created=timedelta(minutes=9))
+    running_after_idles = agent("api", 2, created=timedelta(minutes=5))
+    long_running = agent("api", 3, created=timedelta(hours=3))
+    inventory = Inventory((
+        Agent(replace(just_idled.record, idle_streak=2), just_idled.exit),
+        Agent(replace(older.record, idle_streak=1), older.exit),
+        Agent(replace(running_after_idles.record, idle_streak=4), None),
+        Agent(replace(long_running.record, idle_streak=7), None),  # it found work: no longer counts
+    ))
+    assert inventory.idle_exits_by_role(NOW) == {"api": 3 + 4}

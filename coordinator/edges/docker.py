@@ -48,6 +48,7 @@ class ContainerRecord:
     state: str  # created, running, paused, restarting, removing, exited, dead
     created_at: datetime
     crash_streak: int = 0
+    idle_streak: int = 0
 
     @property
     def alive(self) -> bool:
@@ -113,7 +114,6 @@ def record_from_list_item(item: Mapping[str, Any]) -> ContainerRecord:
     item_labels: Mapping[str, str] = item.get("Labels") or {}
     names = item.get("Names") or ["/"]
     slot_text = item_labels.get(labels.SLOT, "")
-    streak_text = item_labels.get(labels.CRASH_STREAK, "0")
     return ContainerRecord(
         id=str(item["Id"]),
         name=str(names[0]).lstrip("/"),
@@ -121,8 +121,14 @@ def record_from_list_item(item: Mapping[str, Any]) -> ContainerRecord:
         slot=int(slot_text) if slot_text.isdigit() else None,
         state=str(item.get("State", "")),
         created_at=datetime.fromtimestamp(int(item.get("Created", 0)), UTC),
-        crash_streak=int(streak_text) if streak_text.isdigit() else 0,
+        crash_streak=_count_label(item_labels, labels.CRASH_STREAK),
+        idle_streak=_count_label(item_labels, labels.IDLE_STREAK),
     )
+
+
+def _count_label(item_labels: Mapping[str, str], name: str) -> int:
+    text = item_labels.get(name, "0")
+    return int(text) if text.isdigit() else 0
 
 
 class DockerEngine:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from coordinator.edges.docker import ContainerRecord, DockerError, DockerPort, ExitRecord
 
@@ -18,6 +19,9 @@ from coordinator.edges.docker import ContainerRecord, DockerError, DockerPort, E
 CRASH_WINDOW_S = 60.0
 # An agent that exits 0 within this many seconds of starting found nothing to do (scaling advice).
 IDLE_EXIT_MAX_S = 120.0
+# A running agent's idle streak (its predecessors') still counts for this long after it started:
+# after that it has evidently found work, and the streak no longer speaks for the role.
+IDLE_STREAK_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,29 @@ class Inventory:
     def alive_by_role(self) -> Counter[str]:
         return Counter(agent.record.role for agent in self.agents if agent.record.alive)
 
-    def idle_exits_by_role(self) -> Counter[str]:
-        return Counter(agent.record.role for agent in self.agents if agent.idle_exit)
-
     def roles(self) -> set[str]:
         return {agent.record.role for agent in self.agents}
+
+    def idle_exits_by_role(self, now: datetime) -> Counter[str]:
+        """Consecutive exits with nothing to do, per role: the sum over its slots of the streak that
+        each slot's newest agent shows (its own idle exit counts on top of its predecessors')."""
+        newest: dict[tuple[str, int | None], Agent] = {}
+        for agent in self.agents:
+            key = (agent.record.role, agent.record.slot)
+            if key not in newest or agent.record.created_at > newest[key].record.created_at:
+                newest[key] = agent
+        counts: Counter[str] = Counter()
+        for (role, _), agent in newest.items():
+            counts[role] += idle_streak_shown(agent, now)
+        return counts
+
+
+def idle_streak_shown(agent: Agent, now: datetime) -> int:
+    if agent.idle_exit:
+        return agent.record.idle_streak + 1
+    if agent.record.alive and agent.record.created_at > now - IDLE_STREAK_WINDOW:
+        return agent.record.idle_streak
+    return 0
 
 
 def needs_inspection(record: ContainerRecord) -> bool:

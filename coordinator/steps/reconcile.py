@@ -77,6 +77,7 @@ class Spawn:
     slot: int
     name: str
     crash_streak: int = 0
+    idle_streak: int = 0
     clear: ContainerRecord | None = None
     retire: tuple[ContainerRecord, ...] = ()
 
@@ -180,9 +181,11 @@ def _plan_slot(
     holder = next((a.record for a in agents if a.record.name == name), None)
     archived = [a.record for a in agents if a.record.name != name and not a.record.alive]
     exited = [a for a in agents if a.exit is not None]
-    streak = 0
+    streak = idle = 0
     if exited:
         last = max(exited, key=_last_exit_time)
+        if last.idle_exit:
+            idle = last.record.idle_streak + 1
         if last.crashed:
             streak = last.record.crash_streak + 1
             until = _last_exit_time(last) + backoff.delay(streak)
@@ -193,7 +196,7 @@ def _plan_slot(
     retire: tuple[ContainerRecord, ...] = ()
     if holder is not None and holder.state == "exited":
         retire = tuple(r for r in archived if keep_since is None or r.created_at <= keep_since)
-    return Spawn(spec, slot, name, crash_streak=streak, clear=holder, retire=retire), None
+    return Spawn(spec, slot, name, crash_streak=streak, idle_streak=idle, clear=holder, retire=retire), None
 
 
 def _prunable(
@@ -259,6 +262,7 @@ def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
             labels.ROLE: role.key,
             labels.SLOT: str(spawn.slot),
             labels.CRASH_STREAK: str(spawn.crash_streak),
+            labels.IDLE_STREAK: str(spawn.idle_streak),
         },
         network=context.network,
     )
