@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -157,18 +157,13 @@ def run_cycle(
         health = steps.run("health", lambda: edges.health(health_settings))
         if health is not None:
             report.health = health
-            log.emit("health.checked", **to_dict_health(health))
+            log.emit("health.checked", **asdict(health))
 
     # 5. Report: judged from the data, then written as the cycle's last line.
     report.duration_s = round(time.monotonic() - started_mono, 3)
     steps.run("report", lambda: _judge(report))
     log.write(to_dict(report))
     return report
-
-
-def to_dict_health(health: HealthReport) -> dict[str, object]:
-    return {"status": health.status.value, "code": health.code, "latency_ms": health.latency_ms,
-            "error": health.error}
 
 
 def _judge(report: CycleReport) -> None:

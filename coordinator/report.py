@@ -188,13 +188,6 @@ def to_dict(report: CycleReport) -> dict[str, Any]:
     return {"event": REPORT_EVENT, **body}
 
 
-def from_dict(data: dict[str, Any]) -> dict[str, Any]:
-    """Reports are read back (by `status`) as plain dicts; this checks they are reports."""
-    if data.get("event") != REPORT_EVENT:
-        raise ValueError("not a cycle report")
-    return data
-
-
 def render_text(report: CycleReport) -> str:
     """The same report for a person."""
     lines = [
