@@ -23,7 +23,7 @@ from pulumi.runtime.sync_await import _sync_await
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "agent-fleet"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the mocks mark a secret value
-TOKEN = "ghp_TESTTOKENtesttokenTESTTOKEN0123456789"
+TOKEN = "fake-token-TESTTOKENtesttoken0123456789"
 IMAGE_ID = "sha256:0123456789abcdef"
 
 BASE_CONFIG: dict[str, str] = {

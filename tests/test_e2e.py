@@ -32,7 +32,7 @@ pytestmark = pytest.mark.docker
 
 COORDINATOR_IMAGE = "agent-fleet/coordinator:e2e"
 AGENT_IMAGE = "agent-fleet/agent:e2e"
-TOKEN = "ghp_e2eSecretToken0123456789abcdefXYZ"
+TOKEN = "fake-token-e2eSecret0123456789abcdefXYZ"
 SCHEDULE = "* * * * * */10"  # every 10 s (croniter: seconds are the sixth field); the first cycle runs at start
 TIMEOUT = 90.0  # generous: a slow CI machine is slow, not broken
 
