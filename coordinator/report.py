@@ -197,7 +197,7 @@ def render_text(report: CycleReport) -> str:
         + (f" ({'; '.join(report.verdict_reasons)})" if report.verdict_reasons else ""),
         "",
         f"agents: {report.running} running of {report.desired} desired, "
-        f"{report.spawned} spawned, {report.spawn_failures} failed",
+        f"{report.spawned} {'would be spawned' if report.dry_run else 'spawned'}, {report.spawn_failures} failed",
     ]
     width = max((len(k) for k in report.roles), default=4)
     lines.append(f"  {'role':<{width}}  desired  running  spawned  failed  waiting")

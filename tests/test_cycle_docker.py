@@ -284,6 +284,7 @@ def test_plan_changes_nothing(fleet, docker_client, fleet_id) -> None:  # type: 
     )
     assert proc.returncode == 0, proc.stderr
     assert "plan: nothing was changed" in proc.stdout
+    assert "0 running of 5 desired, 5 would be spawned" in proc.stdout
     assert "builder" in proc.stdout
     assert fleet_containers(docker_client, fleet_id) == []
 

@@ -19,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -237,7 +237,6 @@ class AgentContext:
     fleet_id: str
     repository: str | None = None
     network: str = "bridge"
-    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
