@@ -39,10 +39,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings() -> Settings:
-    return load_settings(os.environ)
-
-
 def _cycle(settings: Settings, *, dry_run: bool, text: bool) -> int:
     from coordinator.cycle import run_cycle
 
@@ -87,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return healthcheck_main(os.environ)
     try:
-        settings = _settings()
+        settings = load_settings(os.environ)
     except ConfigError as exc:
         print(f"agent-fleet coordinator: bad configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -27,7 +27,7 @@ from coordinator import labels
 from coordinator.edges.docker import AgentLaunch, ContainerRecord, DockerError, DockerPort, NameTaken
 from coordinator.fleet import RoleSpec
 from coordinator.report import SpawnBudget
-from coordinator.steps.inventory import Agent, Inventory
+from coordinator.steps.inventory import Agent, Inventory, idle_streak_shown
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,8 @@ def _plan_slot(
     streak = idle = 0
     if exited:
         last = max(exited, key=_last_exit_time)
-        if last.idle_exit:
-            idle = last.record.idle_streak + 1
+        # The new agent carries the streak its predecessor shows: the one the inventory counts.
+        idle = idle_streak_shown(last, now)
         if last.crashed:
             streak = last.record.crash_streak + 1
             until = _last_exit_time(last) + backoff.delay(streak)
