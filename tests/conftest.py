@@ -13,8 +13,6 @@ import docker
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-BASE_IMAGE = os.environ.get("BASE_IMAGE", "agent-fleet/python-base:bookworm")
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
@@ -32,13 +30,11 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(scope="session")
 def base_image(docker_client: docker.DockerClient) -> str:
-    """A stand-in for python:3.x-slim, built locally since no registry is reachable."""
-    try:
-        docker_client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        script = SHARED / "scripts" / "python-base-image"
-        subprocess.run([str(script), BASE_IMAGE], check=True, capture_output=True, text=True)
-    return BASE_IMAGE
+    """The Python image the tests build on: BASE_IMAGE, else python:3.12-slim (scripts/base-image)."""
+    proc = subprocess.run([str(ROOT / "scripts" / "base-image")], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(proc.stderr.strip() or "scripts/base-image failed", pytrace=False)
+    return proc.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture
