@@ -1,4 +1,4 @@
-"""The merge rules as a pure function: crafted snapshots in, decisions out. No network, no fakes.
+"""The merge rules as a pure function: crafted snapshots in, decisions out. No network, no server.
 
 Every enum value GitHub's schema defines is run through the rule that reads it, and the tables are
 checked against the schema itself, so a value GitHub adds shows up here as a failing test.
@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from graphql import build_ast_schema, parse, validate
+from graphql import parse, validate
 from graphql.type import GraphQLEnumType
 
 from coordinator.edges.github import OPEN_PULLS_QUERY, MalformedAnswer, snapshot_from_node
@@ -27,6 +26,7 @@ from coordinator.steps.merge import (
     PullSnapshot,
     PullState,
     Refusal,
+    Review,
     ReviewDecision,
     ReviewState,
     StatusState,
@@ -35,8 +35,8 @@ from coordinator.steps.merge import (
     decide,
     plan_merges,
 )
+from tests.fakes.github import github_schema
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "github" / "schema.graphql"
 HEAD = "a" * 40
 OLD = "b" * 40
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -60,9 +60,18 @@ def ready(**changes: Any) -> PullSnapshot:
         mergeable=Mergeable.MERGEABLE,
         merge_state_status=MergeStateStatus.CLEAN,
         review_decision=ReviewDecision.APPROVED,
-        latest_reviews=(ReviewState.APPROVED,),
+        latest_reviews=(by_writer(ReviewState.APPROVED),),
     )
     return replace(pull, **changes)
+
+
+def by_writer(state: ReviewState | Unrecognized) -> Review:
+    return Review(state, author_can_push=True)
+
+
+def by_outsider(state: ReviewState | Unrecognized) -> Review:
+    """A review by someone without write access: anyone may review a public repository."""
+    return Review(state, author_can_push=False)
 
 
 def refusals(pull: PullSnapshot, policy: MergePolicy = POLICY) -> tuple[Refusal, ...]:
@@ -71,9 +80,7 @@ def refusals(pull: PullSnapshot, policy: MergePolicy = POLICY) -> tuple[Refusal,
 
 @pytest.fixture(scope="module")
 def schema() -> Any:
-    built = build_ast_schema(parse(SCHEMA_PATH.read_text(encoding="utf-8")), assume_valid_sdl=True)
-    built._validation_errors = []  # GitHub's schema has deprecation quirks graphql-core's check rejects
-    return built
+    return github_schema()
 
 
 def test_a_ready_pull_request_is_eligible() -> None:
@@ -131,7 +138,7 @@ DECISION = {
 @pytest.mark.parametrize(("decision", "expected"), DECISION.items())
 def test_githubs_review_decision_is_final(decision: ReviewDecision, expected: tuple[Refusal, ...]) -> None:
     # GitHub's decision wins over the reviews we can see: it knows about stale approvals and code owners.
-    assert refusals(ready(review_decision=decision, latest_reviews=(ReviewState.APPROVED,))) == expected
+    assert refusals(ready(review_decision=decision, latest_reviews=(by_writer(ReviewState.APPROVED),))) == expected
     assert refusals(ready(review_decision=decision, latest_reviews=())) == expected
 
 
@@ -154,6 +161,20 @@ NULL_DECISION = [
 def test_null_review_decision_is_never_approval_by_itself(
     reviews: tuple[ReviewState, ...], expected: tuple[Refusal, ...]
 ) -> None:
+    assert refusals(ready(review_decision=None, latest_reviews=tuple(map(by_writer, reviews)))) == expected
+
+
+@pytest.mark.parametrize(
+    ("reviews", "expected"),
+    [
+        ((by_outsider(ReviewState.APPROVED),), (Refusal.NOT_APPROVED,)),
+        ((by_outsider(ReviewState.APPROVED), by_outsider(ReviewState.APPROVED)), (Refusal.NOT_APPROVED,)),
+        # An outsider can neither approve nor block: GitHub's own review decision counts writers only.
+        ((by_writer(ReviewState.APPROVED), by_outsider(ReviewState.CHANGES_REQUESTED)), ()),
+        ((by_outsider(ReviewState.APPROVED), by_writer(ReviewState.CHANGES_REQUESTED)), (Refusal.CHANGES_REQUESTED,)),
+    ],
+)
+def test_only_reviews_by_people_who_can_push_count(reviews: tuple[Review, ...], expected: tuple[Refusal, ...]) -> None:
     assert refusals(ready(review_decision=None, latest_reviews=reviews)) == expected
 
 
@@ -320,7 +341,7 @@ UNKNOWN = Unrecognized("field", "SOMETHING_NEW")
         {"mergeable": UNKNOWN},
         {"merge_state_status": UNKNOWN},
         {"review_decision": UNKNOWN},
-        {"review_decision": None, "latest_reviews": (UNKNOWN,)},
+        {"review_decision": None, "latest_reviews": (by_writer(UNKNOWN),)},
     ],
     ids=lambda c: ",".join(c),
 )
@@ -442,7 +463,10 @@ def node(**changes: Any) -> dict[str, Any]:
         "mergeStateStatus": "CLEAN",
         "reviewDecision": None,
         "labels": {"pageInfo": {"hasNextPage": False}, "nodes": [{"name": "bug"}]},
-        "latestOpinionatedReviews": {"pageInfo": {"hasNextPage": False}, "nodes": [{"state": "APPROVED"}]},
+        "latestOpinionatedReviews": {
+            "pageInfo": {"hasNextPage": False},
+            "nodes": [{"state": "APPROVED", "authorCanPushToRepository": True}],
+        },
         "commits": {
             "nodes": [
                 {

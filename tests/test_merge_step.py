@@ -170,6 +170,29 @@ def test_without_required_reviews_an_approval_is_still_needed() -> None:
     }
 
 
+
+def test_without_required_reviews_only_an_approval_by_someone_who_can_push_counts() -> None:
+    # A public repository: anyone can submit an "Approve". With no review required, reviewDecision is null and
+    # the rule reads the reviews itself; an outsider's approval must not get a pull request merged.
+    with FakeGitHub(token=TOKEN, require_review=False, writers=("alice",)) as fake:
+        outsider = fake.add_pull("Approved by an outsider")
+        fake.add_check_run(outsider.number, "ci")
+        fake.approve(outsider.number, reviewer="mallory")
+        writer = fake.add_pull("Approved by a writer")
+        fake.add_check_run(writer.number, "ci")
+        fake.approve(writer.number, reviewer="alice")
+        both = fake.add_pull("Outsider objects, writer approves")
+        fake.add_check_run(both.number, "ci")
+        fake.approve(both.number, reviewer="alice")
+        fake.request_changes(both.number, reviewer="mallory")
+        report = Harness(fake).run()
+        assert fake.pull(outsider.number).state == "open"
+    assert reasons(report) == {
+        outsider.number: (MergeOutcome.SKIPPED, "not approved"),
+        writer.number: (MergeOutcome.MERGED, "merged"),
+        both.number: (MergeOutcome.MERGED, "merged"),
+    }
+
 def test_an_approval_before_a_push_is_stale(fake: FakeGitHub) -> None:
     pull = green(fake, "Pushed after approval")
     fake.push(pull.number)  # GitHub dismisses the stale approval; the new head has no checks yet

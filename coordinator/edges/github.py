@@ -43,6 +43,7 @@ from coordinator.steps.merge import (
     PullState,
     RateLimited,
     ReportedCheck,
+    Review,
     ReviewDecision,
     ReviewState,
     StatusState,
@@ -85,7 +86,10 @@ query OpenPullRequests($owner: String!, $name: String!, $cursor: String) {
         mergeStateStatus
         reviewDecision
         labels(first: 100) { pageInfo { hasNextPage } nodes { name } }
-        latestOpinionatedReviews(first: 100) { pageInfo { hasNextPage } nodes { state } }
+        latestOpinionatedReviews(first: 100, writersOnly: true) {
+          pageInfo { hasNextPage }
+          nodes { state authorCanPushToRepository }
+        }
         commits(last: 1) {
           nodes {
             commit {
@@ -203,6 +207,14 @@ def _check(node: object, path: str) -> ReportedCheck:
     _fail(f"{path}.__typename", "CheckRun or StatusContext", kind)
 
 
+def _review(node: object, path: str) -> Review:
+    body = _obj(node, path)
+    return Review(
+        state=parse_enum(ReviewState, _str(body.get("state"), f"{path}.state"), "PullRequestReview.state"),
+        author_can_push=_bool(body.get("authorCanPushToRepository"), f"{path}.authorCanPushToRepository"),
+    )
+
+
 def snapshot_from_node(node: object, path: str = "pullRequest") -> PullSnapshot:
     """One `PullRequest` node of OPEN_PULLS_QUERY as a snapshot; raises MalformedAnswer."""
     pr = _obj(node, path)
@@ -217,14 +229,7 @@ def snapshot_from_node(node: object, path: str = "pullRequest") -> PullSnapshot:
         truncated.append("labels")
 
     review_nodes, more = _connection_nodes(pr.get("latestOpinionatedReviews"), f"{path}.latestOpinionatedReviews")
-    reviews = tuple(
-        parse_enum(
-            ReviewState,
-            _str(_obj(n, f"{path}.latestOpinionatedReviews.nodes[]").get("state"), f"{path}.reviews.nodes[].state"),
-            "PullRequestReview.state",
-        )
-        for n in review_nodes
-    )
+    reviews = tuple(_review(n, f"{path}.latestOpinionatedReviews.nodes[{i}]") for i, n in enumerate(review_nodes))
     if more:
         truncated.append("reviews")
 

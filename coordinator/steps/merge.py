@@ -145,6 +145,17 @@ ReportedCheck = CheckRun | CommitStatus
 
 
 @dataclass(frozen=True)
+class Review:
+    """One reviewer's latest approving or change-requesting review, and whether that reviewer can push.
+
+    Anyone can review a public repository; only the opinion of someone with write access counts.
+    """
+
+    state: ReviewState | Unrecognized
+    author_can_push: bool
+
+
+@dataclass(frozen=True)
 class PullSnapshot:
     number: int
     title: str
@@ -161,7 +172,7 @@ class PullSnapshot:
     mergeable: Mergeable | Unrecognized
     merge_state_status: MergeStateStatus | Unrecognized
     review_decision: ReviewDecision | Unrecognized | None  # None: the base branch requires no review
-    latest_reviews: tuple[ReviewState | Unrecognized, ...]  # each reviewer's latest opinionated review
+    latest_reviews: tuple[Review, ...]  # each reviewer's latest opinionated review
     # Connections that had more items than one page holds (labels, reviews, checks): what is unread
     # might be a blocking label, a change request or a failing check, so a truncated snapshot refuses.
     truncated: tuple[str, ...] = ()
@@ -173,7 +184,7 @@ class PullSnapshot:
             self.mergeable,
             self.merge_state_status,
             self.review_decision,
-            *self.latest_reviews,
+            *(review.state for review in self.latest_reviews),
         ]
         for check in self.checks:
             values += [check.status, check.conclusion] if isinstance(check, CheckRun) else [check.state]
@@ -254,10 +265,11 @@ def review_status(pull: PullSnapshot) -> ReviewStatus:
     assert_never(decision)
 
 
-def _review_status_from_reviews(reviews: Sequence[ReviewState | Unrecognized]) -> ReviewStatus:
-    # Null is never approval by itself: at least one approval and no outstanding change request.
+def _review_status_from_reviews(reviews: Sequence[Review]) -> ReviewStatus:
+    # Null is never approval by itself: at least one approval and no outstanding change request, both
+    # from people who can push. The query asks for writers only; a review that says otherwise is ignored.
     approved = changes = unknown = False
-    for review in reviews:
+    for review in (r.state for r in reviews if r.author_can_push):
         if isinstance(review, Unrecognized):
             unknown = True
         elif review is ReviewState.APPROVED:

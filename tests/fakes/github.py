@@ -3,7 +3,7 @@
 It is laid out like GitHub Enterprise so that clients find it through their base-URL settings alone:
 REST under ``http://127.0.0.1:PORT/api/v3`` and GraphQL at ``http://127.0.0.1:PORT/api/graphql``
 (PyGithub derives the latter from the former). Every GraphQL document is parsed and validated against
-GitHub's published schema (``/work/shared/github/schema.graphql``) and executed by graphql-core over the
+GitHub's published schema (``tests/fixtures/github/schema.graphql``) and executed by graphql-core over the
 state, so answers have GitHub's exact shapes and a field GitHub does not have is an error, as on GitHub.
 
 Usage::
@@ -26,7 +26,7 @@ Usage::
     gh.on_merge = lambda n: gh.push(n)   # runs (lock held, same thread) before a merge is checked and applied
     gh.calls("PUT", "/merge"); gh.requests; gh.graphql_documents
 
-Semantics follow /work/shared/github/rest.md: ``reviewDecision`` (null when no review is required),
+Semantics follow GitHub's REST and GraphQL documentation: ``reviewDecision`` (null when no review is required),
 ``statusCheckRollup`` (null when nothing reported), ``mergeStateStatus``, merges that check the pinned head
 (409 / GraphQL error), the method the repository allows (405) and branch protection (405). Connections reject
 ``first``/``last`` over 100 and require one of them when ``nodes``/``edges`` are selected, as GitHub does.
@@ -44,7 +44,6 @@ import hmac
 import itertools
 import json
 import math
-import os
 import re
 import threading
 import time
@@ -81,9 +80,8 @@ from graphql import (
     visit,
 )
 
-SCHEMA_FILE = Path(
-    os.environ.get("GITHUB_SCHEMA_FILE") or Path(__file__).resolve().parents[3] / "shared" / "github" / "schema.graphql"
-)
+# GitHub's published schema, vendored with its source and date (tests/fixtures/github/README.md).
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "github" / "schema.graphql"
 REST_PREFIX = "/api/v3"
 GRAPHQL_PATH = "/api/graphql"
 DOCS = "https://docs.github.com/rest"
@@ -301,8 +299,12 @@ class FakeGitHub:
         allow_squash_merge: bool = True,
         allow_merge_commit: bool = True,
         allow_rebase_merge: bool = True,
+        writers: Iterable[str] = ("alice", "bob", "carol", "dave"),
     ) -> None:
         self.owner, self.name, self.token, self.default_branch = owner, name, token, default_branch
+        # Who can push. On a public repository anyone may submit a review; GitHub counts only these
+        # reviewers in reviewDecision and, with writersOnly: true, in latestOpinionatedReviews.
+        self.writers: set[str] = set(writers)
         self.require_review = require_review
         self.dismiss_stale_reviews = dismiss_stale_reviews
         self.required_checks = tuple(required_checks)
@@ -595,18 +597,23 @@ class FakeGitHub:
                 return f'Required status check "{name}" is {how}.'
         return None
 
-    @staticmethod
-    def _latest_opinionated(pull: FakePull) -> list[FakeReview]:
+    def can_push(self, login: str) -> bool:
+        return login in self.writers
+
+    def _latest_opinionated(self, pull: FakePull, writers_only: bool = False) -> list[FakeReview]:
         latest: dict[str, FakeReview] = {}
         for review in pull.reviews:
             if review.state in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
                 latest[review.reviewer] = review
-        return [review for review in latest.values() if review.state != "DISMISSED"]
+        return [
+            review for review in latest.values()
+            if review.state != "DISMISSED" and (not writers_only or self.can_push(review.reviewer))
+        ]
 
     def _review_decision(self, pull: FakePull) -> str | None:
         if not self.require_review:
             return None
-        states = {review.state for review in self._latest_opinionated(pull)}
+        states = {review.state for review in self._latest_opinionated(pull, writers_only=True)}
         if "CHANGES_REQUESTED" in states:
             return "CHANGES_REQUESTED"
         return "APPROVED" if "APPROVED" in states else "REVIEW_REQUIRED"
@@ -1209,7 +1216,8 @@ _RESOLVERS: dict[str, Resolver] = {
     "PullRequest.mergeable": lambda p, gh, a: gh._mergeable(p),
     "PullRequest.mergeStateStatus": lambda p, gh, a: gh._merge_state_status(p),
     "PullRequest.reviewDecision": lambda p, gh, a: gh._review_decision(p) if p.state == "open" else None,
-    "PullRequest.latestOpinionatedReviews": lambda p, gh, a: _connection(gh._latest_opinionated(p), a),
+    "PullRequest.latestOpinionatedReviews": lambda p, gh, a: _connection(
+        gh._latest_opinionated(p, writers_only=bool(a.get("writersOnly"))), a),
     "PullRequest.latestReviews": lambda p, gh, a: _connection(
         list({r.reviewer: r for r in p.reviews if r.state != "DISMISSED"}.values()), a),
     "PullRequest.reviews": lambda p, gh, a: _connection(
@@ -1222,6 +1230,7 @@ _RESOLVERS: dict[str, Resolver] = {
     # Reviews, users, commits, checks
     "PullRequestReview.id": lambda r, gh, a: r.node_id,
     "PullRequestReview.author": lambda r, gh, a: _Actor(r.reviewer),
+    "PullRequestReview.authorCanPushToRepository": lambda r, gh, a: gh.can_push(r.reviewer),
     "PullRequestReview.submittedAt": lambda r, gh, a: r.submitted_at,
     "PullRequestReview.createdAt": lambda r, gh, a: r.submitted_at,
     "PullRequestReview.commit": lambda r, gh, a: _Commit(r.commit_id),
