@@ -1,4 +1,4 @@
-"""The health step against a real local HTTP server: answers, hangs, refusals, TLS and DNS failures."""
+"""The health step against a real local HTTP server: answers, hangs, trickles, refusals, TLS and DNS failures."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ from dataclasses import asdict
 from coordinator.report import HealthReport, HealthStatus
 from coordinator.settings import HealthSettings
 from coordinator.steps.health import MAX_ATTEMPTS, check_health
-from tests.fakes.production import ENDLESS, HANG, production, refused_port, refused_url
+from tests.fakes.production import (
+    ENDLESS,
+    HANG,
+    TRICKLE_BODY,
+    TRICKLE_HEAD,
+    production,
+    refused_port,
+    refused_url,
+)
 
 # Headroom for a slow, shared machine on top of the check's own budget; a check that waited
 # for a hanging server (or read an endless body) would blow far past it.
 SLACK_S = 3.0
+# How late a check that holds its wall-clock budget may return: thread start-up and scheduling only.
+PROMPT_S = 0.5
 
 
 def bounded_check(settings: HealthSettings) -> tuple[HealthReport, float]:
@@ -87,19 +97,50 @@ def test_expected_codes_are_configurable() -> None:
 def test_hanging_production_is_a_timeout_within_the_budget() -> None:
     timeout_s = 1.0
     with production(HANG) as server:
-        report, _ = bounded_check(HealthSettings(url=server.url, timeout_s=timeout_s))
+        report, elapsed = bounded_check(HealthSettings(url=server.url, timeout_s=timeout_s))
     assert report.status is HealthStatus.DOWN
     assert report.error == "timeout"
     assert report.code is None
+    assert elapsed < timeout_s + PROMPT_S
 
 
 def test_a_retry_only_gets_the_time_that_is_left() -> None:
     # The first answer is a 503 (retried), the second attempt hangs: it must end at the deadline.
     timeout_s = 2.0
     with production(503, HANG) as server:
-        report, _ = bounded_check(HealthSettings(url=server.url, timeout_s=timeout_s))
+        report, elapsed = bounded_check(HealthSettings(url=server.url, timeout_s=timeout_s))
     assert report.error == "timeout"
     assert report.attempts == 2
+    assert elapsed < timeout_s + PROMPT_S
+
+
+def test_trickled_headers_are_a_timeout_when_the_budget_is_spent() -> None:
+    # The issue's case: one byte every 0.5 s never trips a per-read timeout; the wall-clock budget holds.
+    with production(TRICKLE_HEAD, trickle_s=0.5) as server:
+        report, elapsed = bounded_check(HealthSettings(url=server.url, timeout_s=3))
+    assert report.status is HealthStatus.DOWN
+    assert report.error == "timeout"
+    assert report.code is None
+    assert report.attempts == 1  # a timeout has used the budget: nothing is left to retry with
+    assert 3.0 <= elapsed < 3.0 + PROMPT_S
+
+
+def test_a_trickled_body_is_never_waited_for() -> None:
+    with production(TRICKLE_BODY, trickle_s=0.5) as server:
+        report, elapsed = bounded_check(HealthSettings(url=server.url, timeout_s=3))
+    assert report.status is HealthStatus.UP
+    assert report.code == 200
+    assert elapsed < 1.0
+
+
+def test_retries_fit_in_the_budget() -> None:
+    # Always 503: three attempts (the first retry at once, the second after a 1 s backoff) would need
+    # about 1 s; with 0.5 s of budget the check stops retrying instead of overrunning.
+    with production(503) as server:
+        report, elapsed = bounded_check(HealthSettings(url=server.url, timeout_s=0.5))
+    assert report.error == "unexpected status 503"
+    assert report.attempts == 2 == len(server.requests)
+    assert elapsed < 0.5
 
 
 def test_the_body_is_never_downloaded() -> None:

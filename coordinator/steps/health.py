@@ -1,17 +1,17 @@
-"""Health step: one HTTP GET of production, within a fixed time budget, with a small bounded retry.
+"""Health step: one HTTP GET of production, within a fixed wall-clock budget, with a small bounded retry.
 
-The whole check, every attempt and pause included, fits in `HealthSettings.timeout_s`: each
-attempt may use only the time that is left, so a hanging production cannot hold the cycle.
-Only failures that a second look may clear are retried (no connection, or a 5xx answer); a
-timeout has used the budget by definition, and a TLS error or a 4xx will not change in a second.
+The whole check, every attempt and pause included, ends within `HealthSettings.timeout_s`
+(`HEALTH_TIMEOUT_S`) of wall-clock time, whatever production does: the request runs under a deadline
+(`coordinator.edges.http.send`), so a server that hangs, or trickles its status line and headers a
+byte at a time past every read timeout, or a host name that takes long to resolve, is a "timeout" when
+the budget is spent. Retries follow the one read policy (`coordinator.edges.http.read_retry`): no
+connection (refused, DNS), a dropped connection and an unexpected 5xx are looked at again, up to
+`MAX_ATTEMPTS` attempts and only while the budget lasts; a TLS error or a 4xx will not change in a second.
 
 The body is never downloaded (the status line and headers are enough), and redirects are not
 followed: a 3xx is itself the answer, judged against `HEALTH_EXPECT` (default 200-399).
 Errors are fixed words ("timeout", "refused", "tls", "dns", "unexpected status 503", ...) and
 never the exception's text, which would carry the URL and with it any token in its userinfo or query.
-
-Two waits lie outside what requests can bound: resolving the host name (the system resolver's own
-timeout applies) and a server that trickles its headers a byte at a time (the timeout is per read).
 """
 
 from __future__ import annotations
@@ -20,83 +20,61 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import requests
-from urllib3.exceptions import NameResolutionError
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError, ReadTimeoutError
 
+from coordinator.deadline import DeadlineExceeded
+from coordinator.edges.http import SERVER_ERRORS, Attempts, mount, read_retry, send
 from coordinator.report import HealthReport, HealthStatus
 from coordinator.settings import HealthSettings
 
 MAX_ATTEMPTS = 3
-RETRY_PAUSE_S = 0.5
-# An attempt with less time than this left could not succeed anyway; the check stops instead.
-MIN_ATTEMPT_S = 0.1
 USER_AGENT = "agent-fleet-coordinator/health-check"
-# No connection at all may be a blip (a restart, a resolver hiccup); these are worth a second look.
-RETRYABLE_ERRORS = frozenset({"refused", "dns", "connection reset", "connection error"})
 
 
-def check_health(settings: HealthSettings, *, session: requests.Session | None = None) -> HealthReport:
-    """GET `settings.url`; up when the status code is expected, down otherwise (with the reason)."""
-    own_session = session is None
-    http = requests.Session() if session is None else session
+def check_health(settings: HealthSettings) -> HealthReport:
+    """GET `settings.url`; up when the status code is expected, down otherwise (with the reason).
+
+    Returns within `settings.timeout_s` (plus a few milliseconds), never raises for the request's sake.
+    """
     deadline = time.monotonic() + settings.timeout_s
-    try:
-        attempts = 0
-        while True:
-            attempts += 1
-            result = _attempt(http, settings, deadline)
-            remaining = deadline - time.monotonic()
-            if (
-                not result.retryable
-                or attempts >= MAX_ATTEMPTS
-                or remaining < RETRY_PAUSE_S + MIN_ATTEMPT_S
-            ):
-                return HealthReport(
-                    status=result.status,
-                    code=result.code,
-                    latency_ms=result.latency_ms,
-                    error=result.error,
-                    attempts=attempts,
-                )
-            time.sleep(RETRY_PAUSE_S)
-    finally:
-        if own_session:
-            http.close()
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    status: HealthStatus
-    code: int | None
-    latency_ms: float
-    error: str | None
-    retryable: bool
-
-
-def _attempt(http: requests.Session, settings: HealthSettings, deadline: float) -> _Attempt:
-    started = time.monotonic()
-    # requests applies the timeout to connecting and to each wait for data, which is all a
-    # stream=True GET does before it returns: the status line and headers, never the body.
-    budget = max(deadline - started, MIN_ATTEMPT_S)
-    try:
-        response = http.get(
-            settings.url,
-            timeout=(budget, budget),
-            stream=True,
-            allow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
-        )
-    except requests.RequestException as exc:
-        error = classify_error(exc)
-        return _Attempt(HealthStatus.DOWN, None, _ms_since(started), error, retryable=error in RETRYABLE_ERRORS)
-    latency_ms = _ms_since(started)
-    code = response.status_code
-    response.close()  # without reading the body: the connection is dropped, not drained
+    attempts = Attempts()
+    # Only unexpected server errors are worth a second look: a 503 that HEALTH_EXPECT accepts is an answer.
+    retry = read_retry(attempts=MAX_ATTEMPTS, statuses=[s for s in SERVER_ERRORS if not settings.expects(s)])
+    with mount(requests.Session(), retry) as http:
+        try:
+            response = send(
+                http,
+                "GET",
+                settings.url,
+                deadline=deadline,
+                what="the health check",
+                attempts=attempts,
+                stream=True,  # returns after the status line and headers: the body is never read
+                allow_redirects=False,
+                headers={"User-Agent": USER_AGENT},
+            )
+        except DeadlineExceeded:
+            return _down("timeout", attempts)
+        except requests.RequestException as exc:
+            return _down(classify_error(exc), attempts)
+        latency_ms = _latency_ms(attempts)
+        code = response.status_code
+        response.close()  # without reading the body: the connection is dropped, not drained
     if settings.expects(code):
-        return _Attempt(HealthStatus.UP, code, latency_ms, None, retryable=False)
-    return _Attempt(HealthStatus.DOWN, code, latency_ms, f"unexpected status {code}", retryable=code >= 500)
+        return HealthReport(HealthStatus.UP, code, latency_ms, None, attempts.count)
+    return HealthReport(HealthStatus.DOWN, code, latency_ms, f"unexpected status {code}", attempts.count)
+
+
+def _down(error: str, attempts: Attempts) -> HealthReport:
+    return HealthReport(HealthStatus.DOWN, None, _latency_ms(attempts), error, attempts.count)
+
+
+def _latency_ms(attempts: Attempts) -> float:
+    """Time since the last attempt started: how long production took to answer (or to fail)."""
+    started = attempts.last_started if attempts.last_started is not None else time.monotonic()
+    return round((time.monotonic() - started) * 1000, 1)
 
 
 def classify_error(exc: requests.RequestException) -> str:
@@ -112,12 +90,20 @@ def classify_error(exc: requests.RequestException) -> str:
         return "refused"
     if any(isinstance(c, ConnectionResetError) for c in causes):
         return "connection reset"
-    if any(isinstance(c, TimeoutError | socket.timeout) for c in causes):
+    if any(_is_timeout(c) for c in causes):
         return "timeout"
     if isinstance(exc, requests.ConnectionError):
         return "connection error"
     # InvalidURL, TooManyRedirects, ...: the class name says what, and holds no URL.
     return f"request failed ({type(exc).__name__})"
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # urllib3 reports a timeout in its own classes (a retry that ran out of time wraps one), and counts
+    # a failed connection (NewConnectionError) as a connect timeout, which it is not.
+    if isinstance(exc, NewConnectionError):
+        return False
+    return isinstance(exc, TimeoutError | socket.timeout | ReadTimeoutError | ConnectTimeoutError)
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -132,7 +118,3 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         yield current
         linked = [getattr(current, "reason", None), current.__cause__, current.__context__, *current.args]
         pending.extend(item for item in linked if isinstance(item, BaseException))
-
-
-def _ms_since(started: float) -> float:
-    return round((time.monotonic() - started) * 1000, 1)

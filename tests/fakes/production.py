@@ -3,7 +3,10 @@
 Each request takes the next behaviour from `behaviours` (the last one repeats):
 an int is the status code to answer with, `HANG` accepts the request and never answers,
 `ENDLESS` answers 200 and then streams a body that never ends (a check that downloads
-bodies would never finish). `refused_url()` gives a URL where nothing listens.
+bodies would never finish). Two trickle, one byte every `trickle_s` seconds (0.5 by default), so that
+no single read ever waits long enough to time out: `TRICKLE_HEAD` sends a 200's status line and headers
+that way, `TRICKLE_BODY` sends them at once and then trickles a body that never ends.
+`refused_url()` gives a URL where nothing listens.
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ from typing import Literal
 
 HANG: Literal["hang"] = "hang"
 ENDLESS: Literal["endless"] = "endless"
-Behaviour = int | Literal["hang", "endless"]
+TRICKLE_HEAD: Literal["trickle-head"] = "trickle-head"
+TRICKLE_BODY: Literal["trickle-body"] = "trickle-body"
+Behaviour = int | Literal["hang", "endless", "trickle-head", "trickle-body"]
 
 
 class ProductionServer:
-    def __init__(self, behaviours: Sequence[Behaviour]) -> None:
+    def __init__(self, behaviours: Sequence[Behaviour], trickle_s: float = 0.5) -> None:
         if not behaviours:
             raise ValueError("give at least one behaviour")
         self._behaviours = list(behaviours)
+        self.trickle_s = trickle_s
         self._lock = threading.Lock()
         self.requests: list[str] = []  # request paths, in arrival order
         # Set on stop: hanging and streaming handlers end, so the server can shut down.
@@ -58,6 +64,16 @@ class ProductionServer:
                 if behaviour == HANG:
                     production._stopping.wait()
                     return
+                if behaviour == TRICKLE_HEAD:
+                    head = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
+                    self._trickle(head)
+                    return
+                if behaviour == TRICKLE_BODY:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.end_headers()  # no Content-Length: the body lasts until the connection closes
+                    self._trickle(b"x" * 1_000_000)
+                    return
                 if behaviour == ENDLESS:
                     self.send_response(200)
                     self.send_header("Content-Type", "application/octet-stream")
@@ -76,6 +92,15 @@ class ProductionServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _trickle(self, data: bytes) -> None:
+                try:
+                    for index in range(len(data)):
+                        if production._stopping.wait(production.trickle_s):
+                            return
+                        self.wfile.write(data[index : index + 1])
+                except OSError:  # the client gave up and closed the connection
+                    return
+
             def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
                 pass
 
@@ -93,8 +118,8 @@ class ProductionServer:
 
 
 @contextmanager
-def production(*behaviours: Behaviour) -> Iterator[ProductionServer]:
-    server = ProductionServer(behaviours).start()
+def production(*behaviours: Behaviour, trickle_s: float = 0.5) -> Iterator[ProductionServer]:
+    server = ProductionServer(behaviours, trickle_s).start()
     try:
         yield server
     finally:
