@@ -1,10 +1,14 @@
 """One reconciliation cycle: the five steps, each isolated from the others' failures.
 
-This is the one place that runs the steps. Each step is called through `_step`, which records
-how it ended; an exception in one is reported (step and message, secrets scrubbed) and the
-next step still runs. The guide's error table holds: a failed inventory counts nothing as
-running, so reconcile plans every slot (and the slot names make that safe); a failed pull
-request list skips the merge step only; a failed health check is reported, not raised.
+This is the one place that runs the steps. Each goes through `StepRunner.run`, which records how it
+ended; an exception in one is reported (step and message, secrets scrubbed) and the next step still
+runs, and the report is written whatever happened. The guide's error table holds: a failed inventory
+counts nothing as running, so reconcile plans every slot (and the slot names make that safe); a failed
+pull request list skips the merge step only; a failed health check is reported, not raised.
+
+The cycle reaches the outside world only through the adapters it is handed (`CycleAdapters`): the
+agent runtime (`coordinator.runtime.AgentRuntime`), GitHub (`coordinator.steps.merge.GitHubPort`),
+production (a `ProductionProbe`) and the clock. Tests hand in their own, pointed at local servers.
 """
 
 from __future__ import annotations
@@ -12,11 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from typing import TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
 
 from coordinator import verdict
-from coordinator.edges.docker import DockerEngine, DockerPort
 from coordinator.report import (
     CycleReport,
     EventLog,
@@ -29,6 +32,7 @@ from coordinator.report import (
     StepStatus,
     to_dict,
 )
+from coordinator.runtime import AgentRuntime
 from coordinator.settings import GitHubSettings, HealthSettings, Settings
 from coordinator.steps.health import check_health
 from coordinator.steps.inventory import Inventory, take_inventory
@@ -46,42 +50,47 @@ from coordinator.steps.reconcile import (
 T = TypeVar("T")
 
 
+class Clock(Protocol):
+    def __call__(self) -> datetime: ...
+
+
+class ProductionProbe(Protocol):
+    def __call__(self, settings: HealthSettings) -> HealthReport: ...
+
+
 @dataclass(frozen=True)
-class Edges:
-    """The doing side of a cycle. Factories, so that an unreachable Docker or GitHub fails its step,
-    not the cycle; tests hand in their own (pointed at local servers)."""
+class CycleAdapters:
+    """The doing side of a cycle. Factories, so that an unreachable engine or GitHub fails its own step,
+    not the cycle."""
 
-    docker: Callable[[], DockerPort]
+    runtime: Callable[[], AgentRuntime]
     github: Callable[[GitHubSettings], GitHubPort]
-    health: Callable[[HealthSettings], HealthReport]
-    now: Callable[[], datetime]
+    production: ProductionProbe
+    clock: Clock
 
 
-def default_edges() -> Edges:
-    docker_engine: list[DockerPort] = []
+def default_adapters(settings: Settings) -> CycleAdapters:
+    made: list[AgentRuntime] = []
 
-    def docker() -> DockerPort:
-        # One client per cycle, made on first use: construction already talks to the engine.
-        if not docker_engine:
-            docker_engine.append(DockerEngine.from_env())
-        return docker_engine[0]
+    def runtime() -> AgentRuntime:
+        # One client per cycle, made on first use: construction may already talk to the engine.
+        if not made:
+            from coordinator.runtimes import open_runtime
 
-    def github(settings: GitHubSettings) -> GitHubPort:
+            made.append(open_runtime(settings.runtime))
+        return made[0]
+
+    def github(github_settings: GitHubSettings) -> GitHubPort:
         # Imported on use: PyGithub is most of the import time of a cycle that skips the merge step.
         from coordinator.edges.github import GitHubClient
 
-        return GitHubClient(settings)
+        return GitHubClient(github_settings)
 
-    return Edges(
-        docker=docker,
-        github=github,
-        health=lambda settings: check_health(settings),
-        now=lambda: datetime.now(UTC),
-    )
+    return CycleAdapters(runtime=runtime, github=github, production=check_health, clock=lambda: datetime.now(UTC))
 
 
-class _Steps:
-    """Runs one step at a time into the report, isolating failures."""
+class StepRunner:
+    """Runs one step at a time into the report: a step's exception is its failure, never the cycle's."""
 
     def __init__(self, report: CycleReport, log: EventLog) -> None:
         self.report = report
@@ -113,28 +122,32 @@ def run_cycle(
     settings: Settings,
     *,
     log: EventLog,
-    edges: Edges | None = None,
+    adapters: CycleAdapters | None = None,
     dry_run: bool = False,
     deadline: float | None = None,
 ) -> CycleReport:
     """Run the five steps once and return the report (also written to `log` as its last line)."""
-    edges = edges or default_edges()
+    adapters = adapters or default_adapters(settings)
     started_mono = time.monotonic()
-    report = CycleReport(fleet=settings.fleet_id, started_at=edges.now(), dry_run=dry_run)
-    steps = _Steps(report, log)
+    now = adapters.clock()
+    report = CycleReport(fleet=settings.fleet_id, started_at=now, dry_run=dry_run)
+    steps = StepRunner(report, log)
     log.emit("cycle.started", dry_run=dry_run)
 
     # 1. Inventory. On failure the guide says: assume 0 running, spawn all (the slot names keep that safe).
-    inventory = steps.run("inventory", lambda: take_inventory(edges.docker(), settings.fleet_id))
+    lost_after = timedelta(seconds=settings.runtime.node_lost_s)
+    inventory = steps.run(
+        "inventory", lambda: take_inventory(adapters.runtime(), settings.fleet_id, now=now, node_lost_after=lost_after)
+    )
     if inventory is None:
-        inventory = Inventory()
-    _tally(report, settings, inventory, edges.now())
+        inventory = Inventory(taken_at=now, node_lost_after=lost_after)
+    _tally(report, settings, inventory, log)
 
     # 2. Reconcile.
     if settings.roster is None:
         steps.skip("reconcile", settings.skipped.get("reconcile", "no roster"))
     else:
-        steps.run("reconcile", lambda: _reconcile(settings, inventory, edges, report, steps, log, dry_run))
+        steps.run("reconcile", lambda: _reconcile(settings, inventory, adapters, report, log, dry_run))
 
     # 3. Merge.
     github_settings = settings.github
@@ -143,7 +156,7 @@ def run_cycle(
     else:
         merged = steps.run(
             "merge",
-            lambda: run_merge(edges.github(github_settings), github_settings, log=log, deadline=deadline,
+            lambda: run_merge(adapters.github(github_settings), github_settings, log=log, deadline=deadline,
                               dry_run=dry_run),
         )
         report.merge = merged if merged is not None else MergeReport()
@@ -154,7 +167,7 @@ def run_cycle(
     if health_settings is None:
         steps.skip("health", settings.skipped.get("health", "HEALTH_URL is not set"))
     else:
-        health = steps.run("health", lambda: edges.health(health_settings))
+        health = steps.run("health", lambda: adapters.production(health_settings))
         if health is not None:
             report.health = health
             log.emit("health.checked", **asdict(health))
@@ -172,9 +185,9 @@ def _judge(report: CycleReport) -> None:
     report.advice = verdict.advise(report)
 
 
-def _tally(report: CycleReport, settings: Settings, inventory: Inventory, now: datetime) -> None:
+def _tally(report: CycleReport, settings: Settings, inventory: Inventory, log: EventLog) -> None:
     alive = inventory.alive_by_role()
-    idle = inventory.idle_exits_by_role(now)
+    idle = inventory.idle_exits_by_role()
     for spec in settings.roster or ():
         report.roles[spec.key] = RoleTally(
             desired=spec.role.count, running=alive[spec.key], mode=spec.role.mode.value, idle_exits=idle[spec.key]
@@ -183,14 +196,19 @@ def _tally(report: CycleReport, settings: Settings, inventory: Inventory, now: d
     for role in sorted(inventory.roles() - set(report.roles)):
         if alive[role]:
             report.roles[role] = RoleTally(desired=0, running=alive[role], idle_exits=idle[role])
+    for item in inventory.unreadable:
+        report.unreadable.append(f"{item.name or item.id[:12]}: {item.reason}")
+        log.emit("agent.unreadable", id=item.id[:12], name=item.name, reason=item.reason)
+    report.lost_nodes = inventory.lost_nodes()
+    for node in report.lost_nodes:
+        log.emit("node.lost", node=node, lost_for_s=settings.runtime.node_lost_s)
 
 
 def _reconcile(
     settings: Settings,
     inventory: Inventory,
-    edges: Edges,
+    adapters: CycleAdapters,
     report: CycleReport,
-    steps: _Steps,
     log: EventLog,
     dry_run: bool,
 ) -> ReconcilePlan:
@@ -199,7 +217,7 @@ def _reconcile(
         settings.fleet_id,
         settings.roster,
         inventory,
-        now=edges.now(),
+        now=adapters.clock(),
         backoff=BackoffPolicy(settings.spawn.backoff_base_s, settings.spawn.backoff_max_s),
         max_spawns_per_hour=settings.spawn.max_spawns_per_hour,
     )
@@ -222,23 +240,36 @@ def _reconcile(
         fields = {"role": result.spawn.spec.key, "slot": result.spawn.slot, "name": result.spawn.name}
         if result.outcome is SpawnOutcome.SPAWNED:
             tally.spawned += 1
-            log.emit("agent.spawned", **fields, id=(result.container_id or "")[:12])
+            log.emit("agent.spawned", **fields, id=(result.agent_id or "")[:12])
         elif result.outcome is SpawnOutcome.TAKEN:
-            log.emit("agent.slot_taken", **fields)
+            log.emit("agent.slot_taken", **fields, squatter=result.squatter)
+            if result.squatter:
+                report.squatters.append(f"{result.spawn.name}: held by {result.squatter}")
         else:
             tally.failed += 1
             log.emit("agent.spawn_failed", **fields, error=log.scrub(result.error or ""))
 
-    context = AgentContext(fleet_id=settings.fleet_id, repository=settings.repository, network=settings.spawn.network)
-    docker = edges.docker()
-    results = execute_plan(plan, docker, context, concurrency=settings.spawn.concurrency, on_result=record)
-    failures = [r for r in results if r.outcome is SpawnOutcome.FAILED]
+    context = AgentContext(
+        fleet_id=settings.fleet_id,
+        repository=settings.repository,
+        network=settings.spawn.network,
+        placement=settings.runtime.placement,
+    )
+    execution = execute_plan(plan, adapters.runtime(), context, concurrency=settings.spawn.concurrency,
+                             on_result=record)
+    for spawn in execution.held_back:
+        report.roles[spawn.spec.key].held_back += 1
+    if execution.held_back:
+        log.emit("spawn.held_back", held_back=len(execution.held_back),
+                 reason="a spawn failed in an earlier batch; the rest wait for the next cycle")
+    if execution.discarded:
+        log.emit("agents.discarded", count=execution.discarded)
+    failures = [r for r in execution.results if r.outcome is SpawnOutcome.FAILED]
     if failures:
         for failure in failures:
-            report.errors.append(
-                StepError("reconcile", log.scrub(f"{failure.spawn.name}: {failure.error}"))
-            )
+            report.errors.append(StepError("reconcile", log.scrub(f"{failure.spawn.name}: {failure.error}")))
+        held = f"; {len(execution.held_back)} held back" if execution.held_back else ""
         report.steps["reconcile"] = StepResult(
-            StepStatus.FAILED, f"{len(failures)} of {len(results)} spawns failed"
+            StepStatus.FAILED, f"{len(failures)} of {len(execution.results)} spawns failed{held}"
         )
     return plan

@@ -1,15 +1,118 @@
-"""Docker labels that mark what belongs to a fleet. The coordinator touches nothing without them."""
+"""The labels that mark what belongs to a fleet, written and read back the same way by every engine.
+
+The coordinator touches nothing without the fleet's label. An agent's labels are also its memory:
+the crash and idle streaks and the spawn budget's evidence ride on them, so the cycle needs no
+state of its own. Labels come back from the engine as text anyone could have written, so they are
+read strictly (ASCII digits, bounded lengths) and a label that cannot be read makes its agent
+unreadable, which the inventory skips and reports; it never fails the inventory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from coordinator.runtime import AgentLaunch
 
 FLEET = "agent-fleet.fleet"
 ROLE = "agent-fleet.role"
 SLOT = "agent-fleet.slot"
 COMPONENT = "agent-fleet.component"  # "agent" or "coordinator"
-# How many agents of this slot crashed in a row before this one was spawned; read back from
-# the exited container to derive the crash-loop backoff without any state file.
+# How many agents of this slot crashed in a row before this one was spawned: the crash-loop
+# backoff is derived from it, without any state file.
 CRASH_STREAK = "agent-fleet.crash-streak"
 # Likewise, how many agents of this slot in a row exited with nothing to do: the evidence behind the
-# advice to lower a role's count, kept on the agents themselves rather than on old containers.
+# advice to lower a role's count.
 IDLE_STREAK = "agent-fleet.idle-streak"
+# When earlier agents of this slot were spawned (epoch seconds, within the spawn budget's window):
+# engines that remove an agent to fill its slot again would otherwise lose the budget's evidence.
+EARLIER_SPAWNS = "agent-fleet.earlier-spawns"
 
 AGENT = "agent"
 COORDINATOR = "coordinator"
+
+# A streak is written capped: the backoff reaches its maximum long before, and a label that grows
+# by one per crash for weeks must not grow without bound.
+MAX_STREAK = 100
+# Enough for any budget; older entries are the least relevant and are dropped first.
+MAX_EARLIER_SPAWNS = 200
+
+_ROLE = re.compile(r"[a-z][a-z0-9_]{0,29}")
+_SLOT = re.compile(r"[1-9][0-9]{0,5}")
+_COUNT = re.compile(r"[0-9]{1,9}")
+_EPOCH = re.compile(r"[0-9]{1,12}")
+
+
+class LabelError(ValueError):
+    """A label that cannot be read; the message names it and its value."""
+
+
+@dataclass(frozen=True)
+class AgentLabels:
+    role: str
+    slot: int
+    crash_streak: int = 0
+    idle_streak: int = 0
+    earlier_spawns: tuple[datetime, ...] = ()
+
+
+def selector(fleet_id: str, component: str = AGENT) -> list[str]:
+    """The label filter that finds a fleet's agents (or its coordinator) and nothing else."""
+    return [f"{FLEET}={fleet_id}", f"{COMPONENT}={component}"]
+
+
+def agent_labels(launch: AgentLaunch) -> dict[str, str]:
+    labels = {
+        FLEET: launch.fleet_id,
+        COMPONENT: AGENT,
+        ROLE: launch.role,
+        SLOT: str(launch.slot),
+        CRASH_STREAK: str(min(launch.crash_streak, MAX_STREAK)),
+        IDLE_STREAK: str(min(launch.idle_streak, MAX_STREAK)),
+    }
+    if launch.earlier_spawns:
+        newest = sorted(launch.earlier_spawns)[-MAX_EARLIER_SPAWNS:]
+        labels[EARLIER_SPAWNS] = ",".join(str(int(moment.timestamp())) for moment in newest)
+    return labels
+
+
+def read_agent_labels(labels: Mapping[str, str]) -> AgentLabels:
+    """An agent's labels, read strictly; raises LabelError naming the first one that cannot be read."""
+    role = _required(labels, ROLE, _ROLE)
+    slot = int(_required(labels, SLOT, _SLOT))
+    return AgentLabels(
+        role=role,
+        slot=slot,
+        crash_streak=_streak(labels, CRASH_STREAK),
+        idle_streak=_streak(labels, IDLE_STREAK),
+        earlier_spawns=_epochs(labels.get(EARLIER_SPAWNS, "")),
+    )
+
+
+def _required(labels: Mapping[str, str], name: str, pattern: re.Pattern[str]) -> str:
+    value = labels.get(name)
+    if value is None:
+        raise LabelError(f"label {name} is missing")
+    if not pattern.fullmatch(value):
+        raise LabelError(f"label {name}={value[:40]!r} is malformed")
+    return value
+
+
+def _streak(labels: Mapping[str, str], name: str) -> int:
+    value = labels.get(name)
+    if value is None:  # agents spawned before streaks were kept
+        return 0
+    if not _COUNT.fullmatch(value):
+        raise LabelError(f"label {name}={value[:40]!r} is malformed")
+    return min(int(value), MAX_STREAK)
+
+
+def _epochs(value: str) -> tuple[datetime, ...]:
+    if not value:
+        return ()
+    parts = value.split(",")
+    if len(parts) > MAX_EARLIER_SPAWNS or not all(_EPOCH.fullmatch(p) for p in parts):
+        raise LabelError(f"label {EARLIER_SPAWNS}={value[:40]!r} is malformed")
+    return tuple(datetime.fromtimestamp(int(p), UTC) for p in parts)

@@ -68,6 +68,12 @@ def findings(report: CycleReport) -> list[Finding]:
         if tally.desired > 0 and present < tally.desired * WELL_BELOW_DESIRED_RATIO:
             degraded.append(f"{key}: {present} of {tally.desired} agents")
 
+    # A slot held by something that is not the fleet's agent stays empty until a person removes the holder:
+    # a silent, permanent shortfall unless the verdict says so.
+    degraded += [f"slot {squatter}, which is not the fleet's: remove it" for squatter in report.squatters]
+    degraded += [f"unreadable agent {item}" for item in report.unreadable]
+    degraded += [f"node {node} lost: its agents' slots were filled elsewhere" for node in report.lost_nodes]
+
     if report.merge.review_queue > REVIEW_QUEUE_LIMIT:
         degraded.append(f"review queue {report.merge.review_queue} > {REVIEW_QUEUE_LIMIT}")
     if report.merge.conflicting > CONFLICTS_LIMIT:

@@ -15,9 +15,10 @@ import docker
 import pytest
 
 from coordinator import cycle
-from coordinator.cycle import default_edges
-from coordinator.edges.docker import ContainerRecord, DockerEngine, DockerError
+from coordinator.cycle import default_adapters
 from coordinator.report import EventLog
+from coordinator.runtime import FleetListing, RuntimeFailure
+from coordinator.runtimes.docker import DockerRuntime
 from coordinator.settings import load_settings
 from tests.fakes.production import production, refused_url
 from tests.fleet_harness import (
@@ -292,14 +293,14 @@ def test_plan_changes_nothing(fleet, docker_client, fleet_id) -> None:  # type: 
 class _InventoryDown:
     """The real engine, except that listing fails: the guide's 'inventory fails' case, on a live fleet."""
 
-    def __init__(self, engine: DockerEngine) -> None:
-        self.engine = engine
+    def __init__(self, runtime: DockerRuntime) -> None:
+        self.runtime = runtime
 
-    def list_fleet(self, fleet_id: str) -> list[ContainerRecord]:
-        raise DockerError("listing the fleet's containers failed: injected")
+    def list_agents(self, fleet_id: str) -> FleetListing:
+        raise RuntimeFailure("listing the fleet's containers failed: injected")
 
     def __getattr__(self, name: str) -> object:
-        return getattr(self.engine, name)
+        return getattr(self.runtime, name)
 
 
 def test_a_failed_inventory_assumes_none_running_yet_never_overshoots(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
@@ -312,9 +313,9 @@ def test_a_failed_inventory_assumes_none_running_yet_never_overshoots(fleet, doc
 
     with production(200) as prod:
         settings = load_settings({**env, "HEALTH_URL": prod.url})
-        engine = DockerEngine.from_env()
-        edges = replace(default_edges(), docker=lambda: _InventoryDown(engine))
-        report = cycle.run_cycle(settings, log=EventLog(fleet_id, stream=io.StringIO()), edges=edges)
+        runtime = DockerRuntime()
+        adapters = replace(default_adapters(settings), runtime=lambda: _InventoryDown(runtime))
+        report = cycle.run_cycle(settings, log=EventLog(fleet_id, stream=io.StringIO()), adapters=adapters)
 
     # Every slot was planned (nothing counted as running), and Docker's name check refused every one.
     assert report.steps["inventory"].status.value == "failed"
@@ -354,3 +355,105 @@ def test_agents_that_keep_finding_nothing_earn_the_advice_to_lower_their_count(t
         assert docker_client.containers.get(name).labels["agent-fleet.idle-streak"] == str(streak)
     assert [(a["role"], a["signal"], a["value"]) for a in report["advice"]] == [("idler", "idle_exits", 3)]
     assert report["roles"]["idler"]["waiting"] == []  # an idle exit is not a crash
+
+
+# ------------------------------------------------------------------------------------------ hardening
+
+
+def test_a_container_with_an_unreadable_label_is_skipped_and_named_and_the_rest_is_reconciled(
+    fleet, docker_client, fleet_id, base_image  # type: ignore[no-untyped-def]
+) -> None:
+    specs, _, env = fleet
+    assert run_cycle(env).returncode == 0
+    odd = docker_client.containers.run(base_image, ["sleep", "infinity"], name=f"{fleet_id}-odd", detach=True,
+                                       labels={"agent-fleet.fleet": fleet_id, "agent-fleet.component": "agent",
+                                               "agent-fleet.role": "builder", "agent-fleet.slot": "²"})
+    victim = docker_client.containers.get(f"{fleet_id}-reviewer-1")
+    victim.kill()
+    wait_until(lambda: docker_client.containers.get(victim.id).status == "exited")
+
+    run = run_cycle(env)
+    assert run.returncode == 0, run.stderr
+    assert run.report["steps"]["inventory"]["status"] == "ok"
+    assert [e["slot"] for e in run.events("agent.spawned")] == [1]  # the killed agent of another role is replaced
+    assert running_by_role(docker_client, fleet_id)["reviewer"] == desired(specs)["reviewer"]
+    (unreadable,) = run.report["unreadable"]
+    assert unreadable.startswith(f"{fleet_id}-odd: label agent-fleet.slot=")
+    assert run.report["verdict"] == "degraded"
+    assert any(f"{fleet_id}-odd" in reason for reason in run.report["verdict_reasons"])
+    assert odd.reload() is None and odd.status == "running"  # skipped means untouched
+
+
+def test_a_squatter_on_a_slot_name_is_reported_by_name_and_the_verdict_says_so(
+    fleet, docker_client, fleet_id, base_image  # type: ignore[no-untyped-def]
+) -> None:
+    _, _, env = fleet
+    squatter = docker_client.containers.run(base_image, ["sleep", "infinity"], name=f"{fleet_id}-builder-3",
+                                            detach=True)
+    run = run_cycle(env)
+    assert run.returncode == 0, run.stderr
+    assert run.report["roles"]["builder"]["spawned"] == 2
+    assert run.report["squatters"] == [f"{fleet_id}-builder-3: held by container {squatter.id[:12]}"]
+    assert run.report["verdict"] == "degraded"
+    assert f"slot {fleet_id}-builder-3: held by container {squatter.id[:12]}, which is not the fleet's: remove it" \
+        in run.report["verdict_reasons"]
+    squatter.remove(force=True)
+
+
+def test_finished_agents_above_the_count_are_discarded_after_a_scale_down(tmp_path, base_image, docker_client,
+                                                                          fleet_id) -> None:
+    roster = write_roster(tmp_path / "roster.json", [role_spec("worker", 6, base_image, command=("true",))])
+    env = cycle_env(fleet_id, roster)
+    assert len(run_cycle(env).events("agent.spawned")) == 6
+    wait_until(lambda: all(c.status == "exited" for c in fleet_containers(docker_client, fleet_id)))
+    write_roster(roster, [role_spec("worker", 1, base_image, command=("sleep", "infinity"))])
+    run = run_cycle(env)
+    assert run.returncode == 0, run.stderr
+    assert run.events("agents.discarded") == [{**run.events("agents.discarded")[0], "count": 5}]
+    left = {c.name: c.status for c in fleet_containers(docker_client, fleet_id)}
+    # Slot 1's new agent, and its predecessor kept aside for its log; nothing of slots 2..6.
+    assert sorted(left.values()) == ["exited", "running"]
+    assert f"{fleet_id}-worker-1" in left
+
+
+def test_a_bad_image_costs_one_failed_spawn_and_holds_the_rest_of_its_image_back(tmp_path, base_image,
+                                                                                docker_client, fleet_id) -> None:
+    specs = [role_spec("broken", 5, "agent-fleet/no-such-image:never"), role_spec("fine", 2, base_image)]
+    env = cycle_env(fleet_id, write_roster(tmp_path / "roster.json", specs))
+    run = run_cycle(env)
+    assert run.returncode == 1
+    assert len(run.events("agent.spawn_failed")) == 1
+    assert run.report["roles"]["broken"] == {**run.report["roles"]["broken"], "failed": 1, "held_back": 4}
+    assert run.report["roles"]["fine"]["spawned"] == 2  # another image's spawns go on
+    (held,) = run.events("spawn.held_back")
+    assert held["held_back"] == 4 and "failed" in held["reason"]
+    assert running_by_role(docker_client, fleet_id) == {"fine": 2}
+
+
+def test_a_steady_cycle_is_one_docker_call_however_many_finished_agents_are_kept(tmp_path, base_image,
+                                                                                 docker_client, fleet_id) -> None:
+    from tests.fakes.docker_proxy import counting_proxy
+
+    roster = write_roster(tmp_path / "roster.json", [role_spec("worker", 6, base_image)])
+    version = docker_client.version()["ApiVersion"]
+    with counting_proxy() as proxy:
+        # A budget keeps every agent of the past hour: three generations of killed agents stay beside the living.
+        env = cycle_env(fleet_id, roster, DOCKER_HOST=proxy.docker_host, DOCKER_API_VERSION=version,
+                        AGENT_CRASH_BACKOFF_S="0.1", FLEET_MAX_SPAWNS_PER_HOUR="100")
+        assert run_cycle(env).returncode == 0
+        for _ in range(3):
+            for container in docker_client.containers.list(filters={"label": f"agent-fleet.fleet={fleet_id}"}):
+                container.kill()
+            wait_until(lambda: all(c.status == "exited" for c in fleet_containers(docker_client, fleet_id)))
+            time.sleep(0.5)  # past the short backoff
+            proxy.reset()
+            run = run_cycle(env)
+            assert len(run.events("agent.spawned")) == 6
+            # The newly finished are read once each: the list, their inspects, then the six creates and starts.
+            assert sum("/json" in r and "/containers/json" not in r for r in proxy.requests) == 6
+        assert sum(c.status == "exited" for c in fleet_containers(docker_client, fleet_id)) == 18
+
+        proxy.reset()
+        steady = run_cycle(env)
+        assert steady.returncode == 0 and steady.events("agent.spawned") == []
+        assert [r.split("?")[0] for r in proxy.requests] == [f"GET /v{version}/containers/json"]

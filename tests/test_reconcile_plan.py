@@ -5,50 +5,72 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from coordinator.edges.docker import ContainerRecord, ExitRecord
+import pytest
+
 from coordinator.fleet import Department, Mode, Role, RoleSpec
-from coordinator.steps.inventory import Agent, Inventory
-from coordinator.steps.reconcile import BackoffPolicy, plan_reconcile, slot_name
+from coordinator.runtime import AgentRecord, Phase, slot_name
+from coordinator.steps.inventory import Inventory
+from coordinator.steps.reconcile import (
+    BackoffPolicy,
+    ReconcilePlan,
+    Spawn,
+    plan_reconcile,
+    slow_start_batches,
+    slow_start_groups,
+)
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FLEET = "f"
 
 
-def spec(key: str, count: int) -> RoleSpec:
+def spec(key: str, count: int, image: str = "agent:1") -> RoleSpec:
     role = Role(key, key.title(), count, Department.ENGINEERING, Mode.TASK_DRIVEN, f"{key} brief.")
-    return RoleSpec(role, image="agent:1")
+    return RoleSpec(role, image=image)
 
 
 def agent(
     role: str,
     slot: int,
-    state: str = "running",
+    phase: Phase = Phase.ALIVE,
     *,
-    name: str | None = None,
+    aside: str | None = None,
     created: timedelta = timedelta(minutes=30),
     exit_code: int | None = None,
     ran: timedelta = timedelta(seconds=5),
     ended: timedelta = timedelta(seconds=10),
     streak: int = 0,
-    cid: str | None = None,
-) -> Agent:
-    record = ContainerRecord(
-        id=cid or f"{role}{slot}{state}{name or ''}".ljust(64, "0"),
-        name=name or slot_name(FLEET, role, slot),
+    idle: int = 0,
+    started: bool = True,
+    lost_for: timedelta | None = None,
+    earlier: tuple[timedelta, ...] = (),
+) -> AgentRecord:
+    """One agent record; `aside` names an agent moved out of its slot's name (kept aside)."""
+    name = slot_name(FLEET, role, slot) + (f".{aside}" if aside else "")
+    finished = phase is Phase.FINISHED and exit_code is not None
+    return AgentRecord(
+        id=f"{role}{slot}{phase}{aside or ''}{created}".ljust(64, "0"),
+        name=name,
         role=role,
         slot=slot,
-        state=state,
+        phase=phase,
         created_at=NOW - created,
+        started_at=NOW - ended - ran if finished and started else None,
+        finished_at=NOW - ended if finished else None,
+        exit_code=exit_code if finished else None,
+        lost_since=NOW - lost_for if lost_for is not None else None,
         crash_streak=streak,
+        idle_streak=idle,
+        earlier_spawns=tuple(NOW - age for age in earlier),
+        holds_slot=aside is None,
     )
-    exit_record = None
-    if exit_code is not None:
-        exit_record = ExitRecord(exit_code, NOW - ended - ran, NOW - ended)
-    return Agent(record, exit_record)
 
 
-def plan(roster: list[RoleSpec], agents: list[Agent], **kwargs: object):  # type: ignore[no-untyped-def]
-    return plan_reconcile(FLEET, roster, Inventory(tuple(agents)), now=NOW, **kwargs)  # type: ignore[arg-type]
+def inventory(agents: list[AgentRecord], lost_after: timedelta = timedelta(seconds=300)) -> Inventory:
+    return Inventory(tuple(agents), taken_at=NOW, node_lost_after=lost_after)
+
+
+def plan(roster: list[RoleSpec], agents: list[AgentRecord], **kwargs: object) -> ReconcilePlan:
+    return plan_reconcile(FLEET, roster, inventory(agents), now=NOW, **kwargs)  # type: ignore[arg-type]
 
 
 def test_cold_start_spawns_every_slot_under_deterministic_names() -> None:
@@ -56,12 +78,11 @@ def test_cold_start_spawns_every_slot_under_deterministic_names() -> None:
     assert [(s.spec.key, s.slot, s.name) for s in result.spawns] == [
         ("api", 1, "f-api-1"), ("ui", 1, "f-ui-1"), ("api", 2, "f-api-2"), ("api", 3, "f-api-3")
     ]
-    assert [(d.role, d.missing) for d in result.deficits] == [("api", 3), ("ui", 1)]
 
 
 def test_nothing_to_do_when_every_slot_runs() -> None:
     result = plan([spec("api", 2)], [agent("api", 1), agent("api", 2)])
-    assert result.spawns == () and result.prune == ()
+    assert result.spawns == () and result.discard == ()
 
 
 def test_lowest_free_slots_are_filled() -> None:
@@ -71,8 +92,7 @@ def test_lowest_free_slots_are_filled() -> None:
 
 def test_scale_down_spawns_nothing_and_plans_no_stop() -> None:
     result = plan([spec("api", 1)], [agent("api", 1), agent("api", 2), agent("api", 3)])
-    assert result.spawns == ()
-    assert result.deficits[0].running == 3 and result.deficits[0].missing == 0
+    assert result.spawns == () and result.discard == ()
 
 
 def test_agents_above_desired_slots_count_as_running() -> None:
@@ -81,36 +101,32 @@ def test_agents_above_desired_slots_count_as_running() -> None:
     assert [s.slot for s in result.spawns] == [1]
 
 
-def test_paused_agents_count_as_running() -> None:
-    result = plan([spec("api", 1)], [agent("api", 1, "paused")])
-    assert result.spawns == ()
-
-
-def test_exited_holder_is_cleared_and_older_archive_retired() -> None:
-    holder = agent("api", 1, "exited", exit_code=0, ran=timedelta(hours=1), created=timedelta(hours=2))
-    older = agent("api", 1, "exited", name="f-api-1.old", exit_code=0, ran=timedelta(hours=1),
+def test_the_finished_holder_is_vacated_and_older_agents_kept_aside_are_discarded() -> None:
+    holder = agent("api", 1, Phase.FINISHED, exit_code=0, ran=timedelta(hours=1), created=timedelta(hours=2))
+    older = agent("api", 1, Phase.FINISHED, aside="old", exit_code=0, ran=timedelta(hours=1),
                   created=timedelta(hours=5), ended=timedelta(hours=4))
     result = plan([spec("api", 1)], [holder, older])
     (spawn,) = result.spawns
-    assert spawn.clear == holder.record
-    assert spawn.retire == (older.record,)
-    assert result.prune == ()
+    assert spawn.vacate == holder
+    # Once the holder is kept aside it is the slot's newest finished agent; the older one goes.
+    assert result.discard == (older,)
 
 
-def test_created_but_never_started_holder_is_cleared() -> None:
-    stale = agent("api", 1, "created")
+def test_a_created_but_never_started_holder_is_vacated() -> None:
+    stale = agent("api", 1, Phase.FINISHED, started=False)
     (spawn,) = plan([spec("api", 1)], [stale]).spawns
-    assert spawn.clear == stale.record and spawn.retire == ()
+    assert spawn.vacate == stale
 
 
 def test_a_first_crash_is_respawned_at_once() -> None:
-    crashed = agent("api", 1, "exited", exit_code=137, ran=timedelta(seconds=2), ended=timedelta(seconds=1))
+    crashed = agent("api", 1, Phase.FINISHED, exit_code=137, ran=timedelta(seconds=2), ended=timedelta(seconds=1))
     (spawn,) = plan([spec("api", 1)], [crashed]).spawns
     assert spawn.crash_streak == 1
 
 
 def test_repeated_crashes_start_backoff_from_the_exit_time() -> None:
-    crashed = agent("api", 1, "exited", exit_code=3, ran=timedelta(seconds=2), ended=timedelta(seconds=30), streak=1)
+    crashed = agent("api", 1, Phase.FINISHED, exit_code=3, ran=timedelta(seconds=2), ended=timedelta(seconds=30),
+                    streak=1)
     result = plan([spec("api", 1)], [crashed], backoff=BackoffPolicy(base_s=60, max_s=3600))
     assert result.spawns == ()
     (wait,) = result.waits
@@ -119,40 +135,48 @@ def test_repeated_crashes_start_backoff_from_the_exit_time() -> None:
 
 
 def test_backoff_doubles_with_the_streak_carried_by_the_label() -> None:
-    crashed = agent("api", 1, "exited", exit_code=1, ended=timedelta(seconds=100), streak=3)
+    crashed = agent("api", 1, Phase.FINISHED, exit_code=1, ended=timedelta(seconds=100), streak=3)
     (wait,) = plan([spec("api", 1)], [crashed], backoff=BackoffPolicy(base_s=60, max_s=3600)).waits
     assert wait.crashes == 4
     assert wait.until == NOW - timedelta(seconds=100) + timedelta(seconds=240)
 
 
-def test_backoff_is_capped() -> None:
-    crashed = agent("api", 1, "exited", exit_code=1, ended=timedelta(seconds=10), streak=30)
+@pytest.mark.parametrize("streak", [30, 1_000, 10**9])
+def test_backoff_is_capped_and_a_streak_of_weeks_neither_overflows_nor_grows(streak: int) -> None:
+    crashed = agent("api", 1, Phase.FINISHED, exit_code=1, ended=timedelta(seconds=10), streak=streak)
     (wait,) = plan([spec("api", 1)], [crashed], backoff=BackoffPolicy(base_s=60, max_s=600)).waits
     assert wait.until == NOW - timedelta(seconds=10) + timedelta(seconds=600)
+    assert wait.crashes <= 100  # what would be written on the next agent's label is bounded
+
+
+def test_backoff_policy_never_overflows() -> None:
+    policy = BackoffPolicy(base_s=1e300, max_s=3600)
+    assert policy.delay(10**6) == timedelta(seconds=3600)
+    assert BackoffPolicy().delay(1) == timedelta(0)
 
 
 def test_slot_respawns_after_its_backoff_with_the_streak() -> None:
-    crashed = agent("api", 1, "exited", exit_code=1, ended=timedelta(seconds=200), streak=2)
+    crashed = agent("api", 1, Phase.FINISHED, exit_code=1, ended=timedelta(seconds=200), streak=2)
     (spawn,) = plan([spec("api", 1)], [crashed], backoff=BackoffPolicy(base_s=60)).spawns
     assert spawn.crash_streak == 3
 
 
 def test_long_run_then_failure_is_not_a_crash() -> None:
-    worked = agent("api", 1, "exited", exit_code=1, ran=timedelta(minutes=30), streak=4)
+    worked = agent("api", 1, Phase.FINISHED, exit_code=1, ran=timedelta(minutes=30), streak=4)
     (spawn,) = plan([spec("api", 1)], [worked]).spawns
     assert spawn.crash_streak == 0
 
 
 def test_clean_exit_resets_the_streak() -> None:
-    done = agent("api", 1, "exited", exit_code=0, ran=timedelta(seconds=1), streak=3)
+    done = agent("api", 1, Phase.FINISHED, exit_code=0, ran=timedelta(seconds=1), streak=3)
     (spawn,) = plan([spec("api", 1)], [done]).spawns
     assert spawn.crash_streak == 0
 
 
-def test_spawn_budget_counts_what_docker_holds_from_the_past_hour() -> None:
-    recent = [agent("api", n, "exited", name=f"f-api-{n}.x", created=timedelta(minutes=10), exit_code=0,
+def test_spawn_budget_counts_the_past_hours_spawns() -> None:
+    recent = [agent("api", n, Phase.FINISHED, aside="x", created=timedelta(minutes=10), exit_code=0,
                     ran=timedelta(minutes=5)) for n in (1, 2)]
-    old = agent("api", 3, "exited", name="f-api-3.x", created=timedelta(hours=2), exit_code=0)
+    old = agent("api", 3, Phase.FINISHED, aside="x", created=timedelta(hours=2), exit_code=0)
     result = plan([spec("api", 3), spec("ui", 2)], [*recent, old], max_spawns_per_hour=4)
     assert result.budget is not None
     assert (result.budget.used, result.budget.limit, result.budget.remaining) == (2, 4, 0)
@@ -161,70 +185,130 @@ def test_spawn_budget_counts_what_docker_holds_from_the_past_hour() -> None:
     assert [(s.spec.key, s.slot) for s in result.deferred] == [("api", 2), ("ui", 2), ("api", 3)]
 
 
+def test_the_budget_counts_spawns_carried_on_labels_once() -> None:
+    # On an engine that removes a finished agent to fill its slot, the new agent carries its predecessors'
+    # spawn times; where the predecessor is still there (kept aside), the same spawn is not counted twice.
+    kept = agent("api", 1, Phase.FINISHED, aside="k", created=timedelta(minutes=40), exit_code=0)
+    running = agent("api", 1, created=timedelta(minutes=5), earlier=(timedelta(minutes=40), timedelta(minutes=20)))
+    other = agent("ui", 1, created=timedelta(minutes=1), earlier=(timedelta(minutes=90),))  # outside the window
+    result = plan([spec("api", 1), spec("ui", 1)], [kept, running, other], max_spawns_per_hour=10)
+    assert result.budget is not None and result.budget.used == 4
+
+
+def test_a_spawn_carries_its_slots_spawn_times_within_the_window() -> None:
+    holder = agent("api", 1, Phase.FINISHED, exit_code=0, ran=timedelta(minutes=5), created=timedelta(minutes=10),
+                   earlier=(timedelta(minutes=30), timedelta(hours=3)))
+    (spawn,) = plan([spec("api", 1)], [holder], max_spawns_per_hour=10).spawns
+    assert spawn.earlier_spawns == (NOW - timedelta(minutes=30), NOW - timedelta(minutes=10))
+    (unbudgeted,) = plan([spec("api", 1)], [holder]).spawns
+    assert unbudgeted.earlier_spawns == ()
+
+
 def test_budget_exhausted_spawns_nothing() -> None:
-    recent = [agent("api", 1, "running", created=timedelta(minutes=1))]
+    recent = [agent("api", 1, created=timedelta(minutes=1))]
     result = plan([spec("api", 3)], recent, max_spawns_per_hour=1)
     assert result.spawns == () and len(result.deferred) == 2
 
 
-def test_prune_keeps_the_newest_archived_agent_per_slot() -> None:
+def test_housekeeping_keeps_the_newest_agent_kept_aside_per_slot() -> None:
     running = agent("api", 1)
-    archives = [
-        agent("api", 1, "exited", name=f"f-api-1.{age}", created=timedelta(hours=age), exit_code=0, cid=str(age) * 12)
-        for age in (2, 3, 4)
-    ]
-    result = plan([spec("api", 1)], [running, *archives])
-    assert {r.name for r in result.prune} == {"f-api-1.3", "f-api-1.4"}
+    aside = [agent("api", 1, Phase.FINISHED, aside=str(age), created=timedelta(hours=age), exit_code=0)
+             for age in (2, 3, 4)]
+    result = plan([spec("api", 1)], [running, *aside])
+    assert {r.name for r in result.discard} == {"f-api-1.3", "f-api-1.4"}
 
 
-def test_prune_spares_the_budget_window() -> None:
+def test_housekeeping_spares_the_budget_window() -> None:
     running = agent("api", 1)
-    archives = [
-        agent("api", 1, "exited", name=f"f-api-1.{m}", created=timedelta(minutes=m), exit_code=0, cid=str(m) * 12)
-        for m in (10, 20, 90)
-    ]
-    result = plan([spec("api", 1)], [running, *archives], max_spawns_per_hour=100)
-    assert {r.name for r in result.prune} == {"f-api-1.90"}
+    aside = [agent("api", 1, Phase.FINISHED, aside=str(m), created=timedelta(minutes=m), exit_code=0)
+             for m in (10, 20, 90)]
+    result = plan([spec("api", 1)], [running, *aside], max_spawns_per_hour=100)
+    assert {r.name for r in result.discard} == {"f-api-1.90"}
 
 
-def test_removed_role_is_not_spawned_and_not_touched() -> None:
-    result = plan([spec("api", 1)], [agent("api", 1), agent("gone", 1)])
-    assert result.spawns == () and result.prune == ()
+def test_finished_agents_above_the_count_and_of_removed_roles_are_discarded() -> None:
+    # Scaled from 300 to 1: the finished holders of slots 2.. are needed by neither the backoff nor the advice.
+    above = [agent("api", n, Phase.FINISHED, exit_code=0, ran=timedelta(minutes=9)) for n in range(2, 301)]
+    removed = agent("gone", 1, Phase.FINISHED, exit_code=1)
+    result = plan([spec("api", 1)], [agent("api", 1), *above, removed])
+    assert set(result.discard) == {*above, removed}
+    # Running agents are never discarded, wherever they are.
+    assert plan([spec("api", 1)], [agent("api", 1), agent("api", 2), agent("gone", 1)]).discard == ()
 
 
-def test_retiring_spares_the_budget_window() -> None:
-    holder = agent("api", 1, "exited", exit_code=0, ran=timedelta(minutes=5), created=timedelta(minutes=10))
-    recent = agent("api", 1, "exited", name="f-api-1.r", exit_code=0, created=timedelta(minutes=30), cid="r" * 12)
-    (spawn,) = plan([spec("api", 1)], [holder, recent], max_spawns_per_hour=10).spawns
-    assert spawn.clear == holder.record and spawn.retire == ()
-    (spawn,) = plan([spec("api", 1)], [holder, recent]).spawns
-    assert spawn.retire == (recent.record,)
+def test_discarding_above_the_count_spares_the_budget_window() -> None:
+    recent = agent("api", 2, Phase.FINISHED, exit_code=0, created=timedelta(minutes=5))
+    old = agent("api", 3, Phase.FINISHED, exit_code=0, created=timedelta(hours=5))
+    assert plan([spec("api", 1)], [agent("api", 1), recent, old], max_spawns_per_hour=10).discard == (old,)
+
+
+def test_the_holder_of_a_waiting_slot_is_kept() -> None:
+    crashed = agent("api", 1, Phase.FINISHED, exit_code=3, ran=timedelta(seconds=1), streak=4)
+    result = plan([spec("api", 1)], [crashed])
+    assert result.waits and result.discard == ()
 
 
 def test_an_idle_exit_lengthens_the_slots_idle_streak() -> None:
-    idle = agent("api", 1, "exited", exit_code=0, ran=timedelta(seconds=20), streak=0)
-    idle = Agent(replace(idle.record, idle_streak=2), idle.exit)
+    idle = agent("api", 1, Phase.FINISHED, exit_code=0, ran=timedelta(seconds=20), idle=2)
     (spawn,) = plan([spec("api", 1)], [idle]).spawns
     assert spawn.idle_streak == 3 and spawn.crash_streak == 0
 
 
 def test_work_or_a_crash_ends_the_idle_streak() -> None:
-    worked = agent("api", 1, "exited", exit_code=0, ran=timedelta(hours=1))
-    crashed = agent("ui", 1, "exited", exit_code=2, ran=timedelta(seconds=1))
-    spawns = plan([spec("api", 1), spec("ui", 1)],
-                  [Agent(replace(a.record, idle_streak=4), a.exit) for a in (worked, crashed)]).spawns
+    worked = agent("api", 1, Phase.FINISHED, exit_code=0, ran=timedelta(hours=1), idle=4)
+    crashed = agent("ui", 1, Phase.FINISHED, exit_code=2, ran=timedelta(seconds=1), idle=4)
+    spawns = plan([spec("api", 1), spec("ui", 1)], [worked, crashed]).spawns
     assert [(s.spec.key, s.idle_streak) for s in spawns] == [("api", 0), ("ui", 0)]
 
 
 def test_idle_exits_per_role_are_the_streaks_the_newest_agents_show() -> None:
-    just_idled = agent("api", 1, "exited", exit_code=0, ran=timedelta(seconds=5), created=timedelta(minutes=2))
-    older = agent("api", 1, "exited", name="f-api-1.old", exit_code=0, created=timedelta(minutes=9))
-    running_after_idles = agent("api", 2, created=timedelta(minutes=5))
-    long_running = agent("api", 3, created=timedelta(hours=3))
-    inventory = Inventory((
-        Agent(replace(just_idled.record, idle_streak=2), just_idled.exit),
-        Agent(replace(older.record, idle_streak=1), older.exit),
-        Agent(replace(running_after_idles.record, idle_streak=4), None),
-        Agent(replace(long_running.record, idle_streak=7), None),  # it found work: no longer counts
-    ))
-    assert inventory.idle_exits_by_role(NOW) == {"api": 3 + 4}
+    agents = [
+        agent("api", 1, Phase.FINISHED, exit_code=0, ran=timedelta(seconds=5), created=timedelta(minutes=2), idle=2),
+        agent("api", 1, Phase.FINISHED, aside="old", exit_code=0, created=timedelta(minutes=9), idle=1),
+        agent("api", 2, created=timedelta(minutes=5), idle=4),
+        agent("api", 3, created=timedelta(hours=3), idle=7),  # it found work: no longer counts
+    ]
+    assert inventory(agents).idle_exits_by_role() == {"api": 3 + 4}
+
+
+# ------------------------------------------------------------------------------------------ lost nodes
+
+
+def test_an_agent_on_a_lost_node_counts_as_running_until_its_node_is_lost_for_long_enough() -> None:
+    lost = agent("api", 1, Phase.LOST, lost_for=timedelta(seconds=120))
+    assert plan([spec("api", 1)], [lost]).spawns == ()
+    gone = agent("api", 1, Phase.LOST, lost_for=timedelta(seconds=301))
+    (spawn,) = plan([spec("api", 1)], [gone]).spawns
+    assert spawn.vacate == gone  # its service goes, so the slot's name is free on another node
+    assert inventory([replace(gone, node="node-3")]).lost_nodes() == ["node-3"]
+    assert inventory([lost]).lost_nodes() == []
+
+
+def test_a_lost_agent_above_the_count_is_discarded_once_gone() -> None:
+    gone = agent("api", 2, Phase.LOST, lost_for=timedelta(hours=1))
+    still = agent("api", 3, Phase.LOST, lost_for=timedelta(seconds=10))
+    assert plan([spec("api", 1)], [agent("api", 1), gone, still]).discard == (gone,)
+
+
+# ------------------------------------------------------------------------------------------ slow start
+
+
+@pytest.mark.parametrize(
+    ("total", "limit", "sizes"),
+    [(0, 8, []), (1, 8, [1]), (38, 8, [1, 2, 4, 8, 8, 8, 7]), (5, 2, [1, 2, 2]), (7, 100, [1, 2, 4]),
+     (3, 0, [1, 1, 1])],
+)
+def test_slow_start_batches_double_up_to_the_concurrency(total: int, limit: int, sizes: list[int]) -> None:
+    assert slow_start_batches(total, limit) == sizes
+
+
+def test_slow_start_groups_by_image_and_puts_slots_that_never_started_last() -> None:
+    never_started = agent("api", 1, Phase.FINISHED, started=False)
+    spawns = [
+        Spawn(spec("api", 2), 1, "f-api-1", vacate=never_started),
+        Spawn(spec("ui", 2), 1, "f-ui-1"),
+        Spawn(spec("own", 1, image="own:1"), 1, "f-own-1"),
+        Spawn(spec("api", 2), 2, "f-api-2"),
+    ]
+    groups = slow_start_groups(spawns)
+    assert [[s.name for s in group] for group in groups] == [["f-ui-1", "f-api-2", "f-api-1"], ["f-own-1"]]

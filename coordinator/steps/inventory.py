@@ -1,19 +1,18 @@
-"""Step 1, inventory: what the Docker host holds of this fleet's agents.
+"""Step 1, inventory: what the runtime holds of this fleet's agents, and what that says about them.
 
-One list call finds every agent container by the fleet's label, in every state. Exited agents
-are inspected too (one call each), because how they ended (exit code, how long they ran) is
-what the crash-loop backoff and the idle-exit advice are derived from. In a steady state, with
-every agent running, that is no extra call at all.
+One listing (`AgentRuntime.list_agents`) sees the whole fleet. The rules that read it live here and
+are pure: which agents count as running, which finished agents crashed (the crash-loop backoff is
+derived from that) and which found nothing to do (the idle streak, behind the advice to lower a
+role's count).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from coordinator.edges.docker import ContainerRecord, DockerError, DockerPort, ExitRecord
+from coordinator.runtime import AgentRecord, AgentRuntime, Phase, Unreadable
 
 # An agent that exits non-zero within this many seconds of starting crashed (crash-loop backoff).
 CRASH_WINDOW_S = 60.0
@@ -24,73 +23,80 @@ IDLE_EXIT_MAX_S = 120.0
 IDLE_STREAK_WINDOW = timedelta(hours=1)
 
 
-@dataclass(frozen=True)
-class Agent:
-    """One agent container of the fleet; `exit` is set for exited ones whose inspect succeeded."""
+def crashed(agent: AgentRecord) -> bool:
+    ran = agent.ran_s
+    return agent.phase is Phase.FINISHED and bool(agent.exit_code) and ran is not None and ran < CRASH_WINDOW_S
 
-    record: ContainerRecord
-    exit: ExitRecord | None = None
 
-    @property
-    def crashed(self) -> bool:
-        ran = self.exit.ran_s if self.exit else None
-        return self.exit is not None and self.exit.exit_code != 0 and ran is not None and ran < CRASH_WINDOW_S
+def idle_exit(agent: AgentRecord) -> bool:
+    ran = agent.ran_s
+    return agent.phase is Phase.FINISHED and agent.exit_code == 0 and ran is not None and ran < IDLE_EXIT_MAX_S
 
-    @property
-    def idle_exit(self) -> bool:
-        ran = self.exit.ran_s if self.exit else None
-        return self.exit is not None and self.exit.exit_code == 0 and ran is not None and ran < IDLE_EXIT_MAX_S
+
+def last_exit_time(agent: AgentRecord) -> datetime:
+    return agent.finished_at if agent.finished_at is not None else agent.created_at
 
 
 @dataclass(frozen=True)
 class Inventory:
-    agents: tuple[Agent, ...] = ()
+    """The fleet's agents at `taken_at`. An agent on a lost node still counts as running until its node
+    has been lost for `node_lost_after`: a node that merely blinks must not get its agents doubled."""
+
+    agents: tuple[AgentRecord, ...] = ()
+    unreadable: tuple[Unreadable, ...] = ()
+    taken_at: datetime | None = None
+    node_lost_after: timedelta = timedelta(seconds=300)
+
+    def counts_as_running(self, agent: AgentRecord) -> bool:
+        if agent.phase is Phase.ALIVE:
+            return True
+        if agent.phase is Phase.LOST:
+            return not self.gone(agent)
+        return False
+
+    def gone(self, agent: AgentRecord) -> bool:
+        """Lost for long enough that its slot is filled elsewhere."""
+        if agent.phase is not Phase.LOST or self.taken_at is None:
+            return False
+        since = agent.lost_since if agent.lost_since is not None else agent.created_at
+        return self.taken_at - since >= self.node_lost_after
 
     def alive_by_role(self) -> Counter[str]:
-        return Counter(agent.record.role for agent in self.agents if agent.record.alive)
+        return Counter(agent.role for agent in self.agents if self.counts_as_running(agent))
 
     def roles(self) -> set[str]:
-        return {agent.record.role for agent in self.agents}
+        return {agent.role for agent in self.agents}
 
-    def idle_exits_by_role(self, now: datetime) -> Counter[str]:
-        """Consecutive exits with nothing to do, per role: the sum over its slots of the streak that
-        each slot's newest agent shows (its own idle exit counts on top of its predecessors')."""
-        newest: dict[tuple[str, int | None], Agent] = {}
+    def lost_nodes(self) -> list[str]:
+        """Nodes whose agents are gone: the report names them."""
+        return sorted({agent.node or "unknown node" for agent in self.agents if self.gone(agent)})
+
+    def idle_streak_shown(self, agent: AgentRecord) -> int:
+        """An agent's idle streak as it speaks for its slot now: its own idle exit counts on top of its
+        predecessors'; a running agent carries theirs only while it has not evidently found work."""
+        if idle_exit(agent):
+            return agent.idle_streak + 1
+        recent = self.taken_at is None or agent.created_at > self.taken_at - IDLE_STREAK_WINDOW
+        if self.counts_as_running(agent) and recent:
+            return agent.idle_streak
+        return 0
+
+    def idle_exits_by_role(self) -> Counter[str]:
+        """Consecutive exits with nothing to do, per role: the sum over its slots of the streak that each
+        slot's newest agent shows."""
+        newest: dict[tuple[str, int], AgentRecord] = {}
         for agent in self.agents:
-            key = (agent.record.role, agent.record.slot)
-            if key not in newest or agent.record.created_at > newest[key].record.created_at:
+            key = (agent.role, agent.slot)
+            if key not in newest or agent.created_at > newest[key].created_at:
                 newest[key] = agent
         counts: Counter[str] = Counter()
         for (role, _), agent in newest.items():
-            counts[role] += idle_streak_shown(agent, now)
+            counts[role] += self.idle_streak_shown(agent)
         return counts
 
 
-def idle_streak_shown(agent: Agent, now: datetime) -> int:
-    if agent.idle_exit:
-        return agent.record.idle_streak + 1
-    if agent.record.alive and agent.record.created_at > now - IDLE_STREAK_WINDOW:
-        return agent.record.idle_streak
-    return 0
-
-
-def needs_inspection(record: ContainerRecord) -> bool:
-    return record.state in ("exited", "dead")
-
-
-def take_inventory(docker: DockerPort, fleet_id: str) -> Inventory:
-    """List the fleet (one call), then inspect its exited agents. A vanished container is skipped."""
-    records = docker.list_fleet(fleet_id)
-    return Inventory(tuple(_with_exits(docker, records)))
-
-
-def _with_exits(docker: DockerPort, records: Iterable[ContainerRecord]) -> Iterable[Agent]:
-    for record in records:
-        if not needs_inspection(record):
-            yield Agent(record)
-            continue
-        try:
-            yield Agent(record, docker.inspect_exit(record.id))
-        except DockerError:
-            # Removed between the list and the inspect (another cycle pruned it): it no longer matters.
-            continue
+def take_inventory(
+    runtime: AgentRuntime, fleet_id: str, *, now: datetime, node_lost_after: timedelta = timedelta(seconds=300)
+) -> Inventory:
+    listing = runtime.list_agents(fleet_id)
+    return Inventory(listing.agents, listing.unreadable, taken_at=now, node_lost_after=node_lost_after)

@@ -1,37 +1,50 @@
-"""Step 2, reconcile: spawn the deficit, never kill.
+"""Step 2, reconcile: spawn the deficit, never kill, and keep only the finished agents still needed.
 
 `plan_reconcile` is pure: desired roles, the inventory and the time in; a `ReconcilePlan` out.
-`execute_plan` carries a plan out against Docker, spawns concurrently and bounded.
+`execute_plan` carries a plan out through the runtime port, in slow-start batches.
 
-Why overlapping cycles cannot overshoot: every agent of role R in slot n is created under the
-one name `<fleet>-<R>-<n>`, Docker refuses a second container with a name in use, and a plan
-only ever spawns into the lowest free slots 1..desired. Two cycles that plan at once choose
-the same lowest slots, so the slower one's creates fail with "name taken"; a cycle whose
-inventory failed plans every slot and meets the same refusals. Running agents are never
-renamed, stopped or removed; exited ones are renamed aside (kept for `docker logs`) only when
-their slot is taken again, and removal is never forced, so the engine itself refuses to remove
-anything that started running meanwhile.
+Why overlapping cycles cannot overshoot: every agent of role R in slot n is created under the one
+name `<fleet>-<R>-<n>`, the engine refuses a second object under a name in use, and a plan only ever
+spawns into the lowest free slots 1..desired. Two cycles that plan at once choose the same lowest
+slots, so the slower one's spawns come back `SlotTaken`; a cycle whose inventory failed plans every
+slot and meets the same refusals. Running agents are never renamed, stopped or removed; a finished
+agent gives up its slot's name (`vacate`) only when the slot is filled again, and housekeeping
+(`discard`) acts only on finished agents, by id, so nothing that started running meanwhile is touched.
+
+Housekeeping keeps what the rules need and discards the rest: in a slot that is still desired, the
+agent holding the slot's name (its end decides the crash-loop backoff and the idle streak until the
+slot is filled again) and the newest agent kept aside (its log shows how the slot's last agent
+ended); with a spawn budget, every agent spawned within the budget's window (the budget's evidence).
+Slots above a role's count, and roles no longer in the roster, keep nothing beyond that window.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from coordinator import labels
-from coordinator.edges.docker import AgentLaunch, ContainerRecord, DockerError, DockerPort, NameTaken
-from coordinator.fleet import RoleSpec
+from coordinator.fleet import Resources, RoleSpec
 from coordinator.report import SpawnBudget
-from coordinator.steps.inventory import Agent, Inventory, idle_streak_shown
-
-log = logging.getLogger(__name__)
+from coordinator.runtime import (
+    AgentLaunch,
+    AgentRecord,
+    AgentRuntime,
+    RuntimeFailure,
+    SlotTaken,
+    slot_name,
+    spawn_times,
+)
+from coordinator.steps.inventory import Inventory, crashed, last_exit_time
 
 BUDGET_WINDOW = timedelta(hours=1)
+# Past this many doublings the wait is at its maximum anyway; capping the exponent keeps the arithmetic
+# finite however long a slot has been crashing.
+_MAX_DOUBLINGS = 32
 
 
 @dataclass(frozen=True)
@@ -45,41 +58,21 @@ class BackoffPolicy:
     def delay(self, crashes: int) -> timedelta:
         if crashes <= 1:
             return timedelta(0)
-        return timedelta(seconds=min(self.base_s * 2 ** (crashes - 2), self.max_s))
-
-
-def slot_name(fleet_id: str, role: str, slot: int) -> str:
-    return f"{fleet_id}-{role}-{slot}"
-
-
-def archive_name(record: ContainerRecord) -> str:
-    """Where an exited agent moves when its slot is taken again: still inspectable, out of the way."""
-    return f"{record.name}.{record.id[:12]}"
-
-
-@dataclass(frozen=True)
-class Deficit:
-    role: str
-    desired: int
-    running: int
-
-    @property
-    def missing(self) -> int:
-        return max(0, self.desired - self.running)
+        doublings = min(crashes - 2, _MAX_DOUBLINGS)
+        return timedelta(seconds=min(self.base_s * 2.0**doublings, self.max_s))
 
 
 @dataclass(frozen=True)
 class Spawn:
-    """One agent to start in a slot. `clear` holds the slot's name now (exited or never started);
-    `retire` are older exited agents of the slot that are no longer the last one."""
+    """One agent to start in a slot; `vacate` is the finished agent that holds the slot's name now."""
 
     spec: RoleSpec
     slot: int
     name: str
     crash_streak: int = 0
     idle_streak: int = 0
-    clear: ContainerRecord | None = None
-    retire: tuple[ContainerRecord, ...] = ()
+    earlier_spawns: tuple[datetime, ...] = ()
+    vacate: AgentRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -94,18 +87,11 @@ class Wait:
 
 @dataclass(frozen=True)
 class ReconcilePlan:
-    deficits: tuple[Deficit, ...] = ()
     spawns: tuple[Spawn, ...] = ()
     waits: tuple[Wait, ...] = ()
     deferred: tuple[Spawn, ...] = ()  # held back by the spawn budget
     budget: SpawnBudget | None = None
-    prune: tuple[ContainerRecord, ...] = ()  # exited agents past what is kept for inspection
-
-
-def _last_exit_time(agent: Agent) -> datetime:
-    if agent.exit is not None and agent.exit.finished_at is not None:
-        return agent.exit.finished_at
-    return agent.record.created_at
+    discard: tuple[AgentRecord, ...] = ()  # finished agents nothing needs any more
 
 
 def plan_reconcile(
@@ -118,107 +104,103 @@ def plan_reconcile(
     max_spawns_per_hour: int | None = None,
 ) -> ReconcilePlan:
     alive = inventory.alive_by_role()
-    by_slot: dict[tuple[str, int], list[Agent]] = {}
-    for agent in inventory.agents:
-        if agent.record.slot is not None:
-            by_slot.setdefault((agent.record.role, agent.record.slot), []).append(agent)
+    by_slot = _by_slot(inventory.agents)
+    window_start = now - BUDGET_WINDOW if max_spawns_per_hour is not None else None
 
-    deficits: list[Deficit] = []
     candidates: list[tuple[int, int, Spawn]] = []  # (slot, roster position, spawn) for a fair budget cut
     waits: list[Wait] = []
     for position, spec in enumerate(roster):
-        deficit = Deficit(spec.key, spec.role.count, alive[spec.key])
-        deficits.append(deficit)
+        desired = spec.role.count
+        missing = max(0, desired - alive[spec.key])
         free = [
-            n for n in range(1, deficit.desired + 1)
-            if not any(a.record.alive for a in by_slot.get((spec.key, n), ()))
+            n for n in range(1, desired + 1)
+            if not any(inventory.counts_as_running(a) for a in by_slot.get((spec.key, n), ()))
         ]
-        for slot in free[: deficit.missing]:
-            spawn, wait = _plan_slot(
-                fleet_id, spec, slot, by_slot.get((spec.key, slot), []), now, backoff,
-                keep_since=now - BUDGET_WINDOW if max_spawns_per_hour is not None else None,
-            )
-            if wait is not None:
-                waits.append(wait)
-            elif spawn is not None:
-                candidates.append((slot, position, spawn))
+        for slot in free[:missing]:
+            planned = _plan_slot(fleet_id, spec, slot, by_slot.get((spec.key, slot), []), inventory, now, backoff,
+                                 window_start)
+            if isinstance(planned, Wait):
+                waits.append(planned)
+            else:
+                candidates.append((slot, position, planned))
 
     candidates.sort(key=lambda c: (c[0], c[1]))
     ordered = [spawn for _, _, spawn in candidates]
     budget: SpawnBudget | None = None
     deferred: list[Spawn] = []
-    if max_spawns_per_hour is not None:
-        used = sum(1 for a in inventory.agents if a.record.created_at > now - BUDGET_WINDOW)
+    if max_spawns_per_hour is not None and window_start is not None:
+        used = sum(1 for _, _, moment in spawn_times(inventory.agents) if moment > window_start)
         remaining = max(0, max_spawns_per_hour - used)
         ordered, deferred = ordered[:remaining], ordered[remaining:]
         budget = SpawnBudget(limit=max_spawns_per_hour, used=used, remaining=remaining - len(ordered))
 
-    retiring = {r.id for s in ordered for r in s.retire}
-    prune = tuple(
-        record for record in _prunable(by_slot, fleet_id, now, keep_budget_window=max_spawns_per_hour is not None)
-        if record.id not in retiring
-    )
     return ReconcilePlan(
-        deficits=tuple(deficits),
         spawns=tuple(ordered),
         waits=tuple(waits),
         deferred=tuple(deferred),
         budget=budget,
-        prune=prune,
+        discard=tuple(plan_discards(roster, inventory, ordered, window_start)),
     )
+
+
+def _by_slot(agents: Iterable[AgentRecord]) -> dict[tuple[str, int], list[AgentRecord]]:
+    groups: dict[tuple[str, int], list[AgentRecord]] = {}
+    for agent in agents:
+        groups.setdefault((agent.role, agent.slot), []).append(agent)
+    return groups
 
 
 def _plan_slot(
     fleet_id: str,
     spec: RoleSpec,
     slot: int,
-    agents: list[Agent],
+    agents: list[AgentRecord],
+    inventory: Inventory,
     now: datetime,
     backoff: BackoffPolicy,
-    keep_since: datetime | None,
-) -> tuple[Spawn | None, Wait | None]:
-    name = slot_name(fleet_id, spec.key, slot)
-    holder = next((a.record for a in agents if a.record.name == name), None)
-    archived = [a.record for a in agents if a.record.name != name and not a.record.alive]
-    exited = [a for a in agents if a.exit is not None]
+    window_start: datetime | None,
+) -> Spawn | Wait:
+    holder = next((a for a in agents if a.holds_slot and not inventory.counts_as_running(a)), None)
+    ended = [a for a in agents if a.exit_code is not None]
     streak = idle = 0
-    if exited:
-        last = max(exited, key=_last_exit_time)
-        # The new agent carries the streak its predecessor shows: the one the inventory counts.
-        idle = idle_streak_shown(last, now)
-        if last.crashed:
-            streak = last.record.crash_streak + 1
-            until = _last_exit_time(last) + backoff.delay(streak)
+    if ended:
+        last = max(ended, key=last_exit_time)
+        # The new agent carries the streaks its predecessor shows: the ones the inventory counts.
+        idle = inventory.idle_streak_shown(last)
+        if crashed(last):
+            streak = min(last.crash_streak + 1, labels.MAX_STREAK)
+            until = last_exit_time(last) + backoff.delay(streak)
             if now < until:
-                return None, Wait(spec.key, slot, until, streak)
-    # Once the holder is archived it is the slot's last exited agent; older archived ones go,
-    # except, with a spawn budget, those of the past hour: they are the budget's evidence.
-    retire: tuple[ContainerRecord, ...] = ()
-    if holder is not None and holder.state == "exited":
-        retire = tuple(r for r in archived if keep_since is None or r.created_at <= keep_since)
-    return Spawn(spec, slot, name, crash_streak=streak, idle_streak=idle, clear=holder, retire=retire), None
+                return Wait(spec.key, slot, until, streak)
+    earlier: tuple[datetime, ...] = ()
+    if window_start is not None:
+        earlier = tuple(sorted(moment for _, _, moment in spawn_times(agents) if moment > window_start))
+    return Spawn(spec, slot, slot_name(fleet_id, spec.key, slot), crash_streak=streak, idle_streak=idle,
+                 earlier_spawns=earlier, vacate=holder)
 
 
-def _prunable(
-    by_slot: Mapping[tuple[str, int], list[Agent]], fleet_id: str, now: datetime, *, keep_budget_window: bool
-) -> Iterable[ContainerRecord]:
-    """Archived agents of a slot beyond its newest one; with a budget, the past hour's are its evidence."""
-    for (role, slot), agents in by_slot.items():
-        name = slot_name(fleet_id, role, slot)
-        archived = sorted(
-            (a.record for a in agents if a.record.name != name and a.record.state in ("exited", "dead")),
-            key=lambda r: r.created_at,
-            reverse=True,
-        )
-        for record in archived[1:]:
-            if keep_budget_window and record.created_at > now - BUDGET_WINDOW:
-                continue
-            yield record
+def plan_discards(
+    roster: Sequence[RoleSpec], inventory: Inventory, spawns: Iterable[Spawn], window_start: datetime | None
+) -> Iterable[AgentRecord]:
+    """The finished agents housekeeping removes (see the module's docstring for what is kept, and why)."""
+    desired = {spec.key: spec.role.count for spec in roster}
+    vacating = {spawn.vacate.id for spawn in spawns if spawn.vacate is not None}
+    for (role, slot), agents in _by_slot(inventory.agents).items():
+        ended = [a for a in agents if not inventory.counts_as_running(a)]
+        keep: set[str] = set()
+        if slot <= desired.get(role, 0):
+            keep |= {a.id for a in ended if a.holds_slot and a.id not in vacating}
+            aside = [a for a in ended if not a.holds_slot or a.id in vacating]
+            if aside:
+                keep.add(max(aside, key=lambda a: a.created_at).id)
+        if window_start is not None:
+            keep |= {a.id for a in ended if a.created_at > window_start}
+        yield from (a for a in ended if a.id not in keep and a.id not in vacating)
 
 
 class SpawnOutcome(StrEnum):
     SPAWNED = "spawned"
-    TAKEN = "taken"  # another cycle took the slot first: not a failure
+    TAKEN = "taken"  # another cycle filled the slot first: not a failure
     FAILED = "failed"
 
 
@@ -226,20 +208,22 @@ class SpawnOutcome(StrEnum):
 class SpawnResult:
     spawn: Spawn
     outcome: SpawnOutcome
-    container_id: str | None = None
+    agent_id: str | None = None
     error: str | None = None
+    squatter: str | None = None  # TAKEN by something that is not this fleet's agent of the slot
 
 
 @dataclass(frozen=True)
 class AgentContext:
-    """What every agent is told besides its role: the fleet, the repository, the network."""
+    """What every agent is told besides its role, and where it runs."""
 
     fleet_id: str
     repository: str | None = None
-    network: str = "bridge"
+    network: str | None = None
+    placement: tuple[str, ...] = ()
 
 
-def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
+def agent_env(spawn: Spawn, context: AgentContext) -> dict[str, str]:
     role = spawn.spec.role
     env = {
         **spawn.spec.env,
@@ -250,71 +234,103 @@ def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
     }
     if context.repository:
         env["GITHUB_REPOSITORY"] = context.repository
+    return env
+
+
+def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
     return AgentLaunch(
+        fleet_id=context.fleet_id,
+        role=spawn.spec.key,
+        slot=spawn.slot,
         name=spawn.name,
         image=spawn.spec.image,
         command=spawn.spec.command,
-        env=env,
-        labels={
-            labels.FLEET: context.fleet_id,
-            labels.COMPONENT: labels.AGENT,
-            labels.ROLE: role.key,
-            labels.SLOT: str(spawn.slot),
-            labels.CRASH_STREAK: str(spawn.crash_streak),
-            labels.IDLE_STREAK: str(spawn.idle_streak),
-        },
+        env=agent_env(spawn, context),
+        crash_streak=spawn.crash_streak,
+        idle_streak=spawn.idle_streak,
+        earlier_spawns=spawn.earlier_spawns,
+        resources=spawn.spec.role.resources or Resources(),
         network=context.network,
+        placement=context.placement,
     )
 
 
-def _clear_slot(docker: DockerPort, holder: ContainerRecord) -> None:
-    if holder.state == "exited":
-        # Gone or already moved by another cycle: the create that follows settles who owns the slot.
-        with contextlib.suppress(DockerError):
-            docker.rename(holder.id, archive_name(holder))
-    else:  # created (a spawn that never started) or dead: nothing there worth keeping
-        try:
-            docker.remove(holder.id)
-        except DockerError as exc:
-            # Most likely it was started meanwhile by the cycle that created it: that agent now holds the slot.
-            log.debug("could not clear %s: %s", holder.name, exc)
-
-
-def _spawn_one(docker: DockerPort, spawn: Spawn, context: AgentContext) -> SpawnResult:
-    if spawn.clear is not None:
-        _clear_slot(docker, spawn.clear)
+def _spawn_one(runtime: AgentRuntime, spawn: Spawn, context: AgentContext) -> SpawnResult:
+    if spawn.vacate is not None:
+        with contextlib.suppress(RuntimeFailure):  # the spawn that follows settles who owns the slot
+            runtime.vacate(spawn.vacate)
     try:
-        container_id = docker.launch(agent_launch(spawn, context))
-    except NameTaken:
-        return SpawnResult(spawn, SpawnOutcome.TAKEN)
-    except Exception as exc:  # one spawn's failure, whatever it is, must not stop the others
+        agent_id = runtime.spawn(agent_launch(spawn, context))
+    except SlotTaken as taken:
+        return SpawnResult(spawn, SpawnOutcome.TAKEN, squatter=taken.squatter)
+    except Exception as exc:  # one spawn's failure, whatever it is, must not stop the others in its batch
         return SpawnResult(spawn, SpawnOutcome.FAILED, error=str(exc) or type(exc).__name__)
-    for old in spawn.retire:
-        _remove_quietly(docker, old)
-    return SpawnResult(spawn, SpawnOutcome.SPAWNED, container_id=container_id)
+    return SpawnResult(spawn, SpawnOutcome.SPAWNED, agent_id=agent_id)
 
 
-def _remove_quietly(docker: DockerPort, record: ContainerRecord) -> None:
-    try:
-        docker.remove(record.id)
-    except DockerError as exc:
-        log.debug("could not prune %s: %s", record.name, exc)
+@dataclass(frozen=True)
+class Execution:
+    results: tuple[SpawnResult, ...]
+    held_back: tuple[Spawn, ...] = ()  # not tried this cycle: a spawn of the same image failed
+    discarded: int = 0
+
+
+def slow_start_batches(total: int, limit: int) -> list[int]:
+    """Batch sizes 1, 2, 4, ... capped at `limit`, summing to `total` (the ReplicaSet controller's slow start)."""
+    sizes: list[int] = []
+    size = 1
+    while total > 0:
+        take = min(size, max(1, limit), total)
+        sizes.append(take)
+        total -= take
+        size *= 2
+    return sizes
+
+
+def slow_start_groups(spawns: Sequence[Spawn]) -> list[list[Spawn]]:
+    """The spawns grouped by image, the failure domain of a spawn: a missing or broken image fails every
+    spawn that uses it, and nothing else. Within a group, slots whose last spawn never started go last,
+    so a role that cannot start does not stand first in line every cycle and hold the others back."""
+    groups: dict[str, list[Spawn]] = {}
+    for spawn in sorted(spawns, key=_failed_before):
+        groups.setdefault(spawn.spec.image, []).append(spawn)
+    return list(groups.values())
+
+
+def _failed_before(spawn: Spawn) -> bool:
+    holder = spawn.vacate
+    return holder is not None and holder.started_at is None and holder.exit_code is None
 
 
 def execute_plan(
     plan: ReconcilePlan,
-    docker: DockerPort,
+    runtime: AgentRuntime,
     context: AgentContext,
     *,
     concurrency: int = 8,
     on_result: Callable[[SpawnResult], None] = lambda result: None,
-) -> list[SpawnResult]:
-    """Spawn concurrently (at most `concurrency` at once); one failure never stops the others."""
+) -> Execution:
+    """Spawn each image's agents in slow-start batches of 1, 2, 4, ... (at most `concurrency` at once). A batch
+    with a failure holds the rest of its image back until the next cycle: a bad image costs one or two failed
+    creates, not one per agent."""
     results: list[SpawnResult] = []
+    held_back: list[Spawn] = []
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="spawn") as pool:
-        for result in pool.map(lambda s: _spawn_one(docker, s, context), plan.spawns):
-            on_result(result)
-            results.append(result)
-    for record in plan.prune:
-        _remove_quietly(docker, record)
-    return results
+        for pending in slow_start_groups(plan.spawns):
+            for size in slow_start_batches(len(pending), concurrency):
+                batch, pending = pending[:size], pending[size:]
+                batch_results = list(pool.map(lambda s: _spawn_one(runtime, s, context), batch))
+                for result in batch_results:
+                    on_result(result)
+                results += batch_results
+                if any(r.outcome is SpawnOutcome.FAILED for r in batch_results):
+                    held_back += pending
+                    break
+    discarded = 0
+    for record in plan.discard:
+        try:
+            runtime.discard(record)
+            discarded += 1
+        except RuntimeFailure:
+            pass  # kept for now; the next cycle's housekeeping tries again
+    return Execution(tuple(results), tuple(held_back), discarded)

@@ -1,0 +1,19 @@
+"""The adapters of the agent runtime port (`coordinator.runtime.AgentRuntime`), one module per engine.
+
+`open_runtime` picks one by `FLEET_RUNTIME`; each is imported only when chosen.
+"""
+
+from __future__ import annotations
+
+from coordinator.runtime import AgentRuntime
+from coordinator.settings import RuntimeSettings
+
+
+def open_runtime(settings: RuntimeSettings) -> AgentRuntime:
+    if settings.kind == "swarm":
+        from coordinator.runtimes.swarm import SwarmRuntime
+
+        return SwarmRuntime()
+    from coordinator.runtimes.docker import DockerRuntime, ExitMemo
+
+    return DockerRuntime(exit_memo=ExitMemo(settings.exit_memo_file) if settings.exit_memo_file else None)

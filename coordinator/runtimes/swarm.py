@@ -1,0 +1,232 @@
+"""The agent runtime on a Docker Swarm: an agent is a one-replica service named after its slot.
+
+Each agent is a replicated service with `replicas=1` and restart condition `none` (Swarm never restarts
+it; the coordinator decides), named `<fleet>-<role>-<slot>`. Swarm refuses a second service under a name
+in use (409), which gives overlapping cycles the same safety that container names give on one engine.
+Job mode is not used: removing a job service leaves its tasks behind on the engines this was measured
+on, and a job cannot be declared with pulumi-docker.
+
+The inventory is one `GET /tasks` filtered by the fleet's label (Swarm matches it against the service's
+labels, so the fleet's labels go on the service and on its containers alike). A task still waiting for
+capacity belongs to the fleet and counts as running. A task whose node is down reads as running with
+its desired state flipped to shutdown: that agent is lost, and counts as running until it has been lost
+for `AGENT_NODE_LOST_S`; then its slot is filled on another node, and when the node returns Swarm stops
+the stale task itself.
+
+A finished agent's service stays, with its logs, until its slot is filled again; then it is removed by
+id, never by name, so a slow cycle cannot remove the newer service another cycle just made. A service
+whose task is still active is never removed or updated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import (
+    ContainerSpec,
+    DriverConfig,
+    Placement,
+    RestartPolicy,
+    ServiceMode,
+    TaskTemplate,
+)
+from docker.types import (
+    Resources as SwarmResources,
+)
+
+from coordinator import labels
+from coordinator.runtime import (
+    AgentLaunch,
+    AgentRecord,
+    CoordinatorLog,
+    FleetListing,
+    Phase,
+    RuntimeFailure,
+    SlotTaken,
+    Unreadable,
+    slot_name,
+)
+from coordinator.runtimes.docker import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S, parse_docker_time
+
+# A task in one of these states is on its way to running, or running: its agent is alive.
+ACTIVE_STATES = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting",
+                           "running"})
+
+
+def _time(value: object) -> datetime | None:
+    return parse_docker_time(value) if isinstance(value, str) else None
+
+
+class SwarmRuntime:
+    """`AgentRuntime` on a swarm, through a manager's API (DOCKER_HOST and friends point at a manager)."""
+
+    def __init__(self, client: docker.APIClient | None = None, *, timeout_s: int = DOCKER_TIMEOUT_S) -> None:
+        if client is None:
+            version = os.environ.get("DOCKER_API_VERSION", "").strip() or "auto"
+            try:
+                client = docker.APIClient(**docker.utils.kwargs_from_env(), timeout=timeout_s, version=version)
+            except docker.errors.DockerException as exc:
+                raise RuntimeFailure(f"cannot reach the swarm manager: {exc}") from None
+        self.api: docker.APIClient = client
+
+    # ----------------------------------------------------------------------------------- inventory
+
+    def list_agents(self, fleet_id: str) -> FleetListing:
+        try:
+            tasks = self.api.tasks(filters={"label": labels.selector(fleet_id)})
+        except docker.errors.DockerException as exc:
+            raise RuntimeFailure(f"listing the fleet's swarm tasks failed: {exc}") from None
+        # One agent per service: its newest task speaks for it (a service runs one task at a time).
+        newest: dict[str, Mapping[str, Any]] = {}
+        for task in tasks:
+            service = str(task.get("ServiceID", ""))
+            if service not in newest or str(task.get("CreatedAt", "")) > str(newest[service].get("CreatedAt", "")):
+                newest[service] = task
+        agents: list[AgentRecord] = []
+        unreadable: list[Unreadable] = []
+        for service, task in newest.items():
+            record = self._record(fleet_id, service, task)
+            if isinstance(record, Unreadable):
+                unreadable.append(record)
+            else:
+                agents.append(record)
+        return FleetListing(tuple(agents), tuple(unreadable))
+
+    def _record(self, fleet_id: str, service: str, task: Mapping[str, Any]) -> AgentRecord | Unreadable:
+        spec = (task.get("Spec") or {}).get("ContainerSpec") or {}
+        try:
+            read = labels.read_agent_labels(spec.get("Labels") or {})
+        except labels.LabelError as exc:
+            return Unreadable(service, f"service {service[:12]}", str(exc))
+        status = task.get("Status") or {}
+        state = str(status.get("State", ""))
+        desired = str(task.get("DesiredState", ""))
+        created = _time(task.get("CreatedAt")) or datetime.fromtimestamp(0, UTC)
+        changed = _time(status.get("Timestamp"))
+        exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
+        phase, started, finished, lost_since = Phase.FINISHED, None, None, None
+        if state in ACTIVE_STATES and desired == "running":
+            phase = Phase.ALIVE
+            started = changed if state == "running" else None
+        elif state in ACTIVE_STATES:
+            # Reported active while Swarm wants it shut down: its node stopped answering (the report is
+            # stale). Swarm flips the desired state when the node goes down; UpdatedAt records when.
+            phase, lost_since = Phase.LOST, _time(task.get("UpdatedAt")) or changed
+        elif state in ("complete", "failed", "shutdown"):
+            # Tasks carry no start time; the task's creation stands in for it (placement and a local
+            # image take seconds, well inside the crash window).
+            started, finished = created, changed
+        # rejected, orphaned, remove: it never ran, or is gone with its node; nothing to read of its end.
+        return AgentRecord(
+            id=service,
+            name=slot_name(fleet_id, read.role, read.slot),
+            role=read.role,
+            slot=read.slot,
+            phase=phase,
+            created_at=created,
+            started_at=started,
+            finished_at=finished,
+            exit_code=int(exit_code) if isinstance(exit_code, int) and finished is not None else None,
+            node=str(task.get("NodeID") or "") or None,
+            lost_since=lost_since,
+            crash_streak=read.crash_streak,
+            idle_streak=read.idle_streak,
+            earlier_spawns=read.earlier_spawns,
+        )
+
+    # ----------------------------------------------------------------------------------- spawning
+
+    def spawn(self, launch: AgentLaunch) -> str:
+        agent_labels = labels.agent_labels(launch)
+        resources = launch.resources
+        nano_cpus = round(resources.cpus * 1e9) if resources.cpus else None
+        template = TaskTemplate(
+            container_spec=ContainerSpec(
+                image=launch.image,
+                args=list(launch.command) if launch.command is not None else None,
+                env=dict(launch.env),
+                labels=agent_labels,
+                init=True,
+            ),
+            # Reservations make placement respect each node's capacity (beyond it a task waits, pending);
+            # limits keep an agent to its share.
+            resources=SwarmResources(cpu_limit=nano_cpus, mem_limit=resources.memory_bytes,
+                                     cpu_reservation=nano_cpus, mem_reservation=resources.memory_bytes),
+            restart_policy=RestartPolicy(condition="none"),
+            placement=Placement(constraints=list(launch.placement)) if launch.placement else None,
+            log_driver=DriverConfig("json-file", dict(AGENT_LOG_OPTIONS)),
+            networks=[launch.network] if launch.network and launch.network != "bridge" else None,
+        )
+        try:
+            created = self.api.create_service(
+                template, name=launch.name, labels=agent_labels, mode=ServiceMode("replicated", replicas=1)
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise SlotTaken(launch.name, self._squatter(launch)) from None
+            raise RuntimeFailure(f"creating service {launch.name} failed: {exc.explanation or exc}") from None
+        except docker.errors.DockerException as exc:
+            raise RuntimeFailure(f"creating service {launch.name} failed: {exc}") from None
+        return str(created["ID"])
+
+    def _squatter(self, launch: AgentLaunch) -> str | None:
+        """Who holds the name: None when it is this slot's own agent (a racing cycle made it)."""
+        try:
+            holder = self.api.inspect_service(launch.name)
+        except docker.errors.DockerException:
+            return None
+        found = (holder.get("Spec") or {}).get("Labels") or {}
+        try:
+            read = labels.read_agent_labels(found)
+        except labels.LabelError:
+            read = None
+        ours = found.get(labels.FLEET) == launch.fleet_id and found.get(labels.COMPONENT) == labels.AGENT
+        if ours and read is not None and (read.role, read.slot) == (launch.role, launch.slot):
+            return None
+        return f"service {str(holder.get('ID', ''))[:12]}"
+
+    # ----------------------------------------------------------------------------------- housekeeping
+
+    def vacate(self, agent: AgentRecord) -> None:
+        # A service's name cannot change: the slot is freed by removing the finished (or lost) agent's service.
+        self.discard(agent)
+
+    def discard(self, agent: AgentRecord) -> None:
+        if agent.phase is Phase.ALIVE:
+            raise RuntimeFailure(f"refusing to remove {agent.name}: its task is active")
+        try:
+            self.api.remove_service(agent.id)
+        except docker.errors.NotFound:
+            return  # another cycle removed it first
+        except docker.errors.DockerException as exc:
+            raise RuntimeFailure(f"removing service {agent.name} failed: {exc}") from None
+
+    # ----------------------------------------------------------------------------------- the coordinator
+
+    def coordinator_log(self, fleet_id: str, *, source: str | None = None, tail: int) -> CoordinatorLog:
+        selector = labels.selector(fleet_id, labels.COORDINATOR)
+        try:
+            if source:
+                service = self.api.inspect_service(source)
+            else:
+                services = self.api.services(filters={"label": selector})
+                if not services:
+                    raise RuntimeFailure(
+                        f"no coordinator service of fleet {fleet_id!r} on this swarm (looked for labels "
+                        f"{' and '.join(selector)}); pass --fleet with the fleet id, or --source with its name"
+                    )
+                service = max(services, key=lambda s: str(s.get("CreatedAt", "")))
+            chunks = self.api.service_logs(service["ID"], stdout=True, stderr=False, tail=tail, follow=False)
+            raw = b"".join(chunk if isinstance(chunk, bytes) else str(chunk).encode() for chunk in chunks)
+        except docker.errors.NotFound:
+            raise RuntimeFailure(f"no service named {source!r} on this swarm") from None
+        except docker.errors.DockerException as exc:
+            raise RuntimeFailure(f"cannot read the coordinator's log from the swarm: {exc}") from None
+        name = str((service.get("Spec") or {}).get("Name") or service["ID"])
+        lines = raw.decode("utf-8", errors="replace").splitlines()
+        return CoordinatorLog(source=f"service {name}", lines=tuple(lines))
