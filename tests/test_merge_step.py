@@ -1,7 +1,9 @@
 """The merge step end to end over real HTTP: GitHubClient (requests + PyGithub) against FakeGitHub.
 
 The fake validates every GraphQL document against GitHub's schema, keeps state and injects faults.
-Backoff sleeps go to a list instead of the clock, so no test waits for real.
+The pause between merges goes to a list instead of the clock. Retries wait for real (urllib3's backoff:
+the first retry at once, the next after a second), and the deadline tests use real time and real threads
+against a server that trickles its answers: each test takes a few seconds at most.
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ from coordinator.edges.github import (
 from coordinator.report import EventLog, MergeOutcome, MergeReport, StepStatus
 from coordinator.settings import GitHubSettings, Secret
 from coordinator.steps.merge import run_merge
-from tests.fakes.github import FakeGitHub, FakePull
+from tests.fakes.github import FakeGitHub, FakePull, github_schema
 
 TOKEN = "ghp_test_SECRET_7f3a9c1e5b2d4680"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# How late a request cut off at its deadline may return: thread start-up and scheduling only.
+PROMPT_S = 0.5
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeGitHub]:
+    github_schema()  # built once per process (about a second), outside the tests that time themselves
     with FakeGitHub(token=TOKEN) as server:
         yield server
         assert server.server_errors == []  # the fake's own bugs would hide behind 500s
@@ -301,8 +306,7 @@ def test_an_unreadable_merge_outcome_is_reported_as_unknown(fake: FakeGitHub) ->
     harness = Harness(fake, client_options={"max_attempts": 2})
     report = harness.run()
     assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "merge outcome unknown")}
-    assert fake.calls("PUT") == 1 and fake.calls("GET") == 2
-    assert harness.sleeps == [1.0]
+    assert fake.calls("PUT") == 1 and fake.calls("GET") == 2  # the read-back was retried, the merge never
 
 
 def test_no_answer_to_a_merge_is_an_unknown_outcome_not_a_retry(fake: FakeGitHub) -> None:
@@ -357,46 +361,186 @@ def test_graphql_5xx_is_retried_with_backoff(fake: FakeGitHub) -> None:
     pull = green(fake)
     fake.fail("POST", "/api/graphql", 502, times=2)
     harness = Harness(fake)
+    started = time.monotonic()
     report = harness.run()
     assert report.merged == [pull.number]
-    assert harness.sleeps == [1.0, 2.0]
+    assert time.monotonic() - started >= 1.0  # the second retry waited 2 x backoff_s (0.5 s)
     assert fake.calls("POST", "/api/graphql") == 3 and report.api_calls == 4
+
+
+def test_a_502_blip_on_a_read_is_retried_once(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    fake.fail("POST", "/api/graphql", 502)
+    fake.fail("PUT", r"/merge$", 502, after=True)  # merged, then a 502: read back...
+    fake.fail("GET", rf"/pulls/{pull.number}$", 502)  # ...which itself meets a 502 once
+    report = Harness(fake).run()
+    assert report.merged == [pull.number]
+    assert fake.calls("POST") == 2 and fake.calls("GET") == 2 and fake.calls("PUT") == 1
+    assert report.api_calls == 5
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_merge_5xx_is_never_retried(fake: FakeGitHub, status: int) -> None:
+    pull = green(fake)
+    # A Retry-After on a 503 is what urllib3 retries by itself, method permitting: not a merge.
+    fake.fail("PUT", r"/merge$", status, headers={"retry-after": "1"}, times=None)
+    report = Harness(fake).run()
+    assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "merge failed")}
+    assert fake.calls("PUT") == 1
+    assert not fake.pull(pull.number).merged
+
+
+def test_retry_after_is_honoured(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    fake.fail("POST", "/api/graphql", 503, headers={"retry-after": "1"})
+    started = time.monotonic()
+    report = Harness(fake).run()
+    assert report.merged == [pull.number]
+    assert time.monotonic() - started >= 1.0
+    assert fake.calls("POST") == 2
+
+
+def test_retry_after_is_never_waited_past_the_deadline(fake: FakeGitHub) -> None:
+    green(fake)
+    fake.fail("POST", "/api/graphql", 503, headers={"retry-after": "30"}, times=None)
+    harness = Harness(fake)
+    started = time.monotonic()
+    with pytest.raises(GitHubUnavailable, match=r"HTTP 503 after 1 attempt; no time left in this cycle to retry"):
+        harness.run(deadline=started + 3)
+    assert time.monotonic() - started < 1.0  # it gives up at once instead of sleeping into the deadline
+    assert fake.calls("POST") == 1 and fake.calls("PUT") == 0
 
 
 def test_graphql_5xx_that_persists_fails_the_step_clearly(fake: FakeGitHub) -> None:
     green(fake)
     fake.fail("POST", "/api/graphql", 503, times=None)
     harness = Harness(fake)
-    with pytest.raises(GitHubUnavailable, match=r"HTTP 503 after 3 attempts"):
+    with pytest.raises(GitHubUnavailable, match=r"HTTP 503 after 3 attempts$"):
         harness.run()
     assert fake.calls("POST") == 3 and fake.calls("PUT") == 0
-    assert harness.sleeps == [1.0, 2.0]
 
 
 def test_retries_stop_at_the_deadline(fake: FakeGitHub) -> None:
     fake.fail("POST", "/api/graphql", 502, times=None)
     harness = Harness(fake)
-    with pytest.raises(GitHubUnavailable, match="no time left"):
-        harness.run(deadline=time.monotonic() + 1.5)  # room for the 1 s backoff, not for the 2 s one
-    assert harness.sleeps == [1.0]
+    started = time.monotonic()
+    # Room for the first retry (at once) and a 1 s request, not for the second (after 1 s, then 1 s more).
+    with pytest.raises(GitHubUnavailable, match="HTTP 502 after 2 attempts; no time left"):
+        harness.run(deadline=started + 1.5)
+    assert time.monotonic() - started < 1.5
+    assert fake.calls("POST") == 2
 
 
 def test_merges_stop_at_the_deadline(fake: FakeGitHub) -> None:
     pulls = [green(fake, f"PR {i}") for i in range(2)]
-    now = [100.0]
 
-    def slow_merge(number: int) -> None:  # the first merge takes the rest of the cycle's time
-        now[0] += 60
+    def slow_merge(number: int) -> None:  # the first merge takes half of the cycle's time
+        if number == pulls[0].number:
+            time.sleep(1.5)
 
     fake.on_merge = slow_merge
-    harness = Harness(fake, client_options={"clock": lambda: now[0]})
-    report = harness.run(deadline=150.0, clock=lambda: now[0])
+    harness = Harness(fake)
+    started = time.monotonic()
+    report = harness.run(deadline=started + 3.0)
+    # The second merge would need a second of spacing and room for itself and a read-back (2 x 1 s).
     assert reasons(report) == {
         pulls[0].number: (MergeOutcome.MERGED, "merged"),
         pulls[1].number: (MergeOutcome.SKIPPED, "stopped early"),
     }
     assert report.stopped == "time budget spent"
+    assert fake.calls("PUT") == 1 and harness.sleeps == []
+    assert time.monotonic() - started < 3.0
+
+
+def test_no_request_starts_without_time_for_it(fake: FakeGitHub) -> None:
+    green(fake)
+    harness = Harness(fake)
+    with pytest.raises(GitHubUnavailable, match="no time left in this cycle for a GitHub GraphQL query"):
+        harness.run(deadline=time.monotonic() + 0.5)  # less than min_request_s (1 s)
+    assert fake.calls() == 0
+
+
+# ------------------------------------------------------------------ a server that trickles its answers
+
+
+@pytest.mark.parametrize("body_only", [False, True], ids=["status-and-headers", "body"])
+def test_a_trickled_graphql_answer_gives_up_at_the_request_timeout(fake: FakeGitHub, body_only: bool) -> None:
+    green(fake)
+    fake.fail("POST", "/api/graphql", 200, body={"data": None}, trickle=0.5, trickle_body_only=body_only,
+              times=None)
+    settings = settings_for(fake)
+    client = GitHubClient(settings, timeout_s=2)
+    started = time.monotonic()
+    with pytest.raises(GitHubUnavailable, match=r"^GitHub GraphQL query did not finish within 2 s$"):
+        run_merge(client, settings, log=EventLog("test", secrets=[TOKEN], stream=io.StringIO()))
+    assert 2.0 <= time.monotonic() - started < 2.0 + PROMPT_S
+    assert fake.calls("POST") == 1
+
+
+def test_a_trickled_graphql_answer_gives_up_at_the_cycle_deadline(fake: FakeGitHub) -> None:
+    green(fake)
+    fake.fail("POST", "/api/graphql", 200, trickle=0.5, times=None)
+    harness = Harness(fake)  # its requests may take 5 s; the cycle has 1.5 s left
+    started = time.monotonic()
+    with pytest.raises(GitHubUnavailable, match=r"did not finish within 1\.[45] s"):
+        harness.run(deadline=started + 1.5)
+    assert 1.5 <= time.monotonic() - started < 1.5 + PROMPT_S
+
+
+def test_a_merge_cut_off_is_an_unknown_outcome_and_never_sent_twice(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    fake.fail("PUT", r"/merge$", 200, trickle=0.5, times=None)  # GitHub has not merged, and answers slowly
+    harness = Harness(fake)
+    harness.client = GitHubClient(harness.settings, timeout_s=2, sleep=harness.sleeps.append)
+    started = time.monotonic()
+    report = harness.run()
+    elapsed = time.monotonic() - started
+    # Read back: not merged, yet the abandoned PUT may still land, so "not merged" is no answer.
+    assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "merge outcome unknown")}
+    assert fake.calls("PUT") == 1 and fake.calls("GET", f"/pulls/{pull.number}") == 1
+    assert 2.0 <= elapsed < 2.0 + PROMPT_S
+    assert "the merge of #1 did not finish within 2 s" in harness.events
+
+
+def test_a_merge_cut_off_that_landed_is_confirmed_by_reading_back(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    fake.fail("PUT", r"/merge$", 200, trickle=0.5, after=True)  # merged, then the answer trickles
+    harness = Harness(fake)
+    harness.client = GitHubClient(harness.settings, timeout_s=2, sleep=harness.sleeps.append)
+    report = harness.run()
+    assert reasons(report) == {pull.number: (MergeOutcome.MERGED, "merged")}
     assert fake.calls("PUT") == 1
+
+
+def test_a_trickled_read_back_gives_up_at_its_timeout(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    fake.fail("PUT", r"/merge$", 502)  # not merged, but the answer says nothing: read back...
+    fake.fail("GET", rf"/pulls/{pull.number}$", 200, trickle=0.5, trickle_body_only=True, times=None)
+    harness = Harness(fake)
+    harness.client = GitHubClient(harness.settings, timeout_s=2, sleep=harness.sleeps.append)
+    started = time.monotonic()
+    report = harness.run()
+    assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "merge outcome unknown")}
+    assert 2.0 <= time.monotonic() - started < 2.0 + PROMPT_S
+    assert "reading #1 from GitHub did not finish within 2 s" in harness.events
+    assert fake.calls("PUT") == 1 and fake.calls("GET") == 1
+
+
+def test_a_merge_cut_off_by_the_cycle_deadline_is_reported_by_then(fake: FakeGitHub) -> None:
+    first = green(fake, "First")
+    second = green(fake, "Second")
+    fake.fail("PUT", r"/merge$", 200, trickle=0.5, times=None)
+    harness = Harness(fake)  # requests may take 5 s; the cycle has 2.5 s
+    started = time.monotonic()
+    report = harness.run(deadline=started + 2.5)
+    elapsed = time.monotonic() - started
+    assert reasons(report) == {
+        first.number: (MergeOutcome.FAILED, "merge outcome unknown"),  # no time left to read it back
+        second.number: (MergeOutcome.SKIPPED, "stopped early"),
+    }
+    assert report.stopped == "time budget spent"
+    assert fake.calls("PUT") == 1 and fake.calls("GET") == 0
+    assert 2.5 <= elapsed < 2.5 + PROMPT_S
 
 
 def test_graphql_rate_limited_ends_the_step_cleanly(fake: FakeGitHub) -> None:

@@ -2,20 +2,28 @@
 
 `GitHubClient` implements `coordinator.steps.merge.GitHubPort` (re-exported here):
 
-- reads (`fetch_open_pulls`, `merged_sha`) retry 5xx, timeouts and dropped connections a bounded number
-  of times with exponential backoff, through an injected `sleep`, and never past the caller's deadline;
-- a merge is never retried: GitHub may have merged before the error, so the step re-reads instead;
+- every request ends by a wall-clock deadline: its own timeout (`timeout_s`), or the caller's deadline if
+  that comes first, however slowly GitHub (or whatever GITHUB_API_URL points at) answers; and no request
+  starts with less than `min_request_s` left, a merge not with less than twice that (room for a read-back);
+- reads (`fetch_open_pulls`, `merged_sha`) retry 5xx, timeouts and dropped connections by the one read
+  policy (`coordinator.edges.http.read_retry`: urllib3's Retry on the reads session), Retry-After
+  honoured, never past the deadline;
+- a merge is never retried: GitHub may have merged before the error, so the step re-reads instead. A merge
+  cut off by its deadline is an unknown outcome; while it may still land, a read-back that finds the pull
+  request unmerged does not count as an answer;
 - 403/429 with a retry hint, `x-ratelimit-remaining: 0`, GraphQL's `RATE_LIMITED`, or a remaining budget
-  under `min_remaining` raise `RateLimited`, which ends the step cleanly;
+  under `min_remaining` raise `RateLimited`, which ends the step cleanly; so does `TimeBudgetSpent`, when
+  too little time is left to start a merge;
 - 401 raises `BadCredentials`, an answer of the wrong shape `MalformedAnswer`; no message ever holds the token.
 
-PyGithub is used for the merge with its own retries and throttling switched off: its default retry would
+PyGithub sends the merge, with its own retries and throttling switched off: its default retry would
 replay the PUT on 5xx and sleep up to an hour on a rate limit, and its throttle sleeps for real.
 """
 
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -24,6 +32,8 @@ from typing import Any, NoReturn
 import requests
 from github import Auth, Github, GithubException
 
+from coordinator.deadline import DeadlineExceeded, run_with_deadline
+from coordinator.edges.http import NO_RETRY, Attempts, mount, read_retry, send
 from coordinator.settings import GitHubSettings
 from coordinator.steps.merge import (
     CheckConclusion,
@@ -60,6 +70,7 @@ __all__ = [
     "GitHubUnavailable",
     "MalformedAnswer",
     "RateLimited",
+    "TimeBudgetSpent",
     "snapshot_from_node",
 ]
 
@@ -125,6 +136,13 @@ class MalformedAnswer(GitHubError):
 
 class GitHubUnavailable(GitHubError):
     """5xx, timeouts or refused connections outlasted the retries or the time budget."""
+
+
+class TimeBudgetSpent(RateLimited):
+    """Too little of the step's time is left to start another merge: end the step cleanly (nothing was sent)."""
+
+    def __init__(self) -> None:
+        super().__init__("time budget spent")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -331,29 +349,32 @@ class GitHubClient:
         *,
         timeout_s: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
         max_attempts: int = 3,
-        backoff_s: float = 1.0,
+        backoff_s: float = 0.5,
         min_remaining: int = 50,
         write_interval_s: float = 1.0,
+        min_request_s: float = 1.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._settings = settings
         self._token = settings.token.reveal()
         self._timeout_s = timeout_s
-        self._sleep = sleep
-        self._clock = clock
-        self._max_attempts = max_attempts
-        self._backoff_s = backoff_s
+        self._sleep = sleep  # only for spacing merges; retries wait inside urllib3, within the deadline
         self._min_remaining = min_remaining
         self._write_interval_s = write_interval_s
+        self._min_request_s = min_request_s
         self._last_write: float | None = None
         self._calls = 0
+        # Merges cut off by their deadline, by number: an event set once the abandoned request has ended, and why.
+        self._merges_in_flight: dict[int, tuple[threading.Event, str]] = {}
         # Remaining budget and reset per rate-limit resource ("graphql", "core"), as last seen.
         self._budget: dict[str, tuple[int, datetime | None]] = {}
-        self._session = requests.Session()
-        self._session.headers.update(
+        # Reads only (GraphQL queries are POSTs), so the read policy may repeat any of its requests.
+        self._reads = mount(
+            requests.Session(), read_retry(attempts=max_attempts, backoff_s=backoff_s, methods=("GET", "POST"))
+        )
+        self._reads.headers.update(
             {
                 "Authorization": f"bearer {self._token}",
                 "Accept": "application/json",
@@ -366,7 +387,7 @@ class GitHubClient:
             base_url=settings.api_url,
             timeout=max(1, round(timeout_s)),
             user_agent="agent-fleet-coordinator",
-            retry=None,
+            retry=NO_RETRY,
             seconds_between_requests=None,
             seconds_between_writes=None,
             lazy=True,
@@ -378,7 +399,7 @@ class GitHubClient:
         return self._calls
 
     def close(self) -> None:
-        self._session.close()
+        self._reads.close()
         self._gh.close()
 
     def __enter__(self) -> GitHubClient:
@@ -412,24 +433,36 @@ class GitHubClient:
         if remaining is not None and remaining < self._min_remaining:
             raise RateLimited(f"GitHub {resource} budget low ({remaining} left)", reset)
 
-    def _wait_before_retry(self, attempt: int, what: str, deadline: float | None, hint: datetime | None) -> None:
-        """Back off before attempt `attempt + 1`, or give up when attempts or time run out."""
-        if attempt >= self._max_attempts:
-            raise GitHubUnavailable(f"{what} after {attempt} attempts")
-        wait = self._backoff_s * 2 ** (attempt - 1)
-        if hint is not None:
-            wait = max(wait, (hint - self._now()).total_seconds())
-        if deadline is not None and self._clock() + wait >= deadline:
-            raise GitHubUnavailable(f"{what}; no time left in this cycle to retry")
-        self._sleep(wait)
+    def _has_time(self, deadline: float | None, needed_s: float) -> bool:
+        return deadline is None or deadline - time.monotonic() >= needed_s
 
-    def _timeout(self, deadline: float | None) -> float:
-        if deadline is None:
-            return self._timeout_s
-        left = deadline - self._clock()
-        if left <= 0:
-            raise GitHubUnavailable("the cycle's time budget is spent")
-        return min(self._timeout_s, left)
+    def _request_deadline(self, deadline: float | None) -> float:
+        """When one request (its retries included) must be done: its own timeout, or the caller's deadline."""
+        own = time.monotonic() + self._timeout_s
+        return own if deadline is None else min(own, deadline)
+
+    def _read(
+        self, method: str, url: str, deadline: float | None, what: str, attempts: Attempts, **kwargs: Any
+    ) -> requests.Response:
+        """One read through the read policy; raises DeadlineExceeded or requests' errors, counts every attempt."""
+        try:
+            return send(
+                self._reads,
+                method,
+                url,
+                deadline=self._request_deadline(deadline),
+                what=what,
+                attempts=attempts,
+                min_attempt_s=self._min_request_s,
+                **kwargs,
+            )
+        finally:
+            self._calls += attempts.count
+
+    @staticmethod
+    def _gave_up(what: str, attempts: Attempts) -> str:
+        text = f"{what} after {attempts.count} attempt{'' if attempts.count == 1 else 's'}"
+        return text + ("; no time left in this cycle to retry" if attempts.out_of_time else "")
 
     @staticmethod
     def _message(data: object) -> str:
@@ -440,33 +473,29 @@ class GitHubClient:
     # ---------------------------------------------------------------------------------- GraphQL
 
     def _graphql(self, variables: Mapping[str, object], deadline: float | None) -> Mapping[str, Any]:
-        attempt = 0
-        while True:
-            attempt += 1
-            self._check_budget("graphql")
-            self._calls += 1
-            try:
-                response = self._session.post(
-                    self._settings.graphql_url,
-                    json={"query": OPEN_PULLS_QUERY, "variables": dict(variables)},
-                    timeout=self._timeout(deadline),
-                )
-            except requests.RequestException as exc:
-                self._wait_before_retry(
-                    attempt, self._scrub(f"GitHub GraphQL unreachable ({type(exc).__name__})"), deadline, None
-                )
-                continue
-            headers = _lower(response.headers)
-            self._note_budget("graphql", headers)
-            if response.status_code >= 500:
-                self._wait_before_retry(
-                    attempt,
-                    f"GitHub GraphQL answered HTTP {response.status_code}",
-                    deadline,
-                    _retry_after(headers, self._now()),
-                )
-                continue
-            return self._graphql_body(response, headers)
+        self._check_budget("graphql")
+        if not self._has_time(deadline, self._min_request_s):
+            raise GitHubUnavailable("no time left in this cycle for a GitHub GraphQL query")
+        attempts = Attempts()
+        try:
+            response = self._read(
+                "POST",
+                self._settings.graphql_url,
+                deadline,
+                "GitHub GraphQL query",
+                attempts,
+                json={"query": OPEN_PULLS_QUERY, "variables": dict(variables)},
+            )
+        except DeadlineExceeded as exc:
+            raise GitHubUnavailable(str(exc)) from None
+        except requests.RequestException as exc:
+            unreachable = f"GitHub GraphQL unreachable ({type(exc).__name__})"
+            raise GitHubUnavailable(self._gave_up(unreachable, attempts)) from None
+        headers = _lower(response.headers)
+        self._note_budget("graphql", headers)
+        if response.status_code >= 500:
+            raise GitHubUnavailable(self._gave_up(f"GitHub GraphQL answered HTTP {response.status_code}", attempts))
+        return self._graphql_body(response, headers)
 
     def _graphql_body(self, response: requests.Response, headers: Mapping[str, str]) -> Mapping[str, Any]:
         status = response.status_code
@@ -540,14 +569,29 @@ class GitHubClient:
 
     def merge(self, number: int, *, head_sha: str, title: str, deadline: float | None = None) -> MergeResult:
         self._check_budget("core")
+        wait = 0.0
         if self._last_write is not None:  # GitHub asks for at least a second between mutations
-            wait = self._last_write + self._write_interval_s - self._clock()
-            if wait > 0:
-                self._sleep(wait)
+            wait = max(0.0, self._last_write + self._write_interval_s - time.monotonic())
+        # Room for the merge and, should its outcome be unclear, for reading it back; else nothing is sent.
+        if not self._has_time(deadline, wait + 2 * self._min_request_s):
+            raise TimeBudgetSpent()
+        if wait > 0:
+            self._sleep(wait)
+        ended = threading.Event()
+
+        def put() -> tuple[object, object]:
+            try:
+                status = self._repo.get_pull(number).merge(merge_method="squash", sha=head_sha, commit_title=title)
+                return status.merged, status.sha
+            finally:
+                ended.set()
+
         self._calls += 1
         try:
-            status = self._repo.get_pull(number).merge(merge_method="squash", sha=head_sha, commit_title=title)
-            merged, sha = status.merged, status.sha
+            merged, sha = run_with_deadline(put, self._request_deadline(deadline), f"the merge of #{number}")
+        except DeadlineExceeded as exc:
+            self._merges_in_flight[number] = (ended, str(exc))  # abandoned, not cancelled: it may still merge
+            return MergeRefused(MergeFailure.UNCERTAIN, str(exc))
         except GithubException as exc:
             stop = self._rest_error(exc)
             if stop is not None:
@@ -558,7 +602,7 @@ class GitHubClient:
         except (ValueError, KeyError, TypeError, AttributeError):
             return MergeRefused(MergeFailure.UNCERTAIN, "malformed answer to the merge")
         finally:
-            self._last_write = self._clock()
+            self._last_write = time.monotonic()
             self._note_rest_budget()
         if merged is True and isinstance(sha, str) and sha:
             return Merged(sha)
@@ -581,38 +625,47 @@ class GitHubClient:
         return MergeRefused(MergeFailure.UNCERTAIN, detail)  # 5xx and anything unforeseen: ask, do not assume
 
     def merged_sha(self, number: int, *, deadline: float | None = None) -> str | None:
-        attempt = 0
-        while True:
-            attempt += 1
-            self._check_budget("core")
-            self._timeout(deadline)
-            self._calls += 1
-            try:
-                data = self._repo.get_pull(number).raw_data
-                self._note_rest_budget()
-            except GithubException as exc:
-                stop = self._rest_error(exc)
-                if stop is not None:
-                    raise stop from None
-                if exc.status >= 500:
-                    self._wait_before_retry(
-                        attempt,
-                        f"GitHub answered HTTP {exc.status} reading #{number}",
-                        deadline,
-                        _retry_after(_lower(exc.headers), self._now()),
-                    )
-                    continue
-                raise GitHubError(
-                    self._scrub(f"reading #{number}: HTTP {exc.status} {self._message(exc.data)}")
-                ) from None
-            except requests.RequestException as exc:
-                self._wait_before_retry(
-                    attempt, f"GitHub unreachable reading #{number} ({type(exc).__name__})", deadline, None
-                )
-                continue
-            except ValueError:
-                raise MalformedAnswer(f"malformed GitHub answer reading #{number}: not JSON") from None
-            body = _obj(data, f"pulls/{number}")
-            if not _bool(body.get("merged"), f"pulls/{number}.merged"):
-                return None
-            return _str(body.get("merge_commit_sha"), f"pulls/{number}.merge_commit_sha")
+        self._check_budget("core")
+        if not self._has_time(deadline, self._min_request_s):
+            raise GitHubUnavailable(f"no time left in this cycle to read #{number} back")
+        url = f"{self._settings.api_url.rstrip('/')}/repos/{self._settings.repository}/pulls/{number}"
+        attempts = Attempts()
+        try:
+            response = self._read(
+                "GET",
+                url,
+                deadline,
+                f"reading #{number} from GitHub",
+                attempts,
+                headers={"Accept": "application/vnd.github+json"},
+            )
+        except DeadlineExceeded as exc:
+            raise GitHubUnavailable(str(exc)) from None
+        except requests.RequestException as exc:
+            unreachable = f"GitHub unreachable reading #{number} ({type(exc).__name__})"
+            raise GitHubUnavailable(self._gave_up(unreachable, attempts)) from None
+        headers = _lower(response.headers)
+        self._note_budget("core", headers)
+        status = response.status_code
+        try:
+            data: object = response.json()
+        except ValueError:
+            data = ...  # not JSON
+        if status == 401:
+            raise BadCredentials("bad credentials: GitHub answered 401; check GITHUB_TOKEN")
+        stop = rate_limit_stop(status, headers, self._now())
+        if stop is not None:
+            raise stop
+        if status >= 500:
+            raise GitHubUnavailable(self._gave_up(f"GitHub answered HTTP {status} reading #{number}", attempts))
+        if status != 200:
+            raise GitHubError(self._scrub(f"reading #{number}: HTTP {status} {self._message(data)}".rstrip()))
+        if data is ...:
+            raise MalformedAnswer(f"malformed GitHub answer reading #{number}: not JSON")
+        body = _obj(data, f"pulls/{number}")
+        if not _bool(body.get("merged"), f"pulls/{number}.merged"):
+            ended, cut_off = self._merges_in_flight.get(number, (None, ""))
+            if ended is not None and not ended.is_set():
+                raise GitHubUnavailable(f"{cut_off}; #{number} is not merged yet, but that merge may still land")
+            return None
+        return _str(body.get("merge_commit_sha"), f"pulls/{number}.merge_commit_sha")

@@ -22,6 +22,7 @@ Usage::
     gh.push(n)                        # new head sha; old checks stay on the old sha; stale approvals dismissed
     gh.fail("PUT", r"/merge$", 502, after=True)   # merge applied, then answered 502
     gh.fail("GET", r"/pulls$", 429, headers={"retry-after": "1"}, times=2)
+    gh.fail("POST", "/api/graphql", 200, trickle=0.5)   # the answer sent one byte every 0.5 s
     gh.rate_limit(0, reset_in_s=30)   # REST answers 403, GraphQL answers errors[type=RATE_LIMITED]
     gh.on_merge = lambda n: gh.push(n)   # runs (lock held, same thread) before a merge is checked and applied
     gh.calls("PUT", "/merge"); gh.requests; gh.graphql_documents
@@ -229,6 +230,9 @@ class Fault:
     times: int | None = 1  # None: every matching request
     after: bool = False  # apply the real effect first, then answer with the fault
     delay: float = 0.0  # seconds to wait before answering (simulates a slow or timing-out GitHub)
+    # Seconds between bytes: the answer is written one byte at a time, which no per-read timeout notices.
+    trickle: float = 0.0
+    trickle_body_only: bool = False  # the status line and headers at once, then the body trickled
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -328,6 +332,7 @@ class FakeGitHub:
         self._buckets = {"core": _Bucket(), "graphql": _Bucket()}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # ends trickling answers when the server stops
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -351,6 +356,7 @@ class FakeGitHub:
 
     def start(self) -> FakeGitHub:
         if self._server is None:
+            self._stopping.clear()
             threading.Thread(target=github_schema, daemon=True).start()  # warm the schema in the background
             self._server = _Server(("127.0.0.1", 0), _Handler)
             self._server.fake = self
@@ -360,6 +366,7 @@ class FakeGitHub:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -513,12 +520,16 @@ class FakeGitHub:
 
     def fail(
         self, method: str, path_regex: str, status: int, body: Any = None, headers: dict[str, str] | None = None,
-        times: int | None = 1, after: bool = False, delay: float = 0.0,
+        times: int | None = 1, after: bool = False, delay: float = 0.0, trickle: float = 0.0,
+        trickle_body_only: bool = False,
     ) -> Fault:
         """Answer the next `times` requests (None: all) whose method and path (no query string) match with
         `status`. `body`: dict/list (JSON) or str; default `{"message": ...}`. `after=True` applies the real
-        effect (e.g. the merge) first. Faults apply before authentication and to GraphQL (path /api/graphql)."""
-        fault = Fault(method, re.compile(path_regex), status, body, dict(headers or {}), times, after, delay)
+        effect (e.g. the merge) first. Faults apply before authentication and to GraphQL (path /api/graphql).
+        `trickle`: seconds between the bytes of the answer (status line, headers and body; only the body with
+        `trickle_body_only`), until it is all sent, the client hangs up or the server stops."""
+        fault = Fault(method, re.compile(path_regex), status, body, dict(headers or {}), times, after, delay,
+                      trickle, trickle_body_only)
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -1322,16 +1333,39 @@ class _Handler(BaseHTTPRequestHandler):
             content_type = "text/plain; charset=utf-8"
         else:
             payload, content_type = json.dumps(response.body).encode(), "application/json; charset=utf-8"
-        self.send_response(response.status)
         out = {"x-github-request-id": f"FAKE:{next(fake._ids)}", "x-github-media-type": "github.v3; format=json"}
         if content_type:
             out["content-type"] = content_type
         out |= response.headers
+        if fault is not None and fault.trickle:
+            self._trickle(response.status, out, payload if self.command != "HEAD" else b"", fault)
+            return
+        self.send_response(response.status)
         for key, value in out.items():
             self.send_header(key, value)
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+
+    def _trickle(self, status: int, headers: dict[str, str], payload: bytes, fault: Fault) -> None:
+        """Write the answer one byte every `fault.trickle` seconds (the head at once with trickle_body_only)."""
+        self.close_connection = True
+        lines = [f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}"]
+        lines += [f"{key}: {value}" for key, value in headers.items()]
+        lines += [f"content-length: {len(payload)}", "connection: close", "", ""]
+        head = "\r\n".join(lines).encode("latin-1")
+        stopping = self.server.fake._stopping
+        try:
+            if fault.trickle_body_only:
+                self.wfile.write(head)
+                head = b""
+            data = head + payload
+            for index in range(len(data)):
+                if stopping.wait(fault.trickle):
+                    return
+                self.wfile.write(data[index : index + 1])
+        except OSError:  # the client gave up and closed the connection
+            return
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
