@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TextIO
 
+from coordinator import redact
+
 REPORT_EVENT = "cycle.report"
 
 
@@ -243,10 +245,8 @@ def render_text(report: CycleReport) -> str:
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
+    """`text` without the secrets, URL userinfo or query strings: `coordinator.redact.scrub`, the one scrubber."""
+    return redact.scrub(text, secrets)
 
 
 class EventLog:
@@ -258,7 +258,7 @@ class EventLog:
         self._stream = stream if stream is not None else sys.stdout
 
     def scrub(self, text: str) -> str:
-        return scrub(text, self._secrets)
+        return redact.scrub(text, self._secrets)
 
     def emit(self, event: str, **fields: Any) -> None:
         record = {"ts": _plain(datetime.now(UTC)), "event": event, "fleet": self.fleet, **_plain(fields)}

@@ -1,0 +1,309 @@
+"""Parsers for the values of settings, shared by both halves: the runtime's environment (`coordinator.settings`)
+and the stack's configuration (`deploy.stack_config`).
+
+A parser takes a setting's raw text, already stripped (blank means unset and never reaches a parser: see
+`blank_is_unset`), and returns the value or raises `ValueProblem`. The problem says what is wrong and how
+to fix it, never where and never the value itself: each side wraps it in its own naming style
+(`NAME='value' <reason>; <fix>` for a variable, `agent-fleet:key is 'value': it <reason>; <fix>` for a
+stack key) and quotes the value through `coordinator.redact.shown`, the one place that knows how to
+quote a value that may hold a credential.
+
+Everything here is pure and uses the standard library only, because the coordinator image holds
+nothing else and the Pulumi side imports the same rules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from coordinator.redact import shown
+
+
+class ValueProblem(ValueError):
+    """A value is refused. `reason` is a predicate ("is not a whole number"), `fix` says what to write instead."""
+
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(f"{reason}; {fix}")
+        self.reason = reason
+        self.fix = fix
+
+
+def blank_is_unset(raw: str | None) -> str | None:
+    """The text of a setting, or None when it is unset, empty or only spaces.
+
+    Docker Compose turns `${VAR}` into "" when VAR is unset, and Pulumi's project defaults are "" for
+    optional keys, so an empty value must mean "not given" (the default applies), never "nothing".
+    """
+    if raw is None:
+        return None
+    text = raw.strip()
+    return text or None
+
+
+# --- numbers -----------------------------------------------------------------------------------
+
+# Longer integers are refused before Python converts them: int() of a huge string is slow (quadratic)
+# and past 4300 digits raises a ValueError of its own. 18 digits still fit a signed 64-bit integer.
+MAX_INT_DIGITS = 18
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit and int() accept other scripts' digits
+# Seconds are written with at most three decimals, so that a value the scheduler hands on as "%.3f"
+# (COORDINATOR_CYCLE_TIMEOUT_S) reads back as the same number, and the smallest is 0.001.
+_SECONDS = re.compile(r"-?[0-9]{1,12}(?:\.[0-9]{1,3})?")
+MIN_SECONDS = 0.001
+
+
+def ascii_digits(text: str) -> int | None:
+    """The number `text` spells in ASCII digits (at most 18), else None. For labels and other machine-written text."""
+    if len(text) > MAX_INT_DIGITS or not _INTEGER.fullmatch(text) or text.startswith("-"):
+        return None
+    return int(text)
+
+
+def whole_number(value: object, *, minimum: int, maximum: int, example: int, maximum_hint: str = "") -> int:
+    """An already-parsed value (e.g. from JSON) that must be an int in [minimum, maximum]; bool is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueProblem("is not a whole number", f"use a whole number like {example}")
+    if value < minimum:
+        raise ValueProblem(f"is less than {minimum}", f"use {minimum} or more")
+    if value > maximum:
+        raise ValueProblem(f"is more than {maximum}", f"use at most {maximum}{maximum_hint}")
+    return value
+
+
+def parse_int(raw: str, *, minimum: int, maximum: int, example: int, maximum_hint: str = "") -> int:
+    """A whole number in ASCII digits within [minimum, maximum]."""
+    if not _INTEGER.fullmatch(raw):
+        raise ValueProblem("is not a whole number", f"use a whole number like {example}")
+    if len(raw.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueProblem(f"has more than {MAX_INT_DIGITS} digits", f"use at most {maximum}{maximum_hint}")
+    return whole_number(int(raw), minimum=minimum, maximum=maximum, example=example, maximum_hint=maximum_hint)
+
+
+def check_seconds(value: float, *, maximum: float, minimum: float = MIN_SECONDS) -> float:
+    """A number of seconds: finite, at least `minimum` (so more than 0) and at most `maximum`."""
+    if not math.isfinite(value):
+        raise ValueProblem("is not a finite number of seconds", f"use a number of seconds up to {maximum:g}")
+    if value < minimum:
+        raise ValueProblem("is not more than 0 seconds", f"use at least {minimum:g}")
+    if value > maximum:
+        raise ValueProblem(f"is more than {maximum:g} seconds", f"use at most {maximum:g}")
+    return value
+
+
+def parse_seconds(raw: str, *, maximum: float, example: str, minimum: float = MIN_SECONDS) -> float:
+    """Seconds written as digits with at most three decimals (`10`, `2.5`); never inf, nan or an exponent."""
+    if not _SECONDS.fullmatch(raw):
+        try:
+            finite = math.isfinite(float(raw))  # float() takes inf, nan and 1e400 (= inf): say so plainly
+        except ValueError:
+            finite = True
+        reason = "is not a number of seconds" if finite else "is not a finite number of seconds"
+        raise ValueProblem(reason, f"use digits with at most three decimals, like {example}")
+    return check_seconds(float(raw), maximum=maximum, minimum=minimum)
+
+
+# --- text --------------------------------------------------------------------------------------
+
+# Linux refuses to exec a program when one argument or environment string is longer than this
+# (MAX_ARG_STRLEN, 32 pages), so Docker could create such an agent but never start it.
+MAX_EXEC_STRING_BYTES = 128 * 1024
+
+
+def docker_text_problem(text: str) -> str | None:
+    """Why `text` cannot reach Docker as a name, argument or environment value, or None when it can.
+
+    A NUL ends a C string (Docker refuses it), and a lone surrogate (which JSON's \\ud800 escape
+    produces) cannot be encoded as UTF-8 at all.
+    """
+    if "\x00" in text:
+        return "holds a NUL character"
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        return f"holds a character that is not valid Unicode (at position {exc.start})"
+    if size > MAX_EXEC_STRING_BYTES:
+        return f"is {size} bytes long, more than the {MAX_EXEC_STRING_BYTES} a process's argument may hold"
+    return None
+
+
+def is_one_line(text: str) -> bool:
+    """No line break and no other control character (tab aside), in any script."""
+    return all(char == "\t" or char.isprintable() for char in text)
+
+
+def parse_list(raw: str, *, what: str, example: str) -> tuple[str, ...]:
+    """A comma-separated list; a value that names nothing at all (",, ,") is refused, never read as empty."""
+    items = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not items:
+        raise ValueProblem(f"names no {what}", f"leave it unset for the default, or list them like {example}")
+    for item in items:
+        if not is_one_line(item):
+            raise ValueProblem(f"has a {what} with a control character", f"list them like {example}")
+    return items
+
+
+# --- names -------------------------------------------------------------------------------------
+
+# The fleet id starts every agent's container name, `<fleet>-<role>-<slot>`, which must fit a DNS label
+# (63 characters: Swarm service names are DNS labels). 24 + 1 + 30 (a role key) + 1 + 4 (slot 1000) = 60.
+MAX_FLEET_ID_CHARS = 24
+_FLEET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def parse_fleet_id(raw: str) -> str:
+    if not _FLEET_ID.fullmatch(raw):
+        raise ValueProblem(
+            "may hold only ASCII letters, digits, '_', '.' and '-', starting with a letter or digit",
+            "use a name like agent-fleet",
+        )
+    if len(raw) > MAX_FLEET_ID_CHARS:
+        raise ValueProblem(
+            f"is {len(raw)} characters long, more than {MAX_FLEET_ID_CHARS}",
+            "shorten it: agent container names are <fleet>-<role>-<slot> and must fit 63 characters",
+        )
+    return raw
+
+
+# GitHub's own rules: an owner is 1-39 letters, digits or inner single hyphens; a repository name is
+# up to 100 letters, digits, '.', '_' or '-', and never '.' or '..'.
+_OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")
+_REPOSITORY_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def parse_repository(raw: str) -> str:
+    """`owner/name` as GitHub spells them."""
+    owner, slash, name = raw.partition("/")
+    if not slash or not _OWNER.fullmatch(owner) or not _REPOSITORY_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueProblem("is not owner/name", "use the repository's owner/name, like acme/webapp")
+    return raw
+
+
+# An image reference: [registry[:port]/]path[:tag][@digest], ASCII without spaces.
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")
+
+
+def parse_image(raw: str, *, example: str) -> str:
+    if not _IMAGE.fullmatch(raw):
+        raise ValueProblem("is not an image reference", f"use an image reference like {example}")
+    return raw
+
+
+# A Docker network mode: bridge, host, none, container:<name>, or a network's name.
+_NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}")
+
+
+def parse_network(raw: str) -> str:
+    if not _NETWORK.fullmatch(raw):
+        raise ValueProblem("is not a Docker network", "use bridge, host, or a network's name like fleet-net")
+    return raw
+
+
+# --- URLs ----------------------------------------------------------------------------------------
+
+
+def parse_url(raw: str, *, example: str, schemes: Iterable[str] = ("http", "https")) -> str:
+    """An absolute URL of one of `schemes`, with a host, in printable ASCII (no space or control character)."""
+    allowed = tuple(schemes)
+    fix = f"use a URL like {example}"
+    if not raw.isascii() or not raw.isprintable() or " " in raw:
+        raise ValueProblem("is not a URL: it holds a space, a control character or a non-ASCII character", fix)
+    try:
+        parts = urlsplit(raw)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        raise ValueProblem("is not a URL", fix) from None
+    if parts.scheme.lower() not in allowed:
+        wanted = " or ".join(f"{scheme}://" for scheme in allowed)
+        raise ValueProblem(f"does not start with {wanted}", fix)
+    if not parts.hostname and parts.scheme.lower() not in ("unix", "npipe"):
+        raise ValueProblem("has no host", fix)
+    if not port_ok:
+        raise ValueProblem("has an invalid port", fix)
+    return raw
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+# Deeper documents are refused with a message rather than left to Python's recursion limit. The roster
+# and the stack's maps are three levels deep; 32 leaves room and stays far below the C parser's limit.
+MAX_JSON_DEPTH = 32
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            # Python would keep the last one silently; a person who wrote the key twice meant one of them.
+            raise ValueProblem(f"has the key {shown(key)} twice in one object", "keep only one of them")
+        result[key] = value
+    return result
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueProblem(f"has a number of more than {MAX_INT_DIGITS} digits", "use a smaller number")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueProblem("has a number too large to represent", "use a smaller number")
+    return number
+
+
+def _constant(name: str) -> float:
+    raise ValueProblem(f"has {name}, which is not JSON", "use a number")
+
+
+def _depth(value: object) -> int:
+    """How deeply `value` nests lists and objects, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def load_json(data: str | bytes, *, max_bytes: int | None = None) -> object:
+    """Parse JSON strictly: UTF-8 only, no duplicate keys, no NaN or Infinity, no 19-digit numbers, no deep nesting.
+
+    Raises ValueProblem naming the byte offset, line or key at fault.
+    """
+    if isinstance(data, bytes):
+        if max_bytes is not None and len(data) > max_bytes:
+            raise ValueProblem(f"is {len(data)} bytes, more than the limit of {max_bytes}", "make it smaller")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueProblem(
+                f"is not UTF-8: byte {exc.start} is 0x{data[exc.start]:02x}", "write the file as UTF-8"
+            ) from None
+    else:
+        text = data
+    try:
+        value: object = json.loads(
+            text, object_pairs_hook=_pairs, parse_int=_int, parse_float=_float, parse_constant=_constant
+        )
+    except ValueProblem:
+        raise
+    except json.JSONDecodeError as exc:
+        raise ValueProblem(
+            f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", "fix the JSON"
+        ) from None
+    except RecursionError:
+        value = None
+        too_deep = True
+    else:
+        too_deep = _depth(value) > MAX_JSON_DEPTH
+    if too_deep:
+        raise ValueProblem("is nested too deeply", f"use at most {MAX_JSON_DEPTH} levels of lists and objects")
+    return value
