@@ -125,6 +125,15 @@ def test_trickled_headers_are_a_timeout_when_the_budget_is_spent() -> None:
     assert 3.0 <= elapsed < 3.0 + PROMPT_S
 
 
+def test_the_callers_deadline_comes_first_when_it_is_earlier() -> None:
+    with production(TRICKLE_HEAD, trickle_s=0.5) as server:
+        started = time.monotonic()
+        report = check_health(HealthSettings(url=server.url, timeout_s=10), deadline=started + 1)
+        elapsed = time.monotonic() - started
+    assert report.error == "timeout"
+    assert 1.0 <= elapsed < 1.0 + PROMPT_S
+
+
 def test_a_trickled_body_is_never_waited_for() -> None:
     with production(TRICKLE_BODY, trickle_s=0.5) as server:
         report, elapsed = bounded_check(HealthSettings(url=server.url, timeout_s=3))

@@ -33,12 +33,14 @@ MAX_ATTEMPTS = 3
 USER_AGENT = "agent-fleet-coordinator/health-check"
 
 
-def check_health(settings: HealthSettings) -> HealthReport:
+def check_health(settings: HealthSettings, *, deadline: float | None = None) -> HealthReport:
     """GET `settings.url`; up when the status code is expected, down otherwise (with the reason).
 
-    Returns within `settings.timeout_s` (plus a few milliseconds), never raises for the request's sake.
+    Returns within `settings.timeout_s`, or by `deadline` (a `time.monotonic()` instant, e.g. the cycle's)
+    if that comes first, plus a few milliseconds; never raises for the request's sake.
     """
-    deadline = time.monotonic() + settings.timeout_s
+    own = time.monotonic() + settings.timeout_s
+    deadline = own if deadline is None else min(own, deadline)
     attempts = Attempts()
     # Only unexpected server errors are worth a second look: a 503 that HEALTH_EXPECT accepts is an answer.
     retry = read_retry(attempts=MAX_ATTEMPTS, statuses=[s for s in SERVER_ERRORS if not settings.expects(s)])
