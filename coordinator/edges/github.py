@@ -34,6 +34,7 @@ from github import Auth, Github, GithubException
 
 from coordinator.deadline import DeadlineExceeded, run_with_deadline
 from coordinator.edges.http import NO_RETRY, Attempts, mount, read_retry, send
+from coordinator.redact import scrub
 from coordinator.settings import GitHubSettings
 from coordinator.steps.merge import (
     CheckConclusion,
@@ -359,6 +360,7 @@ class GitHubClient:
             raise ValueError("max_attempts must be at least 1")
         self._settings = settings
         self._token = settings.token.reveal()
+        self._secrets = (self._token,)  # what `scrub` takes out of every message built from GitHub's words
         self._timeout_s = timeout_s
         self._sleep = sleep  # only for spacing merges; retries wait inside urllib3, within the deadline
         self._min_remaining = min_remaining
@@ -409,9 +411,6 @@ class GitHubClient:
         self.close()
 
     # ---------------------------------------------------------------------------------- helpers
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token else text
 
     def _now(self) -> datetime:
         return datetime.now(UTC)
@@ -510,7 +509,9 @@ class GitHubClient:
             raise stop
         if status != 200:
             detail = self._message(body)
-            raise GitHubError(self._scrub(f"GitHub GraphQL answered HTTP {status}" + (f": {detail}" if detail else "")))
+            raise GitHubError(
+                scrub(f"GitHub GraphQL answered HTTP {status}" + (f": {detail}" if detail else ""), self._secrets)
+            )
         answer = _obj(body, "answer")
         errors = answer.get("errors")
         if errors:
@@ -519,7 +520,7 @@ class GitHubClient:
             if "RATE_LIMITED" in types:
                 raise RateLimited("GitHub GraphQL rate limit (RATE_LIMITED)", _reset_at(headers))
             messages = "; ".join(str(e.get("message", ""))[:200] for e in errors if isinstance(e, Mapping))
-            raise GitHubError(self._scrub(f"GitHub GraphQL errors: {messages or errors!r}"))
+            raise GitHubError(scrub(f"GitHub GraphQL errors: {messages or errors!r}", self._secrets))
         return _obj(answer.get("data"), "data")
 
     def fetch_open_pulls(self, *, deadline: float | None = None) -> OpenPulls:
@@ -598,7 +599,7 @@ class GitHubClient:
                 raise stop from None
             return self._merge_refusal(exc)
         except requests.RequestException as exc:
-            return MergeRefused(MergeFailure.UNCERTAIN, self._scrub(f"no answer ({type(exc).__name__})"))
+            return MergeRefused(MergeFailure.UNCERTAIN, f"no answer ({type(exc).__name__})")
         except (ValueError, KeyError, TypeError, AttributeError):
             return MergeRefused(MergeFailure.UNCERTAIN, "malformed answer to the merge")
         finally:
@@ -611,7 +612,7 @@ class GitHubClient:
         return MergeRefused(MergeFailure.UNCERTAIN, "malformed answer to the merge")
 
     def _merge_refusal(self, exc: GithubException) -> MergeRefused:
-        detail = self._scrub(f"HTTP {exc.status}" + (f": {m}" if (m := self._message(exc.data)) else ""))
+        detail = scrub(f"HTTP {exc.status}" + (f": {m}" if (m := self._message(exc.data)) else ""), self._secrets)
         if exc.status == 409:
             return MergeRefused(MergeFailure.HEAD_MOVED, detail)
         if exc.status == 405:
@@ -659,7 +660,7 @@ class GitHubClient:
         if status >= 500:
             raise GitHubUnavailable(self._gave_up(f"GitHub answered HTTP {status} reading #{number}", attempts))
         if status != 200:
-            raise GitHubError(self._scrub(f"reading #{number}: HTTP {status} {self._message(data)}".rstrip()))
+            raise GitHubError(scrub(f"reading #{number}: HTTP {status} {self._message(data)}".rstrip(), self._secrets))
         if data is ...:
             raise MalformedAnswer(f"malformed GitHub answer reading #{number}: not JSON")
         body = _obj(data, f"pulls/{number}")
