@@ -2,9 +2,15 @@
 
 This is the one place that runs the steps. Each goes through `StepRunner.run`, which records how it
 ended; an exception in one is reported (step and message, secrets scrubbed) and the next step still
-runs, and the report is written whatever happened. The guide's error table holds: a failed inventory
-counts nothing as running, so reconcile plans every slot (and the slot names make that safe); a failed
-pull request list skips the merge step only; a failed health check is reported, not raised.
+runs. The guide's error table holds: a failed inventory counts nothing as running, so reconcile plans
+every slot (and the slot names make that safe); a failed pull request list skips the merge step only;
+a failed health check is reported, not raised.
+
+The report is written whatever happens. Each step runs against the cycle's wall-clock deadline
+(`coordinator.deadline`): a step still running at the deadline is cut off and reported as failed, and
+the cycle goes on to its report. The deadline falls before the scheduler's time limit; should the
+scheduler stop the cycle anyway (SIGTERM), `CycleStopped` ends the step in progress, the steps not yet
+run are reported as skipped, and the report is still written.
 
 The cycle reaches the outside world only through the adapters it is handed (`CycleAdapters`): the
 agent runtime (`coordinator.runtime.AgentRuntime`), GitHub (`coordinator.steps.merge.GitHubPort`),
@@ -13,13 +19,16 @@ production (a `ProductionProbe`) and the clock. Tests hand in their own, pointed
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from types import FrameType
 from typing import Protocol, TypeVar
 
 from coordinator import verdict
+from coordinator.deadline import DeadlineExceeded, run_with_deadline
 from coordinator.report import (
     CycleReport,
     EventLog,
@@ -49,13 +58,33 @@ from coordinator.steps.reconcile import (
 
 T = TypeVar("T")
 
+STEPS = ("inventory", "reconcile", "merge", "health", "report")
+# A step that keeps its own deadline (merge, health) ends by it and reports how far it got; the cycle cuts a
+# step off only this much later, as the net under steps that do not.
+STEP_GRACE_S = 2.0
+
+
+class CycleStopped(BaseException):
+    """The cycle was asked to stop (SIGTERM): the step in progress ends, the report is written at once.
+
+    A BaseException, so that no step's own error handling can swallow it."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (the scheduler's time limit) into CycleStopped in the main thread; call from it."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise CycleStopped("stopped by the scheduler at the cycle's time limit")
+
+    signal.signal(signal.SIGTERM, handler)
+
 
 class Clock(Protocol):
     def __call__(self) -> datetime: ...
 
 
 class ProductionProbe(Protocol):
-    def __call__(self, settings: HealthSettings) -> HealthReport: ...
+    def __call__(self, settings: HealthSettings, *, deadline: float | None = None) -> HealthReport: ...
 
 
 @dataclass(frozen=True)
@@ -92,9 +121,11 @@ def default_adapters(settings: Settings) -> CycleAdapters:
 class StepRunner:
     """Runs one step at a time into the report: a step's exception is its failure, never the cycle's."""
 
-    def __init__(self, report: CycleReport, log: EventLog) -> None:
+    def __init__(self, report: CycleReport, log: EventLog, deadline: float | None = None) -> None:
         self.report = report
         self.log = log
+        self.deadline = deadline
+        self.current: str | None = None
 
     def skip(self, name: str, reason: str) -> None:
         self.report.steps[name] = StepResult(StepStatus.SKIPPED, reason)
@@ -102,15 +133,29 @@ class StepRunner:
 
     def run(self, name: str, fn: Callable[[], T]) -> T | None:
         started = time.monotonic()
+        self.current = name  # left set when CycleStopped passes through: `stopped` then knows the step it cut
+        error: str | None = None
         try:
-            value = fn()
+            value = fn() if self.deadline is None else run_with_deadline(fn, self.deadline, f"the {name} step")
+        except DeadlineExceeded as exc:
+            error = f"cut off at the cycle's deadline: {exc}"
         except Exception as exc:
-            message = self.log.scrub(str(exc) or type(exc).__name__)
-            self.fail(name, message, time.monotonic() - started)
+            error = self.log.scrub(str(exc) or type(exc).__name__)
+        self.current = None
+        if error is not None:
+            self.fail(name, error, time.monotonic() - started)
             return None
         if name not in self.report.steps:  # a step may have recorded a partial failure itself
             self.report.steps[name] = StepResult(StepStatus.OK, "", round(time.monotonic() - started, 3))
         return value
+
+    def stopped(self, reason: str) -> None:
+        """The cycle was stopped: the step in progress failed, the ones not run are skipped."""
+        if self.current is not None:
+            self.fail(self.current, reason)
+        for name in STEPS[:-1]:
+            if name not in self.report.steps:
+                self.skip(name, reason)
 
     def fail(self, name: str, message: str, duration_s: float = 0.0) -> None:
         self.report.errors.append(StepError(name, message))
@@ -131,9 +176,34 @@ def run_cycle(
     started_mono = time.monotonic()
     now = adapters.clock()
     report = CycleReport(fleet=settings.fleet_id, started_at=now, dry_run=dry_run)
-    steps = StepRunner(report, log)
+    steps = StepRunner(report, log, None if deadline is None else deadline + STEP_GRACE_S)
     log.emit("cycle.started", dry_run=dry_run)
+    try:
+        _run_steps(settings, adapters, report, steps, log, now=now, dry_run=dry_run, deadline=deadline)
+    except CycleStopped as stop:
+        steps.stopped(str(stop))
+    if "merge" in report.steps:
+        report.merge.status = report.steps["merge"].status
 
+    # 5. Report: judged from the data, then written as the cycle's last line; never cut off.
+    report.duration_s = round(time.monotonic() - started_mono, 3)
+    steps.deadline = None
+    steps.run("report", lambda: _judge(report))
+    log.write(to_dict(report))
+    return report
+
+
+def _run_steps(
+    settings: Settings,
+    adapters: CycleAdapters,
+    report: CycleReport,
+    steps: StepRunner,
+    log: EventLog,
+    *,
+    now: datetime,
+    dry_run: bool,
+    deadline: float | None,
+) -> None:
     # 1. Inventory. On failure the guide says: assume 0 running, spawn all (the slot names keep that safe).
     lost_after = timedelta(seconds=settings.runtime.node_lost_s)
     inventory = steps.run(
@@ -149,34 +219,30 @@ def run_cycle(
     else:
         steps.run("reconcile", lambda: _reconcile(settings, inventory, adapters, report, log, dry_run))
 
-    # 3. Merge.
+    # 3. Merge. It stops merging early enough to leave the health check its whole budget.
     github_settings = settings.github
     if github_settings is None:
         steps.skip("merge", settings.skipped.get("merge", "GitHub is not configured"))
     else:
+        merge_deadline = deadline
+        if deadline is not None and settings.health is not None:
+            merge_deadline = deadline - settings.health.timeout_s
         merged = steps.run(
             "merge",
-            lambda: run_merge(adapters.github(github_settings), github_settings, log=log, deadline=deadline,
+            lambda: run_merge(adapters.github(github_settings), github_settings, log=log, deadline=merge_deadline,
                               dry_run=dry_run),
         )
         report.merge = merged if merged is not None else MergeReport()
-    report.merge.status = report.steps["merge"].status
 
     # 4. Health.
     health_settings = settings.health
     if health_settings is None:
         steps.skip("health", settings.skipped.get("health", "HEALTH_URL is not set"))
     else:
-        health = steps.run("health", lambda: adapters.production(health_settings))
+        health = steps.run("health", lambda: adapters.production(health_settings, deadline=deadline))
         if health is not None:
             report.health = health
             log.emit("health.checked", **asdict(health))
-
-    # 5. Report: judged from the data, then written as the cycle's last line.
-    report.duration_s = round(time.monotonic() - started_mono, 3)
-    steps.run("report", lambda: _judge(report))
-    log.write(to_dict(report))
-    return report
 
 
 def _judge(report: CycleReport) -> None:

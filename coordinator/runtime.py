@@ -33,6 +33,19 @@ from enum import StrEnum
 from typing import Protocol
 
 from coordinator.fleet import Resources
+from coordinator.settings import Secret
+
+# Where an agent finds each of its secrets, as a file named after it, on every engine.
+SECRETS_DIR = "/run/secrets"
+
+
+@dataclass(frozen=True)
+class AgentSecret:
+    """One secret an agent receives, as the file `SECRETS_DIR/<name>`: never an environment variable, a label
+    or an argument, so `docker inspect` never shows it."""
+
+    name: str
+    value: Secret
 
 
 class Phase(StrEnum):
@@ -106,6 +119,7 @@ class AgentLaunch:
     resources: Resources = field(default_factory=Resources)
     network: str | None = None  # the engine's default when None
     placement: tuple[str, ...] = ()  # placement constraints, on engines that place agents on nodes
+    secrets: tuple[AgentSecret, ...] = ()
 
 
 @dataclass(frozen=True)

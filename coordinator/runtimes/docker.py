@@ -13,9 +13,11 @@ A finished agent is kept aside when its slot is filled again: renamed to `<name>
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
+import tarfile
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -29,8 +31,10 @@ from docker.types import LogConfig
 
 from coordinator import labels
 from coordinator.runtime import (
+    SECRETS_DIR,
     AgentLaunch,
     AgentRecord,
+    AgentSecret,
     CoordinatorLog,
     FleetListing,
     Phase,
@@ -139,6 +143,22 @@ def _facts_from_json(entry: Mapping[str, Any]) -> ExitFacts:
     if not isinstance(code, int):
         raise TypeError("exit_code")
     return ExitFacts(code, moment(entry.get("started_at")), moment(entry.get("finished_at")))
+
+
+def secrets_archive(secrets: tuple[AgentSecret, ...]) -> bytes:
+    """A tar of `run/secrets/<NAME>` files, readable by whichever user the agent's image runs as."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for folder in ("run", SECRETS_DIR.lstrip("/")):
+            entry = tarfile.TarInfo(folder)
+            entry.type, entry.mode = tarfile.DIRTYPE, 0o755
+            archive.addfile(entry)
+        for secret in secrets:
+            data = secret.value.reveal().encode("utf-8")
+            entry = tarfile.TarInfo(f"{SECRETS_DIR.lstrip('/')}/{secret.name}")
+            entry.size, entry.mode = len(data), 0o444
+            archive.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 class DockerRuntime:
@@ -254,6 +274,32 @@ class DockerRuntime:
         return str(created["Id"])
 
     def spawn(self, launch: AgentLaunch) -> str:
+        container_id = self._create_named(launch)
+        if launch.secrets:
+            self._copy_secrets(container_id, launch)
+        try:
+            self.api.start(container_id)
+        except docker.errors.NotFound:
+            # Another cycle saw it never started and cleared the slot: that cycle now fills it.
+            raise SlotTaken(launch.name) from None
+        except docker.errors.DockerException as exc:
+            # Left as created: the next cycle removes it and tries again.
+            raise RuntimeFailure(f"starting {launch.name} failed: {exc}") from None
+        return container_id
+
+    def _copy_secrets(self, container_id: str, launch: AgentLaunch) -> None:
+        """The secrets as files, copied into the created container before it starts: no host path, no
+        environment variable, nothing `docker inspect` shows."""
+        try:
+            self.api.put_archive(container_id, "/", secrets_archive(launch.secrets))
+        except docker.errors.NotFound:
+            raise SlotTaken(launch.name) from None
+        except docker.errors.DockerException as exc:
+            with contextlib.suppress(docker.errors.DockerException):
+                self.api.remove_container(container_id, force=False)
+            raise RuntimeFailure(f"copying the secrets into {launch.name} failed: {type(exc).__name__}") from None
+
+    def _create_named(self, launch: AgentLaunch) -> str:
         try:
             try:
                 container_id = self._create(launch)
@@ -266,14 +312,6 @@ class DockerRuntime:
             raise RuntimeFailure(f"creating {launch.name} failed: {exc.explanation or exc}") from None
         except docker.errors.DockerException as exc:
             raise RuntimeFailure(f"creating {launch.name} failed: {exc}") from None
-        try:
-            self.api.start(container_id)
-        except docker.errors.NotFound:
-            # Another cycle saw it never started and cleared the slot: that cycle now fills it.
-            raise SlotTaken(launch.name) from None
-        except docker.errors.DockerException as exc:
-            # Left as created: the next cycle removes it and tries again.
-            raise RuntimeFailure(f"starting {launch.name} failed: {exc}") from None
         return container_id
 
     def _squatter(self, launch: AgentLaunch) -> str | None:

@@ -20,6 +20,7 @@ whose task is still active is never removed or updated.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from docker.types import (
     DriverConfig,
     Placement,
     RestartPolicy,
+    SecretReference,
     ServiceMode,
     TaskTemplate,
 )
@@ -73,6 +75,7 @@ class SwarmRuntime:
             except docker.errors.DockerException as exc:
                 raise RuntimeFailure(f"cannot reach the swarm manager: {exc}") from None
         self.api: docker.APIClient = client
+        self._secret_ids: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------- inventory
 
@@ -141,6 +144,40 @@ class SwarmRuntime:
 
     # ----------------------------------------------------------------------------------- spawning
 
+    def _secret_references(self, launch: AgentLaunch) -> list[SecretReference]:
+        """Each secret as a Docker secret, mounted at `/run/secrets/<NAME>`.
+
+        A Docker secret cannot change, so each value gets its own, named after the fleet, the secret and a
+        digest of the value (as kustomize's secret generator names its secrets): a new value is a new secret,
+        reaching the agents spawned after it while the running ones keep theirs.
+        """
+        references: list[SecretReference] = []
+        for secret in launch.secrets:
+            value = secret.value.reveal().encode("utf-8")
+            digest = hashlib.sha256(value).hexdigest()[:16]
+            name = f"{launch.fleet_id}-{secret.name.lower().replace('_', '-')}-{digest}"
+            secret_id = self._secret_ids.get(name)
+            if secret_id is None:
+                secret_id = self._ensure_secret(launch.fleet_id, name, value)
+                self._secret_ids[name] = secret_id
+            references.append(SecretReference(secret_id, name, filename=secret.name, uid="0", gid="0", mode=0o444))
+        return references
+
+    def _ensure_secret(self, fleet_id: str, name: str, value: bytes) -> str:
+        try:
+            return str(self.api.inspect_secret(name)["ID"])
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.DockerException as exc:
+            raise RuntimeFailure(f"reading the swarm secret {name} failed: {type(exc).__name__}") from None
+        try:
+            return str(self.api.create_secret(name, value, labels={labels.FLEET: fleet_id,
+                                                                    labels.COMPONENT: labels.AGENT})["ID"])
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # a racing cycle made the same secret
+                return str(self.api.inspect_secret(name)["ID"])
+            raise RuntimeFailure(f"creating the swarm secret {name} failed: HTTP {exc.status_code}") from None
+
     def spawn(self, launch: AgentLaunch) -> str:
         agent_labels = labels.agent_labels(launch)
         resources = launch.resources
@@ -152,6 +189,7 @@ class SwarmRuntime:
                 env=dict(launch.env),
                 labels=agent_labels,
                 init=True,
+                secrets=self._secret_references(launch) or None,
             ),
             # Reservations make placement respect each node's capacity (beyond it a task waits, pending);
             # limits keep an agent to its share.
