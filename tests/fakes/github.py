@@ -27,6 +27,12 @@ Usage::
     gh.on_merge = lambda n: gh.push(n)   # runs (lock held, same thread) before a merge is checked and applied
     gh.calls("PUT", "/merge"); gh.requests; gh.graphql_documents
 
+Agents open pull requests through REST (``POST /repos/{o}/{r}/pulls``, then ``POST .../issues/{n}/labels``), each
+with its own token: ``FakeGitHub(extra_tokens={agent_token: "fleet-agent[bot]"})`` accepts it, acting as that login.
+``resolve_branch`` (e.g. ``FakeGitServer.head``) gives a new pull request its head sha; without it one is made up::
+
+    FakeGitHub(resolve_branch=git_server.head, extra_tokens={"agent-token-...": "fleet-agent[bot]"})
+
 Semantics follow GitHub's REST and GraphQL documentation: ``reviewDecision`` (null when no review is required),
 ``statusCheckRollup`` (null when nothing reported), ``mergeStateStatus``, merges that check the pinned head
 (409 / GraphQL error), the method the repository allows (405) and branch protection (405). Connections reject
@@ -49,7 +55,7 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -304,6 +310,8 @@ class FakeGitHub:
         allow_merge_commit: bool = True,
         allow_rebase_merge: bool = True,
         writers: Iterable[str] = ("alice", "bob", "carol", "dave"),
+        resolve_branch: Callable[[str], str | None] | None = None,
+        extra_tokens: Mapping[str, str] | None = None,
     ) -> None:
         self.owner, self.name, self.token, self.default_branch = owner, name, token, default_branch
         # Who can push. On a public repository anyone may submit a review; GitHub counts only these
@@ -316,6 +324,11 @@ class FakeGitHub:
         self.allow_merge_commit = allow_merge_commit
         self.allow_rebase_merge = allow_rebase_merge
         self.on_merge: Callable[[int], object] | None = None
+        # A branch's head sha (None: no such branch), for pull requests opened through REST: a git server's.
+        self.resolve_branch = resolve_branch
+        # Other accounts' tokens, token -> login (an agent's own token): accepted, acting as that login.
+        self.extra_tokens: dict[str, str] = dict(extra_tokens or {})
+        self._actor = "fleet-bot"  # the login of the request being handled (the state lock is held)
         self.requests: list[Call] = []
         self.graphql_documents: list[str] = []
         self.graphql_variables: list[dict[str, Any]] = []
@@ -730,8 +743,10 @@ class FakeGitHub:
         if scheme.lower() not in ("token", "bearer") or not credential.strip():
             message = "This endpoint requires you to be authenticated." if is_graphql else "Requires authentication"
             return _Response(401, {"message": message, "documentation_url": DOCS}, bucket.headers(resource))
-        if not hmac.compare_digest(credential.strip().encode(), self.token.encode()):
+        actor = self._token_login(credential.strip())
+        if actor is None:
             return _Response(401, {"message": "Bad credentials", "documentation_url": DOCS}, bucket.headers(resource))
+        self._actor = actor
         if body is ...:
             return _Response(400, {"message": "Problems parsing JSON", "documentation_url": DOCS},
                              bucket.headers(resource))
@@ -760,6 +775,14 @@ class FakeGitHub:
             status, payload, extra = problem.status, {"message": problem.message, "documentation_url": DOCS}, {}
         return _Response(status, payload, bucket.headers(resource) | extra)
 
+    def _token_login(self, credential: str) -> str | None:
+        """Who a token is: the fake's own token is fleet-bot; `extra_tokens` name theirs; None for any other."""
+        found = None
+        for token, login in [(self.token, "fleet-bot"), *self.extra_tokens.items()]:
+            if hmac.compare_digest(credential.encode(), token.encode()) and found is None:
+                found = login
+        return found
+
     def _rate_limit_json(self) -> dict[str, Any]:
         resources = {key: bucket.as_json(key) for key, bucket in self._buckets.items()}
         return {"resources": resources, "rate": resources["core"]}
@@ -775,6 +798,8 @@ class FakeGitHub:
             ("GET", repo + r"/pulls/(?P<number>\d+)/reviews", self._rest_reviews),
             ("GET", repo + r"/pulls/(?P<number>\d+)/merge", self._rest_is_merged),
             ("PUT", repo + r"/pulls/(?P<number>\d+)/merge", self._rest_merge),
+            ("POST", repo + r"/pulls", self._rest_create_pull),
+            ("POST", repo + r"/issues/(?P<number>\d+)/labels", self._rest_add_labels),
             ("GET", repo + r"/commits/(?P<ref>.+)/status", self._rest_combined_status),
             ("GET", repo + r"/commits/(?P<ref>.+)/check-runs", self._rest_check_runs),
         ]
@@ -902,6 +927,60 @@ class FakeGitHub:
                            'is not one of ["merge", "squash", "rebase"].', 422)
         pull = self._merge(int(number), method, body.get("sha"), body.get("commit_title"), body.get("commit_message"))
         return 200, {"sha": pull.merge_commit_sha, "merged": True, "message": "Pull Request successfully merged"}, {}
+
+    def _rest_create_pull(self, body: Any, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        """POST /repos/{o}/{r}/pulls: title, head ("branch" or "owner:branch"), base, body, draft."""
+        if not isinstance(body, dict):
+            return 422, {"message": "Invalid request.\n\nBody is not a JSON object.", "documentation_url": DOCS}, {}
+        missing = [key for key in ("base", "head") if not isinstance(body.get(key), str) or not body[key]]
+        if missing:
+            names = ", ".join(f'"{key}"' for key in missing)
+            verb = "wasn't" if len(missing) == 1 else "weren't"
+            return 422, {"message": f"Invalid request.\n\n{names} {verb} supplied.", "documentation_url": DOCS}, {}
+
+        def invalid(*errors: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+            return 422, {"message": "Validation Failed", "errors": [{"resource": "PullRequest", **e} for e in errors],
+                         "documentation_url": DOCS}, {}
+
+        title = body.get("title")
+        if not isinstance(title, str) or not title.strip():
+            return invalid({"field": "title", "code": "missing_field"})
+        head, base = body["head"], body["base"]
+        owner, _, branch = head.rpartition(":")
+        if owner and owner.lower() != self.owner.lower():
+            return invalid({"field": "head", "code": "invalid"})
+        if self.resolve_branch is not None:
+            head_sha = self.resolve_branch(branch)
+            base_known = base == self.default_branch or self.resolve_branch(base) is not None
+        else:
+            head_sha, base_known = self._new_sha("head", branch), True
+        if head_sha is None:
+            return invalid({"field": "head", "code": "invalid"})
+        if not base_known:
+            return invalid({"field": "base", "code": "invalid"})
+        if branch == base:
+            return invalid({"code": "custom", "message": f"No commits between {base} and {branch}"})
+        if any(p.head_ref == branch and p.state == "open" for p in self._pulls.values()):
+            return invalid({"code": "custom", "message": f"A pull request already exists for {self.owner}:{branch}."})
+        text = body.get("body")
+        pull = self.add_pull(title, draft=bool(body.get("draft")), base=base, author=self._actor,
+                             body=text if isinstance(text, str) else "", head_ref=branch)
+        pull.head_sha = head_sha
+        self._known_shas.add(head_sha)
+        data = self._pull_json(pull, detail=True)
+        return 201, data, {"location": data["url"]}
+
+    def _rest_add_labels(self, number: str, body: Any, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        """POST /repos/{o}/{r}/issues/{n}/labels: {"labels": [...]} or a bare list; answers the issue's labels."""
+        pull = self._get_pull(number)
+        names = body.get("labels") if isinstance(body, dict) else body
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+            return 422, {"message": "Invalid request.\n\nNo labels were supplied.", "documentation_url": DOCS}, {}
+        for name in names:
+            if name.casefold() not in {label.casefold() for label in pull.labels}:
+                pull.labels.append(name)
+        pull.updated_at = self._tick()
+        return 200, self._pull_json(pull, detail=False)["labels"], {}
 
     def _resolve_ref(self, ref: str) -> str:
         if ref in self._known_shas:
