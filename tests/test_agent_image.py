@@ -1,0 +1,546 @@
+"""The reference agent (agent/Dockerfile, agent/entrypoint.py) honours the agent contract (docs/agents.md).
+
+No model is reachable from a test, so the coding-agent CLI is a scripted stand-in: a role `command` that edits
+a file (or changes nothing), or a `claude` stub that shadows the real one to show what the default CMD runs.
+Everything else is real: `git` clones from and pushes to a local git server (`git http-backend`, refusing a wrong
+token), the pull request is opened on the local GitHub over HTTP, the image is built from agent/Dockerfile in
+full (Claude Code included: about a minute and a half here, so it is never cut short) and its containers run on
+the real Docker engine with host networking, their secrets copied in as files before they start.
+
+The first tests run the entrypoint on this machine, without Docker, for its logic; the `docker` ones run the
+image; the last one runs the whole loop through real coordinator cycles.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from tests.fakes.git_server import FakeGitServer
+from tests.fakes.github import FakeGitHub
+from tests.fleet_harness import ROOT, cycle_env, fleet_containers, role_spec, run_cycle, write_roster
+
+AGENT_IMAGE = "agent-fleet/agent:test"
+STAND_IN_IMAGE = "agent-fleet/agent-stand-in:test"
+ENTRYPOINT = ROOT / "agent" / "entrypoint.py"
+AGENT_TOKEN = "agent-token-0aB1cD2eF3gH4iJ5kL6mN7"  # the agent's own token; the git server knows only this one
+COORDINATOR_TOKEN = "coordinator-token-9zY8xW7vU6tS5rQ4"  # the coordinator's: never handed to an agent
+MODEL_KEY = "model-key-sk-fake-5566778899aabbccdd"
+AGENT_LOGIN = "fleet-agent[bot]"
+BRIEF = "Append a line to README.md. Exit when there is nothing left to append."
+TIMEOUT = 120.0
+
+# The scripted stand-ins for the model's CLI, as a role's `command`.
+EDITS = ("sh", "-c", "printf 'A line from the stand-in\\n' >> README.md && "
+         "echo '{\"type\": \"result\", \"is_error\": false, \"result\": \"Appended a line to README.md.\"}'")
+CHANGES_NOTHING = ("sh", "-c", "echo 'Nothing is left to append.'")
+# A `claude` that shadows the real one: records its argv and environment, adds a file, answers as Claude Code does.
+CLAUDE_STUB = """#!/bin/sh
+printf '%s\\0' "$@" > /home/agent/stand-in-argv
+env > /home/agent/stand-in-env
+printf 'Notes from the stand-in\\n' > NOTES.md
+echo '{"type":"result","subtype":"success","is_error":false,"result":"Added NOTES.md.","total_cost_usd":0}'
+"""
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[FakeGitServer, FakeGitHub]]:
+    """The local git server (the agent's token) and the local GitHub (the coordinator's, and the agent's)."""
+    with FakeGitServer(token=AGENT_TOKEN) as git, FakeGitHub(
+        token=COORDINATOR_TOKEN, required_checks=("ci",), resolve_branch=git.head,
+        extra_tokens={AGENT_TOKEN: AGENT_LOGIN},
+    ) as github:
+        yield git, github
+        assert github.server_errors == []
+
+
+def agent_env(git: FakeGitServer, github: FakeGitHub, **extra: str) -> dict[str, str]:
+    """What the coordinator hands an agent (docs/agents.md), pointed at the local servers."""
+    return {
+        "AGENT_ROLE": "builder", "AGENT_BRIEF": BRIEF, "AGENT_MODE": "Task-driven", "AGENT_SLOT": "2",
+        "GITHUB_REPOSITORY": github.repository, "GITHUB_API_URL": github.api_url, "GITHUB_SERVER_URL": git.url,
+        **extra,
+    }
+
+
+def events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def the_exit(stdout: str) -> dict[str, Any]:
+    found = events(stdout)
+    assert found and found[-1]["event"] == "agent.exit", stdout
+    return found[-1]
+
+
+# ------------------------------------------------------------------------------------------------ the local servers
+
+
+def _request(url: str, method: str = "GET", body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Accept": "application/vnd.github+json", "Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method), timeout=10) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def _ls_remote(git: FakeGitServer, header: str | None) -> subprocess.CompletedProcess[str]:
+    config = ["-c", f"http.extraHeader=Authorization: {header}"] if header else []
+    return subprocess.run(["git", *config, "ls-remote", git.clone_url], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+
+
+def test_the_git_server_checks_the_token_as_github_does() -> None:
+    with FakeGitServer(token=AGENT_TOKEN) as git:
+        basic = base64.b64encode(f"x-access-token:{AGENT_TOKEN}".encode()).decode()
+        wrong = base64.b64encode(b"x-access-token:not-the-token").decode()
+        assert _ls_remote(git, None).returncode != 0
+        assert _ls_remote(git, f"Basic {wrong}").returncode != 0
+        assert _ls_remote(git, "Bearer not-the-token").returncode != 0
+        for header in (f"Basic {basic}", f"Bearer {AGENT_TOKEN}"):
+            listed = _ls_remote(git, header)
+            assert listed.returncode == 0, listed.stderr
+            assert f"{git.head('main')}\trefs/heads/main" in listed.stdout
+        assert [r.status for r in git.requests if r.method == "GET"] == [401, 401, 401, 200, 200]
+        assert all(r.authorized for r in git.requests if r.method == "POST")
+        assert git.file_at("main", "README.md") == "# webapp"
+        assert git.head("no-such-branch") is None
+
+
+def test_the_local_github_opens_and_labels_pull_requests_as_github_does(
+    servers: tuple[FakeGitServer, FakeGitHub],
+) -> None:
+    git, github = servers
+    main = git.head("main")
+    assert main is not None
+    git.git("update-ref", "refs/heads/feature/x", main)
+    pulls = f"{github.api_url}/repos/{github.repository}/pulls"
+    request = {"title": "Add x", "head": "acme:feature/x", "base": "main", "body": "Why x."}
+
+    status, created = _request(pulls, "POST", request, token=AGENT_TOKEN)
+    assert status == 201, created
+    assert (created["number"], created["head"]["ref"], created["head"]["sha"]) == (1, "feature/x", main)
+    assert (created["user"]["login"], created["state"], created["labels"]) == (AGENT_LOGIN, "open", [])
+    status, labels = _request(f"{github.api_url}/repos/{github.repository}/issues/1/labels", "POST",
+                              {"labels": ["role:builder"]}, token=AGENT_TOKEN)
+    assert status == 200 and [label["name"] for label in labels] == ["role:builder"]
+    assert github.pull(1).labels == ["role:builder"] and github.pull(1).author == AGENT_LOGIN
+
+    refused = [
+        ({**request, "head": "no-such-branch"}, "head"),  # GitHub: the head must exist
+        ({**request, "base": "no-such-base"}, "base"),
+        ({**request, "head": "someone-else:feature/x"}, "head"),
+    ]
+    for body, field in refused:
+        status, answer = _request(pulls, "POST", body, token=AGENT_TOKEN)
+        assert (status, answer["errors"][0]["field"]) == (422, field), answer
+    status, answer = _request(pulls, "POST", request, token=AGENT_TOKEN)
+    assert status == 422 and "already exists" in answer["errors"][0]["message"]
+    status, answer = _request(pulls, "POST", {"title": "t", "body": "no head, no base"}, token=AGENT_TOKEN)
+    assert status == 422 and "weren't supplied" in answer["message"]
+    assert _request(pulls, "POST", request, token="not-a-token")[0] == 401
+    assert _request(pulls, "GET", token=COORDINATOR_TOKEN)[0] == 200  # the fake's own token is unchanged
+
+
+# ------------------------------------------------------------------------------------------------ the entrypoint, here
+
+
+def run_entrypoint(env: Mapping[str, str], secrets: Mapping[str, str], command: Sequence[str] = (),
+                   ) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory() as secrets_dir, tempfile.TemporaryDirectory() as home:
+        for name, value in secrets.items():
+            Path(secrets_dir, name).write_text(value + "\n", encoding="utf-8")
+        return subprocess.run(
+            [sys.executable, str(ENTRYPOINT), *command], capture_output=True, text=True, timeout=TIMEOUT,
+            env={"PATH": os.environ["PATH"], "HOME": home, "AGENT_SECRETS_DIR": secrets_dir,
+                 "AGENT_WORK_DIR": str(Path(home, "work")), **env},
+        )
+
+
+def test_entrypoint_opens_a_labelled_pull_request_for_what_the_cli_changed(
+    servers: tuple[FakeGitServer, FakeGitHub],
+) -> None:
+    git, github = servers
+    done = run_entrypoint(agent_env(git, github), {"GITHUB_TOKEN": AGENT_TOKEN}, EDITS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert the_exit(done.stdout) == {"event": "agent.exit", "code": 0, "outcome": "opened"}
+    pushed = next(e for e in events(done.stdout) if e["event"] == "agent.pushed")
+    [pull] = github.pulls
+    assert pull.labels == ["role:builder"] and pull.author == AGENT_LOGIN and pull.base == "main"
+    assert pull.head_ref == pushed["branch"] and pull.head_ref.startswith("agent/builder-2-")
+    assert pull.head_sha == pushed["head"] == git.head(pull.head_ref)
+    assert git.file_at(pull.head_sha, "README.md") == "# webapp\nA line from the stand-in"
+    assert git.log(pull.head_sha, format="%an <%ae>")[0] == "agent-fleet <agent@users.noreply>"
+    assert "Appended a line to README.md." in pull.body and BRIEF in pull.body and "role:builder" in pull.body
+    assert pull.title == "builder: changes from agent 2"
+
+
+def test_entrypoint_titles_the_pull_request_with_the_clis_first_commit(
+    servers: tuple[FakeGitServer, FakeGitHub],
+) -> None:
+    git, github = servers
+    commits = ("sh", "-c", "echo a > a.txt && git add a.txt && git commit -qm 'Add a' && echo b > b.txt")
+    done = run_entrypoint(agent_env(git, github, GIT_AUTHOR_NAME="Builder Bot", GIT_AUTHOR_EMAIL="bot@example.com"),
+                          {"GITHUB_TOKEN": AGENT_TOKEN}, commits)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [pull] = github.pulls
+    assert pull.title == "Add a"
+    assert git.log(pull.head_sha, format="%an <%ae> %s")[:2] == [
+        "Builder Bot <bot@example.com> builder: remaining changes from agent 2", "Builder Bot <bot@example.com> Add a"]
+
+
+def test_entrypoint_exits_0_and_opens_nothing_when_the_cli_changed_nothing(
+    servers: tuple[FakeGitServer, FakeGitHub],
+) -> None:
+    git, github = servers
+    done = run_entrypoint(agent_env(git, github), {"GITHUB_TOKEN": AGENT_TOKEN}, CHANGES_NOTHING)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert the_exit(done.stdout)["outcome"] == "idle"
+    assert github.pulls == [] and list(git.branches()) == ["main"]
+    assert not any("receive-pack" in r.target for r in git.requests)
+
+
+@pytest.mark.parametrize(
+    ("secrets", "command", "named"),
+    [
+        ({}, EDITS, "missing secret GITHUB_TOKEN ("),
+        ({"GITHUB_TOKEN": ""}, EDITS, "missing secret GITHUB_TOKEN ("),
+        ({"ANTHROPIC_API_KEY": MODEL_KEY}, (), "missing secret GITHUB_TOKEN ("),
+        ({"GITHUB_TOKEN": AGENT_TOKEN}, (), "missing secret ANTHROPIC_API_KEY ("),  # the default CLI needs it
+        ({}, (), "missing secrets GITHUB_TOKEN, ANTHROPIC_API_KEY ("),
+    ],
+)
+def test_entrypoint_without_a_secret_it_needs_exits_78_at_once_naming_it(
+    servers: tuple[FakeGitServer, FakeGitHub], secrets: dict[str, str], command: tuple[str, ...], named: str,
+) -> None:
+    git, github = servers
+    started = time.monotonic()
+    done = run_entrypoint(agent_env(git, github), secrets, command)
+    assert done.returncode == 78, done.stdout + done.stderr
+    assert time.monotonic() - started < 10
+    assert events(done.stdout) == [the_exit(done.stdout)]  # one line, and nothing done
+    assert the_exit(done.stdout)["reason"].startswith(named)
+    assert git.requests == [] and github.requests == []
+
+
+def test_entrypoint_refused_by_the_git_server_exits_78_naming_the_token(
+    servers: tuple[FakeGitServer, FakeGitHub],
+) -> None:
+    git, github = servers
+    done = run_entrypoint(agent_env(git, github), {"GITHUB_TOKEN": COORDINATOR_TOKEN}, EDITS)
+    assert done.returncode == 78, done.stdout + done.stderr
+    assert "refused the GITHUB_TOKEN secret" in the_exit(done.stdout)["reason"]
+    assert COORDINATOR_TOKEN not in done.stdout + done.stderr
+    assert github.pulls == []
+
+
+def test_entrypoint_fails_when_the_cli_fails_and_pushes_nothing(servers: tuple[FakeGitServer, FakeGitHub]) -> None:
+    git, github = servers
+    done = run_entrypoint(agent_env(git, github), {"GITHUB_TOKEN": AGENT_TOKEN},
+                          ("sh", "-c", "echo half >> README.md; exit 3"))
+    assert done.returncode == 1
+    assert the_exit(done.stdout)["reason"] == "the CLI exited 3"
+    assert github.pulls == [] and list(git.branches()) == ["main"]
+    missing = run_entrypoint(agent_env(git, github), {"GITHUB_TOKEN": AGENT_TOKEN}, ("no-such-cli",))
+    assert missing.returncode == 78 and "'no-such-cli' is not in the image" in the_exit(missing.stdout)["reason"]
+
+
+def test_entrypoint_scrubs_secrets_from_what_the_cli_prints(servers: tuple[FakeGitServer, FakeGitHub]) -> None:
+    git, github = servers
+    leaky = ("sh", "-c", 'cat "$AGENT_SECRETS_DIR/GITHUB_TOKEN"; echo "key=$ANTHROPIC_API_KEY" >&2; '
+             'echo "token in env: ${GITHUB_TOKEN:-none}" >&2; echo x > x.txt')
+    done = run_entrypoint(agent_env(git, github), {"GITHUB_TOKEN": AGENT_TOKEN, "ANTHROPIC_API_KEY": MODEL_KEY},
+                          leaky)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert AGENT_TOKEN not in done.stdout + done.stderr and MODEL_KEY not in done.stdout + done.stderr
+    assert "***" in done.stderr and "key=***" in done.stderr  # the model's key reached the CLI, scrubbed
+    assert "token in env: none" in done.stderr  # the GitHub token never reaches the CLI's environment
+    [pull] = github.pulls  # the CLI's output is quoted in the pull request: scrubbed too
+    assert AGENT_TOKEN not in pull.body and "***" in pull.body
+
+
+# ------------------------------------------------------------------------------------------------ the image
+
+
+def _tar(files: Mapping[str, tuple[bytes, int]]) -> bytes:
+    """An archive of the files (path -> content, mode) and their parent directories, for put_archive("/")."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        seen: set[str] = set()
+        for path, (content, mode) in files.items():
+            parts = path.strip("/").split("/")
+            for depth in range(1, len(parts)):
+                directory = "/".join(parts[:depth])
+                if directory not in seen:
+                    seen.add(directory)
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                    tar.addfile(info)
+            info = tarfile.TarInfo(path.strip("/"))
+            info.size, info.mode, info.mtime = len(content), mode, int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def _build_log(exc: docker.errors.BuildError) -> str:
+    return "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)[-4000:]
+
+
+@pytest.fixture(scope="module")
+def agent_image(docker_client: docker.DockerClient, base_image: str) -> str:
+    """agent/Dockerfile, built in full (Claude Code included) on the base image, as the program builds it."""
+    try:
+        docker_client.images.build(path=str(ROOT / "agent"), buildargs={"BASE_IMAGE": base_image}, tag=AGENT_IMAGE,
+                                   rm=True, forcerm=True)
+    except docker.errors.BuildError as exc:
+        pytest.fail(f"agent/Dockerfile does not build: {exc}\n{_build_log(exc)}", pytrace=False)
+    return AGENT_IMAGE
+
+
+@pytest.fixture(scope="module")
+def stand_in_image(docker_client: docker.DockerClient, agent_image: str) -> str:
+    """The agent image with a scripted `claude` ahead of the real one on PATH: the default CMD, model-free."""
+    dockerfile = (f"FROM {agent_image}\nCOPY claude /opt/stand-in/claude\n"
+                  "ENV PATH=/opt/stand-in:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
+    context = _tar({"Dockerfile": (dockerfile.encode(), 0o644), "claude": (CLAUDE_STUB.encode(), 0o755)})
+    docker_client.images.build(fileobj=io.BytesIO(context), custom_context=True, tag=STAND_IN_IMAGE, rm=True,
+                               forcerm=True)
+    return STAND_IN_IMAGE
+
+
+@dataclass
+class AgentRun:
+    code: int
+    stdout: str
+    stderr: str
+    inspect: dict[str, Any]
+    container: Any
+    seconds: float
+
+    def file(self, path: str) -> bytes:
+        """A file from the finished container (get_archive works on a stopped one)."""
+        stream, _ = self.container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.extractfile(tar.getmembers()[0])
+            assert member is not None
+            return member.read()
+
+    def tree(self, path: str) -> dict[str, bytes]:
+        stream, _ = self.container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            return {m.name: f.read() for m in tar.getmembers() if m.isfile() and (f := tar.extractfile(m))}
+
+
+@pytest.fixture
+def run_agent(docker_client: docker.DockerClient) -> Iterator[Any]:
+    """Runs an agent container as the coordinator does (its env, its command, secrets as files put before it
+    starts; no socket), with host networking to reach the local servers; removes it afterwards."""
+    made: list[Any] = []
+
+    def run(image: str, env: Mapping[str, str], secrets: Mapping[str, str], command: Sequence[str] | None = None,
+            ) -> AgentRun:
+        container = docker_client.containers.create(image, command=list(command) if command else None,
+                                                    environment=dict(env), network_mode="host", init=True,
+                                                    labels={"agent-fleet.test": "agent-image"})
+        made.append(container)
+        if secrets:
+            files = {f"/run/secrets/{name}": (value.encode(), 0o444) for name, value in secrets.items()}
+            assert container.put_archive("/", _tar(files))
+        started = time.monotonic()
+        container.start()
+        code = container.wait(timeout=TIMEOUT)["StatusCode"]
+        seconds = time.monotonic() - started
+        out = container.logs(stdout=True, stderr=False).decode("utf-8", errors="replace")
+        err = container.logs(stdout=False, stderr=True).decode("utf-8", errors="replace")
+        return AgentRun(code, out, err, docker_client.api.inspect_container(container.id), container, seconds)
+
+    yield run
+    for container in made:
+        with contextlib.suppress(docker.errors.DockerException):
+            container.remove(force=True)
+
+
+@pytest.mark.docker
+def test_image_agent_clones_with_its_own_token_pushes_and_opens_a_labelled_pull_request(
+    servers: tuple[FakeGitServer, FakeGitHub], agent_image: str, run_agent: Any,
+) -> None:
+    git, github = servers
+    secrets = {"GITHUB_TOKEN": AGENT_TOKEN, "ANTHROPIC_API_KEY": MODEL_KEY}
+    done = run_agent(agent_image, agent_env(git, github), secrets, EDITS)
+    assert done.code == 0, done.stdout + done.stderr
+
+    # (a) cloned with its own token (the git server knows no other), committed, pushed, opened, labelled
+    assert the_exit(done.stdout)["outcome"] == "opened"
+    [pull] = github.pulls
+    assert pull.labels == ["role:builder"] and pull.author == AGENT_LOGIN
+    assert pull.head_sha == git.head(pull.head_ref) and pull.head_ref.startswith("agent/builder-2-")
+    assert git.file_at(pull.head_sha, "README.md") == "# webapp\nA line from the stand-in"
+
+    # (d) the token is in no log, no inspect field, and no logged request line: only in Authorization headers
+    assert AGENT_TOKEN not in done.stdout + done.stderr and MODEL_KEY not in done.stdout + done.stderr
+    config = done.inspect["Config"]
+    for field in ("Env", "Cmd", "Entrypoint", "Labels"):
+        shown = json.dumps(config.get(field))
+        assert AGENT_TOKEN not in shown and MODEL_KEY not in shown, field
+    assert AGENT_TOKEN not in json.dumps(done.inspect)
+    assert git.requests and all(r.authorized for r in git.requests)
+    assert all(AGENT_TOKEN not in r.line for r in git.requests)
+    basic = base64.b64encode(f"x-access-token:{AGENT_TOKEN}".encode()).decode()
+    assert {r.authorization for r in git.requests} == {f"Basic {basic}"}
+    checkout = done.tree("/home/agent/work")
+    git_config = next(content for name, content in checkout.items() if name.endswith("/.git/config"))
+    assert AGENT_TOKEN.encode() not in git_config and basic.encode() not in git_config
+    assert not any(AGENT_TOKEN.encode() in content for content in checkout.values())
+
+
+@pytest.mark.docker
+def test_image_agent_with_nothing_changed_exits_0_and_opens_nothing(
+    servers: tuple[FakeGitServer, FakeGitHub], agent_image: str, run_agent: Any,
+) -> None:
+    git, github = servers
+    done = run_agent(agent_image, agent_env(git, github), {"GITHUB_TOKEN": AGENT_TOKEN}, CHANGES_NOTHING)
+    assert done.code == 0, done.stdout + done.stderr
+    assert the_exit(done.stdout)["outcome"] == "idle"
+    assert github.pulls == [] and list(git.branches()) == ["main"]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("secrets", "command", "named"),
+    [
+        ({"ANTHROPIC_API_KEY": MODEL_KEY}, EDITS, "missing secret GITHUB_TOKEN ("),
+        ({"GITHUB_TOKEN": AGENT_TOKEN}, None, "missing secret ANTHROPIC_API_KEY ("),
+        ({}, None, "missing secrets GITHUB_TOKEN, ANTHROPIC_API_KEY ("),
+    ],
+)
+def test_image_agent_without_a_secret_exits_non_zero_at_once_naming_it(
+    servers: tuple[FakeGitServer, FakeGitHub], agent_image: str, run_agent: Any,
+    secrets: dict[str, str], command: tuple[str, ...] | None, named: str,
+) -> None:
+    git, github = servers
+    done = run_agent(agent_image, agent_env(git, github), secrets, command)
+    assert done.code == 78, done.stdout + done.stderr
+    assert done.seconds < 10  # far inside the coordinator's crash window: the slot backs off
+    assert events(done.stdout) == [the_exit(done.stdout)] and done.stderr == ""
+    assert the_exit(done.stdout)["reason"].startswith(named)
+    assert git.requests == [] and github.requests == []
+
+
+@pytest.mark.docker
+def test_image_default_cmd_runs_claude(
+    docker_client: docker.DockerClient, servers: tuple[FakeGitServer, FakeGitHub], agent_image: str,
+    stand_in_image: str, run_agent: Any,
+) -> None:
+    # (e) the image: its own entrypoint, no CMD of its own (so the default CLI runs), not root, real Claude Code
+    config = docker_client.api.inspect_image(agent_image)["Config"]
+    assert config["Entrypoint"] == ["python3", "/opt/agent/entrypoint.py"]
+    assert not config["Cmd"] and config["User"] == "agent"
+    version = docker_client.containers.run(agent_image, entrypoint=["claude", "--version"], remove=True)
+    assert b"(Claude Code)" in version
+
+    # ... and what the default CMD runs, with a scripted `claude` ahead of the real one on PATH
+    git, github = servers
+    secrets = {"GITHUB_TOKEN": AGENT_TOKEN, "ANTHROPIC_API_KEY": MODEL_KEY}
+    done = run_agent(stand_in_image, agent_env(git, github), secrets)
+    assert done.code == 0, done.stdout + done.stderr
+    argv = done.file("/home/agent/stand-in-argv").decode().split("\0")[:-1]
+    assert argv[0] == "-p" and argv[1].startswith(BRIEF) and "role:builder" in argv[1]
+    assert argv[2:] == ["--output-format", "json", "--permission-mode", "acceptEdits"]
+    cli_env = dict(line.split("=", 1) for line in done.file("/home/agent/stand-in-env").decode().splitlines()
+                   if "=" in line)
+    assert cli_env["ANTHROPIC_API_KEY"] == MODEL_KEY  # the model's key, for the CLI alone
+    assert "GITHUB_TOKEN" not in cli_env and AGENT_TOKEN not in json.dumps(cli_env)
+    assert cli_env["AGENT_ROLE"] == "builder" and cli_env["AGENT_BRIEF"] == BRIEF
+    [pull] = github.pulls
+    assert pull.labels == ["role:builder"] and "Added NOTES.md." in pull.body
+    assert git.file_at(pull.head_sha, "NOTES.md") == "Notes from the stand-in"
+    assert MODEL_KEY not in done.stdout + done.stderr
+
+
+# ------------------------------------------------------------------------------------------------ the whole loop
+
+
+def _secret_delivery() -> str | None:
+    """Why the coordinator cannot run this loop yet, or None when it delivers agents' secrets."""
+    from coordinator import settings
+
+    missing = [name for name in ("AGENT_SECRETS_FILE", "GITHUB_SERVER_URL") if name not in settings.VARIABLES]
+    if missing:
+        return (f"the coordinator does not deliver agents' secrets and server URL yet ({', '.join(missing)} not in "
+                "coordinator.settings.VARIABLES)")
+    return None
+
+
+def _wait_for(what: str, probe: Any, timeout: float = TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
+        time.sleep(0.5)
+    return value
+
+
+@pytest.mark.docker
+def test_a_real_cycle_spawns_the_agent_which_opens_a_pull_request_that_the_next_cycle_merges(
+    docker_client: docker.DockerClient, servers: tuple[FakeGitServer, FakeGitHub], agent_image: str,
+    fleet_id: str, tmp_path: Path,
+) -> None:
+    if (reason := _secret_delivery()) is not None:
+        pytest.skip(reason)
+    git, github = servers
+    roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 1, agent_image, command=EDITS)])
+    secrets_file = tmp_path / "agent-secrets.json"
+    secrets_file.write_text(json.dumps({"GITHUB_TOKEN": AGENT_TOKEN}), encoding="utf-8")
+    env = cycle_env(
+        fleet_id, roster, GITHUB_REPOSITORY=github.repository, GITHUB_TOKEN=COORDINATOR_TOKEN,
+        GITHUB_API_URL=github.api_url, GITHUB_SERVER_URL=git.url, AGENT_SECRETS_FILE=str(secrets_file),
+        AGENT_NETWORK="host", REQUIRED_CHECKS="ci",
+    )
+
+    # 1. a real cycle spawns the agent
+    first = run_cycle(env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    [agent] = _wait_for("the agent to finish", lambda: [
+        c for c in fleet_containers(docker_client, fleet_id) if c.status == "exited"])
+    state = docker_client.api.inspect_container(agent.id)
+    logs = docker_client.api.logs(agent.id).decode("utf-8", errors="replace")
+    assert state["State"]["ExitCode"] == 0, logs
+    assert COORDINATOR_TOKEN not in json.dumps(state) + logs and AGENT_TOKEN not in json.dumps(state) + logs
+
+    # 2. the agent opened a pull request, with its own token
+    [pull] = _wait_for("the agent's pull request", lambda: github.pulls)
+    assert pull.labels == ["role:builder"] and pull.author == AGENT_LOGIN
+    assert pull.head_sha == git.head(pull.head_ref)
+
+    # 3. approved and green, the next cycle merges it
+    github.approve(pull.number)
+    github.add_check_run(pull.number, "ci")
+    second = run_cycle(env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert pull.number in second.report["merge"]["merged"], second.report["merge"]
+    assert github.pull(pull.number).merged
