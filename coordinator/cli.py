@@ -15,10 +15,15 @@ import sys
 import time
 from collections.abc import Sequence
 
+from coordinator.fleet import DEFAULT_FLEET_ID
+from coordinator.redact import scrub
 from coordinator.report import EventLog, render_text
-from coordinator.settings import ConfigError, Settings, load_settings
+from coordinator.settings import ConfigError, Settings, env_value, known_secrets, load_settings
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+# The exit codes of every command, defined once (status.py and heartbeat.py import them).
+EXIT_OK = 0  # done; every step succeeded (skipped counts as success); healthy
+EXIT_FAILED = 1  # a step failed; unhealthy; the record could not be read
+EXIT_CONFIG = 2  # bad settings or arguments: nothing was done
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         from coordinator.status import run_status
 
-        fleet = args.fleet or os.environ.get("FLEET_ID", "").strip() or "agent-fleet"
+        fleet = args.fleet or env_value(os.environ, "FLEET_ID") or DEFAULT_FLEET_ID
         return run_status(fleet_id=fleet, container=args.container, last=args.last, as_json=args.json,
                           out=sys.stdout)
     if args.command == "healthcheck":
@@ -85,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(os.environ)
     except ConfigError as exc:
-        print(f"agent-fleet coordinator: bad configuration: {exc}", file=sys.stderr)
+        # The message quotes values through redact.shown already; scrub it again with every secret this
+        # process can know, since a token pasted into a URL's path is recognisable only by its value.
+        print(scrub(f"agent-fleet coordinator: bad configuration: {exc}", known_secrets(os.environ)), file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "schedule":
         return _schedule(settings)

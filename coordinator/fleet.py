@@ -11,6 +11,11 @@ Roster file format (``FLEET_ROSTER_FILE``)::
                 "brief": "Builds ...", "image": "ghcr.io/acme/agent:1",
                 "command": ["agent", "run"],          # optional
                 "env": {"AGENT_MODEL": "large"}}]}    # optional
+
+Everything that reaches Docker is checked here, before any container is created: a key, title, brief,
+image, command or environment string Docker would refuse (a NUL, a trailing newline, a brief too large
+for exec) is refused with the role and the field named. So are counts over the fleet's limits
+(`FleetLimits`), which both the Pulumi program and the coordinator enforce.
 """
 
 from __future__ import annotations
@@ -22,12 +27,48 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+from coordinator.redact import shown
+from coordinator.values import ValueProblem, docker_text_problem, is_one_line, load_json, parse_image
+
+DEFAULT_FLEET_ID = "agent-fleet"
+# The label that keeps the coordinator from merging a pull request: the runtime's default
+# MERGE_BLOCKING_LABELS and the label the Pulumi program creates in the repository. Defined once, here.
+BLOCKING_LABEL = "do-not-merge"
+
+
+def role_label(key: str) -> str:
+    """The GitHub label of a role (`role:<key>`), which the Pulumi program creates for each role."""
+    return f"role:{key}"
+
+
+# Patterns are always used with fullmatch: `^...$` with match() also accepts a trailing newline.
+KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+# A key is part of every agent's container name, `<fleet>-<key>-<slot>`, which must fit a DNS label
+# (63 characters; Swarm service names are DNS labels): 24 (values.MAX_FLEET_ID_CHARS) + 1 + 30 + 1 + 4.
+MAX_KEY_CHARS = 30
+# A title is one line in reports, labels and `pulumi preview`.
+MAX_TITLE_CHARS = 200
+# A brief reaches each agent as AGENT_BRIEF. Linux refuses to exec with an environment string over
+# 128 KiB; 16 KiB is far below that and far above the one or two sentences a brief should be.
+MAX_BRIEF_BYTES = 16 * 1024
+# The roster file is read whole before it is parsed; anything bigger is not a roster.
+MAX_ROSTER_BYTES = 1024 * 1024
+
+# How many agents the roster may ask for, per role and in all (FLEET_MAX_AGENTS_PER_ROLE and
+# FLEET_MAX_AGENTS at run time, agent-fleet:maxAgentsPerRole and agent-fleet:maxAgents in the stack).
+# Without a limit, a count of 1000000 is planned (32 s, 434 MB) and a cycle would try to create them all.
+DEFAULT_MAX_AGENTS_PER_ROLE = 100
+DEFAULT_MAX_AGENTS = 500
+# The ceilings of those limits, so that a typo in a limit itself (100000) is refused too. 1000 also
+# keeps a slot number within four digits of the container name.
+MAX_AGENTS_PER_ROLE_CEILING = 1000
+MAX_AGENTS_CEILING = 5000
+
 # Environment names an agent gets from the coordinator; a role's own `env` may not override them.
 RESERVED_AGENT_ENV = frozenset(
     {"AGENT_ROLE", "AGENT_BRIEF", "AGENT_MODE", "AGENT_SLOT", "GITHUB_REPOSITORY"}
 )
-ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Mode(StrEnum):
@@ -58,7 +99,13 @@ class RosterError(ValueError):
 
 
 def _role_error(key: object, field_name: str, value: object, fix: str) -> RosterError:
-    return RosterError(f"role {key!r}: field {field_name!r} is {value!r}: {fix}")
+    return RosterError(f"role {shown(key)}: field {field_name!r} is {shown(value)}: {fix}")
+
+
+def _text_error(key: object, field_name: str, value: str) -> RosterError | None:
+    """The error for a string Docker would refuse (NUL, not Unicode, too long for exec), or None."""
+    problem = docker_text_problem(value)
+    return None if problem is None else _role_error(key, field_name, value, f"it {problem}; remove or shorten it")
 
 
 @dataclass(frozen=True)
@@ -73,15 +120,30 @@ class Role:
     brief: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.key, str) or not KEY_PATTERN.match(self.key):
+        if not isinstance(self.key, str) or not KEY_PATTERN.fullmatch(self.key):
             raise _role_error(
                 self.key, "key", self.key,
-                "use lower case letters, digits and underscores, starting with a letter",
+                "use lower case ASCII letters, digits and underscores, starting with a letter",
+            )
+        if len(self.key) > MAX_KEY_CHARS:
+            raise _role_error(
+                self.key, "key", self.key,
+                f"use at most {MAX_KEY_CHARS} characters: agent names <fleet>-<key>-<slot> must fit 63",
             )
         if not isinstance(self.title, str) or not self.title.strip():
             raise _role_error(self.key, "title", self.title, "give the role a human-readable title")
+        if not is_one_line(self.title) or len(self.title) > MAX_TITLE_CHARS:
+            raise _role_error(
+                self.key, "title", self.title,
+                f"use one line of at most {MAX_TITLE_CHARS} characters, without control characters",
+            )
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise _role_error(self.key, "count", self.count, "use a whole number of agents, 0 or more")
+        if self.count > MAX_AGENTS_PER_ROLE_CEILING:
+            raise _role_error(
+                self.key, "count", self.count,
+                f"use at most {MAX_AGENTS_PER_ROLE_CEILING}, the ceiling of any role's count",
+            )
         if not isinstance(self.department, Department):
             raise _role_error(
                 self.key, "department", self.department,
@@ -91,6 +153,13 @@ class Role:
             raise _role_error(self.key, "mode", self.mode, f"use one of {', '.join(m.value for m in Mode)}")
         if not isinstance(self.brief, str) or not self.brief.strip():
             raise _role_error(self.key, "brief", self.brief, "write a one- or two-sentence brief")
+        if (error := _text_error(self.key, "brief", self.brief)) is not None:
+            raise error
+        if (size := len(self.brief.encode("utf-8"))) > MAX_BRIEF_BYTES:
+            raise _role_error(
+                self.key, "brief", self.brief,
+                f"it is {size} bytes of UTF-8; keep it to {MAX_BRIEF_BYTES} (a brief is one or two sentences)",
+            )
 
 
 def validate_roster(roles: Iterable[Role]) -> tuple[Role, ...]:
@@ -106,6 +175,52 @@ def validate_roster(roles: Iterable[Role]) -> tuple[Role, ...]:
 
 
 @dataclass(frozen=True)
+class FleetLimits:
+    """The most agents the roster may ask for: per role, and in all."""
+
+    per_role: int = DEFAULT_MAX_AGENTS_PER_ROLE
+    total: int = DEFAULT_MAX_AGENTS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.per_role <= MAX_AGENTS_PER_ROLE_CEILING:
+            raise ValueError(f"per_role={self.per_role} must be within 1..{MAX_AGENTS_PER_ROLE_CEILING}")
+        if not 1 <= self.total <= MAX_AGENTS_CEILING:
+            raise ValueError(f"total={self.total} must be within 1..{MAX_AGENTS_CEILING}")
+
+
+@dataclass(frozen=True)
+class LimitBreach:
+    """A roster over a limit: one role's count (`role` set) or the fleet's total (`role` None)."""
+
+    role: str | None
+    count: int
+    limit: int
+
+    def describe(self, *, per_role_setting: str, total_setting: str) -> str:
+        """What is wrong and the fix, naming the setting that raises the limit in the caller's own terms."""
+        if self.role is not None:
+            return (
+                f"role {shown(self.role)} has a count of {self.count}, more than the limit of {self.limit} agents "
+                f"per role ({per_role_setting}); lower its count, or raise {per_role_setting} "
+                f"(at most {MAX_AGENTS_PER_ROLE_CEILING})"
+            )
+        return (
+            f"the roster asks for {self.count} agents in all, more than the fleet's limit of {self.limit} "
+            f"({total_setting}); lower some counts, or raise {total_setting} (at most {MAX_AGENTS_CEILING})"
+        )
+
+
+def limit_breach(counts: Iterable[tuple[str, int]], limits: FleetLimits) -> LimitBreach | None:
+    """The first role whose count is over the per-role limit, else the total over the fleet's, else None."""
+    total = 0
+    for key, count in counts:
+        if count > limits.per_role:
+            return LimitBreach(key, count, limits.per_role)
+        total += count
+    return LimitBreach(None, total, limits.total) if total > limits.total else None
+
+
+@dataclass(frozen=True)
 class RoleSpec:
     """A role as deployed: the role, the image its agents run, and their command and extra environment."""
 
@@ -115,21 +230,28 @@ class RoleSpec:
     env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        key = self.role.key
         if not isinstance(self.image, str) or not self.image.strip():
-            raise _role_error(self.role.key, "image", self.image, "set agentImage or images.<role> in the stack")
-        if self.command is not None and (
-            not self.command or not all(isinstance(part, str) for part in self.command)
-        ):
-            raise _role_error(self.role.key, "command", self.command, "use a non-empty list of strings")
+            raise _role_error(key, "image", self.image, "set agentImage or images.<role> in the stack")
+        try:
+            parse_image(self.image, example="ghcr.io/acme/agent:1")
+        except ValueProblem as problem:
+            raise _role_error(key, "image", self.image, problem.fix) from None
+        if self.command is not None:
+            if not self.command or not all(isinstance(part, str) for part in self.command) or not self.command[0]:
+                raise _role_error(key, "command", self.command, "use a non-empty list of strings")
+            for part in self.command:
+                if (error := _text_error(key, "command", part)) is not None:
+                    raise error
         for name, value in self.env.items():
-            if not isinstance(name, str) or not ENV_NAME_PATTERN.match(name):
-                raise _role_error(self.role.key, "env", name, "use environment names like AGENT_MODEL")
+            if not isinstance(name, str) or not ENV_NAME_PATTERN.fullmatch(name):
+                raise _role_error(key, "env", name, "use environment names like AGENT_MODEL")
             if name in RESERVED_AGENT_ENV:
-                raise _role_error(
-                    self.role.key, "env", name, "the coordinator sets this variable itself; remove it"
-                )
+                raise _role_error(key, "env", name, "the coordinator sets this variable itself; remove it")
             if not isinstance(value, str):
-                raise _role_error(self.role.key, f"env.{name}", value, "environment values are strings")
+                raise _role_error(key, f"env.{name}", value, "environment values are strings")
+            if (error := _text_error(key, f"env.{name}", f"{name}={value}")) is not None:
+                raise error
 
     @property
     def key(self) -> str:
@@ -175,7 +297,7 @@ def roster_from_dict(data: object) -> tuple[RoleSpec, ...]:
     specs: list[RoleSpec] = []
     for index, entry in enumerate(data["roles"]):
         if not isinstance(entry, dict):
-            raise RosterError(f"roles[{index}] is {entry!r}: each role is a JSON object")
+            raise RosterError(f"roles[{index}] is {shown(entry)}: each role is a JSON object")
         key = entry.get("key", f"roles[{index}]")
         for required in ("key", "title", "count", "department", "mode", "brief", "image"):
             if required not in entry:
@@ -209,9 +331,11 @@ def roster_from_dict(data: object) -> tuple[RoleSpec, ...]:
     return tuple(specs)
 
 
-def roster_from_json(text: str) -> tuple[RoleSpec, ...]:
+def roster_from_json(text: str | bytes) -> tuple[RoleSpec, ...]:
+    """The roster file's text or bytes, parsed strictly (`values.load_json`): strict UTF-8, no duplicate key,
+    no huge number, no NaN, no deep nesting, at most MAX_ROSTER_BYTES."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RosterError(f"the roster is not valid JSON: {exc}") from None
+        data = load_json(text, max_bytes=MAX_ROSTER_BYTES)
+    except ValueProblem as problem:
+        raise RosterError(f"the roster {problem}") from None
     return roster_from_dict(data)

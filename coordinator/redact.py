@@ -22,20 +22,15 @@ from collections.abc import Iterable
 
 REDACTED = "***"
 # A quoted value longer than this is cut: a 16 KiB brief in an error message helps nobody.
-MAX_SHOWN_CHARS = 100
+MAX_SHOWN_CHARS = 200  # long enough for a file path
 
-# The characters that end a URL inside text: whitespace, quotes, and the backslash of a JSON escape
-# (eating it would break the JSON line around the URL).
-_END = r"\s'\"\\<>"
-# scheme://userinfo@ -> scheme://***@ ; any scheme, since a mistyped one ("htps") hides a token just as well.
-_SCHEME_USERINFO = re.compile(rf"([A-Za-z][A-Za-z0-9+.-]*://)[^{_END}/?#]*@")
-# user:password@host without a scheme.
-_BARE_USERINFO = re.compile(rf"(?<![^{_END}(=,\[{{])[^{_END}/?#@:]+:[^{_END}/?#@]+@(?=[^{_END}@])")
-# A URL's fragment: only after scheme://, since '#' elsewhere is a pull request number ("#12").
-_FRAGMENT = re.compile(rf"([A-Za-z][A-Za-z0-9+.-]*://[^{_END}?#]*(?:\?[^{_END}#]*)?)#[^{_END}]+")
-# A query string: a '?' glued to what precedes it and followed by something ("?token", "?a=b").
-# A lone '?' (cron's "0 0 ? * MON", "is it set?") is left alone.
-_QUERY = re.compile(rf"(?<=[^{_END}?])\?[^{_END}]+")
+# A token is a run of characters between these: whitespace, quotes, and the backslash of a JSON escape
+# (eating it would break the JSON line around a URL), and angle brackets. Every rule below looks at one
+# token at a time with plain string methods, so scrubbing is linear in the text: a regular expression
+# that may start anywhere and run to the end (a scheme, a userinfo) turns quadratic on a 2 MB brief.
+_TOKEN = re.compile(r"[^\s'\"\\<>]+")
+# Inside a token, what may come right before a bare `user:password@`: `token=x:y@h`, `(x:y@h`, `[x:y@h`.
+_BARE_START = re.compile(r"[(=,\[{]")
 
 
 def _secret_forms(secrets: Iterable[str]) -> list[str]:
@@ -48,14 +43,49 @@ def _secret_forms(secrets: Iterable[str]) -> list[str]:
     return sorted(forms, key=len, reverse=True)
 
 
+def _userinfo_end(text: str) -> int:
+    """Where the userinfo at the start of `text` ends: the last '@' before any '/', '?' or '#'; -1 if none."""
+    end = min((found for found in (text.find(mark) for mark in "/?#") if found != -1), default=len(text))
+    return text.rfind("@", 0, end)
+
+
+def _scrub_token(token: str) -> str:
+    if "://" in token:
+        # scheme://userinfo@host, whatever the scheme, even a mistyped one ("htps"); every URL in the token.
+        first, *rests = token.split("://")
+        for index, rest in enumerate(rests):
+            at = _userinfo_end(rest)
+            if at != -1:
+                rests[index] = REDACTED + rest[at:]
+        token = "://".join([first, *rests])
+        # A fragment, only after a scheme: '#' elsewhere is a pull request number ("#12").
+        hash_at = token.find("#", token.find("://"))
+        if hash_at != -1 and hash_at < len(token) - 1:
+            token = token[:hash_at] + "#" + REDACTED
+    else:
+        # user:password@host without a scheme, at the start of the token or after `=`, `(`, `,`, `[`, `{`.
+        pieces = _BARE_START.split(token)
+        marks = _BARE_START.findall(token)
+        for index, piece in enumerate(pieces):
+            at = _userinfo_end(piece)
+            if at > 0 and ":" in piece[:at] and at < len(piece) - 1:
+                pieces[index] = REDACTED + piece[at:]
+        token = pieces[0] + "".join(mark + piece for mark, piece in zip(marks, pieces[1:], strict=True))
+    # A query string: a '?' glued to what precedes it and followed by something ("?token", "?a=b"). A lone
+    # '?' (cron's "0 0 ? * MON", "is it set?") is its own token or ends one, and is left alone.
+    question = token.find("?", 1)
+    while question != -1 and token[question - 1] == "?":
+        question = token.find("?", question + 1)
+    if question != -1 and question < len(token) - 1:
+        token = token[:question] + "?" + REDACTED
+    return token
+
+
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` without the known `secrets`, URL userinfo, query strings or URL fragments."""
     for secret in _secret_forms(secrets):
         text = text.replace(secret, REDACTED)
-    text = _SCHEME_USERINFO.sub(rf"\1{REDACTED}@", text)
-    text = _BARE_USERINFO.sub(f"{REDACTED}@", text)
-    text = _FRAGMENT.sub(rf"\1#{REDACTED}", text)
-    return _QUERY.sub(f"?{REDACTED}", text)
+    return _TOKEN.sub(lambda match: _scrub_token(match.group(0)), text)
 
 
 def _cut(text: str) -> str:
@@ -69,6 +99,10 @@ def shown(value: object, *, url: bool = False, secrets: Iterable[str] = ()) -> s
     text = scrub(value, secrets)
     if url:
         # Whatever follows the first '?' or '#', and whatever precedes an '@' back to a '/', is never shown.
-        text = re.sub(r"([?#]).*", rf"\1{REDACTED}", text, flags=re.DOTALL)
-        text = re.sub(r"[^/@]*@", f"{REDACTED}@", text)
+        cut_at = min((found for found in (text.find("?"), text.find("#")) if found != -1), default=-1)
+        if cut_at != -1:
+            text = text[: cut_at + 1] + REDACTED
+        text = "/".join(
+            REDACTED + segment[segment.rfind("@"):] if "@" in segment else segment for segment in text.split("/")
+        )
     return repr(_cut(text))

@@ -1,7 +1,13 @@
 """The coordinator's settings, read once from the environment.
 
 Every variable is listed in `VARIABLES` with its meaning; the README's table is written from it.
-Bad values raise `ConfigError`, whose message names the variable, the value and the fix (exit 2).
+Every variable is read through one accessor, `env_value`, in which an empty or blank value means
+unset, so each variable's default also applies to "" (what Docker Compose's `${VAR}` gives for an
+unset VAR). Every variable that is set is checked, whether or not its step will run.
+
+Bad values raise `ConfigError` (exit 2), whose message names the variable, quotes the value through
+`redact.shown` (no credential, no query string) and says the fix. The value parsers are shared with
+the Pulumi side (`coordinator.values`, `coordinator.cron`); this module only names the variables.
 Absent optional groups (GitHub, health) are `None`: the step that needs them reports itself
 skipped with the reason, which is not a failure.
 """
@@ -9,24 +15,71 @@ skipped with the reason, which is not a failure.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
-from croniter import croniter
+from coordinator import cron
+from coordinator.fleet import (
+    BLOCKING_LABEL,
+    DEFAULT_FLEET_ID,
+    DEFAULT_MAX_AGENTS,
+    DEFAULT_MAX_AGENTS_PER_ROLE,
+    MAX_AGENTS_CEILING,
+    MAX_AGENTS_PER_ROLE_CEILING,
+    MAX_ROSTER_BYTES,
+    FleetLimits,
+    RoleSpec,
+    RosterError,
+    limit_breach,
+    roster_from_json,
+)
+from coordinator.redact import scrub, shown
+from coordinator.values import (
+    ValueProblem,
+    ascii_digits,
+    blank_is_unset,
+    parse_fleet_id,
+    parse_int,
+    parse_list,
+    parse_network,
+    parse_repository,
+    parse_seconds,
+    parse_url,
+)
 
-from coordinator.fleet import RoleSpec, RosterError, roster_from_json
-
-DEFAULT_SCHEDULE = "*/5 * * * *"
+DEFAULT_SCHEDULE = cron.DEFAULT_SCHEDULE
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_HEARTBEAT_FILE = "/tmp/agent-fleet/heartbeat.json"
+DEFAULT_HEALTH_EXPECT = "200-399"
 
-# name -> what it means; the single list of the runtime's interface.
+# The documented maxima of the numbers of seconds: a larger value is a typo, not a wish.
+MAX_CYCLE_TIMEOUT_S = 24 * 3600.0  # also the cap of the default, one schedule interval
+MAX_HEALTH_TIMEOUT_S = 300.0
+MAX_BACKOFF_S = 24 * 3600.0
+MAX_BACKOFF_MAX_S = 7 * 24 * 3600.0
+# And of the counts.
+MAX_MERGES_PER_CYCLE = 1000
+MAX_SPAWN_CONCURRENCY = 100
+MAX_SPAWNS_PER_HOUR = 100_000
+# A token file is a few dozen bytes; anything much bigger is the wrong file.
+MAX_TOKEN_FILE_BYTES = 64 * 1024
+
+# name -> what it means; the single list of the runtime's interface. `env_value` reads no other name.
 VARIABLES: dict[str, str] = {
-    "FLEET_ID": "Fleet id; every agent carries the label agent-fleet.fleet=<id>. Default agent-fleet.",
-    "FLEET_ROSTER_FILE": "Path of the roster JSON file. Unset: the reconcile step is skipped.",
-    "COORDINATOR_SCHEDULE": f"Cron expression for `schedule` (5 fields, or 6 with seconds). Default {DEFAULT_SCHEDULE}",
-    "COORDINATOR_CYCLE_TIMEOUT_S": "Time limit of one cycle under `schedule`, seconds. Default: one schedule interval.",
+    "FLEET_ID": f"Fleet id; every agent carries the label agent-fleet.fleet=<id>. Default {DEFAULT_FLEET_ID}. "
+    "ASCII letters, digits, '_', '.', '-'; at most 24 characters.",
+    "FLEET_ROSTER_FILE": "Path of the roster JSON file (UTF-8, at most 1 MiB). Unset: the reconcile step is skipped.",
+    "FLEET_MAX_AGENTS_PER_ROLE": f"Most agents one role may ask for. Default {DEFAULT_MAX_AGENTS_PER_ROLE}, "
+    f"at most {MAX_AGENTS_PER_ROLE_CEILING}.",
+    "FLEET_MAX_AGENTS": f"Most agents the whole roster may ask for. Default {DEFAULT_MAX_AGENTS}, "
+    f"at most {MAX_AGENTS_CEILING}.",
+    "COORDINATOR_SCHEDULE": "Cron expression for `schedule` (5 fields, or 6 with seconds last); must fire at least "
+    f"once a year. Default {DEFAULT_SCHEDULE}",
+    "COORDINATOR_CYCLE_TIMEOUT_S": "Time limit of one cycle under `schedule`, seconds. Default: one schedule "
+    f"interval. At most {MAX_CYCLE_TIMEOUT_S:g}.",
     "COORDINATOR_HEARTBEAT_FILE": f"Written after each finished cycle for the health check. {DEFAULT_HEARTBEAT_FILE}",
     "GITHUB_REPOSITORY": "owner/name of the repository. Unset: the merge step is skipped.",
     "GITHUB_TOKEN": "Token for the merge step (or GITHUB_TOKEN_FILE, a file holding it).",
@@ -34,19 +87,23 @@ VARIABLES: dict[str, str] = {
     "GITHUB_API_URL": f"REST base URL. Default {DEFAULT_GITHUB_API_URL}; GitHub Enterprise: https://HOST/api/v3.",
     "GITHUB_GRAPHQL_URL": "GraphQL URL. Default derived: .../api/v3 -> .../api/graphql, otherwise <api>/graphql.",
     "REQUIRED_CHECKS": "Comma-separated check or status names that must be present and successful.",
-    "MERGE_BLOCKING_LABELS": "Comma-separated labels that block a merge. Default do-not-merge.",
-    "MERGE_MAX_PER_CYCLE": "Most pull requests merged in one cycle. Default 50.",
+    "MERGE_BLOCKING_LABELS": f"Comma-separated labels that block a merge. Default {BLOCKING_LABEL}; "
+    "a value that names no label is refused.",
+    "MERGE_MAX_PER_CYCLE": f"Most pull requests merged in one cycle. Default 50, at most {MAX_MERGES_PER_CYCLE}.",
     "HEALTH_URL": "Production URL to GET. Unset: the health step is skipped.",
-    "HEALTH_TIMEOUT_S": "Time budget of the health check, seconds. Default 10.",
-    "HEALTH_EXPECT": "Status codes that count as up, e.g. 200-399 or 200,204. Default 200-399.",
+    "HEALTH_TIMEOUT_S": f"Time budget of the health check, seconds. Default 10, at most {MAX_HEALTH_TIMEOUT_S:g}.",
+    "HEALTH_EXPECT": f"Status codes that count as up, e.g. 200-399 or 200,204. Default {DEFAULT_HEALTH_EXPECT}.",
     "FLEET_MAX_SPAWNS_PER_HOUR": "Fleet-wide spawn budget per rolling hour. Unset or 0: no budget.",
-    "SPAWN_CONCURRENCY": "Most agent spawns in flight at once. Default 8.",
-    "AGENT_CRASH_BACKOFF_S": "First wait before respawning a slot whose agent crashed; doubles per crash. Default 60.",
-    "AGENT_CRASH_BACKOFF_MAX_S": "Longest crash-loop wait, seconds. Default 3600.",
+    "SPAWN_CONCURRENCY": f"Most agent spawns in flight at once. Default 8, at most {MAX_SPAWN_CONCURRENCY}.",
+    "AGENT_CRASH_BACKOFF_S": "First wait before respawning a slot whose agent crashed; doubles per crash. "
+    f"Default 60, at most {MAX_BACKOFF_S:g}.",
+    "AGENT_CRASH_BACKOFF_MAX_S": f"Longest crash-loop wait, seconds. Default 3600, at most {MAX_BACKOFF_MAX_S:g}.",
     "AGENT_NETWORK": "Docker network mode of agent containers (bridge, host, or a network name). Default bridge.",
     "DOCKER_HOST": "The Docker SDK's own setting for the engine to talk to.",
     "DOCKER_API_VERSION": "Pins the Docker API version (e.g. 1.41); unset, each cycle asks the engine first.",
 }
+# Settings whose values are URLs: an error quotes them without userinfo, query or fragment at all.
+URL_VARIABLES = frozenset({"GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "HEALTH_URL"})
 
 
 class ConfigError(Exception):
@@ -83,8 +140,13 @@ class GitHubSettings:
     api_url: str
     graphql_url: str
     required_checks: tuple[str, ...] = ()
-    blocking_labels: tuple[str, ...] = ("do-not-merge",)
+    blocking_labels: tuple[str, ...] = (BLOCKING_LABEL,)
     max_merges_per_cycle: int = 50
+
+    def __post_init__(self) -> None:
+        # No blocking label would merge a pull request labelled do-not-merge: never, however built.
+        if not self.blocking_labels:
+            raise ValueError(f"blocking_labels is empty; keep at least {BLOCKING_LABEL!r}")
 
     @property
     def owner(self) -> str:
@@ -116,7 +178,7 @@ class SpawnSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    fleet_id: str = "agent-fleet"
+    fleet_id: str = DEFAULT_FLEET_ID
     roster: tuple[RoleSpec, ...] | None = None
     repository: str | None = None  # told to every agent, even when the merge step is skipped
     schedule: str = DEFAULT_SCHEDULE
@@ -125,12 +187,58 @@ class Settings:
     github: GitHubSettings | None = None
     health: HealthSettings | None = None
     spawn: SpawnSettings = field(default_factory=SpawnSettings)
+    limits: FleetLimits = field(default_factory=FleetLimits)
     # Why a step is skipped, by step name, for the steps whose settings are absent.
     skipped: Mapping[str, str] = field(default_factory=dict)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, so that output can be scrubbed of them as a last line of defence."""
         return (self.github.token.reveal(),) if self.github else ()
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+
+def env_value(env: Mapping[str, str], name: str) -> str | None:
+    """THE way a variable is read: its stripped text, or None when it is unset, empty or blank.
+
+    Only names in VARIABLES may be read, so that list stays the complete, documented interface.
+    """
+    if name not in VARIABLES:
+        raise KeyError(f"{name} is not in coordinator.settings.VARIABLES; document it there before reading it")
+    return blank_is_unset(env.get(name))
+
+
+def refusal(name: str, raw: object, reason: str, fix: str) -> ConfigError:
+    """`NAME='value' <reason>; <fix>`, the value quoted through the scrubber."""
+    return ConfigError(f"{name}={shown(raw, url=name in URL_VARIABLES)} {reason}; {fix}")
+
+
+def _read(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: D) -> T | D:
+    """The parsed value of `name`, or `default` when it is blank; a refused value becomes a ConfigError."""
+    raw = env_value(env, name)
+    if raw is None:
+        return default
+    try:
+        return parse(raw)
+    except ValueProblem as problem:
+        raise refusal(name, raw, problem.reason, problem.fix) from None
+
+
+def known_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Every secret the environment holds, read leniently: for scrubbing an error, even about bad settings."""
+    found = [env.get("GITHUB_TOKEN", "").strip()]
+    token_file = env.get("GITHUB_TOKEN_FILE", "").strip()
+    if token_file:
+        try:
+            with open(token_file, "rb") as file:
+                found.append(file.read(MAX_TOKEN_FILE_BYTES).decode("utf-8", errors="replace").strip())
+        except OSError:
+            pass
+    return tuple(secret for secret in found if secret)
 
 
 def derive_graphql_url(api_url: str) -> str:
@@ -141,176 +249,193 @@ def derive_graphql_url(api_url: str) -> str:
     return base + "/graphql"
 
 
-def _csv(value: str | None) -> tuple[str, ...]:
-    if not value:
-        return ()
-    return tuple(part.strip() for part in value.split(",") if part.strip())
-
-
-def _positive_int(env: Mapping[str, str], name: str, default: int, *, allow_zero: bool = False) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name}={raw!r} must be {'0 or more' if allow_zero else 'at least 1'}")
-    return value
-
-
-def _positive_float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds; set it to e.g. 10") from None
-    if not value > 0:
-        raise ConfigError(f"{name}={raw!r} must be more than 0 seconds")
-    return value
-
-
-def _url(name: str, raw: str) -> str:
-    if not raw.startswith(("http://", "https://")) or len(raw.split("://", 1)[1]) == 0:
-        raise ConfigError(f"{name}={raw!r} is not an http(s) URL; set it like https://example.com/healthz")
-    return raw
-
-
 def parse_expect(raw: str) -> tuple[tuple[int, int], ...]:
-    """'200-399' or '200,204,301-302' -> ranges; raises ValueError on anything else."""
+    """'200-399' or '200,204,301-302' -> ranges; raises ValueProblem on anything else."""
+    fix = f"use status codes and ranges like {DEFAULT_HEALTH_EXPECT} or 200,204"
     ranges: list[tuple[int, int]] = []
-    for part in _csv(raw):
+    for part in parse_list(raw, what="status code", example="200,204"):
         low_text, _, high_text = part.partition("-")
-        low = int(low_text)
-        high = int(high_text) if high_text else low
+        low = ascii_digits(low_text.strip())
+        high = ascii_digits(high_text.strip()) if high_text else low
+        if low is None or high is None:
+            raise ValueProblem("is not a list of status codes", fix)
         if not 100 <= low <= high <= 599:
-            raise ValueError(part)
+            raise ValueProblem(f"has the range {low}-{high}, outside 100-599 or backwards", fix)
         ranges.append((low, high))
-    if not ranges:
-        raise ValueError(raw)
     return tuple(ranges)
 
 
-def validate_schedule(name: str, raw: str) -> str:
-    if not croniter.is_valid(raw):
-        raise ConfigError(
-            f"{name}={raw!r} is not a cron expression; use 5 fields like '*/5 * * * *' "
-            "(or 6, the last for seconds)"
-        )
-    return raw
-
-
-def _load_roster(env: Mapping[str, str]) -> tuple[RoleSpec, ...] | None:
-    path = env.get("FLEET_ROSTER_FILE", "").strip()
-    if not path:
-        return None
+def _read_file(name: str, path: str, limit: int, what: str) -> bytes:
+    """A file named by a variable, read whole up to `limit` bytes; a larger or unreadable file is refused."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
     except OSError as exc:
-        raise ConfigError(
-            f"FLEET_ROSTER_FILE={path!r} cannot be read ({exc.strerror}); point it at the roster JSON"
-        ) from None
+        raise refusal(name, path, f"cannot be read ({exc.strerror or exc})", f"point it at {what}") from None
+    if len(data) > limit:
+        raise refusal(name, path, f"is larger than {limit} bytes", f"point it at {what}")
+    return data
+
+
+def _load_roster(env: Mapping[str, str], limits: FleetLimits) -> tuple[RoleSpec, ...] | None:
+    path = env_value(env, "FLEET_ROSTER_FILE")
+    if path is None:
+        return None
+    data = _read_file("FLEET_ROSTER_FILE", path, MAX_ROSTER_BYTES, "the roster JSON")
     try:
-        return roster_from_json(text)
+        roster = roster_from_json(data)
     except RosterError as exc:
-        raise ConfigError(f"FLEET_ROSTER_FILE={path!r}: {exc}") from None
+        raise ConfigError(f"FLEET_ROSTER_FILE={shown(path)}: {exc}") from None
+    # Refused before anything is planned: a count of a million would otherwise cost `plan` a minute.
+    breach = limit_breach(((spec.key, spec.role.count) for spec in roster), limits)
+    if breach is not None:
+        raise ConfigError(
+            f"FLEET_ROSTER_FILE={shown(path)}: "
+            + breach.describe(per_role_setting="FLEET_MAX_AGENTS_PER_ROLE", total_setting="FLEET_MAX_AGENTS")
+        )
+    return roster
 
 
 def _load_token(env: Mapping[str, str]) -> str | None:
-    token = env.get("GITHUB_TOKEN", "").strip()
-    if token:
+    token = env_value(env, "GITHUB_TOKEN")
+    if token is not None:
         return token
-    path = env.get("GITHUB_TOKEN_FILE", "").strip()
-    if not path:
+    path = env_value(env, "GITHUB_TOKEN_FILE")
+    if path is None:
         return None
+    data = _read_file("GITHUB_TOKEN_FILE", path, MAX_TOKEN_FILE_BYTES, "a file holding only the token")
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"GITHUB_TOKEN_FILE={path!r} cannot be read ({exc.strerror})") from None
+        token = data.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise refusal(
+            "GITHUB_TOKEN_FILE", path, f"is not UTF-8 text (byte {exc.start})", "write only the token into it"
+        ) from None
     if not token:
-        raise ConfigError(f"GITHUB_TOKEN_FILE={path!r} is empty; write the token into it")
+        raise refusal("GITHUB_TOKEN_FILE", path, "is empty", "write the token into it")
     return token
 
 
-def _load_github(env: Mapping[str, str], skipped: dict[str, str]) -> GitHubSettings | None:
-    repository = env.get("GITHUB_REPOSITORY", "").strip()
-    if not repository:
+def _load_github(env: Mapping[str, str], repository: str | None, skipped: dict[str, str]) -> GitHubSettings | None:
+    # Every GitHub variable is checked even when the merge step will be skipped: a typo is a typo.
+    token = _load_token(env)
+    api_url = _read(env, "GITHUB_API_URL", partial(parse_url, example="https://ghe.example.com/api/v3"), None)
+    api_url = (api_url or DEFAULT_GITHUB_API_URL).rstrip("/")
+    graphql_url = _read(
+        env, "GITHUB_GRAPHQL_URL", partial(parse_url, example="https://ghe.example.com/api/graphql"), None
+    )
+    required_checks = _read(env, "REQUIRED_CHECKS", partial(parse_list, what="check", example="test,lint"), ())
+    blocking_labels = _read(
+        env, "MERGE_BLOCKING_LABELS", partial(parse_list, what="label", example=f"{BLOCKING_LABEL},hold"),
+        (BLOCKING_LABEL,),
+    )
+    max_merges = _read(
+        env, "MERGE_MAX_PER_CYCLE", partial(parse_int, minimum=1, maximum=MAX_MERGES_PER_CYCLE, example=50), 50
+    )
+    if repository is None:
         skipped["merge"] = "GITHUB_REPOSITORY is not set"
         return None
-    owner, _, name = repository.partition("/")
-    if not owner or not name or "/" in name:
-        raise ConfigError(f"GITHUB_REPOSITORY={repository!r} is not owner/name; set it like acme/webapp")
-    token = _load_token(env)
     if token is None:
         skipped["merge"] = "GITHUB_TOKEN (or GITHUB_TOKEN_FILE) is not set"
         return None
-    api_url = _url("GITHUB_API_URL", env.get("GITHUB_API_URL", "").strip() or DEFAULT_GITHUB_API_URL).rstrip("/")
-    graphql_raw = env.get("GITHUB_GRAPHQL_URL", "").strip()
-    graphql_url = _url("GITHUB_GRAPHQL_URL", graphql_raw) if graphql_raw else derive_graphql_url(api_url)
-    blocking_raw = env.get("MERGE_BLOCKING_LABELS")
     return GitHubSettings(
         repository=repository,
         token=Secret(token),
         api_url=api_url,
-        graphql_url=graphql_url,
-        required_checks=_csv(env.get("REQUIRED_CHECKS")),
-        blocking_labels=("do-not-merge",) if blocking_raw is None else _csv(blocking_raw),
-        max_merges_per_cycle=_positive_int(env, "MERGE_MAX_PER_CYCLE", 50),
+        graphql_url=graphql_url or derive_graphql_url(api_url),
+        required_checks=required_checks,
+        blocking_labels=blocking_labels,
+        max_merges_per_cycle=max_merges,
     )
 
 
 def _load_health(env: Mapping[str, str], skipped: dict[str, str]) -> HealthSettings | None:
-    url = env.get("HEALTH_URL", "").strip()
-    if not url:
+    url = _read(env, "HEALTH_URL", partial(parse_url, example="https://example.com/healthz"), None)
+    expect = _read(env, "HEALTH_EXPECT", parse_expect, ((200, 399),))
+    timeout = _read(
+        env, "HEALTH_TIMEOUT_S", partial(parse_seconds, maximum=MAX_HEALTH_TIMEOUT_S, example="10"), 10.0
+    )
+    if url is None:
         skipped["health"] = "HEALTH_URL is not set"
         return None
-    expect_raw = env.get("HEALTH_EXPECT", "").strip() or "200-399"
-    try:
-        expect = parse_expect(expect_raw)
-    except ValueError:
-        raise ConfigError(
-            f"HEALTH_EXPECT={expect_raw!r} is not a list of status codes; use e.g. 200-399 or 200,204"
-        ) from None
-    timeout = _positive_float(env, "HEALTH_TIMEOUT_S", 10.0)
-    assert timeout is not None
-    return HealthSettings(url=_url("HEALTH_URL", url), timeout_s=timeout, expect=expect)
+    return HealthSettings(url=url, timeout_s=timeout, expect=expect)
+
+
+def _load_spawn(env: Mapping[str, str]) -> SpawnSettings:
+    max_spawns = _read(
+        env, "FLEET_MAX_SPAWNS_PER_HOUR", partial(parse_int, minimum=0, maximum=MAX_SPAWNS_PER_HOUR, example=60), 0
+    )
+    return SpawnSettings(
+        max_spawns_per_hour=max_spawns or None,
+        concurrency=_read(
+            env, "SPAWN_CONCURRENCY", partial(parse_int, minimum=1, maximum=MAX_SPAWN_CONCURRENCY, example=8), 8
+        ),
+        network=_read(env, "AGENT_NETWORK", parse_network, "bridge"),
+        backoff_base_s=_read(
+            env, "AGENT_CRASH_BACKOFF_S", partial(parse_seconds, maximum=MAX_BACKOFF_S, example="60"), 60.0
+        ),
+        backoff_max_s=_read(
+            env, "AGENT_CRASH_BACKOFF_MAX_S", partial(parse_seconds, maximum=MAX_BACKOFF_MAX_S, example="3600"),
+            3600.0,
+        ),
+    )
+
+
+def _load_limits(env: Mapping[str, str]) -> FleetLimits:
+    hint = " (the ceiling for any fleet)"
+    return FleetLimits(
+        per_role=_read(
+            env, "FLEET_MAX_AGENTS_PER_ROLE",
+            partial(parse_int, minimum=1, maximum=MAX_AGENTS_PER_ROLE_CEILING, example=DEFAULT_MAX_AGENTS_PER_ROLE,
+                    maximum_hint=hint),
+            DEFAULT_MAX_AGENTS_PER_ROLE,
+        ),
+        total=_read(
+            env, "FLEET_MAX_AGENTS",
+            partial(parse_int, minimum=1, maximum=MAX_AGENTS_CEILING, example=DEFAULT_MAX_AGENTS, maximum_hint=hint),
+            DEFAULT_MAX_AGENTS,
+        ),
+    )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Read and check every setting; raises ConfigError before anything is done."""
+    """Read and check every setting; raises ConfigError before anything is done.
+
+    The error's message is scrubbed of every secret the environment holds, as a second line of defence
+    behind `shown` (a token in a URL's path is only recognisable by its value).
+    """
     env = os.environ if env is None else env
-    fleet_id = env.get("FLEET_ID", "").strip() or "agent-fleet"
-    if not all(c.isalnum() or c in "_.-" for c in fleet_id) or not fleet_id[0].isalnum():
-        raise ConfigError(
-            f"FLEET_ID={fleet_id!r} may hold only letters, digits, '_', '.' and '-', starting with a letter or digit"
-        )
+    try:
+        return _load(env)
+    except ConfigError as exc:
+        raise ConfigError(scrub(str(exc), known_secrets(env))) from None
+
+
+def _load(env: Mapping[str, str]) -> Settings:
+    fleet_id = _read(env, "FLEET_ID", parse_fleet_id, DEFAULT_FLEET_ID)
+    schedule = _read(env, "COORDINATOR_SCHEDULE", cron.validate, DEFAULT_SCHEDULE)
+    cycle_timeout_s = _read(
+        env, "COORDINATOR_CYCLE_TIMEOUT_S", partial(parse_seconds, maximum=MAX_CYCLE_TIMEOUT_S, example="300"), None
+    )
+    heartbeat_file = Path(env_value(env, "COORDINATOR_HEARTBEAT_FILE") or DEFAULT_HEARTBEAT_FILE)
+    limits = _load_limits(env)
     skipped: dict[str, str] = {}
-    roster = _load_roster(env)
+    roster = _load_roster(env, limits)
     if roster is None:
         skipped["reconcile"] = "FLEET_ROSTER_FILE is not set"
-    max_spawns = _positive_int(env, "FLEET_MAX_SPAWNS_PER_HOUR", 0, allow_zero=True)
-    network = env.get("AGENT_NETWORK", "").strip() or "bridge"
-    github = _load_github(env, skipped)
+    spawn = _load_spawn(env)
+    repository = _read(env, "GITHUB_REPOSITORY", parse_repository, None)
+    github = _load_github(env, repository, skipped)
+    health = _load_health(env, skipped)
     return Settings(
         fleet_id=fleet_id,
         roster=roster,
-        repository=github.repository if github else (env.get("GITHUB_REPOSITORY", "").strip() or None),
-        schedule=validate_schedule(
-            "COORDINATOR_SCHEDULE", env.get("COORDINATOR_SCHEDULE", "").strip() or DEFAULT_SCHEDULE
-        ),
-        cycle_timeout_s=_positive_float(env, "COORDINATOR_CYCLE_TIMEOUT_S", None),
-        heartbeat_file=Path(env.get("COORDINATOR_HEARTBEAT_FILE", "").strip() or DEFAULT_HEARTBEAT_FILE),
+        repository=repository,
+        schedule=schedule,
+        cycle_timeout_s=cycle_timeout_s,
+        heartbeat_file=heartbeat_file,
         github=github,
-        health=_load_health(env, skipped),
-        spawn=SpawnSettings(
-            max_spawns_per_hour=max_spawns or None,
-            concurrency=_positive_int(env, "SPAWN_CONCURRENCY", 8),
-            network=network,
-            backoff_base_s=_positive_float(env, "AGENT_CRASH_BACKOFF_S", 60.0) or 60.0,
-            backoff_max_s=_positive_float(env, "AGENT_CRASH_BACKOFF_MAX_S", 3600.0) or 3600.0,
-        ),
+        health=health,
+        spawn=spawn,
+        limits=limits,
         skipped=skipped,
     )

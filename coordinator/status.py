@@ -19,14 +19,14 @@ import docker
 from docker.errors import DockerException, NotFound
 
 from coordinator import labels
+from coordinator.cli import EXIT_CONFIG as EXIT_USAGE
+from coordinator.cli import EXIT_FAILED, EXIT_OK
 from coordinator.report import REPORT_EVENT
 
 # Log lines read per cycle shown: a cycle writes a few events per spawn and per pull request
 # besides its report, so this is generous; older lines are never read.
 LOG_LINES_PER_CYCLE = 200
 MIN_LOG_LINES = 2000
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 Report = dict[str, Any]
 

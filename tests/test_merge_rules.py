@@ -118,7 +118,8 @@ def test_blocking_labels_are_configurable() -> None:
     policy = MergePolicy(default_branch="main", blocking_labels=("hold", "wip"))
     assert refusals(ready(labels=("wip",)), policy) == (Refusal.BLOCKED_BY_LABEL,)
     assert refusals(ready(labels=("do-not-merge",)), policy) == ()
-    assert refusals(ready(labels=("do-not-merge",)), MergePolicy(default_branch="main", blocking_labels=())) == ()
+    with pytest.raises(ValueError, match="blocking_labels is empty"):  # never "no blocking label at all"
+        MergePolicy(default_branch="main", blocking_labels=())
 
 
 def test_a_rollup_of_another_commit_than_the_head_is_not_trusted() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 
@@ -92,3 +93,14 @@ def test_shown_quotes_a_value_without_what_it_must_not_show(value: object, url: 
 
 def test_shown_also_drops_the_known_secrets() -> None:
     assert shown(f"https://host/{TOKEN}/x", url=True, secrets=[TOKEN]) == "'https://host/***/x'"
+
+
+@pytest.mark.parametrize(
+    "text", ["x" * 1_000_000, ",a:" * 300_000, "=a://" * 200_000, "a:b@" * 250_000, "?" * 1_000_000]
+)
+def test_scrubbing_is_linear_even_for_a_pathological_megabyte(text: str) -> None:
+    # A pattern that may start anywhere and run to the end takes hours on this; a brief can be that large.
+    started = time.monotonic()
+    scrub(text, [TOKEN])
+    shown(text, url=True)
+    assert time.monotonic() - started < 5

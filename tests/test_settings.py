@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from coordinator.fleet import RosterError, roster_from_json
-from coordinator.settings import ConfigError, Secret, derive_graphql_url, load_settings
+from coordinator.fleet import (
+    BLOCKING_LABEL,
+    MAX_BRIEF_BYTES,
+    MAX_ROSTER_BYTES,
+    FleetLimits,
+    RosterError,
+    roster_from_json,
+)
+from coordinator.settings import (
+    VARIABLES,
+    ConfigError,
+    GitHubSettings,
+    Secret,
+    derive_graphql_url,
+    env_value,
+    load_settings,
+)
 
 ROLE = {"key": "api_builder", "title": "API Builder", "count": 2, "department": "Engineering",
         "mode": "Task-driven", "brief": "Builds the API.", "image": "agent:1"}
@@ -134,3 +153,250 @@ def test_a_missing_roster_field_and_a_duplicate_key_are_refused() -> None:
 def test_secret_equality_does_not_need_the_value_shown() -> None:
     assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
     assert str(Secret("a")) == "Secret('***')"
+
+
+# --- one accessor: a blank value is an unset one ------------------------------------------------
+
+FULL = {"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t0ken", "HEALTH_URL": "https://prod.example.com/h"}
+READ_BY_SETTINGS = sorted(set(VARIABLES) - {"DOCKER_HOST", "DOCKER_API_VERSION"})  # those two: the Docker SDK's
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+@pytest.mark.parametrize("name", READ_BY_SETTINGS)
+def test_a_blank_variable_means_unset_so_its_default_applies(name: str, blank: str) -> None:
+    # Docker Compose's ${VAR} gives "" for an unset VAR: that must never mean "nothing".
+    unset = {key: value for key, value in FULL.items() if key != name}
+    assert load_settings({**unset, name: blank}) == load_settings(unset)
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_merge_blocking_labels_keeps_do_not_merge(blank: str) -> None:
+    settings = load_settings({**FULL, "MERGE_BLOCKING_LABELS": blank})
+    assert settings.github is not None and settings.github.blocking_labels == ("do-not-merge",) == (BLOCKING_LABEL,)
+
+
+@pytest.mark.parametrize("value", [",", ",, ,"])
+def test_blocking_labels_that_name_no_label_are_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^MERGE_BLOCKING_LABELS={value!r} names no label; leave it unset"):
+        load_settings({**FULL, "MERGE_BLOCKING_LABELS": value})
+
+
+def test_blocking_labels_can_never_be_empty_however_the_settings_are_built() -> None:
+    with pytest.raises(ValueError, match="blocking_labels is empty"):
+        GitHubSettings("acme/webapp", Secret("t"), "https://api.github.com", "https://api.github.com/graphql",
+                       blocking_labels=())
+
+
+def test_only_documented_variables_can_be_read() -> None:
+    assert env_value({"FLEET_ID": " x "}, "FLEET_ID") == "x"
+    with pytest.raises(KeyError, match="VARIABLES"):
+        env_value({}, "FLEET_SECRET_SAUCE")
+
+
+def test_a_set_variable_is_checked_even_when_its_step_is_skipped() -> None:
+    with pytest.raises(ConfigError, match=r"^HEALTH_TIMEOUT_S='inf' is not a finite number of seconds"):
+        load_settings({"HEALTH_TIMEOUT_S": "inf"})
+    with pytest.raises(ConfigError, match=r"^GITHUB_API_URL="):
+        load_settings({"GITHUB_API_URL": "api.github.com"})
+
+
+# --- values Docker or the kernel would refuse later are refused now -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("FLEET_ID", "flëet", "may hold only ASCII letters"),  # str.isalnum() accepted it
+        ("FLEET_ID", "f" * 25, "more than 24"),
+        ("HEALTH_TIMEOUT_S", "inf", "is not a finite number of seconds"),
+        ("HEALTH_TIMEOUT_S", "nan", "is not a finite number of seconds"),
+        ("HEALTH_TIMEOUT_S", "301", "is more than 300 seconds"),
+        ("COORDINATOR_CYCLE_TIMEOUT_S", "inf", "is not a finite number of seconds"),
+        ("COORDINATOR_CYCLE_TIMEOUT_S", "86401", "is more than 86400 seconds"),
+        ("AGENT_CRASH_BACKOFF_S", "1e9", "is not a number of seconds"),
+        ("AGENT_CRASH_BACKOFF_MAX_S", "604801", "is more than 604800 seconds"),
+        ("SPAWN_CONCURRENCY", "101", "is more than 100"),
+        ("MERGE_MAX_PER_CYCLE", "9" * 30, "has more than 18 digits"),
+        ("HEALTH_EXPECT", "\u0662\u0660\u0660", "is not a list of status codes"),
+        ("AGENT_NETWORK", "my net", "is not a Docker network"),
+        ("COORDINATOR_SCHEDULE", "0 0 30 2 *", "never fires"),
+        ("COORDINATOR_SCHEDULE", "0 0 31 4 *", "never fires"),
+        ("COORDINATOR_SCHEDULE", "* * * * * * *", "it has 7 fields"),
+        ("GITHUB_REPOSITORY", "acme/webapp/x", "is not owner/name"),
+    ],
+)
+def test_values_that_would_fail_later_are_refused_up_front(variable: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({variable: value})
+    assert str(refused.value).startswith(f"{variable}={value[:199]!r}"[:40]) and says in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"key": "api_builder\n"}, "key", "lower case ASCII letters"),  # ^...$ with match() let it through
+        ({"key": "a" * 31}, "key", "at most 30 characters"),
+        ({"title": "API\nBuilder"}, "title", "one line"),
+        ({"title": "T" * 201}, "title", "at most 200 characters"),
+        ({"brief": "Builds\x00 the API."}, "brief", "NUL"),
+        ({"brief": "\ud800 builds"}, "brief", "not valid Unicode"),
+        ({"brief": "x" * (2 * 1024 * 1024)}, "brief", "bytes"),  # too large for exec as AGENT_BRIEF
+        ({"brief": "é" * (MAX_BRIEF_BYTES // 2 + 1)}, "brief", f"keep it to {MAX_BRIEF_BYTES}"),
+        ({"image": "agent 1"}, "image", "image reference"),
+        ({"command": ["run", "a\x00b"]}, "command", "NUL"),
+        ({"command": [""]}, "command", "non-empty list"),
+        ({"env": {"AGENT_MODEL": "large\x00"}}, "env.AGENT_MODEL", "NUL"),
+        ({"env": {"AGENT_MODEL\n": "large"}}, "env", "environment names"),
+        ({"count": 1001}, "count", "at most 1000"),
+    ],
+)
+def test_each_string_that_reaches_docker_is_checked(change: dict[str, object], field: str, says: str) -> None:
+    with pytest.raises(RosterError) as refused:
+        roster_from_json(json.dumps({"roles": [{**ROLE, **change}]}))
+    assert f"field {field!r}" in str(refused.value) and says in str(refused.value)
+
+
+def test_the_longest_names_fit_a_dns_label() -> None:
+    from coordinator.fleet import MAX_AGENTS_PER_ROLE_CEILING, MAX_KEY_CHARS
+    from coordinator.values import MAX_FLEET_ID_CHARS
+
+    longest = f"{'f' * MAX_FLEET_ID_CHARS}-{'k' * MAX_KEY_CHARS}-{MAX_AGENTS_PER_ROLE_CEILING}"
+    assert len(longest) <= 63
+
+
+# --- the roster file: refused with exit 2, never a traceback ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"roles": [{"key": "caf\xe9"}]}', "the roster is not UTF-8: byte 23 is 0xe9"),
+        (b"[" * 100_000 + b"]" * 100_000, "the roster is nested too deeply"),
+        (json.dumps({"roles": [{**ROLE, "count": 0}]}).replace('"count": 0', '"count": ' + "9" * 5000).encode(),
+         "the roster has a number of more than 18 digits"),
+        (b'{"roles": [], "roles": []}', "the roster has the key 'roles' twice in one object"),
+        (json.dumps({"roles": [{**ROLE, "count": 0}]}).replace('"count": 0', '"count": NaN').encode(),
+         "the roster has NaN"),
+        (b" " * (MAX_ROSTER_BYTES + 1), f"is larger than {MAX_ROSTER_BYTES} bytes"),
+        (b"\xef\xbb\xbf{}", "the roster is not valid JSON"),  # a byte order mark
+    ],
+)
+def test_a_roster_file_that_is_not_a_roster_is_refused_naming_the_file(
+    tmp_path: Path, content: bytes, says: str
+) -> None:
+    path = tmp_path / "roster.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"FLEET_ROSTER_FILE": str(path)})
+    assert str(refused.value).startswith(f"FLEET_ROSTER_FILE={str(path)!r}") and says in str(refused.value)
+
+
+def test_a_token_file_that_is_not_text_is_refused(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"^GITHUB_TOKEN_FILE=.* is not UTF-8 text \(byte 0\)"):
+        load_settings({"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN_FILE": str(token_file)})
+
+
+# --- limits on counts -----------------------------------------------------------------------------------
+
+
+def test_a_role_over_the_per_role_limit_is_refused_naming_role_count_limit_and_setting(tmp_path: Path) -> None:
+    path = roster_file(tmp_path, {**ROLE, "count": 150})
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"FLEET_ROSTER_FILE": path})
+    assert str(refused.value) == (
+        f"FLEET_ROSTER_FILE={path!r}: role 'api_builder' has a count of 150, more than the limit of 100 agents per "
+        "role (FLEET_MAX_AGENTS_PER_ROLE); lower its count, or raise FLEET_MAX_AGENTS_PER_ROLE (at most 1000)"
+    )
+    settings = load_settings({"FLEET_ROSTER_FILE": path, "FLEET_MAX_AGENTS_PER_ROLE": "150"})
+    assert settings.limits == FleetLimits(per_role=150, total=500)
+
+
+def test_a_roster_over_the_fleet_limit_is_refused(tmp_path: Path) -> None:
+    path = roster_file(tmp_path, {**ROLE, "count": 60}, {**ROLE, "key": "ui", "count": 50})
+    with pytest.raises(ConfigError, match=r"asks for 110 agents in all, more than the fleet's limit of 100 "
+                                          r"\(FLEET_MAX_AGENTS\); lower some counts, or raise FLEET_MAX_AGENTS"):
+        load_settings({"FLEET_ROSTER_FILE": path, "FLEET_MAX_AGENTS": "100"})
+    assert load_settings({"FLEET_ROSTER_FILE": path, "FLEET_MAX_AGENTS": "110"}).roster is not None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("FLEET_MAX_AGENTS_PER_ROLE", "1001", "is more than 1000; use at most 1000 (the ceiling for any fleet)"),
+        ("FLEET_MAX_AGENTS", "5001", "is more than 5000"),
+        ("FLEET_MAX_AGENTS", "0", "is less than 1"),
+    ],
+)
+def test_a_typo_in_a_limit_itself_is_refused(variable: str, value: str, says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({variable: value})
+    assert str(refused.value).startswith(f"{variable}={value!r} {says}")
+
+
+# --- the command line: exit 2, and no credential in what it prints -----------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "ghp_FAKEfakeFAKEfake0123456789abcdef"
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m coordinator` as a real process, with nothing but these settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator", *args],
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **env},
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize(
+    ("placement", "value"),
+    [
+        ("userinfo", f"htps://x-access-token:{TOKEN}@ghe.example.com/api/v3"),
+        ("userinfo, no scheme", f"x-access-token:{TOKEN}@ghe.example.com/api/v3"),
+        ("userinfo, one slash", f"https:/x-access-token:{TOKEN}@ghe.example.com/api/v3"),
+        ("query", f"htps://ghe.example.com/api/v3?access_token={TOKEN}"),
+        ("query, no scheme", f"ghe.example.com/api/v3?{TOKEN}"),
+        ("fragment", f"ghe.example.com/api/v3#{TOKEN}"),
+        ("path", f"htps://ghe.example.com/{TOKEN}/api/v3"),  # recognisable only by its value
+    ],
+)
+@pytest.mark.parametrize("variable", ["GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "HEALTH_URL"])
+def test_a_refused_url_setting_never_prints_the_token(variable: str, placement: str, value: str) -> None:
+    result = run_cli("cycle", env={"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": TOKEN, variable: value})
+    assert result.returncode == 2, result.stderr
+    assert f"{variable}=" in result.stderr and "bad configuration" in result.stderr
+    assert TOKEN not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_token_from_its_file_is_scrubbed_too(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    result = run_cli("cycle", env={"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN_FILE": str(token_file),
+                                   "HEALTH_URL": f"htps://prod.example.com/{TOKEN}"})
+    assert result.returncode == 2 and "HEALTH_URL=" in result.stderr and TOKEN not in result.stderr
+
+
+def test_merge_blocking_labels_naming_no_label_stops_the_cycle_with_exit_2() -> None:
+    result = run_cli("cycle", env={**FULL, "MERGE_BLOCKING_LABELS": ","})
+    assert result.returncode == 2
+    assert "MERGE_BLOCKING_LABELS=',' names no label" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["cycle", "plan"])
+def test_a_huge_count_is_refused_before_anything_is_planned(tmp_path: Path, command: str) -> None:
+    path = roster_file(tmp_path, {**ROLE, "count": 1_000_000})
+    started = time.monotonic()
+    result = run_cli(command, env={"FLEET_ROSTER_FILE": path})
+    assert result.returncode == 2 and "field 'count' is 1000000: use at most 1000" in result.stderr
+    assert time.monotonic() - started < 15
+
+
+def test_a_roster_with_a_5000_digit_number_exits_2_not_with_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "roster.json"
+    path.write_text('{"roles": [{"count": ' + "9" * 5000 + "}]}")
+    result = run_cli("plan", env={"FLEET_ROSTER_FILE": str(path)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "FLEET_ROSTER_FILE=" in result.stderr and "more than 18 digits" in result.stderr

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Protocol, TypeVar, assert_never
 
+from coordinator.fleet import BLOCKING_LABEL
 from coordinator.report import EventLog, MergeOutcome, MergeReport, PullOutcome, StepStatus
 from coordinator.settings import GitHubSettings
 
@@ -195,7 +196,12 @@ class PullSnapshot:
 class MergePolicy:
     default_branch: str
     required_checks: tuple[str, ...] = ()
-    blocking_labels: tuple[str, ...] = ("do-not-merge",)
+    blocking_labels: tuple[str, ...] = (BLOCKING_LABEL,)
+
+    def __post_init__(self) -> None:
+        # No blocking label would merge a pull request labelled do-not-merge: refused, however it is built.
+        if not self.blocking_labels:
+            raise ValueError(f"blocking_labels is empty; keep at least {BLOCKING_LABEL!r}")
 
 
 # --------------------------------------------------------------------------------------------------
