@@ -1,14 +1,14 @@
 """The scheduler: runs one cycle at start, then one per cron tick, each in a fresh process, never two at once.
 
-Pure core: `next_tick`, `schedule_interval` and `missed_ticks` compute the schedule from a cron
-expression and times (UTC; 5 fields, or 6 with seconds last). Thin shell: `run_schedule` owns the
+The tick arithmetic lives in `coordinator.cron` (pure). Thin shell: `run_schedule` owns the
 clock, the cycle's process, its time limit and the heartbeat file.
 
 A cycle that runs past the next tick makes that tick (and any other passed while it ran) skip:
 the next cycle starts at the first tick after the previous one finished. A cycle over its time
-limit (default: one schedule interval) is terminated with its whole process group, SIGTERM first
-and SIGKILL after a grace period. Whatever way a cycle ends (ok, failed, crashed, killed), the
-heartbeat is written and the scheduler goes on; only a stop request (SIGTERM/SIGINT) ends it.
+limit (default: one schedule interval, at most a day) is terminated with its whole process group,
+SIGTERM first and SIGKILL after a grace period. Whatever way a cycle ends (ok, failed, crashed,
+killed), the heartbeat is written, with how many cycles in a row were stopped at their time limit,
+and the scheduler goes on; only a stop request (SIGTERM/SIGINT) ends it.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from croniter import croniter
-
+from coordinator import cron
+from coordinator.heartbeat import HeartbeatError, read_heartbeat, write_heartbeat
+from coordinator.redact import shown
 from coordinator.report import EventLog
+from coordinator.settings import MAX_CYCLE_TIMEOUT_S
+from coordinator.values import ValueProblem, check_seconds
 
 # How long a terminated cycle gets to exit before SIGKILL; below Docker's default 10 s stop
 # timeout, so a stopping container still ends its cycle itself.
@@ -45,42 +48,20 @@ _MAX_LISTED_TICKS = 50
 # --- pure core --------------------------------------------------------------------------------
 
 
-def next_tick(expr: str, after: datetime) -> datetime:
-    """The first tick of `expr` strictly after `after` (timezone-aware)."""
-    tick: datetime = croniter(expr, after).get_next(datetime)
-    return tick
-
-
-def previous_tick(expr: str, before: datetime) -> datetime:
-    """The last tick of `expr` strictly before `before`."""
-    tick: datetime = croniter(expr, before).get_prev(datetime)
-    return tick
-
-
-def schedule_interval(expr: str, at: datetime) -> float:
-    """Seconds between the ticks around `at`: the last tick at or before it and the first after it."""
-    following = next_tick(expr, at)
-    return (following - previous_tick(expr, following)).total_seconds()
-
-
-def missed_ticks(expr: str, since: datetime, until: datetime, *, limit: int | None = None) -> list[datetime]:
-    """The ticks in (since, until]: the ones that passed while a cycle started at `since` ran.
-
-    `limit` caps the list, since a long stall under a seconds schedule would otherwise list thousands.
-    """
-    ticks: list[datetime] = []
-    iterator = croniter(expr, since)
-    while limit is None or len(ticks) < limit:
-        tick: datetime = iterator.get_next(datetime)
-        if tick > until:
-            break
-        ticks.append(tick)
-    return ticks
-
-
 def cycle_time_limit(expr: str, timeout_s: float | None, started_at: datetime) -> float:
-    """The configured time limit, or by default one schedule interval (the slot the cycle runs in)."""
-    return timeout_s if timeout_s is not None else schedule_interval(expr, started_at)
+    """The configured time limit, or by default one schedule interval (the slot the cycle runs in).
+
+    The default is capped at MAX_CYCLE_TIMEOUT_S, because the cycle is told its limit through
+    COORDINATOR_CYCLE_TIMEOUT_S and would refuse a larger one (a yearly schedule's interval).
+    """
+    if timeout_s is not None:
+        return timeout_s
+    return min(cron.interval_around(expr, started_at), MAX_CYCLE_TIMEOUT_S)
+
+
+def timeouts_in_a_row(previous: int, timed_out: bool) -> int:
+    """How many cycles in a row have been stopped at their time limit, after one more cycle."""
+    return previous + 1 if timed_out else 0
 
 
 def describe_exit(returncode: int) -> str:
@@ -137,16 +118,19 @@ def run_schedule(
     cycles' environment (default: this process's). Returns 0: a failing cycle is the cycle's
     report's business, not the scheduler's.
     """
-    # Imported here, not at the top, because the heartbeat module imports this one for the interval.
-    from coordinator.heartbeat import write_heartbeat
-
-    if not croniter.is_valid(schedule):
-        raise ValueError(f"schedule {schedule!r} is not a cron expression; use 5 fields, or 6 with seconds last")
+    try:
+        schedule = cron.validate(schedule)
+    except ValueProblem as problem:
+        raise ValueError(f"schedule {shown(schedule)} {problem}") from None
     if not cycle_argv:
         raise ValueError("cycle_argv is empty; give the command of one cycle")
-    if timeout_s is not None and not timeout_s > 0:
-        raise ValueError(f"timeout_s={timeout_s!r} must be more than 0 seconds, or None for one schedule interval")
+    if timeout_s is not None:
+        try:
+            check_seconds(timeout_s, maximum=MAX_CYCLE_TIMEOUT_S)
+        except ValueProblem as problem:
+            raise ValueError(f"timeout_s={timeout_s!r} {problem}, or None for one schedule interval") from None
     stop = threading.Event() if stop is None else stop
+    streak = _previous_streak(heartbeat_file)
     log.emit(
         "schedule.started",
         schedule=schedule,
@@ -174,15 +158,23 @@ def run_schedule(
                 duration_s=round(outcome.duration_s, 3),
             )
             break
-        following = next_tick(schedule, finished_at)
-        _report_cycle(outcome, finished_at=finished_at, following=following, log=log)
+        following = cron.next_tick(schedule, finished_at)
+        if outcome.exit_code is not None:
+            streak = timeouts_in_a_row(streak, outcome.timed_out)
+        _report_cycle(outcome, finished_at=finished_at, following=following, log=log, streak=streak)
         if outcome.exit_code is not None:
             try:
-                write_heartbeat(heartbeat_file, finished_at=finished_at, exit_code=outcome.exit_code)
+                write_heartbeat(
+                    heartbeat_file,
+                    finished_at=finished_at,
+                    exit_code=outcome.exit_code,
+                    timed_out=outcome.timed_out,
+                    timeouts_in_a_row=streak,
+                )
             except OSError as exc:
                 # The health check will say so; the scheduler itself can go on.
                 log.emit("schedule.heartbeat_failed", path=str(heartbeat_file), error=str(exc))
-        skipped = missed_ticks(schedule, started_at, finished_at, limit=_MAX_LISTED_TICKS + 1)
+        skipped = cron.missed_ticks(schedule, started_at, finished_at, limit=_MAX_LISTED_TICKS + 1)
         if skipped:
             log.emit(
                 "schedule.skipped",
@@ -200,7 +192,18 @@ def run_schedule(
     return 0
 
 
-def _report_cycle(outcome: CycleOutcome, *, finished_at: datetime, following: datetime, log: EventLog) -> None:
+def _previous_streak(heartbeat_file: Path) -> int:
+    """The timeouts in a row the last heartbeat recorded, so a restarted scheduler goes on counting."""
+    try:
+        heartbeat = read_heartbeat(heartbeat_file)
+    except HeartbeatError:
+        return 0
+    return heartbeat.timeouts_in_a_row if heartbeat is not None else 0
+
+
+def _report_cycle(
+    outcome: CycleOutcome, *, finished_at: datetime, following: datetime, log: EventLog, streak: int
+) -> None:
     if outcome.exit_code is None:
         log.emit("schedule.cycle_not_started", error=outcome.start_error, next_tick=following)
         return
@@ -209,6 +212,7 @@ def _report_cycle(outcome: CycleOutcome, *, finished_at: datetime, following: da
         exit_code=outcome.exit_code,
         outcome=describe_exit(outcome.exit_code),
         timed_out=outcome.timed_out,
+        timeouts_in_a_row=streak,
         duration_s=round(outcome.duration_s, 3),
         finished_at=finished_at,
         next_tick=following,

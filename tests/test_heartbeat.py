@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.heartbeat import (
+    UNHEALTHY_TIMEOUTS_IN_A_ROW,
     Heartbeat,
     HeartbeatError,
     judge_heartbeat,
@@ -70,14 +71,40 @@ def test_a_failed_cycle_still_proves_the_scheduler_alive_and_the_message_says_ho
     assert "600s" in stale.message and "2024-05-01T11:00:00Z" in stale.message and "exit code -9" in stale.message
 
 
+@pytest.mark.parametrize(
+    ("timed_out", "in_a_row", "healthy"),
+    [
+        (False, 0, True),
+        (True, 1, True),  # one cycle stopped at its limit can be bad luck
+        (True, UNHEALTHY_TIMEOUTS_IN_A_ROW, False),  # every cycle killed: the scheduler is alive, nothing gets done
+        (True, 7, False),
+        (False, 0, True),  # the next cycle that finishes by itself makes it healthy again
+    ],
+)
+def test_unhealthy_when_the_last_cycles_in_a_row_all_timed_out(timed_out: bool, in_a_row: int, healthy: bool) -> None:
+    beat = Heartbeat(
+        finished_at=NOW - timedelta(minutes=1), exit_code=-15, timed_out=timed_out, timeouts_in_a_row=in_a_row
+    )
+    verdict = judge_heartbeat(beat, schedule=EVERY_5_MIN, now=NOW)
+
+    assert verdict.healthy is healthy
+    if not healthy:
+        assert f"the last {in_a_row} cycles in a row were stopped at their time limit" in verdict.message
+    elif timed_out:
+        assert "was stopped at its time limit" in verdict.message
+
+
 def test_write_then_read_round_trips_and_creates_the_directory(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "heartbeat.json"
     finished = datetime(2024, 5, 1, 11, 58, 30, 123456, tzinfo=UTC)
 
     write_heartbeat(path, finished_at=finished, exit_code=-15)
-    write_heartbeat(path, finished_at=finished + timedelta(minutes=5), exit_code=0)
+    write_heartbeat(path, finished_at=finished + timedelta(minutes=5), exit_code=-15, timed_out=True,
+                    timeouts_in_a_row=3)
 
-    assert read_heartbeat(path) == Heartbeat(finished_at=finished + timedelta(minutes=5), exit_code=0)
+    assert read_heartbeat(path) == Heartbeat(
+        finished_at=finished + timedelta(minutes=5), exit_code=-15, timed_out=True, timeouts_in_a_row=3
+    )
     assert sorted(p.name for p in path.parent.iterdir()) == ["heartbeat.json"]  # no temporary file left behind
 
 
@@ -85,8 +112,24 @@ def test_a_missing_file_means_no_cycle_has_finished(tmp_path: Path) -> None:
     assert read_heartbeat(tmp_path / "heartbeat.json") is None
 
 
+def test_a_heartbeat_written_before_timeouts_were_recorded_reads_as_none_timed_out(tmp_path: Path) -> None:
+    path = tmp_path / "heartbeat.json"
+    path.write_text('{"finished_at": "2024-05-01T12:00:00+00:00", "exit_code": 0}')
+
+    assert read_heartbeat(path) == Heartbeat(finished_at=NOW, exit_code=0, timed_out=False, timeouts_in_a_row=0)
+
+
 @pytest.mark.parametrize(
-    "text", ["", "{not json", '{"exit_code": 0}', '{"finished_at": "2024-05-01T12:00:00", "exit_code": 0}']
+    "text",
+    [
+        "",
+        "{not json",
+        "[]",
+        '{"exit_code": 0}',
+        '{"finished_at": "2024-05-01T12:00:00", "exit_code": 0}',
+        '{"finished_at": "2024-05-01T12:00:00+00:00", "exit_code": 0, "timeouts_in_a_row": -1}',
+        '{"finished_at": "2024-05-01T12:00:00+00:00", "exit_code": 0, "timed_out": "yes"}',
+    ],
 )
 def test_a_file_that_is_not_a_heartbeat_is_an_error_naming_the_file(tmp_path: Path, text: str) -> None:
     path = tmp_path / "heartbeat.json"
@@ -146,6 +189,11 @@ def test_healthcheck_exit_codes(tmp_path: Path) -> None:
     assert fresh.stdout.startswith("healthy:") and fresh.stdout.count("\n") == 1
     assert stale.returncode == 1
     assert stale.stdout.startswith("unhealthy: no cycle has finished for")
+
+    write_heartbeat(path, finished_at=datetime.now(UTC), exit_code=-15, timed_out=True, timeouts_in_a_row=2)
+    timing_out = _healthcheck(env)
+    assert timing_out.returncode == 1
+    assert timing_out.stdout.startswith("unhealthy: the last 2 cycles in a row were stopped at their time limit")
 
 
 def test_healthcheck_runs_with_no_settings_at_all(tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""The scheduler: the tick arithmetic as plain functions, the loop with real processes on seconds-scale schedules.
+"""The scheduler: its time limit as a plain function, the loop with real processes on seconds-scale schedules.
+
+The tick arithmetic itself (next tick, intervals, missed ticks) is tested in test_cron.py.
 
 Each loop test starts a real scheduler process (`run_schedule` behind a few lines of driver) whose
 cycle is `fake_cycle.py`: each run appends its start and end to a record file and does what the
@@ -18,22 +20,17 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from coordinator.heartbeat import read_heartbeat
+from coordinator.cron import next_tick
+from coordinator.heartbeat import read_heartbeat, write_heartbeat
 from coordinator.report import EventLog
-from coordinator.schedule import (
-    cycle_time_limit,
-    describe_exit,
-    missed_ticks,
-    next_tick,
-    run_schedule,
-    schedule_interval,
-)
+from coordinator.schedule import cycle_time_limit, describe_exit, run_schedule, timeouts_in_a_row
+from coordinator.settings import MAX_CYCLE_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[1]
 EVERY_SECOND = "* * * * * *"
@@ -45,49 +42,21 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-# --- the tick arithmetic ----------------------------------------------------------------------
+# --- the time limit -------------------------------------------------------------------------
 
 
-def test_next_tick_is_strictly_after() -> None:
-    assert next_tick("*/5 * * * *", at("2024-05-01T12:03:10")) == at("2024-05-01T12:05:00")
-    assert next_tick("*/5 * * * *", at("2024-05-01T12:05:00")) == at("2024-05-01T12:10:00")
-    assert next_tick(EVERY_2_S, at("2024-05-01T12:00:00.500")) == at("2024-05-01T12:00:02")
+def test_time_limit_defaults_to_one_schedule_interval_capped_at_a_day() -> None:
+    assert cycle_time_limit("*/5 * * * *", None, at("2024-05-01T12:03:00")) == 300
+    assert cycle_time_limit("*/5 * * * *", 42.0, at("2024-05-01T12:03:00")) == 42.0
+    # A yearly schedule's interval would be refused by the cycle it is handed to (COORDINATOR_CYCLE_TIMEOUT_S).
+    assert cycle_time_limit(ONCE_A_YEAR, None, at("2024-05-01T12:03:00")) == MAX_CYCLE_TIMEOUT_S
 
 
 @pytest.mark.parametrize(
-    ("expr", "moment", "seconds"),
-    [
-        ("*/5 * * * *", "2024-05-01T12:03:10", 300),
-        ("*/5 * * * *", "2024-05-01T12:05:00", 300),  # on a tick: the slot that starts there
-        (EVERY_2_S, "2024-05-01T12:00:01.250", 2),
-        (EVERY_SECOND, "2024-05-01T12:00:00", 1),
-        ("0 9,17 * * *", "2024-05-01T12:00:00", 8 * 3600),  # uneven schedules: the interval around the time
-        ("0 9,17 * * *", "2024-05-01T20:00:00", 16 * 3600),
-    ],
+    ("previous", "timed_out", "expected"), [(0, False, 0), (0, True, 1), (1, True, 2), (5, False, 0)]
 )
-def test_schedule_interval_is_the_gap_between_the_ticks_around_a_time(expr: str, moment: str, seconds: float) -> None:
-    assert schedule_interval(expr, at(moment)) == seconds
-
-
-def test_missed_ticks_are_those_after_the_start_up_to_the_finish() -> None:
-    started = at("2024-05-01T12:00:00.010")
-
-    assert missed_ticks(EVERY_SECOND, started, at("2024-05-01T12:00:00.900")) == []
-    assert missed_ticks(EVERY_SECOND, started, at("2024-05-01T12:00:03")) == [
-        at("2024-05-01T12:00:01"),
-        at("2024-05-01T12:00:02"),
-        at("2024-05-01T12:00:03"),
-    ]
-    assert missed_ticks("*/5 * * * *", at("2024-05-01T12:00:00"), at("2024-05-01T12:04:59")) == []
-    assert missed_ticks("*/5 * * * *", at("2024-05-01T12:00:00"), at("2024-05-01T12:07:00")) == [
-        at("2024-05-01T12:05:00")
-    ]
-    assert len(missed_ticks(EVERY_SECOND, started, at("2024-05-02T12:00:00"), limit=51)) == 51
-
-
-def test_time_limit_defaults_to_one_schedule_interval() -> None:
-    assert cycle_time_limit("*/5 * * * *", None, at("2024-05-01T12:03:00")) == 300
-    assert cycle_time_limit("*/5 * * * *", 42.0, at("2024-05-01T12:03:00")) == 42.0
+def test_timeouts_in_a_row_count_up_and_reset(previous: int, timed_out: bool, expected: int) -> None:
+    assert timeouts_in_a_row(previous, timed_out) == expected
 
 
 def test_describe_exit() -> None:
@@ -206,10 +175,13 @@ def start_scheduler(tmp_path: Path) -> Iterator[Callable[..., Scheduler]]:
         timeout_s: float | None = None,
         max_cycles: int | None = None,
         kill_grace_s: float = 0.5,
+        before: Callable[[Path], None] | None = None,
     ) -> Scheduler:
         scheduler_dir = tmp_path / f"scheduler-{len(started)}"
         scheduler_dir.mkdir()
         heartbeat_file = scheduler_dir / "state" / "heartbeat.json"
+        if before is not None:
+            before(heartbeat_file)  # e.g. the heartbeat a previous scheduler left
         config = {
             "schedule": schedule,
             "cycle_argv": [sys.executable, str(script)],
@@ -347,10 +319,31 @@ def test_a_cycle_over_its_time_limit_is_killed_with_its_process_group_and_the_sc
     child = scheduler.records("child")[0]
     assert len(timeout) == 1 and timeout[0]["time_limit_s"] == 2.0 and timeout[0]["pid"] == hung["pid"]
     assert (first["exit_code"], first["outcome"], first["timed_out"]) == (-9, "killed by SIGKILL", True)
+    assert first["timeouts_in_a_row"] == 1
     assert not alive(hung["pid"]) and not alive(child["pid"])
-    assert (second["exit_code"], second["timed_out"]) == (0, False)
+    assert (second["exit_code"], second["timed_out"], second["timeouts_in_a_row"]) == (0, False, 0)
     heartbeat = read_heartbeat(scheduler.heartbeat_file)
     assert heartbeat is not None and heartbeat.exit_code == 0
+    assert (heartbeat.timed_out, heartbeat.timeouts_in_a_row) == (False, 0)
+
+
+def test_the_heartbeat_counts_cycles_timed_out_in_a_row_even_across_a_restart(
+    start_scheduler: Callable[..., Scheduler],
+) -> None:
+    def one_timeout_so_far(path: Path) -> None:  # what the scheduler before this one recorded
+        write_heartbeat(path, finished_at=datetime.now(UTC), exit_code=-15, timed_out=True, timeouts_in_a_row=1)
+
+    # A cycle that dies on SIGTERM at its 1 s limit, twice.
+    scheduler = start_scheduler(
+        schedule=EVERY_SECOND, plan="sleep:30", timeout_s=1, max_cycles=2, before=one_timeout_so_far
+    )
+
+    assert scheduler.finish() == 0
+
+    finished = scheduler.events("schedule.cycle_finished")
+    assert [(e["timed_out"], e["timeouts_in_a_row"]) for e in finished] == [(True, 2), (True, 3)]
+    heartbeat = read_heartbeat(scheduler.heartbeat_file)
+    assert heartbeat is not None and (heartbeat.timed_out, heartbeat.timeouts_in_a_row) == (True, 3)
 
 
 def test_a_crashing_cycle_does_not_stop_the_scheduler_and_still_writes_the_heartbeat(
@@ -426,12 +419,11 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="not a cron expression"):
         run_schedule(schedule="every minute", cycle_argv=["true"], timeout_s=None, **common)
+    with pytest.raises(ValueError, match="never fires"):  # croniter would raise CroniterBadDateError at the tick
+        run_schedule(schedule="0 0 30 2 *", cycle_argv=["true"], timeout_s=None, **common)
     with pytest.raises(ValueError, match="cycle_argv is empty"):
         run_schedule(schedule=EVERY_SECOND, cycle_argv=[], timeout_s=None, **common)
-    with pytest.raises(ValueError, match="must be more than 0"):
+    with pytest.raises(ValueError, match="is not more than 0 seconds"):
         run_schedule(schedule=EVERY_SECOND, cycle_argv=["true"], timeout_s=0, **common)
-
-
-def test_missed_ticks_stop_at_the_limit_for_a_long_stall() -> None:
-    start = at("2024-05-01T00:00:00")
-    assert missed_ticks(EVERY_SECOND, start, start + timedelta(days=1), limit=3)[-1] == at("2024-05-01T00:00:03")
+    with pytest.raises(ValueError, match="is not a finite number"):
+        run_schedule(schedule=EVERY_SECOND, cycle_argv=["true"], timeout_s=float("inf"), **common)
