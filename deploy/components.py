@@ -10,12 +10,11 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_github as github
 
-from coordinator.fleet import Department, RoleSpec
+from coordinator.fleet import BLOCKING_LABEL, Department, RoleSpec, role_label
 from deploy.container_spec import CoordinatorContainerSpec
-from deploy.stack_config import StackConfig
+from deploy.stack_config import DEFAULT_BASE_IMAGE, StackConfig
 
 GITHUB_LABEL_DESCRIPTION_LIMIT = 100  # GitHub refuses longer label descriptions
-BLOCKING_LABEL = "do-not-merge"  # the coordinator's default MERGE_BLOCKING_LABELS
 
 # One colour per department, so a pull request's role label shows where it comes from.
 DEPARTMENT_COLOURS: dict[Department, str] = {
@@ -97,7 +96,7 @@ class RoleResource(pulumi.ComponentResource):
         self.label = github.IssueLabel(
             f"{name}-label",
             repository=repository,
-            name=f"role:{args.key}",
+            name=role_label(args.key),
             description=label_description(args.brief),
             color=DEPARTMENT_COLOURS.get(Department(args.department), "ededed"),
             opts=pulumi.ResourceOptions(parent=self),
@@ -112,7 +111,7 @@ class CoordinatorImageArgs:
     image_name: str
     context: str = "."
     dockerfile: str = "coordinator/Dockerfile"
-    base_image: str = "python:3.12-slim"
+    base_image: str = DEFAULT_BASE_IMAGE
 
 
 @dataclass(frozen=True)

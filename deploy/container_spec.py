@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator import labels
+from coordinator import cron, labels
 from coordinator.fleet import RoleSpec, roster_to_json
-from deploy.stack_config import StackConfig, schedule_interval_seconds
+from deploy.stack_config import StackConfig
 
 ROSTER_FILE = "/etc/agent-fleet/roster.json"
 GITHUB_TOKEN_FILE = "/run/secrets/agent-fleet/github-token"
@@ -110,6 +110,9 @@ def coordinator_env(*, fleet_id: str, config: StackConfig) -> dict[str, str]:
         "GITHUB_REPOSITORY": config.repository,
         "GITHUB_TOKEN_FILE": GITHUB_TOKEN_FILE,
         "REQUIRED_CHECKS": ",".join(config.required_checks),
+        # Always passed, so the coordinator enforces exactly the limits the program checked the roster against.
+        "FLEET_MAX_AGENTS_PER_ROLE": str(config.max_agents_per_role),
+        "FLEET_MAX_AGENTS": str(config.max_agents),
     }
     optional = {
         "GITHUB_API_URL": config.github_api_url,
@@ -131,7 +134,8 @@ def coordinator_container_spec(
     network_mode: str | None = None,
 ) -> CoordinatorContainerSpec:
     """The coordinator container for one fleet: named after it, labelled with it, running its roster."""
-    interval = schedule_interval_seconds(config.schedule)
+    # The longest gap of the schedule, from a fixed date, so that every preview computes the same number.
+    interval = int(cron.longest_interval(config.schedule))
     return CoordinatorContainerSpec(
         name=f"{fleet_id}-coordinator",
         image=image,

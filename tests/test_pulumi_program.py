@@ -111,6 +111,9 @@ def test_container_environment_is_the_runtime_contract(run: ProgramRun) -> None:
         "GITHUB_TOKEN_FILE": GITHUB_TOKEN_FILE,
         "REQUIRED_CHECKS": "test,lint",
         "HEALTH_URL": "https://webapp.example.com/healthz",
+        # The limits the program checked the roster against, so the coordinator enforces the same ones.
+        "FLEET_MAX_AGENTS_PER_ROLE": "100",
+        "FLEET_MAX_AGENTS": "500",
     }
 
 
@@ -216,8 +219,10 @@ def test_optional_settings_reach_providers_and_environment() -> None:
     [
         ({"counts": '{"janitor": 2}'}, "agent-fleet:counts.janitor is 2: there is no role 'janitor'"),
         ({"counts": '{"sentinel": -1}'}, "agent-fleet:counts.sentinel is -1: use a whole number"),
-        ({"repository": "acme"}, "agent-fleet:repository is 'acme': use owner/name"),
+        ({"repository": "acme"}, "agent-fleet:repository is 'acme': it is not owner/name; use"),
         ({"schedule": "5 minutes"}, "agent-fleet:schedule is '5 minutes'"),
+        ({"schedule": "0 0 30 2 *"}, "agent-fleet:schedule is '0 0 30 2 *': it never fires"),
+        ({"counts": '{"sentinel": 1, "sentinel": 2}'}, "has the key 'sentinel' twice"),
     ],
 )
 def test_bad_config_is_refused_before_any_resource(config: dict[str, str], message: str) -> None:
@@ -231,3 +236,69 @@ def test_bad_config_is_refused_before_any_resource(config: dict[str, str], messa
 def test_missing_token_is_refused() -> None:
     with pytest.raises(ProgramFailed, match="githubToken"):
         run_program(token=None)
+
+
+def refused(config: dict[str, str | None], *, stack: str = "prod") -> str:
+    """The program's error for this config; nothing may have been declared before it."""
+    with pytest.raises(ProgramFailed) as failed:
+        run_program(config=config, stack=stack)
+    assert isinstance(failed.value.error, pulumi.RunError)
+    assert failed.value.declared == ()
+    return str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "nearest"),
+    [("healthURL", "healthUrl"), ("count", "counts"), ("maxAgent", "maxAgents"), ("githubtoken", "githubToken"),
+     ("nothingLikeIt", None)],
+)
+def test_an_unknown_key_of_the_namespace_is_refused_naming_the_nearest_known_one(key: str, nearest: str | None) -> None:
+    message = refused({key: "x"})
+    assert f"agent-fleet:{key} is not a setting of this program" in message
+    if nearest is not None:
+        assert f"did you mean agent-fleet:{nearest}?" in message
+    else:
+        assert "did you mean" not in message
+
+
+def test_the_secret_keys_are_known_keys() -> None:
+    run_program(config={"agentSecrets": '{"code_reviewer": {"OPENAI_API_KEY": "x"}}'})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"htps://x-access-token:{TOKEN}@ghe.example.com/api/v3",
+        f"ghe.example.com/api/v3?access_token={TOKEN}",
+        f"htps://ghe.example.com/{TOKEN}/api/v3",  # recognisable only by its value: the token is scrubbed
+    ],
+)
+@pytest.mark.parametrize("key", ["healthUrl", "githubApiUrl"])
+def test_a_refused_url_never_shows_the_token(key: str, value: str) -> None:
+    message = refused({key: value})
+    assert f"agent-fleet:{key} is " in message and TOKEN not in message
+
+
+def test_counts_over_the_limits_are_refused_before_any_resource_and_the_limits_reach_the_coordinator() -> None:
+    assert refused({"counts": '{"code_reviewer": 150}'}).startswith(
+        "agent-fleet:counts.code_reviewer is 150: role 'code_reviewer' has a count of 150, more than the limit of "
+        "100 agents per role (agent-fleet:maxAgentsPerRole); lower its count, or raise agent-fleet:maxAgentsPerRole"
+    )
+    assert refused({"maxAgents": "30"}).startswith(
+        "agent-fleet:maxAgents is 30: the roster asks for 38 agents in all, more than the fleet's limit of 30 "
+        "(agent-fleet:maxAgents); lower some counts, or raise agent-fleet:maxAgents (at most 5000)"
+    )
+    run = run_program(config={"counts": '{"code_reviewer": 150}', "maxAgentsPerRole": "150"})
+    assert env_of(run.one(CONTAINER))["FLEET_MAX_AGENTS_PER_ROLE"] == "150"
+
+
+def test_a_million_agents_are_refused_at_once() -> None:
+    assert "use a whole number of agents, 0 or more; it is more than 1000" in refused(
+        {"counts": '{"code_reviewer": 1000000}'}
+    )
+
+
+@pytest.mark.parametrize(("stack", "says"), [("s" * 13, "more than 24"), ("prödüction", "ASCII")])
+def test_the_fleet_id_the_program_derives_is_checked_like_fleet_id(stack: str, says: str) -> None:
+    message = refused({}, stack=stack)
+    assert message.startswith(f"fleet id 'agent-fleet-{stack}' (<project>-<stack>)") and says in message
