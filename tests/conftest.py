@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
+# The three-node swarm lab (scripts/swarm-lab) as the session fixture `swarm_lab`.
+pytest_plugins = ["tests.swarm_lab"]
+
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
