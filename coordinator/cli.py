@@ -3,7 +3,7 @@
   cycle        run one cycle; exit 0 when every step succeeded, 1 when one failed, 2 on bad settings
   plan         print what a cycle would do now; changes nothing
   schedule     run cycles on COORDINATOR_SCHEDULE, each in a fresh process (the container's entrypoint)
-  status       the last cycles from the coordinator container's log, with the current advice
+  status       the last cycles from the coordinator's log, with the current advice
   healthcheck  the container's health check: has a cycle finished within two schedule intervals?
 """
 
@@ -35,9 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--format", choices=("json", "text"), default="json" if name == "cycle" else "text",
                          help="json: one JSON object per line, the report last; text: the report for a person")
     commands.add_parser("schedule", help="run cycles on COORDINATOR_SCHEDULE")
-    status = commands.add_parser("status", help="the last cycles from the coordinator container's log")
+    status = commands.add_parser("status", help="the last cycles from the coordinator's log")
     status.add_argument("--fleet", default=None, help="fleet id (default: FLEET_ID, else agent-fleet)")
-    status.add_argument("--container", default=None, help="coordinator container name or id")
+    status.add_argument("--source", "--container", dest="source", default=None,
+                        help="the coordinator's container (one engine) or service (swarm), by name or id")
     status.add_argument("--last", type=int, default=10, help="how many cycles to show (default 10)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("healthcheck", help="exit 0 when a cycle finished within two schedule intervals")
@@ -45,8 +46,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cycle(settings: Settings, *, dry_run: bool, text: bool) -> int:
-    from coordinator.cycle import run_cycle
+    from coordinator.cycle import run_cycle, stop_on_sigterm
 
+    # The scheduler's time limit arrives as SIGTERM: the cycle then writes its report before it exits.
+    stop_on_sigterm()
     # In text mode the event lines go to stderr, so stdout holds only the report a person reads.
     log = EventLog(settings.fleet_id, settings.secrets(), stream=sys.stderr if text else sys.stdout)
     # Leave the merge step a margin before the scheduler's time limit, so it stops cleanly instead of being killed.
@@ -81,8 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from coordinator.status import run_status
 
         fleet = args.fleet or env_value(os.environ, "FLEET_ID") or DEFAULT_FLEET_ID
-        return run_status(fleet_id=fleet, container=args.container, last=args.last, as_json=args.json,
-                          out=sys.stdout)
+        return run_status(fleet_id=fleet, source=args.source, last=args.last, as_json=args.json, out=sys.stdout)
     if args.command == "healthcheck":
         from coordinator.heartbeat import healthcheck_main
 

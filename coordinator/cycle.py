@@ -28,7 +28,8 @@ from types import FrameType
 from typing import Protocol, TypeVar
 
 from coordinator import verdict
-from coordinator.deadline import DeadlineExceeded, run_with_deadline
+from coordinator.deadline import DeadlineExceeded, run_with_deadline, seconds_left
+from coordinator.fleet import Mode, role_label
 from coordinator.report import (
     CycleReport,
     EventLog,
@@ -219,18 +220,18 @@ def _run_steps(
     else:
         steps.run("reconcile", lambda: _reconcile(settings, inventory, adapters, report, log, dry_run))
 
-    # 3. Merge. It stops merging early enough to leave the health check its whole budget.
+    # 3. Merge. It stops merging early enough to leave the health check its budget, or half the time left.
     github_settings = settings.github
     if github_settings is None:
         steps.skip("merge", settings.skipped.get("merge", "GitHub is not configured"))
     else:
         merge_deadline = deadline
         if deadline is not None and settings.health is not None:
-            merge_deadline = deadline - settings.health.timeout_s
+            merge_deadline = deadline - min(settings.health.timeout_s, seconds_left(deadline) / 2)
         merged = steps.run(
             "merge",
             lambda: run_merge(adapters.github(github_settings), github_settings, log=log, deadline=merge_deadline,
-                              dry_run=dry_run),
+                              dry_run=dry_run, backlog_labels=backlog_labels(settings)),
         )
         report.merge = merged if merged is not None else MergeReport()
 
@@ -243,6 +244,13 @@ def _run_steps(
         if health is not None:
             report.health = health
             log.emit("health.checked", **asdict(health))
+
+
+def backlog_labels(settings: Settings) -> tuple[str, ...]:
+    """The labels of issues that wait for builders: each Task-driven role's own label, and BACKLOG_LABELS."""
+    own = tuple(role_label(spec.key) for spec in settings.roster or () if spec.role.mode is Mode.TASK_DRIVEN)
+    extra = settings.github.backlog_labels if settings.github is not None else ()
+    return tuple(dict.fromkeys(own + extra))
 
 
 def _judge(report: CycleReport) -> None:
@@ -318,6 +326,9 @@ def _reconcile(
     context = AgentContext(
         fleet_id=settings.fleet_id,
         repository=settings.repository,
+        github_api_url=settings.github_api_url,
+        github_server_url=settings.github_server_url,
+        secrets=settings.agent_secrets,
         network=settings.spawn.network,
         placement=settings.runtime.placement,
     )

@@ -66,9 +66,13 @@ MAX_AGENTS_CEILING = 5000
 
 # Environment names an agent gets from the coordinator; a role's own `env` may not override them.
 RESERVED_AGENT_ENV = frozenset(
-    {"AGENT_ROLE", "AGENT_BRIEF", "AGENT_MODE", "AGENT_SLOT", "GITHUB_REPOSITORY"}
+    {"AGENT_ROLE", "AGENT_BRIEF", "AGENT_MODE", "AGENT_SLOT", "GITHUB_REPOSITORY", "GITHUB_API_URL",
+     "GITHUB_SERVER_URL"}
 )
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# An agent secret's name: the file /run/secrets/<NAME>. Short enough that a Docker secret named
+# <fleet>-<name>-<digest> stays within Swarm's 64 characters.
+SECRET_NAME_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,23}")
 
 
 class Mode(StrEnum):
@@ -92,6 +96,63 @@ class Department(StrEnum):
     INFRASTRUCTURE = "Infrastructure"
     GATES = "Gates"
     GROWTH = "Growth"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A role's share of a node, per agent: limits on one engine; reservations and limits on a swarm."""
+
+    cpus: float | None = None
+    memory_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.cpus is not None and (isinstance(self.cpus, bool) or not isinstance(self.cpus, int | float)
+                                      or not 0.01 <= self.cpus <= 512):
+            raise RosterError(f"resources.cpus is {self.cpus!r}: use a number of CPUs between 0.01 and 512")
+        if self.memory_bytes is not None and (
+            isinstance(self.memory_bytes, bool) or not isinstance(self.memory_bytes, int)
+            or not 6 * 2**20 <= self.memory_bytes <= 2**42
+        ):
+            raise RosterError(f"resources.memory is {self.memory_bytes!r}: use at least 6m (Docker's minimum)")
+
+    def to_dict(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {}
+        if self.cpus is not None:
+            shown["cpus"] = self.cpus
+        if self.memory_bytes is not None:
+            shown["memory"] = format_memory(self.memory_bytes)
+        return shown
+
+    @classmethod
+    def from_dict(cls, key: object, value: object) -> Resources:
+        if not isinstance(value, dict) or set(value) - {"cpus", "memory"}:
+            raise _role_error(key, "resources", value, 'use {"cpus": 0.5, "memory": "512m"} (either may be left out)')
+        memory = value.get("memory")
+        try:
+            return cls(cpus=value.get("cpus"), memory_bytes=None if memory is None else parse_memory(memory))
+        except (RosterError, ValueError) as exc:
+            raise _role_error(key, "resources", value, str(exc)) from None
+
+
+_MEMORY = re.compile(r"([0-9]{1,12})([kmg]?)b?", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+def parse_memory(value: object) -> int:
+    """'512m', '2g', '1048576' -> bytes, as Docker reads memory sizes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _MEMORY.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"memory {value!r} is not a size; use a number of bytes or e.g. 512m, 2g")
+    return int(match[1]) * _MEMORY_UNITS[match[2].lower()]
+
+
+def format_memory(size: int) -> str:
+    for unit in ("g", "m", "k"):
+        if size % _MEMORY_UNITS[unit] == 0:
+            return f"{size // _MEMORY_UNITS[unit]}{unit}"
+    return str(size)
 
 
 class RosterError(ValueError):
@@ -118,6 +179,9 @@ class Role:
     department: Department
     mode: Mode
     brief: str
+    resources: Resources | None = None
+    # The agent secrets this role's agents receive, by name; None: every agent secret the stack holds.
+    secrets: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not KEY_PATTERN.fullmatch(self.key):
@@ -160,6 +224,13 @@ class Role:
                 self.key, "brief", self.brief,
                 f"it is {size} bytes of UTF-8; keep it to {MAX_BRIEF_BYTES} (a brief is one or two sentences)",
             )
+        if self.secrets is not None:
+            if not isinstance(self.secrets, tuple) or len(set(self.secrets)) != len(self.secrets):
+                raise _role_error(self.key, "secrets", self.secrets, "use a list of distinct secret names")
+            for name in self.secrets:
+                if not isinstance(name, str) or not SECRET_NAME_PATTERN.fullmatch(name):
+                    raise _role_error(self.key, "secrets", name, "use names like GITHUB_TOKEN: A-Z, 0-9 and _, "
+                                      "starting with a letter, at most 24 characters")
 
 
 def validate_roster(roles: Iterable[Role]) -> tuple[Role, ...]:
@@ -274,6 +345,10 @@ def roster_to_dict(specs: Sequence[RoleSpec]) -> dict[str, Any]:
             entry["command"] = list(spec.command)
         if spec.env:
             entry["env"] = dict(sorted(spec.env.items()))
+        if spec.role.resources is not None:
+            entry["resources"] = spec.role.resources.to_dict()
+        if spec.role.secrets is not None:
+            entry["secrets"] = list(spec.role.secrets)
         roles.append(entry)
     return {"roles": roles}
 
@@ -290,6 +365,17 @@ def _enum_value(enum: type[Mode] | type[Department], key: object, field_name: st
         raise _role_error(key, field_name, value, f"use one of {', '.join(m.value for m in enum)}") from None
 
 
+ROSTER_FIELDS = frozenset(
+    {"key", "title", "count", "department", "mode", "brief", "image", "command", "env", "resources", "secrets"}
+)
+
+
+def unknown_secrets(roles: Iterable[Role], known: Iterable[str]) -> list[tuple[str, str]]:
+    """(role, secret) for every secret a role lists that the stack does not hold."""
+    have = set(known)
+    return [(role.key, name) for role in roles for name in role.secrets or () if name not in have]
+
+
 def roster_from_dict(data: object) -> tuple[RoleSpec, ...]:
     """Parse a roster document; every error names the role and the field."""
     if not isinstance(data, dict) or not isinstance(data.get("roles"), list):
@@ -302,7 +388,7 @@ def roster_from_dict(data: object) -> tuple[RoleSpec, ...]:
         for required in ("key", "title", "count", "department", "mode", "brief", "image"):
             if required not in entry:
                 raise _role_error(key, required, None, "this field is required")
-        unknown = set(entry) - {"key", "title", "count", "department", "mode", "brief", "image", "command", "env"}
+        unknown = set(entry) - ROSTER_FIELDS
         if unknown:
             raise _role_error(key, sorted(unknown)[0], entry[sorted(unknown)[0]], "remove it; it is not a roster field")
         command = entry.get("command")
@@ -311,6 +397,9 @@ def roster_from_dict(data: object) -> tuple[RoleSpec, ...]:
         env = entry.get("env") or {}
         if not isinstance(env, dict):
             raise _role_error(key, "env", env, "use an object of NAME: value strings")
+        secrets = entry.get("secrets")
+        if secrets is not None and not isinstance(secrets, list):
+            raise _role_error(key, "secrets", secrets, 'use a list of secret names, like ["GITHUB_TOKEN"]')
         role = Role(
             key=entry["key"],
             title=entry["title"],
@@ -318,6 +407,8 @@ def roster_from_dict(data: object) -> tuple[RoleSpec, ...]:
             department=_enum_value(Department, key, "department", entry["department"]),
             mode=_enum_value(Mode, key, "mode", entry["mode"]),
             brief=entry["brief"],
+            resources=None if entry.get("resources") is None else Resources.from_dict(key, entry["resources"]),
+            secrets=None if secrets is None else tuple(secrets),
         )
         specs.append(
             RoleSpec(

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from coordinator.fleet import KEY_PATTERN, MAX_KEY_CHARS
 from coordinator.runtime import AgentLaunch
 
 FLEET = "agent-fleet.fleet"
@@ -39,7 +40,6 @@ MAX_STREAK = 100
 # Enough for any budget; older entries are the least relevant and are dropped first.
 MAX_EARLIER_SPAWNS = 200
 
-_ROLE = re.compile(r"[a-z][a-z0-9_]{0,29}")
 _SLOT = re.compile(r"[1-9][0-9]{0,5}")
 _COUNT = re.compile(r"[0-9]{1,9}")
 _EPOCH = re.compile(r"[0-9]{1,12}")
@@ -80,7 +80,9 @@ def agent_labels(launch: AgentLaunch) -> dict[str, str]:
 
 def read_agent_labels(labels: Mapping[str, str]) -> AgentLabels:
     """An agent's labels, read strictly; raises LabelError naming the first one that cannot be read."""
-    role = _required(labels, ROLE, _ROLE)
+    role = _required(labels, ROLE, KEY_PATTERN)
+    if len(role) > MAX_KEY_CHARS:
+        raise LabelError(f"label {ROLE}={role[:40]!r} is malformed")
     slot = int(_required(labels, SLOT, _SLOT))
     return AgentLabels(
         role=role,

@@ -77,6 +77,7 @@ class RoleTally:
     failed: int = 0
     waiting: list[SlotWait] = field(default_factory=list)
     deferred: int = 0  # spawns held back by the fleet's spawn budget
+    held_back: int = 0  # spawns not tried this cycle because a spawn of the same image failed (slow start)
     # Consecutive exits with nothing to do (exit 0 soon after starting), summed over the role's slots,
     # as its agents' idle-streak labels show them; the advice to lower the count is computed from it.
     idle_exits: int = 0
@@ -98,6 +99,8 @@ class MergeReport:
     conflicting: int = 0
     stopped: str | None = None  # why the step ended early (rate limit, budget), if it did
     api_calls: int = 0
+    rate_limit_remaining: int | None = None  # GitHub's remaining budget, the lowest it reported this cycle
+    backlog: int | None = None  # open issues waiting for builders (their role labels or BACKLOG_LABELS)
 
     @property
     def merged(self) -> list[int]:
@@ -145,6 +148,11 @@ class CycleReport:
     verdict: Verdict = Verdict.HEALTHY
     verdict_reasons: list[str] = field(default_factory=list)  # why it is not healthy, worst first
     advice: list[Advice] = field(default_factory=list)
+    # Things a person must look at, by name: containers with the fleet's label that cannot be read (skipped),
+    # slots held by something that is not the fleet's agent, and nodes whose agents were given up as lost.
+    unreadable: list[str] = field(default_factory=list)
+    squatters: list[str] = field(default_factory=list)
+    lost_nodes: list[str] = field(default_factory=list)
     dry_run: bool = False
 
     @property
@@ -211,6 +219,13 @@ def render_text(report: CycleReport) -> str:
             f"  {key:<{width}}  {tally.desired:>7}  {tally.running:>7}  {tally.spawned:>7}  {tally.failed:>6}"
             f"  {waiting or '-'}"
         )
+    held_back = sum(t.held_back for t in report.roles.values())
+    if held_back:
+        lines.append(f"held back: {held_back} spawns, because a spawn of the same image failed (slow start)")
+    for title, items in (("unreadable", report.unreadable), ("squatters", report.squatters),
+                         ("lost nodes", report.lost_nodes)):
+        if items:
+            lines.append(f"{title}: " + "; ".join(items))
     if report.budget is not None:
         lines.append(
             f"spawn budget: {report.budget.used} of {report.budget.limit} used this hour, "

@@ -14,6 +14,7 @@ skipped with the reason, which is not a failure.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,17 +31,20 @@ from coordinator.fleet import (
     MAX_AGENTS_CEILING,
     MAX_AGENTS_PER_ROLE_CEILING,
     MAX_ROSTER_BYTES,
+    SECRET_NAME_PATTERN,
     FleetLimits,
     RoleSpec,
     RosterError,
     limit_breach,
     roster_from_json,
+    unknown_secrets,
 )
 from coordinator.redact import scrub, shown
 from coordinator.values import (
     ValueProblem,
     ascii_digits,
     blank_is_unset,
+    load_json,
     parse_fleet_id,
     parse_int,
     parse_list,
@@ -99,11 +103,24 @@ VARIABLES: dict[str, str] = {
     f"Default 60, at most {MAX_BACKOFF_S:g}.",
     "AGENT_CRASH_BACKOFF_MAX_S": f"Longest crash-loop wait, seconds. Default 3600, at most {MAX_BACKOFF_MAX_S:g}.",
     "AGENT_NETWORK": "Docker network mode of agent containers (bridge, host, or a network name). Default bridge.",
+    "FLEET_RUNTIME": "Where agents run: docker (one engine) or swarm (a Docker Swarm, through a manager). "
+    "Default docker.",
+    "AGENT_NODE_LOST_S": "Swarm: seconds a node may be unreachable before its agents' slots are filled elsewhere. "
+    "Default 300.",
+    "AGENT_PLACEMENT": "Swarm: comma-separated placement constraints for agent services, e.g. node.role==worker.",
+    "AGENT_SECRETS_FILE": "Path of a JSON object {NAME: value} of the agents' secrets; each agent receives its "
+    "role's (all, unless the role lists `secrets`) as files /run/secrets/<NAME>. Unset: agents receive none.",
+    "GITHUB_SERVER_URL": "Where agents clone from, told to them as GITHUB_SERVER_URL. Default derived from "
+    "GITHUB_API_URL: https://api.github.com -> https://github.com, https://HOST/api/v3 -> https://HOST.",
+    "BACKLOG_LABELS": "Comma-separated labels of issues that wait for builders, counted besides each Task-driven "
+    "role's own role:<key> label for the advice to raise builder counts.",
     "DOCKER_HOST": "The Docker SDK's own setting for the engine to talk to.",
     "DOCKER_API_VERSION": "Pins the Docker API version (e.g. 1.41); unset, each cycle asks the engine first.",
 }
 # Settings whose values are URLs: an error quotes them without userinfo, query or fragment at all.
-URL_VARIABLES = frozenset({"GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "HEALTH_URL"})
+URL_VARIABLES = frozenset({"GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "HEALTH_URL", "GITHUB_SERVER_URL"})
+# The agents' secrets file: a handful of tokens and keys.
+MAX_AGENT_SECRETS_FILE_BYTES = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -142,6 +159,7 @@ class GitHubSettings:
     required_checks: tuple[str, ...] = ()
     blocking_labels: tuple[str, ...] = (BLOCKING_LABEL,)
     max_merges_per_cycle: int = 50
+    backlog_labels: tuple[str, ...] = ()  # BACKLOG_LABELS, besides the Task-driven roles' own labels
 
     def __post_init__(self) -> None:
         # No blocking label would merge a pull request labelled do-not-merge: never, however built.
@@ -176,6 +194,20 @@ class SpawnSettings:
     backoff_max_s: float = 3600.0
 
 
+RUNTIMES = ("docker", "swarm")
+DEFAULT_NODE_LOST_S = 300.0
+MAX_NODE_LOST_S = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    kind: str = "docker"
+    node_lost_s: float = DEFAULT_NODE_LOST_S
+    placement: tuple[str, ...] = ()
+    # The Docker runtime's memo of exited agents' ends, beside the heartbeat (see runtimes/docker.py ExitMemo).
+    exit_memo_file: Path | None = None
+
+
 @dataclass(frozen=True)
 class Settings:
     fleet_id: str = DEFAULT_FLEET_ID
@@ -187,13 +219,19 @@ class Settings:
     github: GitHubSettings | None = None
     health: HealthSettings | None = None
     spawn: SpawnSettings = field(default_factory=SpawnSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     limits: FleetLimits = field(default_factory=FleetLimits)
+    # What agents are told of GitHub, whether or not the merge step runs.
+    github_api_url: str = DEFAULT_GITHUB_API_URL
+    github_server_url: str = "https://github.com"
+    agent_secrets: Mapping[str, Secret] = field(default_factory=dict)
     # Why a step is skipped, by step name, for the steps whose settings are absent.
     skipped: Mapping[str, str] = field(default_factory=dict)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, so that output can be scrubbed of them as a last line of defence."""
-        return (self.github.token.reveal(),) if self.github else ()
+        token = (self.github.token.reveal(),) if self.github else ()
+        return token + tuple(secret.reveal() for secret in self.agent_secrets.values())
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -237,6 +275,15 @@ def known_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
             with open(token_file, "rb") as file:
                 found.append(file.read(MAX_TOKEN_FILE_BYTES).decode("utf-8", errors="replace").strip())
         except OSError:
+            pass
+    secrets_file = env.get("AGENT_SECRETS_FILE", "").strip()
+    if secrets_file:
+        try:
+            with open(secrets_file, "rb") as file:
+                loaded = json.loads(file.read(MAX_AGENT_SECRETS_FILE_BYTES))
+            if isinstance(loaded, dict):
+                found += [value for value in loaded.values() if isinstance(value, str)]
+        except (OSError, ValueError, RecursionError):
             pass
     return tuple(secret for secret in found if secret)
 
@@ -315,11 +362,54 @@ def _load_token(env: Mapping[str, str]) -> str | None:
     return token
 
 
-def _load_github(env: Mapping[str, str], repository: str | None, skipped: dict[str, str]) -> GitHubSettings | None:
+def derive_server_url(api_url: str) -> str:
+    """https://api.github.com -> https://github.com; GitHub Enterprise: https://HOST/api/v3 -> https://HOST."""
+    base = api_url.rstrip("/")
+    if base == DEFAULT_GITHUB_API_URL:
+        return "https://github.com"
+    return base[: -len("/api/v3")] if base.endswith("/api/v3") else base
+
+
+def _load_api_url(env: Mapping[str, str]) -> str:
+    api_url = _read(env, "GITHUB_API_URL", partial(parse_url, example="https://ghe.example.com/api/v3"), None)
+    return (api_url or DEFAULT_GITHUB_API_URL).rstrip("/")
+
+
+def _load_agent_secrets(env: Mapping[str, str], roster: tuple[RoleSpec, ...] | None) -> dict[str, Secret]:
+    """AGENT_SECRETS_FILE: a JSON object of NAME -> value. Every secret a role lists must be in it."""
+    path = env_value(env, "AGENT_SECRETS_FILE")
+    secrets: dict[str, Secret] = {}
+    if path is not None:
+        data = _read_file("AGENT_SECRETS_FILE", path, MAX_AGENT_SECRETS_FILE_BYTES, 'a JSON object {"NAME": "value"}')
+        try:
+            loaded = load_json(data)
+        except ValueProblem as problem:
+            raise refusal("AGENT_SECRETS_FILE", path, problem.reason, problem.fix) from None
+        if not isinstance(loaded, dict):
+            raise refusal("AGENT_SECRETS_FILE", path, "is not a JSON object", 'write {"NAME": "value", ...}')
+        for name, value in loaded.items():
+            if not SECRET_NAME_PATTERN.fullmatch(name):
+                raise refusal("AGENT_SECRETS_FILE", path, f"names a secret {shown(name)}",
+                              "use names like GITHUB_TOKEN: A-Z, 0-9 and _, starting with a letter, at most 24")
+            if not isinstance(value, str) or not value or "\0" in value:
+                # The value itself is never quoted: it is a secret.
+                raise refusal("AGENT_SECRETS_FILE", path, f"holds no usable text for {name}",
+                              "give each secret a non-empty string value")
+            secrets[name] = Secret(value)
+    for role, name in unknown_secrets((spec.role for spec in roster or ()), secrets):
+        where = "AGENT_SECRETS_FILE holds no such secret" if path else "AGENT_SECRETS_FILE is not set"
+        raise ConfigError(
+            f"role {shown(role)} lists the secret {shown(name)}, but {where}; add it to the stack's agentSecrets "
+            "or remove it from the role's secrets"
+        )
+    return secrets
+
+
+def _load_github(
+    env: Mapping[str, str], repository: str | None, api_url: str, skipped: dict[str, str]
+) -> GitHubSettings | None:
     # Every GitHub variable is checked even when the merge step will be skipped: a typo is a typo.
     token = _load_token(env)
-    api_url = _read(env, "GITHUB_API_URL", partial(parse_url, example="https://ghe.example.com/api/v3"), None)
-    api_url = (api_url or DEFAULT_GITHUB_API_URL).rstrip("/")
     graphql_url = _read(
         env, "GITHUB_GRAPHQL_URL", partial(parse_url, example="https://ghe.example.com/api/graphql"), None
     )
@@ -331,6 +421,7 @@ def _load_github(env: Mapping[str, str], repository: str | None, skipped: dict[s
     max_merges = _read(
         env, "MERGE_MAX_PER_CYCLE", partial(parse_int, minimum=1, maximum=MAX_MERGES_PER_CYCLE, example=50), 50
     )
+    backlog_labels = _read(env, "BACKLOG_LABELS", partial(parse_list, what="label", example="feature,bug"), ())
     if repository is None:
         skipped["merge"] = "GITHUB_REPOSITORY is not set"
         return None
@@ -345,6 +436,7 @@ def _load_github(env: Mapping[str, str], repository: str | None, skipped: dict[s
         required_checks=required_checks,
         blocking_labels=blocking_labels,
         max_merges_per_cycle=max_merges,
+        backlog_labels=backlog_labels,
     )
 
 
@@ -397,6 +489,29 @@ def _load_limits(env: Mapping[str, str]) -> FleetLimits:
     )
 
 
+def load_runtime_settings(env: Mapping[str, str]) -> RuntimeSettings:
+    """The runtime's settings alone, for commands that need no other (`status`)."""
+    return _load_runtime(env, Path(env_value(env, "COORDINATOR_HEARTBEAT_FILE") or DEFAULT_HEARTBEAT_FILE))
+
+
+def _load_runtime(env: Mapping[str, str], heartbeat_file: Path) -> RuntimeSettings:
+    kind = env_value(env, "FLEET_RUNTIME") or "docker"
+    if kind not in RUNTIMES:
+        raise refusal("FLEET_RUNTIME", kind, "is not a runtime", f"use one of {', '.join(RUNTIMES)}")
+    lost = _read(
+        env, "AGENT_NODE_LOST_S", partial(parse_seconds, maximum=MAX_NODE_LOST_S, example="300"), DEFAULT_NODE_LOST_S
+    )
+    placement = _read(
+        env, "AGENT_PLACEMENT", partial(parse_list, what="constraint", example="node.role==worker"), ()
+    )
+    return RuntimeSettings(
+        kind=kind,
+        node_lost_s=lost,
+        placement=placement,
+        exit_memo_file=heartbeat_file.parent / "exits.json",
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and check every setting; raises ConfigError before anything is done.
 
@@ -424,7 +539,9 @@ def _load(env: Mapping[str, str]) -> Settings:
         skipped["reconcile"] = "FLEET_ROSTER_FILE is not set"
     spawn = _load_spawn(env)
     repository = _read(env, "GITHUB_REPOSITORY", parse_repository, None)
-    github = _load_github(env, repository, skipped)
+    api_url = _load_api_url(env)
+    server_url = _read(env, "GITHUB_SERVER_URL", partial(parse_url, example="https://ghe.example.com"), None)
+    github = _load_github(env, repository, api_url, skipped)
     health = _load_health(env, skipped)
     return Settings(
         fleet_id=fleet_id,
@@ -433,9 +550,13 @@ def _load(env: Mapping[str, str]) -> Settings:
         schedule=schedule,
         cycle_timeout_s=cycle_timeout_s,
         heartbeat_file=heartbeat_file,
+        runtime=_load_runtime(env, heartbeat_file),
         github=github,
         health=health,
         spawn=spawn,
         limits=limits,
+        github_api_url=api_url,
+        github_server_url=(server_url or derive_server_url(api_url)).rstrip("/"),
+        agent_secrets=_load_agent_secrets(env, roster),
         skipped=skipped,
     )

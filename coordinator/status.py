@@ -1,27 +1,26 @@
 """`python -m coordinator status`: the record of the last cycles, read back from the coordinator's log.
 
 The coordinator keeps no state, and needs none for this: every cycle ends with a `cycle.report`
-JSON line on the container's stdout, and Docker keeps the log. `run_status` finds the container,
-reads the tail of that log through the Docker SDK and shows the last N reports as a table, with
-the latest cycle's advice and errors under it. The pure pieces, `parse_reports` and
-`render_status`, know nothing of Docker.
+JSON line on the coordinator's stdout, and the engine keeps the log. `run_status` reads the tail
+of that log through the agent runtime (the container's log on one engine, the service's log on a
+swarm) and shows the last N reports as a table, with the latest cycle's advice and errors under
+it. The pure pieces, `parse_reports` and `render_status`, know nothing of any engine.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-import docker
-from docker.errors import DockerException, NotFound
-
-from coordinator import labels
 from coordinator.cli import EXIT_CONFIG as EXIT_USAGE
 from coordinator.cli import EXIT_FAILED, EXIT_OK
 from coordinator.report import REPORT_EVENT
+from coordinator.runtime import AgentRuntime, RuntimeFailure
+from coordinator.settings import ConfigError, load_runtime_settings
 
 # Log lines read per cycle shown: a cycle writes a few events per spawn and per pull request
 # besides its report, so this is generous; older lines are never read.
@@ -128,47 +127,30 @@ def render_status(reports: Sequence[Report]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def status_json(reports: Sequence[Report], *, container: str) -> dict[str, Any]:
+def status_json(reports: Sequence[Report], *, source: str) -> dict[str, Any]:
     latest = reports[-1] if reports else {}
     return {
-        "container": container,
+        "source": source,
         "verdict": latest.get("verdict"),
         "advice": latest.get("advice") or [],
         "reports": list(reports),
     }
 
 
-def find_coordinator(client: docker.DockerClient, *, fleet_id: str, container: str | None = None) -> Any:
-    """The named container, or the newest one labelled as this fleet's coordinator."""
-    if container:
-        try:
-            return client.containers.get(container)
-        except NotFound:
-            raise StatusError(f"no container named {container!r} on this Docker host") from None
-    selector = [f"{labels.FLEET}={fleet_id}", f"{labels.COMPONENT}={labels.COORDINATOR}"]
-    found = client.containers.list(all=True, filters={"label": selector})
-    if not found:
-        raise StatusError(
-            f"no coordinator container of fleet {fleet_id!r} on this Docker host (looked for labels "
-            f"{' and '.join(selector)}); pass --fleet with the fleet id, or --container with its name"
-        )
-    return max(found, key=lambda c: str(c.attrs.get("Created", "")))
-
-
-def read_reports(container: Any, *, last: int) -> list[Report]:
+def read_reports(runtime: AgentRuntime, *, fleet_id: str, source: str | None, last: int) -> tuple[str, list[Report]]:
     tail = max(last * LOG_LINES_PER_CYCLE, MIN_LOG_LINES)
-    raw = container.logs(stdout=True, stderr=False, tail=tail)
-    return parse_reports(raw.decode("utf-8", errors="replace").splitlines())[-last:]
+    log = runtime.coordinator_log(fleet_id, source=source, tail=tail)
+    return log.source, parse_reports(log.lines)[-last:]
 
 
 def run_status(
     *,
     fleet_id: str,
-    container: str | None = None,
+    source: str | None = None,
     last: int = 10,
     as_json: bool = False,
     out: TextIO,
-    client: docker.DockerClient | None = None,
+    runtime: AgentRuntime | None = None,
     err: TextIO | None = None,
 ) -> int:
     """Print the last `last` cycles of the coordinator; 0 when shown, 1 when they cannot be read."""
@@ -176,23 +158,17 @@ def run_status(
     if last < 1:
         err.write(f"coordinator status: --last must be 1 or more, not {last}\n")
         return EXIT_USAGE
-    own_client = client is None
     try:
-        if client is None:
-            client = docker.from_env()
-        found = find_coordinator(client, fleet_id=fleet_id, container=container)
-        reports = read_reports(found, last=last)
-    except StatusError as exc:
+        if runtime is None:
+            from coordinator.runtimes import open_runtime
+
+            runtime = open_runtime(load_runtime_settings(os.environ))
+        found, reports = read_reports(runtime, fleet_id=fleet_id, source=source, last=last)
+    except (RuntimeFailure, ConfigError) as exc:
         err.write(f"coordinator status: {exc}\n")
         return EXIT_FAILED
-    except DockerException as exc:
-        err.write(f"coordinator status: cannot read the coordinator's log from Docker: {exc}\n")
-        return EXIT_FAILED
-    finally:
-        if own_client and client is not None:
-            client.close()
     if as_json:
-        out.write(json.dumps(status_json(reports, container=found.name), indent=2) + "\n")
+        out.write(json.dumps(status_json(reports, source=found), indent=2) + "\n")
     else:
-        out.write(f"coordinator container {found.name}\n" + render_status(reports))
+        out.write(f"coordinator {found}\n" + render_status(reports))
     return EXIT_OK

@@ -27,6 +27,9 @@ SPAWN_FAILURES_LIMIT = 0
 # "Agents frequently finding nothing": more than this many consecutive idle exits (exit 0 within
 # inventory's IDLE_EXIT_MAX_S of starting), summed over the role's slots, as its agents' labels carry them.
 IDLE_EXITS_LIMIT = 2
+# The guide's "Feature backlog growing -> increase Builder counts": more open issues waiting for builders than
+# this many per desired Task-driven agent.
+BACKLOG_PER_BUILDER = 5
 # An answer at or above this status code means production is broken, whatever HEALTH_EXPECT says.
 SERVER_ERROR_CODE = 500
 
@@ -138,6 +141,22 @@ def advise(report: CycleReport) -> list[Advice]:
                         action=f"lower the count of {key}: parallel builders keep touching the same files",
                     )
                 )
+
+    backlog = report.merge.backlog
+    builders = _roles_of(report, Mode.TASK_DRIVEN)
+    capacity = sum(tally.desired for _, tally in builders)
+    if backlog is not None and backlog > BACKLOG_PER_BUILDER * capacity:
+        for key in [key for key, _ in builders] or [Mode.TASK_DRIVEN.value]:
+            advice.append(
+                Advice(
+                    role=key,
+                    signal="backlog_per_builder",
+                    value=round(backlog / capacity, 1) if capacity else backlog,
+                    threshold=BACKLOG_PER_BUILDER,
+                    action=f"raise the count of {key}: {backlog} open issues wait for {capacity} builders"
+                    if builders else f"add a role of mode {Mode.TASK_DRIVEN.value}: {backlog} open issues wait",
+                )
+            )
 
     for key, tally in report.roles.items():
         if tally.idle_exits > IDLE_EXITS_LIMIT and tally.desired > 0:

@@ -244,7 +244,7 @@ def test_declared_container_runs_cycles_and_a_replacement_converges_without_stop
             code, output = first.exec_run(["python", "-m", "coordinator", "status", "--last", "5", "--json"])
             assert code == 0, output.decode()
             status = json.loads(output)
-            assert status["container"] == spec.name
+            assert status["source"] == f"container {spec.name}"
             assert 1 <= len(status["reports"]) <= 5
             assert all(r["event"] == "cycle.report" and r["fleet"] == fleet_id for r in status["reports"])
 

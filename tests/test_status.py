@@ -26,6 +26,7 @@ from coordinator.report import (
     StepStatus,
     to_dict,
 )
+from coordinator.runtimes.docker import DockerRuntime
 from coordinator.status import parse_reports, render_status, run_status
 from coordinator.verdict import advise, judge
 from tests.conftest import ROOT
@@ -103,7 +104,7 @@ def test_status_shows_the_last_cycles_and_the_current_advice(
     start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id), stderr_lines=[stray])
     out = io.StringIO()
 
-    assert run_status(fleet_id=fleet_id, out=out, client=docker_client) == 0
+    assert run_status(fleet_id=fleet_id, out=out, runtime=DockerRuntime()) == 0
 
     text = out.getvalue()
     rows = table_rows(text)
@@ -121,7 +122,7 @@ def test_status_shows_the_last_cycles_and_the_current_advice(
 def test_status_shows_only_the_last_n(docker_client: docker.DockerClient, base_image: str, fleet_id: str) -> None:
     start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
     out = io.StringIO()
-    assert run_status(fleet_id=fleet_id, last=2, out=out, client=docker_client) == 0
+    assert run_status(fleet_id=fleet_id, last=2, out=out, runtime=DockerRuntime()) == 0
     assert [row.split()[1] for row in table_rows(out.getvalue())] == ["12:05:00", "12:10:00"]
 
 
@@ -130,9 +131,9 @@ def test_status_json_is_the_reports_and_the_current_advice(
 ) -> None:
     container = start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
     out = io.StringIO()
-    assert run_status(fleet_id=fleet_id, as_json=True, out=out, client=docker_client) == 0
+    assert run_status(fleet_id=fleet_id, as_json=True, out=out, runtime=DockerRuntime()) == 0
     data = json.loads(out.getvalue())
-    assert data["container"] == container.name
+    assert data["source"] == f"container {container.name}"
     assert data["verdict"] == "degraded"
     assert [r["verdict"] for r in data["reports"]] == ["healthy", "broken", "degraded"]
     assert data["advice"] == [
@@ -153,24 +154,24 @@ def test_status_reads_the_newest_coordinator_or_the_named_one(
     start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
 
     newest = io.StringIO()
-    assert run_status(fleet_id=fleet_id, out=newest, client=docker_client) == 0
+    assert run_status(fleet_id=fleet_id, out=newest, runtime=DockerRuntime()) == 0
     assert len(table_rows(newest.getvalue())) == 3
 
     named = io.StringIO()
-    assert run_status(fleet_id="ignored", container=older.name, out=named, client=docker_client) == 0
+    assert run_status(fleet_id="ignored", source=older.name, out=named, runtime=DockerRuntime()) == 0
     assert len(table_rows(named.getvalue())) == 1
     assert f"coordinator container {older.name}" in named.getvalue()
 
 
 def test_no_coordinator_is_a_clear_error(docker_client: docker.DockerClient, fleet_id: str) -> None:
     out, err = io.StringIO(), io.StringIO()
-    assert run_status(fleet_id=fleet_id, out=out, err=err, client=docker_client) == 1
+    assert run_status(fleet_id=fleet_id, out=out, err=err, runtime=DockerRuntime()) == 1
     assert f"no coordinator container of fleet {fleet_id!r}" in err.getvalue()
     assert "--fleet" in err.getvalue()
     assert out.getvalue() == ""
 
     err = io.StringIO()
-    assert run_status(fleet_id=fleet_id, container=f"{fleet_id}-absent", out=out, err=err, client=docker_client) == 1
+    assert run_status(fleet_id=fleet_id, source=f"{fleet_id}-absent", out=out, err=err, runtime=DockerRuntime()) == 1
     assert f"no container named '{fleet_id}-absent'" in err.getvalue()
 
 
@@ -179,7 +180,7 @@ def test_a_coordinator_without_reports_yet_says_so(
 ) -> None:
     start_coordinator(docker_client, base_image, fleet_id, ["agent-fleet coordinator starting"])
     out = io.StringIO()
-    assert run_status(fleet_id=fleet_id, out=out, client=docker_client) == 0
+    assert run_status(fleet_id=fleet_id, out=out, runtime=DockerRuntime()) == 0
     assert "no cycle reports in the log yet" in out.getvalue()
 
 

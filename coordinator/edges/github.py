@@ -25,7 +25,7 @@ from __future__ import annotations
 import email.utils
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -79,11 +79,15 @@ PAGE_SIZE = 100  # GitHub's maximum for `first`
 
 # Everything the merge rules read, for up to 100 pull requests per request. The nested pages (labels,
 # reviews, checks) are read as one page each; a pull request with more is refused as truncated.
+# The first page also counts the open issues that wait for builders (the backlog), in the same request.
 OPEN_PULLS_QUERY = """
-query OpenPullRequests($owner: String!, $name: String!, $cursor: String) {
+query OpenPullRequests(
+  $owner: String!, $name: String!, $cursor: String, $backlogLabels: [String!], $countBacklog: Boolean!
+) {
   rateLimit { cost remaining resetAt }
   repository(owner: $owner, name: $name) {
     defaultBranchRef { name }
+    backlog: issues(states: [OPEN], labels: $backlogLabels) @include(if: $countBacklog) { totalCount }
     pullRequests(states: [OPEN], first: 100, after: $cursor, orderBy: {field: CREATED_AT, direction: ASC}) {
       pageInfo { hasNextPage endCursor }
       nodes {
@@ -400,6 +404,10 @@ class GitHubClient:
     def api_calls(self) -> int:
         return self._calls
 
+    @property
+    def rate_limit_remaining(self) -> int | None:
+        return min((remaining for remaining, _ in self._budget.values()), default=None)
+
     def close(self) -> None:
         self._reads.close()
         self._gh.close()
@@ -523,14 +531,18 @@ class GitHubClient:
             raise GitHubError(scrub(f"GitHub GraphQL errors: {messages or errors!r}", self._secrets))
         return _obj(answer.get("data"), "data")
 
-    def fetch_open_pulls(self, *, deadline: float | None = None) -> OpenPulls:
+    def fetch_open_pulls(self, *, backlog_labels: Sequence[str] = (), deadline: float | None = None) -> OpenPulls:
         pulls: list[PullSnapshot] = []
         cursor: str | None = None
         seen: set[str] = set()
         default_branch = ""
+        backlog: int | None = None
         while True:
+            count_backlog = cursor is None and bool(backlog_labels)
             data = self._graphql(
-                {"owner": self._settings.owner, "name": self._settings.name, "cursor": cursor}, deadline
+                {"owner": self._settings.owner, "name": self._settings.name, "cursor": cursor,
+                 "backlogLabels": list(backlog_labels), "countBacklog": count_backlog},
+                deadline,
             )
             rate = data.get("rateLimit")
             if isinstance(rate, Mapping) and isinstance(rate.get("remaining"), int):
@@ -545,6 +557,9 @@ class GitHubClient:
             if branch_ref is None:
                 raise GitHubError(f"repository {self._settings.repository} has no default branch (empty?)")
             default_branch = _str(_obj(branch_ref, "defaultBranchRef").get("name"), "defaultBranchRef.name")
+            if count_backlog:
+                backlog = _int(_obj(repo.get("backlog"), "repository.backlog").get("totalCount"),
+                               "repository.backlog.totalCount")
             conn = _obj(repo.get("pullRequests"), "repository.pullRequests")
             nodes = _list(conn.get("nodes"), "repository.pullRequests.nodes")
             offset = len(pulls)
@@ -556,7 +571,7 @@ class GitHubClient:
             if cursor in seen:  # a server that repeats a cursor would otherwise keep us here forever
                 raise MalformedAnswer("malformed GitHub answer: pullRequests.pageInfo.endCursor repeats")
             seen.add(cursor)
-        return OpenPulls(default_branch=default_branch, pulls=tuple(pulls))
+        return OpenPulls(default_branch=default_branch, pulls=tuple(pulls), backlog=backlog)
 
     # ---------------------------------------------------------------------------------- REST
 

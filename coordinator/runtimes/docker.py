@@ -43,14 +43,15 @@ from coordinator.runtime import (
     Unreadable,
     slot_name,
 )
+from coordinator.settings import env_value
 
 # Agents' own logs rotate too, so that a chatty agent cannot fill the Docker host's disk.
 AGENT_LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
 DOCKER_TIMEOUT_S = 30
 # Paused and restarting agents are still the fleet's: counting them as missing would spawn twins.
 ALIVE_STATES = frozenset({"running", "paused", "restarting"})
-_EXITED_STATUS = re.compile(r"Exited \((-?\d+)\)")
-_DOCKER_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z")
+_EXITED_STATUS = re.compile(r"Exited \((-?\d+)\)", re.ASCII)
+_DOCKER_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", re.ASCII)
 
 
 class ImageMissing(RuntimeFailure):
@@ -145,6 +146,19 @@ def _facts_from_json(entry: Mapping[str, Any]) -> ExitFacts:
     return ExitFacts(code, moment(entry.get("started_at")), moment(entry.get("finished_at")))
 
 
+def engine_client(timeout_s: int, what: str) -> docker.APIClient:
+    """A low-level client of the engine DOCKER_HOST and friends name (the Docker CLI's own variables).
+
+    DOCKER_API_VERSION pins the API version and saves the version probe that "auto" makes: with it a
+    steady-state cycle is exactly one call.
+    """
+    version = env_value(os.environ, "DOCKER_API_VERSION") or "auto"
+    try:
+        return docker.APIClient(**docker.utils.kwargs_from_env(), timeout=timeout_s, version=version)
+    except docker.errors.DockerException as exc:
+        raise RuntimeFailure(f"cannot reach {what}: {exc}") from None
+
+
 def secrets_archive(secrets: tuple[AgentSecret, ...]) -> bytes:
     """A tar of `run/secrets/<NAME>` files, readable by whichever user the agent's image runs as."""
     buffer = io.BytesIO()
@@ -171,15 +185,7 @@ class DockerRuntime:
         timeout_s: int = DOCKER_TIMEOUT_S,
         exit_memo: ExitMemo | None = None,
     ) -> None:
-        if client is None:
-            # DOCKER_API_VERSION (the Docker CLI's own variable) pins the API version and saves the version
-            # probe that "auto" makes: with it a steady-state cycle is exactly one Docker call.
-            version = os.environ.get("DOCKER_API_VERSION", "").strip() or "auto"
-            try:
-                client = docker.APIClient(**docker.utils.kwargs_from_env(), timeout=timeout_s, version=version)
-            except docker.errors.DockerException as exc:
-                raise RuntimeFailure(f"cannot reach the Docker engine: {exc}") from None
-        self.api: docker.APIClient = client
+        self.api: docker.APIClient = client if client is not None else engine_client(timeout_s, "the Docker engine")
         self._memo = exit_memo
         self._pulled: set[str] = set()
         self._states: dict[str, str] = {}  # the last listing's container states, for `vacate`

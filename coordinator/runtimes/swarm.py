@@ -21,7 +21,7 @@ whose task is still active is never removed or updated.
 from __future__ import annotations
 
 import hashlib
-import os
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +42,7 @@ from docker.types import (
 )
 
 from coordinator import labels
+from coordinator.deadline import DeadlineExceeded, run_with_deadline
 from coordinator.runtime import (
     AgentLaunch,
     AgentRecord,
@@ -53,8 +54,9 @@ from coordinator.runtime import (
     Unreadable,
     slot_name,
 )
-from coordinator.runtimes.docker import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S, parse_docker_time
+from coordinator.runtimes.docker import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S, engine_client, parse_docker_time
 
+LOG_DEADLINE_S = 30.0
 # A task in one of these states is on its way to running, or running: its agent is alive.
 ACTIVE_STATES = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting",
                            "running"})
@@ -68,13 +70,7 @@ class SwarmRuntime:
     """`AgentRuntime` on a swarm, through a manager's API (DOCKER_HOST and friends point at a manager)."""
 
     def __init__(self, client: docker.APIClient | None = None, *, timeout_s: int = DOCKER_TIMEOUT_S) -> None:
-        if client is None:
-            version = os.environ.get("DOCKER_API_VERSION", "").strip() or "auto"
-            try:
-                client = docker.APIClient(**docker.utils.kwargs_from_env(), timeout=timeout_s, version=version)
-            except docker.errors.DockerException as exc:
-                raise RuntimeFailure(f"cannot reach the swarm manager: {exc}") from None
-        self.api: docker.APIClient = client
+        self.api: docker.APIClient = client if client is not None else engine_client(timeout_s, "the swarm manager")
         self._secret_ids: dict[str, str] = {}
 
     # ----------------------------------------------------------------------------------- inventory
@@ -116,7 +112,7 @@ class SwarmRuntime:
         if state in ACTIVE_STATES and desired == "running":
             phase = Phase.ALIVE
             started = changed if state == "running" else None
-        elif state in ACTIVE_STATES:
+        elif state in ACTIVE_STATES and desired != "remove":
             # Reported active while Swarm wants it shut down: its node stopped answering (the report is
             # stale). Swarm flips the desired state when the node goes down; UpdatedAt records when.
             phase, lost_since = Phase.LOST, _time(task.get("UpdatedAt")) or changed
@@ -124,7 +120,9 @@ class SwarmRuntime:
             # Tasks carry no start time; the task's creation stands in for it (placement and a local
             # image take seconds, well inside the crash window).
             started, finished = created, changed
-        # rejected, orphaned, remove: it never ran, or is gone with its node; nothing to read of its end.
+        # rejected, orphaned: it never ran, or is gone with its node; nothing to read of its end. Desired state
+        # "remove": its service was removed (its slot filled elsewhere) while its node was away; the task lingers
+        # in the list, reported running, until the node returns and stops it.
         return AgentRecord(
             id=service,
             name=slot_name(fleet_id, read.role, read.slot),
@@ -259,12 +257,18 @@ class SwarmRuntime:
                         f"{' and '.join(selector)}); pass --fleet with the fleet id, or --source with its name"
                     )
                 service = max(services, key=lambda s: str(s.get("CreatedAt", "")))
-            chunks = self.api.service_logs(service["ID"], stdout=True, stderr=False, tail=tail, follow=False)
-            raw = b"".join(chunk if isinstance(chunk, bytes) else str(chunk).encode() for chunk in chunks)
+            # A service's log comes from the node its task ran on; a node that was cut off can leave the call
+            # hanging, so it gets a wall-clock deadline.
+            raw = run_with_deadline(lambda: self._service_log(str(service["ID"]), tail),
+                                    time.monotonic() + LOG_DEADLINE_S, "reading the coordinator's service log")
         except docker.errors.NotFound:
             raise RuntimeFailure(f"no service named {source!r} on this swarm") from None
-        except docker.errors.DockerException as exc:
+        except (docker.errors.DockerException, DeadlineExceeded) as exc:
             raise RuntimeFailure(f"cannot read the coordinator's log from the swarm: {exc}") from None
         name = str((service.get("Spec") or {}).get("Name") or service["ID"])
         lines = raw.decode("utf-8", errors="replace").splitlines()
         return CoordinatorLog(source=f"service {name}", lines=tuple(lines))
+
+    def _service_log(self, service_id: str, tail: int) -> bytes:
+        chunks = self.api.service_logs(service_id, stdout=True, stderr=False, tail=tail, follow=False)
+        return b"".join(chunk if isinstance(chunk, bytes) else str(chunk).encode() for chunk in chunks)

@@ -564,6 +564,7 @@ class RateLimited(Exception):
 class OpenPulls:
     default_branch: str
     pulls: tuple[PullSnapshot, ...]
+    backlog: int | None = None  # open issues carrying a backlog label; None when none was asked for
 
 
 class MergeFailure(StrEnum):
@@ -598,8 +599,14 @@ class GitHubPort(Protocol):
         """HTTP requests made so far."""
         ...
 
-    def fetch_open_pulls(self, *, deadline: float | None = None) -> OpenPulls:
-        """Every open pull request, oldest first; raises RateLimited or GitHubError."""
+    @property
+    def rate_limit_remaining(self) -> int | None:
+        """The smallest remaining budget GitHub reported so far (points or requests), None before any answer."""
+        ...
+
+    def fetch_open_pulls(self, *, backlog_labels: Sequence[str] = (), deadline: float | None = None) -> OpenPulls:
+        """Every open pull request, oldest first, and the open issues carrying any of `backlog_labels`, counted
+        in the same read; raises RateLimited or GitHubError."""
         ...
 
     def merge(self, number: int, *, head_sha: str, title: str, deadline: float | None = None) -> MergeResult:
@@ -616,7 +623,9 @@ class GitHubPort(Protocol):
 
 
 @dataclass
-class _Run:
+class PullOutcomes:
+    """How each pull request considered this cycle fared, by number, as the step goes."""
+
     log: EventLog
     outcomes: dict[int, PullOutcome] = field(default_factory=dict)
 
@@ -639,20 +648,23 @@ def run_merge(
     log: EventLog,
     deadline: float | None = None,
     dry_run: bool = False,
+    backlog_labels: Sequence[str] = (),
     clock: Callable[[], float] = time.monotonic,
 ) -> MergeReport:
     """Read, decide, merge. Ends cleanly (report.stopped) on rate limits or the deadline; raises
     GitHubError when the step as a whole fails (bad credentials, the pull list unreadable)."""
     report = MergeReport(status=StepStatus.OK)
-    run = _Run(log)
+    run = PullOutcomes(log)
     try:
-        opened = github.fetch_open_pulls(deadline=deadline)
+        opened = github.fetch_open_pulls(backlog_labels=backlog_labels, deadline=deadline)
     except RateLimited as stop:
         report.stopped = stop.describe()
         log.emit("merge.stopped", reason=report.stopped)
         return report
     finally:
         report.api_calls = github.api_calls
+        report.rate_limit_remaining = github.rate_limit_remaining
+    report.backlog = opened.backlog
 
     plan = plan_merges(opened.pulls, policy_for(settings, opened.default_branch), settings.max_merges_per_cycle)
     report.open, report.review_queue, report.conflicting = plan.open, plan.review_queue, plan.conflicting
@@ -681,6 +693,7 @@ def run_merge(
                 break
     finally:
         report.api_calls = github.api_calls
+        report.rate_limit_remaining = github.rate_limit_remaining
         # Every pull considered is in the report, in age order, even when an error ends the step.
         report.pulls = [run.outcomes[p.number] for p in plan.considered if p.number in run.outcomes]
     if report.stopped:
@@ -688,12 +701,12 @@ def run_merge(
     return report
 
 
-def _stop_rest(run: _Run, rest: Sequence[PullSnapshot]) -> None:
+def _stop_rest(run: PullOutcomes, rest: Sequence[PullSnapshot]) -> None:
     for pull in rest:
         run.record(pull.number, MergeOutcome.SKIPPED, STOPPED_EARLY)
 
 
-def _merge_one(github: GitHubPort, pull: PullSnapshot, run: _Run, deadline: float | None) -> None:
+def _merge_one(github: GitHubPort, pull: PullSnapshot, run: PullOutcomes, deadline: float | None) -> None:
     result = github.merge(pull.number, head_sha=pull.head_oid, title=commit_title(pull), deadline=deadline)
     if isinstance(result, MergeRefused) and result.failure is MergeFailure.UNCERTAIN:
         # A merge is not safe to retry: GitHub may have merged before the error. Ask instead.

@@ -21,9 +21,9 @@ Slots above a role's count, and roles no longer in the roster, keep nothing beyo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -34,11 +34,13 @@ from coordinator.runtime import (
     AgentLaunch,
     AgentRecord,
     AgentRuntime,
+    AgentSecret,
     RuntimeFailure,
     SlotTaken,
     slot_name,
     spawn_times,
 )
+from coordinator.settings import Secret
 from coordinator.steps.inventory import Inventory, crashed, last_exit_time
 
 BUDGET_WINDOW = timedelta(hours=1)
@@ -215,10 +217,13 @@ class SpawnResult:
 
 @dataclass(frozen=True)
 class AgentContext:
-    """What every agent is told besides its role, and where it runs."""
+    """What every agent is told besides its role, what it may receive, and where it runs."""
 
     fleet_id: str
     repository: str | None = None
+    github_api_url: str | None = None
+    github_server_url: str | None = None
+    secrets: Mapping[str, Secret] = field(default_factory=dict)
     network: str | None = None
     placement: tuple[str, ...] = ()
 
@@ -232,9 +237,19 @@ def agent_env(spawn: Spawn, context: AgentContext) -> dict[str, str]:
         "AGENT_MODE": role.mode.value,
         "AGENT_SLOT": str(spawn.slot),
     }
-    if context.repository:
-        env["GITHUB_REPOSITORY"] = context.repository
+    optional = {
+        "GITHUB_REPOSITORY": context.repository,
+        "GITHUB_API_URL": context.github_api_url,
+        "GITHUB_SERVER_URL": context.github_server_url,
+    }
+    env.update({name: value for name, value in optional.items() if value})
     return env
+
+
+def agent_secrets(spec: RoleSpec, context: AgentContext) -> tuple[AgentSecret, ...]:
+    """The secrets a role's agents receive: those it lists, or every one the stack holds."""
+    names = spec.role.secrets if spec.role.secrets is not None else sorted(context.secrets)
+    return tuple(AgentSecret(name, context.secrets[name]) for name in names if name in context.secrets)
 
 
 def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
@@ -252,6 +267,7 @@ def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
         resources=spawn.spec.role.resources or Resources(),
         network=context.network,
         placement=context.placement,
+        secrets=agent_secrets(spawn.spec, context),
     )
 
 

@@ -336,6 +336,7 @@ class FakeGitHub:
         self.server_errors: list[str] = []  # tracebacks of the fake's own bugs (answered 500)
         self._lock = threading.RLock()
         self._pulls: dict[int, FakePull] = {}
+        self._issues: dict[int, dict[str, Any]] = {}
         self._checks: dict[str, list[FakeCheckRun]] = {}
         self._statuses: dict[str, list[FakeStatus]] = {}
         self._known_shas: set[str] = set()
@@ -433,6 +434,15 @@ class FakeGitHub:
             )
             self._pulls[number] = pull
             return pull
+
+    def add_issue(self, title: str = "A task", *, labels: Iterable[str] = (), state: str = "open") -> int:
+        """An issue (not a pull request): the backlog the coordinator counts by label. Numbered from 10001,
+        apart from pull requests, so that tests can keep numbering those 1, 2, 3."""
+        with self._lock:
+            number = 10001 + len(self._issues)
+            self._issues[number] = {"__typename": "Issue", "id": f"I_fake{number:08d}", "number": number,
+                                    "title": title, "labels": list(labels), "state": state.upper()}
+            return number
 
     def pull(self, number: int) -> FakePull:
         with self._lock:
@@ -1187,6 +1197,16 @@ def _pull_requests(gh: FakeGitHub, args: dict[str, Any]) -> dict[str, Any]:
     return _connection(pulls, args, lambda _, p: (p.number,))
 
 
+def _issues(gh: FakeGitHub, args: dict[str, Any]) -> dict[str, Any]:
+    """Repository.issues: GitHub's `labels` filter matches issues carrying any of the labels."""
+    issues = sorted(gh._issues.values(), key=lambda issue: issue["number"])
+    if args.get("states"):
+        issues = [i for i in issues if i["state"] in args["states"]]
+    if args.get("labels") is not None:
+        issues = [i for i in issues if set(i["labels"]) & set(args["labels"])]
+    return _connection(issues, args, lambda _, issue: (issue["number"],))
+
+
 def _find_pull(gh: FakeGitHub, number: int) -> FakePull:
     pull = gh._pulls.get(number)
     if pull is None:
@@ -1277,6 +1297,7 @@ _RESOLVERS: dict[str, Resolver] = {
         "__typename": "Ref", "id": f"REF_fake{gh.default_branch}", "name": gh.default_branch,
         "prefix": "refs/heads/", "target": _Commit(gh._base_sha)},
     "Repository.pullRequests": lambda gh, _, a: _pull_requests(gh, a),
+    "Repository.issues": lambda gh, _, a: _issues(gh, a),
     "Repository.pullRequest": lambda gh, _, a: _find_pull(gh, a["number"]),
     # PullRequest
     "PullRequest.id": lambda p, gh, a: p.node_id,

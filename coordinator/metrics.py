@@ -1,0 +1,297 @@
+"""The coordinator's Prometheus metrics: what the cycle reports say, as series a scrape can read.
+
+`FleetMetrics` owns a registry of its own (never prometheus_client's global one) and is fed two
+ways by the scheduler: `observe_report` with each cycle's parsed `cycle.report`, and
+`observe_cycle` with how each cycle process ended. `serve` exposes the registry over HTTP;
+`last_report` picks the report out of a cycle's output lines.
+
+The gauges are a picture of the latest report, swapped whole on each one, so a scrape never sees
+half of one report and half of another (the verdict stays one-hot). A value the latest report
+does not carry is absent rather than 0: a role gone from the roster, a health check that was
+skipped, a rate limit that was not read. An absent series makes no alert fire, where a 0 would
+say "production is down" or "no API calls left".
+
+No label value comes from free text: roles must be roster keys, steps, outcomes and verdicts come
+from fixed vocabularies, and error messages, pull-request titles and URLs are never read. That is
+what keeps tokens and other secrets out of the scrape.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from coordinator.fleet import KEY_PATTERN
+from coordinator.report import Verdict
+from coordinator.status import Report, parse_reports
+
+DEFAULT_PORT = 9464
+
+# The steps `cycle.py` runs, by the names its reports use; an error of any other step is counted
+# as OTHER_STEP, because a step name is a label value and must stay a word we chose.
+CYCLE_STEPS = ("inventory", "reconcile", "merge", "health", "report")
+CRASH_STEP = "cycle"  # the cycle process ended without its report: bad exit code, or not started at all
+TIMEOUT_STEP = "timeout"  # the scheduler terminated the cycle at its time limit
+OTHER_STEP = "other"
+ERROR_STEPS = (*CYCLE_STEPS, CRASH_STEP, TIMEOUT_STEP)
+
+# The outcomes of a role's slots in one cycle, as counted by agent_fleet_spawns_total.
+SPAWN_OUTCOMES = ("spawned", "failed", "deferred", "waiting")
+VERDICTS = tuple(verdict.value for verdict in Verdict)
+
+# `python -m coordinator cycle` exits 0 (every step ok) or 1 (a step failed) after writing its
+# report; any other ending is a crash of the cycle as a whole.
+REPORTED_EXIT_CODES = frozenset({0, 1})
+
+# A cycle takes seconds; its default time limit is one schedule interval (5 minutes).
+CYCLE_DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+@dataclass(frozen=True)
+class _Picture:
+    """The gauge values of one report; None (or a missing role) means absent from the scrape."""
+
+    running: Mapping[str, int] = field(default_factory=dict)
+    desired: Mapping[str, int] = field(default_factory=dict)
+    review_queue: int | None = None
+    conflicting: int | None = None
+    health_up: int | None = None
+    health_latency_s: float | None = None
+    verdict: str | None = None
+    rate_limit_remaining: int | None = None
+
+
+class _LatestGauges(Collector):
+    """Renders the current `_Picture` at scrape time; replacing `picture` is one atomic assignment."""
+
+    def __init__(self) -> None:
+        self.picture = _Picture()
+        self.last_cycle_at: float | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return _gauge_families(_Picture(), None)
+
+    def collect(self) -> Iterable[Metric]:
+        return _gauge_families(self.picture, self.last_cycle_at)
+
+
+def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=[])
+    if value is not None:
+        family.add_metric([], value)
+    return family
+
+
+def _gauge_families(picture: _Picture, last_cycle_at: float | None) -> Iterator[Metric]:
+    running = GaugeMetricFamily("agent_fleet_agents_running", "Agents of the role running at the last cycle's "
+                                "inventory, before it spawned any.", labels=["role"])
+    desired = GaugeMetricFamily("agent_fleet_agents_desired", "Agents the roster wants for the role.",
+                                labels=["role"])
+    for role in sorted(picture.running):
+        running.add_metric([role], picture.running[role])
+        desired.add_metric([role], picture.desired[role])
+    yield running
+    yield desired
+    yield _gauge("agent_fleet_review_queue", "Open, non-draft pull requests awaiting a review.", picture.review_queue)
+    yield _gauge("agent_fleet_conflicting_pulls", "Open pull requests that conflict with their base.",
+                 picture.conflicting)
+    yield _gauge("agent_fleet_health_up", "1 when production answered the health check, 0 when it did not; "
+                 "absent when the check is not configured.", picture.health_up)
+    yield _gauge("agent_fleet_health_latency_seconds", "How long production took to answer the health check.",
+                 picture.health_latency_s)
+    verdict = GaugeMetricFamily("agent_fleet_verdict", "1 for the last cycle's verdict, 0 for the others.",
+                                labels=["verdict"])
+    if picture.verdict is not None:
+        for word in VERDICTS:
+            verdict.add_metric([word], 1.0 if word == picture.verdict else 0.0)
+    yield verdict
+    yield _gauge("agent_fleet_github_rate_limit_remaining", "GitHub API calls left in the rate-limit window, "
+                 "as the last merge step saw it.", picture.rate_limit_remaining)
+    yield _gauge("agent_fleet_last_cycle_timestamp_seconds", "Unix time the last cycle process ended, "
+                 "whatever its outcome (the heartbeat's moment).", last_cycle_at)
+
+
+class FleetMetrics:
+    """The coordinator's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._gauges = _LatestGauges()
+        self.registry.register(self._gauges)
+        self._spawns = Counter(
+            "agent_fleet_spawns_total",
+            "Slots of a role by what the cycle did with them: spawned, failed to spawn, deferred by the spawn "
+            "budget, or waiting out a crash-loop backoff (counted once per cycle they wait).",
+            ["role", "outcome"],
+            registry=self.registry,
+        )
+        self._merged = Counter(
+            "agent_fleet_merged_pulls_total", "Pull requests the coordinator merged.", registry=self.registry
+        )
+        self._errors = Counter(
+            "agent_fleet_cycle_errors_total",
+            "Errors by step: the cycle's own steps from its report, 'cycle' for a cycle that crashed or could not "
+            "start, 'timeout' for one terminated at its time limit.",
+            ["step"],
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            "agent_fleet_cycle_duration_seconds",
+            "Wall time of each cycle process, as the scheduler measured it.",
+            buckets=CYCLE_DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        # Created at 0 so that increase() sees the first error instead of the series appearing with it.
+        for step in ERROR_STEPS:
+            self._errors.labels(step=step)
+
+    def observe_report(self, report: Mapping[str, object]) -> bool:
+        """Take in one cycle's parsed `cycle.report`; False (and nothing changes) for a plan's dry-run report.
+
+        Each report must be observed once: its spawns, merges and errors are added to the counters.
+        Unknown fields are ignored, missing or ill-typed ones read as absent or 0.
+        """
+        if report.get("dry_run") is True:
+            return False
+        running: dict[str, int] = {}
+        desired: dict[str, int] = {}
+        for role, raw_tally in _mapping(report.get("roles")).items():
+            if not isinstance(role, str) or not KEY_PATTERN.fullmatch(role):
+                continue
+            tally = _mapping(raw_tally)
+            running[role] = _count(tally.get("running"))
+            desired[role] = _count(tally.get("desired"))
+            waiting = tally.get("waiting")
+            counts = {
+                "spawned": _count(tally.get("spawned")),
+                "failed": _count(tally.get("failed")),
+                "deferred": _count(tally.get("deferred")),
+                "waiting": len(waiting) if isinstance(waiting, list) else 0,
+            }
+            for outcome, count in counts.items():
+                self._spawns.labels(role=role, outcome=outcome).inc(count)
+
+        merge = _mapping(report.get("merge"))
+        self._merged.inc(_merged_count(merge))
+        merge_ran = merge.get("status") == "ok"
+
+        health = _mapping(report.get("health"))
+        health_status = health.get("status")
+        health_up = {"up": 1, "down": 0}.get(health_status) if isinstance(health_status, str) else None
+        latency_ms = _number(health.get("latency_ms")) if health_up is not None else None
+
+        errors = report.get("errors")
+        for error in errors if isinstance(errors, list) else []:
+            self._errors.labels(step=_step_label(_mapping(error).get("step"))).inc()
+
+        verdict = report.get("verdict")
+        self._gauges.picture = _Picture(
+            running=running,
+            desired=desired,
+            review_queue=_count(merge.get("review_queue")) if merge_ran else None,
+            conflicting=_count(merge.get("conflicting")) if merge_ran else None,
+            health_up=health_up,
+            health_latency_s=latency_ms / 1000 if latency_ms is not None else None,
+            # An unknown verdict word sets all three to 0: the fleet is in none of the states we know.
+            verdict=verdict if isinstance(verdict, str) else None,
+            rate_limit_remaining=_optional_count(merge.get("rate_limit_remaining")),
+        )
+        return True
+
+    def observe_cycle(
+        self,
+        duration_s: float,
+        *,
+        exit_code: int | None,
+        timed_out: bool,
+        finished_at: datetime,
+        reported: bool | None = None,
+    ) -> None:
+        """Take in how one cycle process ended, whatever the ending.
+
+        `exit_code` None means the process could not be started: that counts as a crash, but it has
+        no duration and, like the heartbeat, does not move the last-cycle time. A timeout counts
+        under step "timeout" only. `reported` is whether the cycle's report was seen (None: not
+        known); a cycle that exited 0 or 1 without one crashed (an uncaught exception also exits 1).
+        Not for a cycle cut short because the scheduler itself is stopping.
+        """
+        if finished_at.tzinfo is None:
+            raise ValueError("finished_at must be timezone-aware, or its Unix time would depend on the local zone")
+        if timed_out:
+            self._errors.labels(step=TIMEOUT_STEP).inc()
+        elif exit_code not in REPORTED_EXIT_CODES or reported is False:
+            self._errors.labels(step=CRASH_STEP).inc()
+        if exit_code is None:
+            return
+        self._duration.observe(duration_s)
+        self._gauges.last_cycle_at = finished_at.timestamp()
+
+    def serve(self, port: int = DEFAULT_PORT, addr: str = "0.0.0.0") -> MetricsServer:
+        """Serve this registry at http://addr:port/metrics in a daemon thread; port 0 picks a free port."""
+        server, thread = start_http_server(port, addr=addr, registry=self.registry)
+        return MetricsServer(server, thread)
+
+
+@dataclass(frozen=True)
+class MetricsServer:
+    """prometheus_client's HTTP server for one registry, and the thread it runs in."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return self.server.server_port
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def last_report(lines: Iterable[str]) -> Report | None:
+    """The last `cycle.report` object among a cycle's output lines, or None when it wrote none."""
+    reports = parse_reports(lines)
+    return reports[-1] if reports else None
+
+
+def _mapping(value: object) -> Mapping[str, object]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _optional_count(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _count(value: object) -> int:
+    count = _optional_count(value)
+    return 0 if count is None else count
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def _merged_count(merge: Mapping[str, object]) -> int:
+    merged = merge.get("merged")
+    if isinstance(merged, list):
+        return len(merged)
+    pulls = merge.get("pulls")
+    return sum(1 for pull in pulls if _mapping(pull).get("outcome") == "merged") if isinstance(pulls, list) else 0
+
+
+def _step_label(step: object) -> str:
+    return step if isinstance(step, str) and step in CYCLE_STEPS else OTHER_STEP

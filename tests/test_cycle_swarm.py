@@ -1,0 +1,221 @@
+"""The cycle's promises on a real three-node swarm (scripts/swarm-lab), with cycles run as real processes.
+
+The same guarantees as on one engine: deterministic slot names make overlapping cycles safe, nothing alive is
+ever stopped, crash backoff and the spawn budget hold; and the swarm's own case, a node that is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.fleet_harness import cycle_env, role_spec, run_cycle, start_cycle, write_roster
+from tests.swarm_lab import SwarmLab
+
+pytestmark = pytest.mark.swarm
+
+ACTIVE = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
+
+
+@pytest.fixture(scope="module")
+def lab_image(swarm_lab: SwarmLab, base_image: str) -> str:
+    return swarm_lab.push(base_image, "agent-fleet/python-base:lab")
+
+
+@pytest.fixture
+def api(swarm_lab: SwarmLab) -> Iterator[docker.APIClient]:
+    client = swarm_lab.api()
+    yield client
+    client.close()
+
+
+def swarm_env(swarm_lab: SwarmLab, fleet_id: str, roster: Path, **extra: str) -> dict[str, str]:
+    return cycle_env(fleet_id, roster, FLEET_RUNTIME="swarm", DOCKER_HOST=swarm_lab.manager_url, **extra)
+
+
+def tasks(api: docker.APIClient, fleet_id: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = api.tasks(filters={"label": [f"agent-fleet.fleet={fleet_id}"]})
+    return found
+
+
+def running_by_role(api: docker.APIClient, fleet_id: str) -> Counter[str]:
+    return Counter(
+        t["Spec"]["ContainerSpec"]["Labels"]["agent-fleet.role"] for t in tasks(api, fleet_id)
+        if t["Status"]["State"] == "running" and t["DesiredState"] == "running"
+    )
+
+
+def services(api: docker.APIClient, fleet_id: str) -> dict[str, str]:
+    """Service name -> id, for the fleet's agents."""
+    return {s["Spec"]["Name"]: s["ID"] for s in api.services(filters={"label": f"agent-fleet.fleet={fleet_id}"})}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 90.0, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, lab_image: str, swarm_lab: SwarmLab, swarm_fleet_id: str):  # type: ignore[no-untyped-def]
+    specs = [role_spec("builder", 4, lab_image), role_spec("reviewer", 2, lab_image)]
+    roster = write_roster(tmp_path / "roster.json", specs)
+    return specs, roster, swarm_env(swarm_lab, swarm_fleet_id, roster)
+
+
+def converge(api: docker.APIClient, fleet_id: str, expected: dict[str, int]) -> None:
+    wait_until(lambda: running_by_role(api, fleet_id) == Counter(expected))
+
+
+def test_cold_start_spreads_over_nodes_and_a_second_cycle_changes_nothing(fleet, api, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
+    _, _, env = fleet
+    first = run_cycle(env)
+    assert first.returncode == 0, first.stderr
+    assert len(first.events("agent.spawned")) == 6
+    converge(api, swarm_fleet_id, {"builder": 4, "reviewer": 2})
+    assert len({t["NodeID"] for t in tasks(api, swarm_fleet_id)}) >= 2
+    names = services(api, swarm_fleet_id)
+    assert sorted(names) == sorted(f"{swarm_fleet_id}-{role}-{n}" for role, count in (("builder", 4), ("reviewer", 2))
+                                   for n in range(1, count + 1))
+    service = api.inspect_service(names[f"{swarm_fleet_id}-builder-1"])
+    assert service["Spec"]["Labels"]["agent-fleet.slot"] == "1"  # on the service and on its container, both
+    assert service["Spec"]["TaskTemplate"]["ContainerSpec"]["Labels"]["agent-fleet.role"] == "builder"
+    assert service["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
+    assert service["Spec"]["Mode"] == {"Replicated": {"Replicas": 1}}
+
+    second = run_cycle(env)
+    assert second.returncode == 0, second.stderr
+    assert second.events("agent.spawned") == []
+    assert second.report["roles"]["builder"]["running"] == 4
+    assert services(api, swarm_fleet_id) == names
+
+
+def test_a_finished_agent_is_replaced_under_its_slot_name(tmp_path, lab_image, swarm_lab, api,
+                                                          swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
+    roster = write_roster(tmp_path / "roster.json", [role_spec("once", 1, lab_image, command=("true",))])
+    env = swarm_env(swarm_lab, swarm_fleet_id, roster)
+    assert run_cycle(env).returncode == 0
+    first_id = services(api, swarm_fleet_id)[f"{swarm_fleet_id}-once-1"]
+    wait_until(lambda: any(t["Status"]["State"] == "complete" for t in tasks(api, swarm_fleet_id)))
+    run = run_cycle(env)
+    assert run.returncode == 0, run.stderr
+    assert [e["slot"] for e in run.events("agent.spawned")] == [1]
+    second_id = services(api, swarm_fleet_id)[f"{swarm_fleet_id}-once-1"]
+    assert second_id != first_id  # the finished service was removed by id, a new one made under the slot's name
+
+
+def test_six_overlapping_cycles_end_at_exactly_the_desired_counts(fleet, api, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
+    _, _, env = fleet
+    procs = [start_cycle(env) for _ in range(6)]
+    for proc in procs:
+        proc.communicate(timeout=180)
+        assert proc.returncode == 0
+    assert len(services(api, swarm_fleet_id)) == 6
+    converge(api, swarm_fleet_id, {"builder": 4, "reviewer": 2})
+
+
+def test_scale_down_stops_nothing_and_another_fleets_services_are_untouched(
+    fleet, tmp_path, lab_image, api, swarm_lab, swarm_fleet_id  # type: ignore[no-untyped-def]
+) -> None:
+    _, roster, env = fleet
+    other_fleet = f"{swarm_fleet_id}x"
+    other = write_roster(tmp_path / "other.json", [role_spec("builder", 1, lab_image)])
+    other_env = swarm_env(swarm_lab, other_fleet, other)
+    try:
+        assert run_cycle(other_env).returncode == 0
+        assert run_cycle(env).returncode == 0
+        converge(api, swarm_fleet_id, {"builder": 4, "reviewer": 2})
+        before = services(api, swarm_fleet_id)
+        others = services(api, other_fleet)
+        write_roster(roster, [role_spec("builder", 1, lab_image)])  # 4 -> 1, reviewer removed
+        run = run_cycle(env)
+        assert run.returncode == 0, run.stderr
+        assert run.events("agent.spawned") == []
+        assert services(api, swarm_fleet_id) == before
+        assert running_by_role(api, swarm_fleet_id) == Counter({"builder": 4, "reviewer": 2})
+        assert services(api, other_fleet) == others
+    finally:
+        swarm_lab.remove_labelled(f"agent-fleet.fleet={other_fleet}")
+
+
+def test_crash_loop_backs_off_and_the_spawn_budget_holds(tmp_path, lab_image, swarm_lab, api,
+                                                        swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
+    roster = write_roster(tmp_path / "roster.json", [role_spec("flaky", 1, lab_image, command=("sh", "-c", "exit 3"))])
+    env = swarm_env(swarm_lab, swarm_fleet_id, roster, AGENT_CRASH_BACKOFF_S="30")
+
+    def crashed() -> bool:
+        current = services(api, swarm_fleet_id)[f"{swarm_fleet_id}-flaky-1"]
+        return any(t["Status"]["State"] == "failed" and t["ServiceID"] == current for t in tasks(api, swarm_fleet_id))
+
+    assert run_cycle(env).events("agent.spawned")
+    wait_until(crashed)
+    first = run_cycle(env).report  # the first crash is replaced at once, carrying the streak
+    assert first["roles"]["flaky"]["spawned"] == 1 and first["roles"]["flaky"]["waiting"] == []
+    service = api.inspect_service(services(api, swarm_fleet_id)[f"{swarm_fleet_id}-flaky-1"])
+    assert service["Spec"]["Labels"]["agent-fleet.crash-streak"] == "1"
+    wait_until(crashed)
+    second = run_cycle(env).report  # the second crash in a row waits
+    assert second["roles"]["flaky"]["spawned"] == 0
+    (wait,) = second["roles"]["flaky"]["waiting"]
+    assert wait["crashes"] == 2
+
+    budget_roster = write_roster(tmp_path / "budget.json", [role_spec("quick", 4, lab_image, command=("true",))])
+    budget_fleet = f"{swarm_fleet_id}b"
+    budget_env = swarm_env(swarm_lab, budget_fleet, budget_roster, FLEET_MAX_SPAWNS_PER_HOUR="6")
+    try:
+        assert len(run_cycle(budget_env).events("agent.spawned")) == 4
+        wait_until(lambda: sum(t["Status"]["State"] == "complete" for t in tasks(api, budget_fleet)) == 4)
+        second_round = run_cycle(budget_env)
+        # The finished services were removed to fill their slots, yet their spawns still count: they ride on
+        # the new agents' labels.
+        assert len(second_round.events("agent.spawned")) == 2
+        assert second_round.report["budget"] == {"limit": 6, "used": 4, "remaining": 0}
+        wait_until(lambda: sum(t["Status"]["State"] == "complete" for t in tasks(api, budget_fleet)) == 4)
+        third = run_cycle(budget_env)
+        assert third.events("agent.spawned") == [] and third.report["budget"]["used"] == 6
+    finally:
+        swarm_lab.remove_labelled(f"agent-fleet.fleet={budget_fleet}")
+
+
+def test_a_lost_worker_s_slots_are_refilled_elsewhere_and_none_doubles_when_it_returns(
+    tmp_path, lab_image, swarm_lab, api, swarm_fleet_id  # type: ignore[no-untyped-def]
+) -> None:
+    roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 6, lab_image)])
+    env = swarm_env(swarm_lab, swarm_fleet_id, roster, AGENT_NODE_LOST_S="20")
+    assert run_cycle(env).returncode == 0
+    converge(api, swarm_fleet_id, {"builder": 6})
+    victim = next(n for n in (2, 3) if any(t["NodeID"] == swarm_lab.node_ids[n] for t in tasks(api, swarm_fleet_id)))
+    victim_id = swarm_lab.node_ids[victim]
+    lost = {t["ServiceID"] for t in tasks(api, swarm_fleet_id) if t["NodeID"] == victim_id}
+
+    with swarm_lab.node_down(victim):
+        wait_until(lambda: any(n["ID"] == victim_id and n["Status"]["State"] == "down" for n in api.nodes()))
+        early = run_cycle(env)  # lost, but not for long enough: still counted as running
+        assert early.events("agent.spawned") == []
+        time.sleep(21)
+        run = run_cycle(env)
+        assert run.returncode == 0, run.stderr
+        assert len(run.events("agent.spawned")) == len(lost)
+        assert run.report["lost_nodes"] == [victim_id]
+        assert run.report["verdict"] == "degraded"
+        wait_until(lambda: sum(t["Status"]["State"] == "running" and t["NodeID"] != victim_id
+                               for t in tasks(api, swarm_fleet_id)) == 6)
+    # The node is back: Swarm stops its stale tasks; no role ever runs more than desired.
+    wait_until(lambda: any(n["ID"] == victim_id and n["Status"]["State"] == "ready" for n in api.nodes()), 120)
+    node = swarm_lab.node_client(victim)
+    try:
+        fleet_label = {"label": f"agent-fleet.fleet={swarm_fleet_id}"}
+        wait_until(lambda: not node.containers.list(filters=fleet_label), 120)
+    finally:
+        node.close()
+    assert running_by_role(api, swarm_fleet_id) == Counter({"builder": 6})
+    assert run_cycle(env).events("agent.spawned") == []
