@@ -457,3 +457,55 @@ def test_a_steady_cycle_is_one_docker_call_however_many_finished_agents_are_kept
         steady = run_cycle(env)
         assert steady.returncode == 0 and steady.events("agent.spawned") == []
         assert [r.split("?")[0] for r in proxy.requests] == [f"GET /v{version}/containers/json"]
+
+
+# ------------------------------------------------------------------------------------------ agents' secrets
+
+
+def test_agents_receive_their_secrets_as_files_and_nowhere_else(tmp_path, base_image, docker_client,
+                                                                 fleet_id) -> None:
+    import json
+
+    token, key = "ghp_agentSECRET" + "x1" * 12, "sk-model-SECRET" + "y2" * 12
+    secrets = tmp_path / "agent-secrets.json"
+    secrets.write_text(json.dumps({"GITHUB_TOKEN": token, "ANTHROPIC_API_KEY": key}))
+    reviewer = role_spec("reviewer", 1, base_image)
+    reviewer = replace(reviewer, role=replace(reviewer.role, secrets=("GITHUB_TOKEN",)))
+    roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 2, base_image), reviewer])
+    env = cycle_env(fleet_id, roster, AGENT_SECRETS_FILE=str(secrets), GITHUB_REPOSITORY="acme/webapp")
+    run = run_cycle(env)
+    assert run.returncode == 0, run.stderr
+
+    builder = docker_client.containers.get(f"{fleet_id}-builder-1")
+    assert builder.exec_run(["cat", "/run/secrets/GITHUB_TOKEN"]).output.decode() == token
+    assert builder.exec_run(["cat", "/run/secrets/ANTHROPIC_API_KEY"]).output.decode() == key
+    only = docker_client.containers.get(f"{fleet_id}-reviewer-1")
+    assert only.exec_run(["ls", "/run/secrets"]).output.decode().split() == ["GITHUB_TOKEN"]
+    for container in (builder, only):
+        inspected = json.dumps(docker_client.api.inspect_container(container.id))
+        assert token not in inspected and key not in inspected
+        assert token.encode() not in container.logs() and key.encode() not in container.logs()
+    assert token not in run.stdout + run.stderr and key not in run.stdout + run.stderr
+
+    # A new value reaches the agents spawned after it; no running agent is stopped for it.
+    renewed = "ghp_agentRENEWED" + "z3" * 12
+    secrets.write_text(json.dumps({"GITHUB_TOKEN": renewed, "ANTHROPIC_API_KEY": key}))
+    victim = docker_client.containers.get(f"{fleet_id}-builder-2")
+    victim.kill()
+    wait_until(lambda: docker_client.containers.get(victim.id).status == "exited")
+    assert [e["slot"] for e in run_cycle(env).events("agent.spawned")] == [2]
+    fresh = docker_client.containers.get(f"{fleet_id}-builder-2")
+    assert fresh.exec_run(["cat", "/run/secrets/GITHUB_TOKEN"]).output.decode() == renewed
+    builder.reload()
+    assert builder.status == "running"
+    assert builder.exec_run(["cat", "/run/secrets/GITHUB_TOKEN"]).output.decode() == token
+
+
+def test_agents_are_told_the_role_and_where_github_is(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
+    _, _, env = fleet
+    env.update(GITHUB_REPOSITORY="acme/webapp", GITHUB_API_URL="https://ghe.example.com/api/v3")
+    assert run_cycle(env).returncode == 0
+    agent = docker_client.containers.get(f"{fleet_id}-builder-1")
+    environment = dict(item.split("=", 1) for item in agent.attrs["Config"]["Env"])
+    assert environment["GITHUB_API_URL"] == "https://ghe.example.com/api/v3"
+    assert environment["GITHUB_SERVER_URL"] == "https://ghe.example.com"

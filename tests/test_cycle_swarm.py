@@ -219,3 +219,49 @@ def test_a_lost_worker_s_slots_are_refilled_elsewhere_and_none_doubles_when_it_r
         node.close()
     assert running_by_role(api, swarm_fleet_id) == Counter({"builder": 6})
     assert run_cycle(env).events("agent.spawned") == []
+
+
+def test_agents_receive_their_secrets_as_docker_secrets(tmp_path, lab_image, swarm_lab, api,
+                                                        swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    token = "ghp_swarmAgentSECRET" + "k4" * 12
+    secrets = tmp_path / "agent-secrets.json"
+    secrets.write_text(json.dumps({"GITHUB_TOKEN": token}))
+    roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 1, lab_image)])
+    run = run_cycle(swarm_env(swarm_lab, swarm_fleet_id, roster, AGENT_SECRETS_FILE=str(secrets)))
+    assert run.returncode == 0, run.stderr
+    converge(api, swarm_fleet_id, {"builder": 1})
+    (task,) = [t for t in tasks(api, swarm_fleet_id) if t["Status"]["State"] == "running"]
+    node = swarm_lab.node_client(swarm_lab.node_number(task["NodeID"]))
+    try:
+        container = node.containers.get(task["Status"]["ContainerStatus"]["ContainerID"])
+        assert container.exec_run(["cat", "/run/secrets/GITHUB_TOKEN"]).output.decode() == token
+        assert token not in json.dumps(node.api.inspect_container(container.id))
+    finally:
+        node.close()
+    (service_id,) = services(api, swarm_fleet_id).values()
+    inspected = json.dumps(api.inspect_service(service_id))
+    assert token not in inspected and "GITHUB_TOKEN" in inspected  # referenced by name, never by value
+    (secret,) = api.secrets(filters={"label": f"agent-fleet.fleet={swarm_fleet_id}"})
+    assert secret["Spec"]["Name"].startswith(f"{swarm_fleet_id}-github-token-")
+    assert token not in run.stdout + run.stderr
+
+
+def test_a_rotated_secret_reaches_new_agents_and_the_old_one_goes_once_unused(tmp_path, lab_image, swarm_lab, api,
+                                                                             swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    secrets = tmp_path / "agent-secrets.json"
+    secrets.write_text(json.dumps({"GITHUB_TOKEN": "ghp_first" + "a1" * 12, "GITHUB": "other" + "b2" * 12}))
+    roster = write_roster(tmp_path / "roster.json", [role_spec("once", 1, lab_image, command=("true",))])
+    env = swarm_env(swarm_lab, swarm_fleet_id, roster, AGENT_SECRETS_FILE=str(secrets))
+    assert run_cycle(env).returncode == 0
+    first = {s["Spec"]["Name"] for s in api.secrets(filters={"label": f"agent-fleet.fleet={swarm_fleet_id}"})}
+    wait_until(lambda: any(t["Status"]["State"] == "complete" for t in tasks(api, swarm_fleet_id)))
+    secrets.write_text(json.dumps({"GITHUB_TOKEN": "ghp_second" + "c3" * 12, "GITHUB": "other" + "b2" * 12}))
+    assert run_cycle(env).events("agent.spawned")
+    now = {s["Spec"]["Name"] for s in api.secrets(filters={"label": f"agent-fleet.fleet={swarm_fleet_id}"})}
+    # The old token's secret went (its service was removed to fill the slot); GITHUB's is untouched.
+    assert len(first) == 2 and len(now) == 2 and len(first & now) == 1
+    assert any(name.startswith(f"{swarm_fleet_id}-github-") and "token" not in name for name in first & now)

@@ -702,3 +702,16 @@ def test_the_token_appears_in_no_output(fake: FakeGitHub, caplog: pytest.LogCapt
     assert "token *** is not allowed" in harness.events  # proof the hostile text was there, scrubbed
     for text in texts:
         assert TOKEN not in text
+
+
+def test_the_builders_backlog_is_counted_in_the_same_read(fake: FakeGitHub) -> None:
+    for label in ("role:api_builder", "role:api_builder", "feature", "question"):
+        fake.add_issue(f"Work labelled {label}", labels=(label,))
+    fake.add_issue("Closed", labels=("feature",), state="closed")
+    green(fake, "A pull request with a role label is not an issue", labels=("role:api_builder",))
+    harness = Harness(fake)
+    report = harness.run(backlog_labels=("role:api_builder", "feature"))
+    assert report.backlog == 3
+    assert fake.calls("POST", "/graphql") == 1  # the count rides on the first page, no extra request
+    assert report.rate_limit_remaining is not None
+    assert Harness(fake).run().backlog is None  # nothing asked, nothing counted

@@ -400,3 +400,68 @@ def test_a_roster_with_a_5000_digit_number_exits_2_not_with_a_traceback(tmp_path
     result = run_cli("plan", env={"FLEET_ROSTER_FILE": str(path)})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "FLEET_ROSTER_FILE=" in result.stderr and "more than 18 digits" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------ agents' secrets
+
+
+def secrets_file(tmp_path: Path, content: object) -> str:
+    path = tmp_path / "agent-secrets.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+def test_agent_secrets_are_read_as_secrets_and_scrubbed_from_output(tmp_path: Path) -> None:
+    value = "sk-agent-" + "Z9" * 12
+    settings = load_settings({"AGENT_SECRETS_FILE": secrets_file(tmp_path, {"ANTHROPIC_API_KEY": value})})
+    assert settings.agent_secrets == {"ANTHROPIC_API_KEY": Secret(value)}
+    assert value not in repr(settings)
+    assert value in settings.secrets()  # what every log line is scrubbed of
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("{not json", "AGENT_SECRETS_FILE="),
+        (["GITHUB_TOKEN"], "is not a JSON object"),
+        ({"github_token": "x"}, "names a secret 'github_token'"),
+        ({"GITHUB_TOKEN": ""}, "holds no usable text for GITHUB_TOKEN"),
+        ({"GITHUB_TOKEN": 42}, "holds no usable text for GITHUB_TOKEN"),
+        ('{"A": "1", "A": "2"}', "AGENT_SECRETS_FILE="),
+    ],
+)
+def test_a_bad_agent_secrets_file_is_refused_without_quoting_a_value(tmp_path: Path, content: object,
+                                                                     says: str) -> None:
+    with pytest.raises(ConfigError, match=says) as refused:
+        load_settings({"AGENT_SECRETS_FILE": secrets_file(tmp_path, content)})
+    assert '"2"' not in str(refused.value)
+
+
+def test_a_role_that_lists_an_unknown_secret_is_refused_naming_both(tmp_path: Path) -> None:
+    roster = roster_file(tmp_path, {**ROLE, "secrets": ["GITHUB_TOKEN", "OPENAI_API_KEY"]})
+    token, key = "agent-token-" + "Q7" * 10, "model-key-" + "W3" * 10
+    env = {"FLEET_ROSTER_FILE": roster, "AGENT_SECRETS_FILE": secrets_file(tmp_path, {"GITHUB_TOKEN": token})}
+    with pytest.raises(ConfigError, match="role 'api_builder' lists the secret 'OPENAI_API_KEY'"):
+        load_settings(env)
+    with pytest.raises(ConfigError, match="AGENT_SECRETS_FILE is not set"):
+        load_settings({"FLEET_ROSTER_FILE": roster})
+    assert load_settings({**env, "AGENT_SECRETS_FILE": secrets_file(
+        tmp_path, {"GITHUB_TOKEN": token, "OPENAI_API_KEY": key})}).roster is not None
+
+
+@pytest.mark.parametrize(
+    ("api", "server"),
+    [("https://api.github.com", "https://github.com"), ("https://ghe.example.com/api/v3", "https://ghe.example.com"),
+     ("http://127.0.0.1:8080/api/v3/", "http://127.0.0.1:8080")],
+)
+def test_agents_are_told_where_github_is_even_without_the_merge_step(api: str, server: str) -> None:
+    settings = load_settings({"GITHUB_API_URL": api})
+    assert (settings.github_api_url, settings.github_server_url) == (api.rstrip("/"), server)
+    assert load_settings({"GITHUB_SERVER_URL": "https://git.example.com/"}).github_server_url == \
+        "https://git.example.com"
+
+
+def test_backlog_labels_are_read_for_the_builders_advice() -> None:
+    env = {"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t", "BACKLOG_LABELS": "feature, bug"}
+    settings = load_settings(env)
+    assert settings.github is not None and settings.github.backlog_labels == ("feature", "bug")

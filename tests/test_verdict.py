@@ -19,6 +19,7 @@ from coordinator.report import (
     Verdict,
 )
 from coordinator.verdict import (
+    BACKLOG_PER_BUILDER,
     CONFLICTS_LIMIT,
     IDLE_EXITS_LIMIT,
     REVIEW_QUEUE_LIMIT,
@@ -215,3 +216,34 @@ def test_errors_in_a_step_degrade() -> None:
     assert judge(by_error) is Verdict.DEGRADED
     assert judge(by_status) is Verdict.DEGRADED
     assert [f.reason for f in findings(by_status)] == ["errors in inventory"]
+
+
+@pytest.mark.parametrize(("backlog", "advised"), [(None, False), (0, False), (30, False), (31, True), (500, True)])
+def test_a_growing_backlog_advises_raising_every_builder_role(backlog: int | None, advised: bool) -> None:
+    # Six desired builders (two Task-driven roles of 3): more than BACKLOG_PER_BUILDER (5) issues each is the signal.
+    report = cycle()
+    report.merge.backlog = backlog
+    advice = [a for a in advise(report) if a.signal == "backlog_per_builder"]
+    assert [a.role for a in advice] == (["api_builder", "ui_builder"] if advised else [])
+    if advised:
+        assert advice[0].threshold == BACKLOG_PER_BUILDER and advice[0].value == round(backlog / 6, 1)  # type: ignore[operator]
+        assert f"{backlog} open issues wait for 6 builders" in advice[0].action
+    assert judge(report) is Verdict.HEALTHY  # advice, never a verdict
+
+
+def test_a_backlog_without_any_builder_role_asks_for_one() -> None:
+    report = cycle(tallies={"code_reviewer": RoleTally(desired=2, running=2, mode="Reviewer")})
+    report.merge.backlog = 3
+    (advice,) = advise(report)
+    assert advice.role == "Task-driven" and "add a role of mode Task-driven: 3 open issues wait" in advice.action
+
+
+def test_squatters_unreadable_agents_and_lost_nodes_degrade_by_name() -> None:
+    report = cycle()
+    report.squatters = ["f-api-3: held by container 0123456789ab"]
+    report.unreadable = ["f-odd: label agent-fleet.slot='²' is malformed"]
+    report.lost_nodes = ["node-7"]
+    assert judge(report) is Verdict.DEGRADED
+    reasons = [f.reason for f in findings(report)]
+    assert "slot f-api-3: held by container 0123456789ab, which is not the fleet's: remove it" in reasons
+    assert any("f-odd" in r for r in reasons) and any("node node-7 lost" in r for r in reasons)

@@ -20,7 +20,9 @@ whose task is still active is never removed or updated.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -57,6 +59,7 @@ from coordinator.runtime import (
 from coordinator.runtimes.docker import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S, engine_client, parse_docker_time
 
 LOG_DEADLINE_S = 30.0
+_DIGEST = re.compile(r"[0-9a-f]{16}")
 # A task in one of these states is on its way to running, or running: its agent is alive.
 ACTIVE_STATES = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting",
                            "running"})
@@ -72,6 +75,8 @@ class SwarmRuntime:
     def __init__(self, client: docker.APIClient | None = None, *, timeout_s: int = DOCKER_TIMEOUT_S) -> None:
         self.api: docker.APIClient = client if client is not None else engine_client(timeout_s, "the swarm manager")
         self._secret_ids: dict[str, str] = {}
+        self._listed_secrets: list[dict[str, Any]] | None = None
+        self._pruned_prefixes: set[str] = set()
 
     # ----------------------------------------------------------------------------------- inventory
 
@@ -153,13 +158,33 @@ class SwarmRuntime:
         for secret in launch.secrets:
             value = secret.value.reveal().encode("utf-8")
             digest = hashlib.sha256(value).hexdigest()[:16]
-            name = f"{launch.fleet_id}-{secret.name.lower().replace('_', '-')}-{digest}"
+            prefix = f"{launch.fleet_id}-{secret.name.lower().replace('_', '-')}-"
+            name = prefix + digest
             secret_id = self._secret_ids.get(name)
             if secret_id is None:
                 secret_id = self._ensure_secret(launch.fleet_id, name, value)
                 self._secret_ids[name] = secret_id
+                self._prune_stale_secret(launch.fleet_id, prefix, name)
             references.append(SecretReference(secret_id, name, filename=secret.name, uid="0", gid="0", mode=0o444))
         return references
+
+    def _prune_stale_secret(self, fleet_id: str, prefix: str, current: str) -> None:
+        """Remove the fleet's older secrets of one name (a value since rotated), once per name and cycle.
+        Swarm refuses to remove a secret a service still uses, so the running agents keep theirs."""
+        if prefix in self._pruned_prefixes:
+            return
+        self._pruned_prefixes.add(prefix)
+        if self._listed_secrets is None:
+            try:
+                self._listed_secrets = self.api.secrets(filters={"label": labels.selector(fleet_id)})
+            except docker.errors.DockerException:
+                self._listed_secrets = []  # the next cycle that spawns tries again
+        for secret in self._listed_secrets or []:
+            name = str((secret.get("Spec") or {}).get("Name", ""))
+            # Exactly <prefix><digest>: GITHUB's secrets must not take GITHUB_TOKEN's along.
+            if name.startswith(prefix) and _DIGEST.fullmatch(name[len(prefix):]) and name != current:
+                with contextlib.suppress(docker.errors.DockerException):
+                    self.api.remove_secret(secret["ID"])
 
     def _ensure_secret(self, fleet_id: str, name: str, value: bytes) -> str:
         try:
