@@ -93,6 +93,17 @@ def read_agent_labels(labels: Mapping[str, str]) -> AgentLabels:
     )
 
 
+def holds_its_own_slot(found: Mapping[str, str], launch: AgentLaunch) -> bool:
+    """Whether the labels of whatever holds `launch.name` say it is this fleet's agent of that role and slot:
+    then a racing cycle filled the slot. Anything else holding the name is a squatter."""
+    try:
+        read = read_agent_labels(found)
+    except LabelError:
+        return False
+    return (found.get(FLEET) == launch.fleet_id and found.get(COMPONENT) == AGENT
+            and (read.role, read.slot) == (launch.role, launch.slot))
+
+
 def _required(labels: Mapping[str, str], name: str, pattern: re.Pattern[str]) -> str:
     value = labels.get(name)
     if value is None:

@@ -322,7 +322,7 @@ def test_no_answer_to_a_merge_is_an_unknown_outcome_not_a_retry(fake: FakeGitHub
     report = harness.run()
     assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "merge outcome unknown")}
     assert report.api_calls == 3  # the query, the merge, the read-back; no second merge
-    assert '"detail": "GitHub unreachable reading' in harness.events
+    assert '"detail": "reading #1 from GitHub: GitHub unreachable' in harness.events
 
 
 @pytest.mark.parametrize(
@@ -455,7 +455,7 @@ def test_merges_stop_at_the_deadline(fake: FakeGitHub) -> None:
 def test_no_request_starts_without_time_for_it(fake: FakeGitHub) -> None:
     green(fake)
     harness = Harness(fake)
-    with pytest.raises(GitHubUnavailable, match="no time left in this cycle for a GitHub GraphQL query"):
+    with pytest.raises(GitHubUnavailable, match="no time left in this cycle for GitHub GraphQL query"):
         harness.run(deadline=time.monotonic() + 0.5)  # less than min_request_s (1 s)
     assert fake.calls() == 0
 

@@ -449,11 +449,16 @@ class GitHubClient:
         return own if deadline is None else min(own, deadline)
 
     def _read(
-        self, method: str, url: str, deadline: float | None, what: str, attempts: Attempts, **kwargs: Any
-    ) -> requests.Response:
-        """One read through the read policy; raises DeadlineExceeded or requests' errors, counts every attempt."""
+        self, method: str, url: str, deadline: float | None, *, what: str, resource: str, **kwargs: Any
+    ) -> tuple[requests.Response, dict[str, str], Attempts]:
+        """One read through the read policy, its retries counted: the answer and its headers (the rate-limit
+        budget noted), or GitHubUnavailable when no time is left, it was cut off or GitHub stayed unreachable."""
+        self._check_budget(resource)
+        if not self._has_time(deadline, self._min_request_s):
+            raise GitHubUnavailable(f"no time left in this cycle for {what}")
+        attempts = Attempts()
         try:
-            return send(
+            response = send(
                 self._reads,
                 method,
                 url,
@@ -463,8 +468,36 @@ class GitHubClient:
                 min_attempt_s=self._min_request_s,
                 **kwargs,
             )
+        except DeadlineExceeded as exc:
+            raise GitHubUnavailable(str(exc)) from None
+        except requests.RequestException as exc:
+            raise GitHubUnavailable(self._gave_up(f"{what}: GitHub unreachable ({type(exc).__name__})", attempts)) \
+                from None
         finally:
             self._calls += attempts.count
+        headers = _lower(response.headers)
+        self._note_budget(resource, headers)
+        if response.status_code >= 500:
+            raise GitHubUnavailable(self._gave_up(f"{what}: GitHub answered HTTP {response.status_code}", attempts))
+        return response, headers, attempts
+
+    def _answer(self, response: requests.Response, headers: Mapping[str, str], what: str) -> object:
+        """A 200's JSON body (None when it is not JSON); bad credentials, rate limits and other statuses raise."""
+        status = response.status_code
+        try:
+            body: object = response.json()
+        except ValueError:
+            body = None
+        if status == 401:
+            raise BadCredentials("bad credentials: GitHub answered 401; check GITHUB_TOKEN")
+        stop = rate_limit_stop(status, headers, self._now())
+        if stop is not None:
+            raise stop
+        if status != 200:
+            detail = self._message(body)
+            message = f"{what} answered HTTP {status}" + (f": {detail}" if detail else "")
+            raise GitHubError(scrub(message, self._secrets))
+        return body
 
     @staticmethod
     def _gave_up(what: str, attempts: Attempts) -> str:
@@ -480,46 +513,14 @@ class GitHubClient:
     # ---------------------------------------------------------------------------------- GraphQL
 
     def _graphql(self, variables: Mapping[str, object], deadline: float | None) -> Mapping[str, Any]:
-        self._check_budget("graphql")
-        if not self._has_time(deadline, self._min_request_s):
-            raise GitHubUnavailable("no time left in this cycle for a GitHub GraphQL query")
-        attempts = Attempts()
-        try:
-            response = self._read(
-                "POST",
-                self._settings.graphql_url,
-                deadline,
-                "GitHub GraphQL query",
-                attempts,
-                json={"query": OPEN_PULLS_QUERY, "variables": dict(variables)},
-            )
-        except DeadlineExceeded as exc:
-            raise GitHubUnavailable(str(exc)) from None
-        except requests.RequestException as exc:
-            unreachable = f"GitHub GraphQL unreachable ({type(exc).__name__})"
-            raise GitHubUnavailable(self._gave_up(unreachable, attempts)) from None
-        headers = _lower(response.headers)
-        self._note_budget("graphql", headers)
-        if response.status_code >= 500:
-            raise GitHubUnavailable(self._gave_up(f"GitHub GraphQL answered HTTP {response.status_code}", attempts))
+        response, headers, _ = self._read(
+            "POST", self._settings.graphql_url, deadline, what="GitHub GraphQL query", resource="graphql",
+            json={"query": OPEN_PULLS_QUERY, "variables": dict(variables)},
+        )
         return self._graphql_body(response, headers)
 
     def _graphql_body(self, response: requests.Response, headers: Mapping[str, str]) -> Mapping[str, Any]:
-        status = response.status_code
-        try:
-            body: object = response.json()
-        except ValueError:
-            body = None
-        if status == 401:
-            raise BadCredentials("bad credentials: GitHub answered 401; check GITHUB_TOKEN")
-        stop = rate_limit_stop(status, headers, self._now())
-        if stop is not None:
-            raise stop
-        if status != 200:
-            detail = self._message(body)
-            raise GitHubError(
-                scrub(f"GitHub GraphQL answered HTTP {status}" + (f": {detail}" if detail else ""), self._secrets)
-            )
+        body = self._answer(response, headers, "GitHub GraphQL")
         answer = _obj(body, "answer")
         errors = answer.get("errors")
         if errors:
@@ -641,42 +642,13 @@ class GitHubClient:
         return MergeRefused(MergeFailure.UNCERTAIN, detail)  # 5xx and anything unforeseen: ask, do not assume
 
     def merged_sha(self, number: int, *, deadline: float | None = None) -> str | None:
-        self._check_budget("core")
-        if not self._has_time(deadline, self._min_request_s):
-            raise GitHubUnavailable(f"no time left in this cycle to read #{number} back")
         url = f"{self._settings.api_url.rstrip('/')}/repos/{self._settings.repository}/pulls/{number}"
-        attempts = Attempts()
-        try:
-            response = self._read(
-                "GET",
-                url,
-                deadline,
-                f"reading #{number} from GitHub",
-                attempts,
-                headers={"Accept": "application/vnd.github+json"},
-            )
-        except DeadlineExceeded as exc:
-            raise GitHubUnavailable(str(exc)) from None
-        except requests.RequestException as exc:
-            unreachable = f"GitHub unreachable reading #{number} ({type(exc).__name__})"
-            raise GitHubUnavailable(self._gave_up(unreachable, attempts)) from None
-        headers = _lower(response.headers)
-        self._note_budget("core", headers)
-        status = response.status_code
-        try:
-            data: object = response.json()
-        except ValueError:
-            data = ...  # not JSON
-        if status == 401:
-            raise BadCredentials("bad credentials: GitHub answered 401; check GITHUB_TOKEN")
-        stop = rate_limit_stop(status, headers, self._now())
-        if stop is not None:
-            raise stop
-        if status >= 500:
-            raise GitHubUnavailable(self._gave_up(f"GitHub answered HTTP {status} reading #{number}", attempts))
-        if status != 200:
-            raise GitHubError(scrub(f"reading #{number}: HTTP {status} {self._message(data)}".rstrip(), self._secrets))
-        if data is ...:
+        response, headers, _ = self._read(
+            "GET", url, deadline, what=f"reading #{number} from GitHub", resource="core",
+            headers={"Accept": "application/vnd.github+json"},
+        )
+        data = self._answer(response, headers, f"reading #{number}")
+        if data is None:
             raise MalformedAnswer(f"malformed GitHub answer reading #{number}: not JSON")
         body = _obj(data, f"pulls/{number}")
         if not _bool(body.get("merged"), f"pulls/{number}.merged"):

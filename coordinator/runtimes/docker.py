@@ -326,13 +326,7 @@ class DockerRuntime:
             holder = self.api.inspect_container(launch.name)
         except docker.errors.DockerException:
             return None  # gone again, or the engine is busy: the next cycle looks once more
-        found = (holder.get("Config") or {}).get("Labels") or {}
-        try:
-            read = labels.read_agent_labels(found)
-        except labels.LabelError:
-            read = None
-        ours = found.get(labels.FLEET) == launch.fleet_id and found.get(labels.COMPONENT) == labels.AGENT
-        if ours and read is not None and (read.role, read.slot) == (launch.role, launch.slot):
+        if labels.holds_its_own_slot((holder.get("Config") or {}).get("Labels") or {}, launch):
             return None
         return f"container {str(holder.get('Id', ''))[:12]}"
 

@@ -241,13 +241,7 @@ class SwarmRuntime:
             holder = self.api.inspect_service(launch.name)
         except docker.errors.DockerException:
             return None
-        found = (holder.get("Spec") or {}).get("Labels") or {}
-        try:
-            read = labels.read_agent_labels(found)
-        except labels.LabelError:
-            read = None
-        ours = found.get(labels.FLEET) == launch.fleet_id and found.get(labels.COMPONENT) == labels.AGENT
-        if ours and read is not None and (read.role, read.slot) == (launch.role, launch.slot):
+        if labels.holds_its_own_slot((holder.get("Spec") or {}).get("Labels") or {}, launch):
             return None
         return f"service {str(holder.get('ID', ''))[:12]}"
 
