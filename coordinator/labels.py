@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from coordinator.fleet import KEY_PATTERN, MAX_KEY_CHARS
-from coordinator.runtime import AgentLaunch
+from coordinator.runtime import MAX_STREAK, AgentLaunch
 
 FLEET = "agent-fleet.fleet"
 ROLE = "agent-fleet.role"
@@ -34,9 +34,6 @@ EARLIER_SPAWNS = "agent-fleet.earlier-spawns"
 AGENT = "agent"
 COORDINATOR = "coordinator"
 
-# A streak is written capped: the backoff reaches its maximum long before, and a label that grows
-# by one per crash for weeks must not grow without bound.
-MAX_STREAK = 100
 # Enough for any budget; older entries are the least relevant and are dropped first.
 MAX_EARLIER_SPAWNS = 200
 

@@ -35,6 +35,10 @@ from typing import Protocol
 from coordinator.fleet import Resources
 from coordinator.settings import Secret
 
+# A crash or idle streak is carried capped: the backoff reaches its maximum long before, and a streak that
+# grows by one per crash for weeks must not grow without bound.
+MAX_STREAK = 100
+
 # Where an agent finds each of its secrets, as a file named after it, on every engine.
 SECRETS_DIR = "/run/secrets"
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from coordinator import labels
 from coordinator.fleet import Resources, RoleSpec
 from coordinator.report import SpawnBudget
 from coordinator.runtime import (
+    MAX_STREAK,
     AgentLaunch,
     AgentRecord,
     AgentRuntime,
@@ -170,7 +170,7 @@ def _plan_slot(
         # The new agent carries the streaks its predecessor shows: the ones the inventory counts.
         idle = inventory.idle_streak_shown(last)
         if crashed(last):
-            streak = min(last.crash_streak + 1, labels.MAX_STREAK)
+            streak = min(last.crash_streak + 1, MAX_STREAK)
             until = last_exit_time(last) + backoff.delay(streak)
             if now < until:
                 return Wait(spec.key, slot, until, streak)
