@@ -509,3 +509,25 @@ def test_agents_are_told_the_role_and_where_github_is(fleet, docker_client, flee
     environment = dict(item.split("=", 1) for item in agent.attrs["Config"]["Env"])
     assert environment["GITHUB_API_URL"] == "https://ghe.example.com/api/v3"
     assert environment["GITHUB_SERVER_URL"] == "https://ghe.example.com"
+
+
+def test_a_slot_that_crashed_for_weeks_neither_fails_the_cycle_nor_grows_its_streak(tmp_path, base_image,
+                                                                                     docker_client, fleet_id) -> None:
+    # The holder of a slot whose agents have crashed 1,000 times in a row (weeks of crashing): the backoff's
+    # arithmetic must not overflow, and the streak the next agent would carry stays bounded.
+    roster = write_roster(tmp_path / "roster.json", [role_spec("flaky", 1, base_image, command=("sh", "-c", "exit 3"))])
+    veteran = docker_client.containers.run(
+        base_image, ["sh", "-c", "exit 3"], name=f"{fleet_id}-flaky-1", detach=True,
+        labels={"agent-fleet.fleet": fleet_id, "agent-fleet.component": "agent", "agent-fleet.role": "flaky",
+                "agent-fleet.slot": "1", "agent-fleet.crash-streak": "1000"},
+    )
+    wait_until(lambda: docker_client.containers.get(veteran.id).status == "exited")
+    run = run_cycle(cycle_env(fleet_id, roster, AGENT_CRASH_BACKOFF_S="60", AGENT_CRASH_BACKOFF_MAX_S="3600"))
+    assert run.returncode == 0, run.stderr
+    assert run.report["steps"]["reconcile"]["status"] == "ok"
+    (wait,) = run.report["roles"]["flaky"]["waiting"]
+    assert wait["crashes"] == 100
+    finished = datetime.fromisoformat(docker_client.api.inspect_container(veteran.id)["State"]["FinishedAt"][:26]
+                                      .rstrip("Z") + "+00:00")
+    until = datetime.fromisoformat(wait["until"].replace("Z", "+00:00"))
+    assert abs((until - finished) - timedelta(seconds=3600)) < timedelta(seconds=1)

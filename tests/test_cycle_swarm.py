@@ -265,3 +265,24 @@ def test_a_rotated_secret_reaches_new_agents_and_the_old_one_goes_once_unused(tm
     # The old token's secret went (its service was removed to fill the slot); GITHUB's is untouched.
     assert len(first) == 2 and len(now) == 2 and len(first & now) == 1
     assert any(name.startswith(f"{swarm_fleet_id}-github-") and "token" not in name for name in first & now)
+
+
+def test_a_steady_cycle_on_a_swarm_is_one_tasks_call(fleet, api, swarm_lab, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
+    from tests.fakes.docker_proxy import counting_proxy
+
+    _, _, env = fleet
+    assert run_cycle(env).returncode == 0
+    converge(api, swarm_fleet_id, {"builder": 4, "reviewer": 2})
+    with counting_proxy(swarm_lab.manager_url.removeprefix("unix://")) as proxy:
+        version = api.version()["ApiVersion"]
+        steady = run_cycle({**env, "DOCKER_HOST": proxy.docker_host, "DOCKER_API_VERSION": version})
+    assert steady.returncode == 0 and steady.events("agent.spawned") == []
+    assert [r.split("?")[0] for r in proxy.requests] == [f"GET /v{version}/tasks"]
+
+
+def test_placement_constraints_place_every_agent(tmp_path, lab_image, swarm_lab, api, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
+    roster = write_roster(tmp_path / "roster.json", [role_spec("pinned", 3, lab_image)])
+    env = swarm_env(swarm_lab, swarm_fleet_id, roster, AGENT_PLACEMENT="node.labels.lab.node==n2")
+    assert run_cycle(env).returncode == 0
+    converge(api, swarm_fleet_id, {"pinned": 3})
+    assert {t["NodeID"] for t in tasks(api, swarm_fleet_id)} == {swarm_lab.node_ids[2]}
