@@ -85,6 +85,8 @@ VARIABLES: dict[str, str] = {
     "COORDINATOR_CYCLE_TIMEOUT_S": "Time limit of one cycle under `schedule`, seconds. Default: one schedule "
     f"interval. At most {MAX_CYCLE_TIMEOUT_S:g}.",
     "COORDINATOR_HEARTBEAT_FILE": f"Written after each finished cycle for the health check. {DEFAULT_HEARTBEAT_FILE}",
+    "COORDINATOR_METRICS_PORT": "Port `schedule` serves Prometheus metrics on, at /metrics on every interface "
+    "(1 to 65535). Unset or 0: no metrics are served.",
     "GITHUB_REPOSITORY": "owner/name of the repository. Unset: the merge step is skipped.",
     "GITHUB_TOKEN": "Token for the merge step (or GITHUB_TOKEN_FILE, a file holding it).",
     "GITHUB_TOKEN_FILE": "Path of a file holding the token; used when GITHUB_TOKEN is unset.",
@@ -216,6 +218,7 @@ class Settings:
     schedule: str = DEFAULT_SCHEDULE
     cycle_timeout_s: float | None = None
     heartbeat_file: Path = Path(DEFAULT_HEARTBEAT_FILE)
+    metrics_port: int | None = None  # COORDINATOR_METRICS_PORT; None: no metrics served
     github: GitHubSettings | None = None
     health: HealthSettings | None = None
     spawn: SpawnSettings = field(default_factory=SpawnSettings)
@@ -532,6 +535,9 @@ def _load(env: Mapping[str, str]) -> Settings:
         env, "COORDINATOR_CYCLE_TIMEOUT_S", partial(parse_seconds, maximum=MAX_CYCLE_TIMEOUT_S, example="300"), None
     )
     heartbeat_file = Path(env_value(env, "COORDINATOR_HEARTBEAT_FILE") or DEFAULT_HEARTBEAT_FILE)
+    metrics_port = _read(
+        env, "COORDINATOR_METRICS_PORT", partial(parse_int, minimum=0, maximum=65535, example=9464), 0
+    )
     limits = _load_limits(env)
     skipped: dict[str, str] = {}
     roster = _load_roster(env, limits)
@@ -550,6 +556,7 @@ def _load(env: Mapping[str, str]) -> Settings:
         schedule=schedule,
         cycle_timeout_s=cycle_timeout_s,
         heartbeat_file=heartbeat_file,
+        metrics_port=metrics_port or None,
         runtime=_load_runtime(env, heartbeat_file),
         github=github,
         health=health,
