@@ -4,11 +4,16 @@ The tick arithmetic itself (next tick, intervals, missed ticks) is tested in tes
 
 Each loop test starts a real scheduler process (`run_schedule` behind a few lines of driver) whose
 cycle is `fake_cycle.py`: each run appends its start and end to a record file and does what the
-plan says for that run (sleep, exit with a code, kill itself, hang with a child that ignores SIGTERM).
+plan says for that run (sleep, exit with a code, kill itself, hang with a child that ignores SIGTERM,
+write a report, write a line and stop half-way through the next, write megabytes, leave a process
+behind that holds its stdout). The driver can feed a `FleetMetrics` and write what it would serve
+to a file at the end. `CycleOutputTee`, the piece that passes a cycle's stdout through and picks
+its report, is also tested on its own over a real pipe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -17,6 +22,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,12 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.cron import next_tick
 from coordinator.heartbeat import read_heartbeat, write_heartbeat
 from coordinator.report import EventLog
-from coordinator.schedule import cycle_time_limit, describe_exit, run_schedule, timeouts_in_a_row
+from coordinator.schedule import CycleOutputTee, cycle_time_limit, describe_exit, run_schedule, timeouts_in_a_row
 from coordinator.settings import MAX_CYCLE_TIMEOUT_S
+from coordinator.status import parse_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 EVERY_SECOND = "* * * * * *"
@@ -84,6 +92,14 @@ FAKE_CYCLE = textwrap.dedent(
         with records.open("a") as out:
             out.write(json.dumps({"run": run, "what": what, "at": time.time(), **fields}) + "\\n")
 
+    def report(verdict, errors):  # a cycle.report as the real cycle writes it, cut down to what metrics read
+        return json.dumps({
+            "event": "cycle.report", "fleet": "test", "run": run, "verdict": verdict,
+            "roles": {"coder": {"desired": 2, "running": 1, "spawned": 1}},
+            "merge": {"status": "skipped"}, "health": {"status": "skipped"},
+            "errors": [{"step": name, "message": "boom"} for name in errors],
+        })
+
     seen = json.loads(heartbeat.read_text()) if heartbeat.exists() else None
     record("start", pid=os.getpid(), pgid=os.getpgid(0), step=step, heartbeat_seen=seen,
            time_limit=os.environ.get("COORDINATOR_CYCLE_TIMEOUT_S"))
@@ -101,8 +117,28 @@ FAKE_CYCLE = textwrap.dedent(
         os.kill(os.getpid(), getattr(signal, arg))
     elif kind == "sleep":
         time.sleep(float(arg))
+    elif kind == "report":  # ends with its report: healthy on exit 0, a merge error on exit 1
+        print(report("healthy" if arg == "0" else "degraded", [] if arg == "0" else ["merge"]), flush=True)
+    elif kind == "termreport":  # like the real cycle: SIGTERM cuts the step off, the report is still written
+        def on_term(signum, frame):
+            print(report("broken", ["merge"]), flush=True)
+            sys.exit(1)
+        signal.signal(signal.SIGTERM, on_term)
+        time.sleep(300)
+    elif kind == "partial":  # one line whole, then half a report, and nothing more until it is killed
+        sys.stdout.write('{"event": "fake.line"}\\n{"event": "cycle.report", "verdict": "bro')
+        sys.stdout.flush()
+        record("partial")
+        time.sleep(300)
+    elif kind == "payload":  # bytes of every kind, megabytes of them, then exit 0
+        sys.stdout.buffer.write(Path(os.environ["FAKE_CYCLE_PAYLOAD"]).read_bytes())
+        sys.stdout.flush()
+    elif kind == "linger":  # leaves a process of another session behind, holding its stdout, and exits 0
+        late = "import sys, time; time.sleep(2); sys.stdout.write('late line\\\\n'); sys.stdout.flush(); time.sleep(2)"
+        child = subprocess.Popen([sys.executable, "-c", late], start_new_session=True)
+        record("child", pid=child.pid)
     record("end")
-    sys.exit(int(arg) if kind == "exit" else 0)
+    sys.exit(int(arg) if kind in ("exit", "report") else 0)
     """
 )
 
@@ -110,24 +146,30 @@ DRIVER = textwrap.dedent(
     """
     import json, sys, threading
     from pathlib import Path
+    from prometheus_client import generate_latest
+    from coordinator.metrics import FleetMetrics
     from coordinator.report import EventLog
     from coordinator.schedule import install_signal_handlers, run_schedule
 
     config = json.loads(sys.argv[1])
     stop = threading.Event()
     install_signal_handlers(stop)
-    sys.exit(
-        run_schedule(
-            schedule=config["schedule"],
-            cycle_argv=config["cycle_argv"],
-            timeout_s=config["timeout_s"],
-            heartbeat_file=Path(config["heartbeat_file"]),
-            log=EventLog("test"),
-            stop=stop,
-            max_cycles=config["max_cycles"],
-            kill_grace_s=config["kill_grace_s"],
-        )
+    metrics = FleetMetrics() if config["metrics_file"] else None
+    returncode = run_schedule(
+        schedule=config["schedule"],
+        cycle_argv=config["cycle_argv"],
+        timeout_s=config["timeout_s"],
+        heartbeat_file=Path(config["heartbeat_file"]),
+        log=EventLog("test"),
+        stop=stop,
+        max_cycles=config["max_cycles"],
+        kill_grace_s=config["kill_grace_s"],
+        metrics=metrics,
+        drain_s=config["drain_s"],
     )
+    if metrics is not None:
+        Path(config["metrics_file"]).write_bytes(generate_latest(metrics.registry))
+    sys.exit(returncode)
     """
 )
 
@@ -138,11 +180,23 @@ class Scheduler:
     log_file: Path
     records_file: Path
     heartbeat_file: Path
+    metrics_file: Path
+
+    def log_bytes(self) -> bytes:
+        return self.log_file.read_bytes() if self.log_file.exists() else b""
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        lines = self.log_file.read_text().splitlines() if self.log_file.exists() else []
-        events = [json.loads(line) for line in lines if line.startswith("{")]
+        events = []
+        for line in self.log_bytes().decode(errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):  # a cycle's line cut off by a kill
+                    events.append(json.loads(line))
         return [e for e in events if name is None or e["event"] == name]
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """What the scheduler's FleetMetrics would serve at the end: (sample name, labels) -> value."""
+        families = text_string_to_metric_families(self.metrics_file.read_text())
+        return {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
 
     def records(self, what: str) -> list[dict[str, Any]]:
         lines = self.records_file.read_text().splitlines() if self.records_file.exists() else []
@@ -176,6 +230,9 @@ def start_scheduler(tmp_path: Path) -> Iterator[Callable[..., Scheduler]]:
         max_cycles: int | None = None,
         kill_grace_s: float = 0.5,
         before: Callable[[Path], None] | None = None,
+        metrics: bool = False,
+        drain_s: float = 5.0,
+        payload: bytes = b"",
     ) -> Scheduler:
         scheduler_dir = tmp_path / f"scheduler-{len(started)}"
         scheduler_dir.mkdir()
@@ -189,20 +246,26 @@ def start_scheduler(tmp_path: Path) -> Iterator[Callable[..., Scheduler]]:
             "heartbeat_file": str(heartbeat_file),
             "max_cycles": max_cycles,
             "kill_grace_s": kill_grace_s,
+            "metrics_file": str(scheduler_dir / "metrics.txt") if metrics else None,
+            "drain_s": drain_s,
         }
+        payload_file = scheduler_dir / "payload.bin"
+        payload_file.write_bytes(payload)
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "FAKE_CYCLE_RECORDS": str(scheduler_dir / "records.jsonl"),
             "FAKE_CYCLE_HEARTBEAT": str(heartbeat_file),
             "FAKE_CYCLE_PLAN": plan,
+            "FAKE_CYCLE_PAYLOAD": str(payload_file),
         }
         log_file = scheduler_dir / "scheduler.log"
         with log_file.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-c", DRIVER, json.dumps(config)], stdout=log, stderr=subprocess.STDOUT, env=env
             )
-        scheduler = Scheduler(process, log_file, scheduler_dir / "records.jsonl", heartbeat_file)
+        scheduler = Scheduler(process, log_file, scheduler_dir / "records.jsonl", heartbeat_file,
+                              scheduler_dir / "metrics.txt")
         started.append(scheduler)
         return scheduler
 
@@ -427,3 +490,189 @@ def test_bad_arguments_are_refused_before_anything_runs(tmp_path: Path) -> None:
         run_schedule(schedule=EVERY_SECOND, cycle_argv=["true"], timeout_s=0, **common)
     with pytest.raises(ValueError, match="is not a finite number"):
         run_schedule(schedule=EVERY_SECOND, cycle_argv=["true"], timeout_s=float("inf"), **common)
+
+
+# --- the cycle's output: teed to the log, its report to the metrics --------------------------------
+
+
+def metric(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def test_every_cycle_feeds_the_metrics_whether_it_reported_failed_crashed_or_timed_out(
+    start_scheduler: Callable[..., Scheduler],
+) -> None:
+    plan = "report:0,report:1,exit:1,exit:3,signal:SIGKILL,hang,termreport"
+    scheduler = start_scheduler(schedule=EVERY_SECOND, plan=plan, timeout_s=1.5, max_cycles=7, metrics=True)
+
+    assert scheduler.finish() == 0
+
+    finished = scheduler.events("schedule.cycle_finished")
+    assert [(e["exit_code"], e["timed_out"]) for e in finished] == [
+        (0, False), (1, False), (1, False), (3, False), (-9, False), (-9, True), (1, True)]
+    samples = scheduler.metrics()
+    # Every cycle's wall time, the killed ones included.
+    assert metric(samples, "agent_fleet_cycle_duration_seconds_count") == 7
+    duration_sum = metric(samples, "agent_fleet_cycle_duration_seconds_sum")
+    assert duration_sum is not None and duration_sum >= 2 * 1.5  # the two stopped at their limit lasted it
+    # exit 1 without a report, exit 3 and SIGKILL crashed; two were stopped at their time limit, one of which
+    # still wrote its report on SIGTERM, as the real cycle does; the reports' own errors are counted by step.
+    assert metric(samples, "agent_fleet_cycle_errors_total", step="cycle") == 3
+    assert metric(samples, "agent_fleet_cycle_errors_total", step="timeout") == 2
+    assert metric(samples, "agent_fleet_cycle_errors_total", step="merge") == 2
+    # Three reports, each spawning one coder; the gauges hold the last report's picture (the one at the kill).
+    assert metric(samples, "agent_fleet_spawns_total", role="coder", outcome="spawned") == 3
+    assert metric(samples, "agent_fleet_agents_running", role="coder") == 2
+    assert metric(samples, "agent_fleet_verdict", verdict="broken") == 1
+    assert metric(samples, "agent_fleet_verdict", verdict="healthy") == 0
+    # The moment the last cycle ended: the heartbeat's.
+    heartbeat = read_heartbeat(scheduler.heartbeat_file)
+    assert heartbeat is not None
+    assert metric(samples, "agent_fleet_last_cycle_timestamp_seconds") == heartbeat.finished_at.timestamp()
+    # And the log has every line the cycles wrote, reports included, before the scheduler says each ended:
+    # what `coordinator status` reads is what it read before the tee.
+    log = scheduler.log_bytes().decode().splitlines()
+    assert [r["run"] for r in parse_reports(log)] == [0, 1, 6]
+    assert [e["run"] for e in scheduler.events("fake.cycle")] == list(range(7))
+    order = [e["event"] for e in scheduler.events() if e["event"] in ("fake.cycle", "schedule.cycle_finished")]
+    assert order == ["fake.cycle", "schedule.cycle_finished"] * 7
+
+
+def test_a_line_reaches_the_log_as_soon_as_the_cycle_writes_it_and_a_line_cut_by_the_kill_stays_as_it_was(
+    start_scheduler: Callable[..., Scheduler],
+) -> None:
+    scheduler = start_scheduler(schedule=EVERY_SECOND, plan="partial,report:0", timeout_s=30, max_cycles=2,
+                                metrics=True, kill_grace_s=0.5)
+    wait_for(lambda: scheduler.records("partial"), "the cycle to write a line and a half")
+    cycle = scheduler.records("start")[0]
+    half = b'{"event": "cycle.report", "verdict": "bro'
+    # Both the whole line and the half one, while the cycle still runs (for 30 s): no waiting for a newline.
+    wait_for(lambda: b'{"event": "fake.line"}\n' + half in scheduler.log_bytes(), "the half line in the log", 5)
+    assert alive(cycle["pid"])
+
+    os.kill(cycle["pid"], signal.SIGKILL)  # killed mid-line
+    assert scheduler.finish() == 0
+
+    log = scheduler.log_bytes()
+    # Unchanged: nothing is added to the cut line; the scheduler's next event follows it, as it always did.
+    assert half + b'{"ts": ' in log
+    assert log.count(half) == 1
+    samples = scheduler.metrics()
+    assert metric(samples, "agent_fleet_cycle_errors_total", step="cycle") == 1  # killed, and no report seen
+    assert metric(samples, "agent_fleet_verdict", verdict="healthy") == 1  # the second cycle's report
+    assert metric(samples, "agent_fleet_cycle_duration_seconds_count") == 2
+
+
+def test_megabytes_of_any_bytes_pass_through_unchanged_without_blocking_the_cycle(
+    start_scheduler: Callable[..., Scheduler],
+) -> None:
+    # Far more than a pipe holds (64 KiB): the cycle would block for good if nobody read it.
+    payload = b"".join([
+        b"plain line\n",
+        b"\xff\xfe not UTF-8 \x80\n",
+        b"carriage\rreturn\r\n",
+        b"\x00NUL\x00\n",
+        b"x" * 3_000_000 + b"\n",  # one line of 3 MB
+        b"".join(b"line %d of many\n" % i for i in range(200_000)),
+        b'{"event": "cycle.report", "verdict": "healthy", "roles": {"coder": {"desired": 1, "running": 1}}}\n',
+        b"no newline at the end",
+    ])
+    scheduler = start_scheduler(schedule=EVERY_SECOND, plan="payload", timeout_s=60, max_cycles=1, metrics=True,
+                                payload=payload)
+
+    assert scheduler.finish() == 0
+
+    # Byte for byte; the last line, without its newline, runs into the scheduler's next event as it always did.
+    assert payload + b'{"ts": ' in scheduler.log_bytes()
+    heartbeat = read_heartbeat(scheduler.heartbeat_file)
+    assert heartbeat is not None and (heartbeat.exit_code, heartbeat.timed_out) == (0, False)
+    samples = scheduler.metrics()
+    assert metric(samples, "agent_fleet_verdict", verdict="healthy") == 1
+    assert metric(samples, "agent_fleet_cycle_errors_total", step="cycle") == 0
+
+
+def test_a_process_left_holding_the_cycles_output_does_not_hold_up_the_scheduler(
+    start_scheduler: Callable[..., Scheduler],
+) -> None:
+    # The cycle exits at once, but a process of another session (out of reach of the group kill) keeps its
+    # stdout open for 4 s: the scheduler waits its drain time, says so, and goes on; the late line still passes.
+    scheduler = start_scheduler(schedule=ONCE_A_YEAR, plan="linger", drain_s=0.5)
+    wait_for(lambda: scheduler.events("schedule.cycle_finished"), "the cycle to finish", 10)
+    left_behind = scheduler.records("child")[0]
+    (still_open,) = scheduler.events("schedule.cycle_output_open")
+    assert still_open["waited_s"] == 0.5
+    assert alive(left_behind["pid"])  # the cycle finished while its output was still open
+    wait_for(lambda: b"late line\n" in scheduler.log_bytes(), "the late line to pass through", 10)
+
+    scheduler.process.send_signal(signal.SIGTERM)
+    assert scheduler.finish() == 0
+
+
+# --- CycleOutputTee on its own, over a real pipe --------------------------------------------------
+
+
+class Sink(io.BytesIO):
+    """An output that fails, like a log whose reader went away."""
+
+    def write(self, data: Any) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def tee_through_pipe(chunks: list[bytes], out: io.BytesIO, **kwargs: Any) -> CycleOutputTee:
+    read_end, write_end = os.pipe()
+    tee = CycleOutputTee(os.fdopen(read_end, "rb", buffering=0), out, **kwargs).start()
+
+    def writer() -> None:
+        with os.fdopen(write_end, "wb", buffering=0) as pipe:
+            for chunk in chunks:
+                pipe.write(chunk)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the writer blocked: the tee stopped reading"
+    assert tee.wait(timeout=30)
+    return tee
+
+
+def report_line(verdict: str) -> bytes:
+    return json.dumps({"event": "cycle.report", "verdict": verdict}).encode() + b"\n"
+
+
+def test_the_tee_picks_the_last_report_however_the_output_is_cut_into_reads() -> None:
+    output = report_line("degraded") + b"noise\n" + report_line("healthy") + b'{"event": "cycle.done"}\n'
+    out = io.BytesIO()
+    # One byte per write: every line arrives in pieces.
+    tee = tee_through_pipe([output[i:i + 1] for i in range(len(output))], out)
+    assert out.getvalue() == output
+    assert tee.report == {"event": "cycle.report", "verdict": "healthy"}
+
+
+def test_the_tee_reads_a_last_line_without_newline_but_not_half_a_report() -> None:
+    whole = tee_through_pipe([b"start\n", report_line("broken").rstrip(b"\n")], io.BytesIO())
+    assert whole.report == {"event": "cycle.report", "verdict": "broken"}
+    half = tee_through_pipe([report_line("healthy"), report_line("broken")[:20]], io.BytesIO())
+    assert half.report == {"event": "cycle.report", "verdict": "healthy"}
+
+
+def test_the_tee_holds_at_most_one_line_of_its_limit_and_passes_longer_ones_through_unread() -> None:
+    long_report = json.dumps({"event": "cycle.report", "verdict": "broken", "padding": "x" * 5000}).encode() + b"\n"
+    out = io.BytesIO()
+    tee = tee_through_pipe([report_line("healthy"), long_report, b"after\n"], out, max_line_bytes=1024)
+    assert out.getvalue() == report_line("healthy") + long_report + b"after\n"
+    assert tee.report == {"event": "cycle.report", "verdict": "healthy"}  # the long one was not held, so not read
+    # The next line after an overlong one is read again.
+    tee = tee_through_pipe([long_report[:3000], long_report[3000:] + report_line("degraded")], io.BytesIO(),
+                           max_line_bytes=1024)
+    assert tee.report == {"event": "cycle.report", "verdict": "degraded"}
+
+
+def test_a_failing_log_never_blocks_the_cycle_and_its_report_is_still_read() -> None:
+    tee = tee_through_pipe([b"y" * 1_000_000 + b"\n", report_line("healthy"), b"z" * 1_000_000], Sink())
+    assert tee.report == {"event": "cycle.report", "verdict": "healthy"}
+
+
+def test_a_report_nested_too_deep_is_no_report_and_no_crash() -> None:
+    deep = b'{"event": "cycle.report", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    tee = tee_through_pipe([report_line("healthy"), deep], io.BytesIO())
+    assert tee.report == {"event": "cycle.report", "verdict": "healthy"}
