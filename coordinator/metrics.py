@@ -11,6 +11,16 @@ does not carry is absent rather than 0: a role gone from the roster, a health ch
 skipped, a rate limit that was not read. An absent series makes no alert fire, where a 0 would
 say "production is down" or "no API calls left".
 
+`agent_fleet_agents_running` counts a role's agents as the cycle left them: those its inventory
+found running plus those it spawned (`running + spawned` of the report's role tally), the same
+"present after the cycle" the verdict judges a role by. Counting only the inventory, taken before
+the cycle spawns, would show a role whose agents finish and are replaced every cycle as short at
+every cycle, and the alert on a role below its desired count for a sustained time would fire for a
+role that is kept full. Counted after the spawns, a role is short only when the cycle could not
+refill it: spawns failed, deferred by the spawn budget, or waiting out a crash-loop backoff. With
+agents that keep running, it is the number of agents running: the inventory's count once the fleet
+is full, and the spawned ones on the first cycle.
+
 No label value comes from free text: roles must be roster keys, steps, outcomes and verdicts come
 from fixed vocabularies, and error messages, pull-request titles and URLs are never read. That is
 what keeps tokens and other secrets out of the scrape.
@@ -92,8 +102,8 @@ def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFam
 
 
 def _gauge_families(picture: _Picture, last_cycle_at: float | None) -> Iterator[Metric]:
-    running = GaugeMetricFamily("agent_fleet_agents_running", "Agents of the role running at the last cycle's "
-                                "inventory, before it spawned any.", labels=["role"])
+    running = GaugeMetricFamily("agent_fleet_agents_running", "Agents of the role running after the last cycle: "
+                                "found running by its inventory plus spawned by it.", labels=["role"])
     desired = GaugeMetricFamily("agent_fleet_agents_desired", "Agents the roster wants for the role.",
                                 labels=["role"])
     for role in sorted(picture.running):
@@ -168,7 +178,8 @@ class FleetMetrics:
             if not isinstance(role, str) or not KEY_PATTERN.fullmatch(role):
                 continue
             tally = _mapping(raw_tally)
-            running[role] = _count(tally.get("running"))
+            # Present after the cycle: found running by its inventory, plus spawned by it (see the module's text).
+            running[role] = _count(tally.get("running")) + _count(tally.get("spawned"))
             desired[role] = _count(tally.get("desired"))
             waiting = tally.get("waiting")
             counts = {
