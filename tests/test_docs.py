@@ -1,21 +1,50 @@
-"""The docs against the code: the generated configuration reference is current and names every setting."""
+"""The docs against the code, so that they cannot drift from it.
+
+The configuration reference is the generator's output and names every setting; every merge reason and log event
+the code has is named; every constant the docs quote as `NAME` = value is the code's; every relative link and
+anchor resolves, the alerts' runbook links included.
+"""
 
 from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
+import re
 import sys
+import unicodedata
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
+from coordinator import cycle, heartbeat, labels, runtime, schedule, verdict
+from coordinator.report import (
+    REPORT_EVENT,
+    CycleReport,
+    MergeOutcome,
+    MergeReport,
+    PullOutcome,
+    RoleTally,
+    to_dict,
+)
+from coordinator.runtimes import docker as docker_runtime
+from coordinator.runtimes import swarm as swarm_runtime
 from coordinator.settings import VARIABLES
+from coordinator.steps import health, inventory
+from coordinator.steps.merge import DRY_RUN, LIMIT_REACHED, STOPPED_EARLY, MergeFailure, Refusal
 from deploy.stack_config import KNOWN_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 CONFIGURATION = ROOT / "docs" / "configuration.md"
+DESIGN = ROOT / "docs" / "design.md"
+OPERATIONS = ROOT / "docs" / "operations.md"
+# The pages this project's docs are made of: the README and everything under docs/.
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def text(path: Path) -> str:
@@ -59,3 +88,133 @@ def test_every_stack_key_is_in_the_configuration_reference(key: str) -> None:
 
 def test_the_readme_names_the_two_set_up_commands() -> None:
     assert "scripts/up      # deploy" in text(README) and "scripts/test    # the whole test suite" in text(README)
+
+
+# --- design and operations -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reason", [*(r.value for r in Refusal), *(f.value for f in MergeFailure), LIMIT_REACHED, STOPPED_EARLY, DRY_RUN]
+)
+def test_every_merge_reason_is_in_the_design(reason: str) -> None:
+    assert f"`{reason}`" in text(DESIGN)
+
+
+def emitted_events() -> list[str]:
+    found = {REPORT_EVENT}
+    for path in (ROOT / "coordinator").rglob("*.py"):
+        found |= set(re.findall(r'\bemit\(\s*"([a-z_]+\.[a-z_]+)"', text(path)))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("event", emitted_events())
+def test_every_event_the_coordinator_logs_is_in_the_runbook(event: str) -> None:
+    assert f"`{event}`" in text(OPERATIONS)
+
+
+def test_the_runbooks_report_example_has_the_reports_fields() -> None:
+    [example] = re.findall(r"```json\n(\{\"event\": \"cycle.report\".*?)\n```", text(OPERATIONS), flags=re.DOTALL)
+    shown = json.loads(example)
+    actual = to_dict(CycleReport(
+        fleet="f", started_at=datetime(2026, 3, 2, tzinfo=UTC), roles={"r": RoleTally(desired=1, running=1)},
+        merge=MergeReport(pulls=[PullOutcome(1, MergeOutcome.MERGED, "merged")]),
+    ))
+    assert list(shown) == list(actual)
+    assert list(shown["roles"]["api_builder"]) == list(actual["roles"]["r"])
+    assert list(shown["merge"]) == list(actual["merge"])
+    assert list(shown["merge"]["pulls"][0]) == list(actual["merge"]["pulls"][0])
+    assert list(shown["health"]) == list(actual["health"])
+    assert list(shown["steps"]["inventory"]) == ["status", "detail", "duration_s"]
+
+
+# The modules whose named constants the docs may quote as `NAME` = value.
+QUOTED_MODULES = (
+    verdict, inventory, cycle, heartbeat, schedule, labels, runtime, health, docker_runtime, swarm_runtime
+)
+
+
+@cache
+def constants() -> dict[str, float]:
+    found: dict[str, float] = {}
+    for module in QUOTED_MODULES:
+        for name, value in vars(module).items():
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+                assert found.get(name, value) == value, f"{name} has two values in the quoted modules"
+                found[name] = value
+    return found
+
+
+QUOTE = re.compile(r"`([A-Z][A-Z0-9_]*)` = ([0-9]+(?:\.[0-9]+)?)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_constant_the_docs_quote_is_the_codes(page: Path) -> None:
+    for name, value in QUOTE.findall(text(page)):
+        assert name in constants(), f"{page.name} quotes `{name}`, which the code does not define"
+        assert float(value) == constants()[name], f"{page.name} says {name} = {value}; the code: {constants()[name]}"
+
+
+@pytest.mark.parametrize("name", [n for n in constants() if n in vars(verdict)])
+def test_every_verdict_threshold_is_quoted_in_the_design(name: str) -> None:
+    assert re.search(rf"`{name}` = ", text(DESIGN)), f"docs/design.md should quote `{name}` = {constants()[name]}"
+
+
+# --- links and anchors ---------------------------------------------------------------------------
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped (hyphens and underscores kept),
+    spaces turned into hyphens."""
+    plain = re.sub(r"`|\*\*|\[([^\]]*)\]\([^)]*\)", r"\1", heading.strip()).lower()
+    kept = "".join(ch for ch in plain if ch in " -_" or unicodedata.category(ch)[0] in "LN")
+    return kept.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    found: set[str] = set()
+    seen: dict[str, int] = {}
+    in_code = False
+    for line in text(path).splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (match := re.match(r"#{1,6} (.+)", line)):
+            anchor = github_anchor(match[1])
+            count = seen.get(anchor, 0)
+            seen[anchor] = count + 1
+            found.add(anchor if count == 0 else f"{anchor}-{count}")
+    return found
+
+
+def relative_links(path: Path) -> list[str]:
+    body = re.sub(r"```.*?```", "", text(path), flags=re.DOTALL)  # code blocks hold no links
+    body = re.sub(r"`[^`\n]*`", "", body)
+    return [target for target in re.findall(r"\]\(([^)\s]+)\)", body) if not re.match(r"[a-z]+:", target)]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_relative_link_points_at_a_file_and_anchor_that_exist(page: Path) -> None:
+    for target in relative_links(page):
+        file_part, _, anchor = target.partition("#")
+        linked = (page.parent / file_part).resolve() if file_part else page
+        assert linked.exists(), f"{page.name} links to {target}, which does not exist"
+        if anchor and linked.suffix == ".md":
+            assert anchor in anchors(linked), f"{page.name} links to {target}: no such heading in {linked.name}"
+
+
+def test_every_alerts_runbook_link_has_its_heading_in_the_runbook() -> None:
+    rules = yaml.safe_load(text(ROOT / "monitoring" / "alerts.yml"))["groups"][0]["rules"]
+    for rule in rules:
+        target = rule["annotations"]["runbook_url"]
+        file_part, _, anchor = target.partition("#")
+        assert (ROOT / file_part).resolve() == OPERATIONS
+        assert anchor in anchors(OPERATIONS), f"docs/operations.md needs a heading whose anchor is #{anchor}"
+
+
+def test_the_anchor_rule_is_githubs() -> None:
+    assert github_anchor("AgentFleetBroken") == "agentfleetbroken"
+    assert github_anchor("`pulumi destroy`") == "pulumi-destroy"
+    assert github_anchor("What to do on each verdict") == "what-to-do-on-each-verdict"
+    assert github_anchor("Runtimes: one engine, a swarm, and Kubernetes") == (
+        "runtimes-one-engine-a-swarm-and-kubernetes"
+    )
