@@ -1,8 +1,8 @@
 """The docs against the code, so that they cannot drift from it.
 
-The configuration reference is the generator's output and names every setting; every merge reason and log event
-the code has is named; every constant the docs quote as `NAME` = value is the code's; every relative link and
-anchor resolves, the alerts' runbook links included.
+The configuration reference is the generator's output and names every setting; the README's status example is
+what `status` prints; every metric, merge reason and log event the code has is named; every constant the docs
+quote as `NAME` = value is the code's; every relative link and anchor resolves, the alerts' runbook links included.
 """
 
 from __future__ import annotations
@@ -13,27 +13,35 @@ import json
 import re
 import sys
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import yaml
 
 from coordinator import cycle, heartbeat, labels, runtime, schedule, verdict
+from coordinator.metrics import FleetMetrics
 from coordinator.report import (
     REPORT_EVENT,
     CycleReport,
+    HealthReport,
+    HealthStatus,
     MergeOutcome,
     MergeReport,
     PullOutcome,
     RoleTally,
+    StepError,
+    StepResult,
+    StepStatus,
     to_dict,
 )
 from coordinator.runtimes import docker as docker_runtime
 from coordinator.runtimes import swarm as swarm_runtime
 from coordinator.settings import VARIABLES
+from coordinator.status import render_status
 from coordinator.steps import health, inventory
 from coordinator.steps.merge import DRY_RUN, LIMIT_REACHED, STOPPED_EARLY, MergeFailure, Refusal
 from deploy.stack_config import KNOWN_KEYS
@@ -88,6 +96,67 @@ def test_every_stack_key_is_in_the_configuration_reference(key: str) -> None:
 
 def test_the_readme_names_the_two_set_up_commands() -> None:
     assert "scripts/up      # deploy" in text(README) and "scripts/test    # the whole test suite" in text(README)
+
+
+def test_the_readme_stays_a_five_minute_read() -> None:
+    lines = len(text(README).splitlines())
+    assert lines <= 200, f"README.md has {lines} lines; move reference to docs/ (aim for about 150)"
+
+
+def status_example_reports() -> list[dict[str, Any]]:
+    """The four cycles behind the README's `status` example, made and judged by the code itself."""
+    t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    up = HealthReport(status=HealthStatus.UP, code=200, latency_ms=38.2, attempts=1)
+
+    def cycle_report(minute: int, *, builders: RoleTally | None = None, merged: tuple[int, ...] = (),
+                     queue: int = 3, health_report: HealthReport = up,
+                     errors: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+        report = CycleReport(
+            fleet="agent-fleet-prod", started_at=t0 + timedelta(minutes=minute), duration_s=1.2,
+            roles={
+                "api_builder": builders or RoleTally(desired=3, running=3, mode="Task-driven"),
+                "code_reviewer": RoleTally(desired=2, running=2, mode="Reviewer"),
+            },
+            merge=MergeReport(status=StepStatus.OK, open=queue + 4, review_queue=queue,
+                              pulls=[PullOutcome(n, MergeOutcome.MERGED, "merged") for n in merged]),
+            health=health_report,
+        )
+        for step, message in errors:
+            report.errors.append(StepError(step, message))
+            report.steps[step] = StepResult(StepStatus.FAILED, message)
+        report.verdict = verdict.judge(report)
+        report.verdict_reasons = [finding.reason for finding in verdict.findings(report)]
+        report.advice = verdict.advise(report)
+        loaded: dict[str, Any] = json.loads(json.dumps(to_dict(report)))
+        return loaded
+
+    missing_image = ("agent-fleet-prod-api_builder-2: image ghcr.io/acme/agent:2 is not on the Docker host and "
+                     "pulling it failed: not found")
+    return [
+        cycle_report(0, merged=(41, 42)),
+        cycle_report(5, builders=RoleTally(desired=3, running=2, mode="Task-driven", spawned=1)),
+        cycle_report(10, health_report=HealthReport(status=HealthStatus.DOWN, code=503, latency_ms=12.0,
+                                                    error="unexpected status 503", attempts=3)),
+        cycle_report(15, queue=14, builders=RoleTally(desired=3, running=1, mode="Task-driven", failed=1, held_back=1),
+                     errors=(("reconcile", missing_image),)),
+    ]
+
+
+def test_the_readmes_status_example_is_what_status_prints() -> None:
+    shown = render_status(status_example_reports())
+    assert shown in text(README), f"the README's status example should read:\n{shown}"
+
+
+def metric_names() -> list[str]:
+    names = []
+    for family in FleetMetrics().registry.collect():
+        names.append(f"{family.name}_total" if family.type == "counter" else family.name)
+    return names
+
+
+@pytest.mark.parametrize("name", metric_names())
+def test_every_metric_is_in_the_readmes_table(name: str) -> None:
+    assert f"`{name}`" in text(README)
 
 
 # --- design and operations -----------------------------------------------------------------------
