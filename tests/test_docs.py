@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from coordinator import cycle, heartbeat, labels, runtime, schedule, verdict
+from coordinator import cycle, fleet, heartbeat, labels, runtime, schedule, values, verdict
 from coordinator.metrics import FleetMetrics
 from coordinator.report import (
     REPORT_EVENT,
@@ -198,7 +198,8 @@ def test_the_runbooks_report_example_has_the_reports_fields() -> None:
 
 # The modules whose named constants the docs may quote as `NAME` = value.
 QUOTED_MODULES = (
-    verdict, inventory, cycle, heartbeat, schedule, labels, runtime, health, docker_runtime, swarm_runtime
+    verdict, inventory, cycle, heartbeat, schedule, labels, runtime, health, docker_runtime, swarm_runtime, fleet,
+    values,
 )
 
 
