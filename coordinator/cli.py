@@ -63,19 +63,39 @@ def _cycle(settings: Settings, *, dry_run: bool, text: bool) -> int:
 def _schedule(settings: Settings) -> int:
     import threading
 
+    from coordinator.metrics import FleetMetrics, MetricsServer
     from coordinator.schedule import install_signal_handlers, run_schedule
 
     stop = threading.Event()
     install_signal_handlers(stop)
     log = EventLog(settings.fleet_id, settings.secrets())
-    return run_schedule(
-        schedule=settings.schedule,
-        cycle_argv=[sys.executable, "-m", "coordinator", "cycle"],
-        timeout_s=settings.cycle_timeout_s,
-        heartbeat_file=settings.heartbeat_file,
-        log=log,
-        stop=stop,
-    )
+    metrics: FleetMetrics | None = None
+    server: MetricsServer | None = None
+    if settings.metrics_port is not None:
+        metrics = FleetMetrics()
+        try:
+            # Every interface: in a container, a published port reaches it through the container's own address.
+            server = metrics.serve(port=settings.metrics_port, addr="0.0.0.0")
+        except OSError as exc:
+            # The fleet comes first: cycles go on unobserved, and Prometheus' `up` says the target is down.
+            log.emit("schedule.metrics_unavailable", port=settings.metrics_port, error=exc.strerror or str(exc),
+                     effect="cycles run, no metrics are served")
+            metrics = None
+        else:
+            log.emit("schedule.metrics_serving", port=server.port, path="/metrics")
+    try:
+        return run_schedule(
+            schedule=settings.schedule,
+            cycle_argv=[sys.executable, "-m", "coordinator", "cycle"],
+            timeout_s=settings.cycle_timeout_s,
+            heartbeat_file=settings.heartbeat_file,
+            log=log,
+            stop=stop,
+            metrics=metrics,
+        )
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
