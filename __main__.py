@@ -1,39 +1,71 @@
-"""agent-fleet: one coordinator container keeps the roster's agents running on a repository.
+"""agent-fleet: a coordinator keeps the roster's agents running on a repository, on one Docker engine or a swarm.
 
 Every setting is read and checked first (deploy.pulumi_config); nothing is declared if one is wrong.
 """
 
 import pulumi
 
+from coordinator.fleet import roster_to_json
 from deploy.components import (
-    Coordinator,
+    BuiltImage,
+    BuiltImageArgs,
     CoordinatorArgs,
-    CoordinatorImageArgs,
+    CoordinatorContainer,
+    CoordinatorService,
     RepositorySettings,
     RepositorySettingsArgs,
     RoleArgs,
     RoleResource,
     docker_provider,
     github_provider,
+    registry_login,
 )
-from deploy.container_spec import coordinator_container_spec
-from deploy.pulumi_config import current_fleet_id, github_token, load_stack_config
-from deploy.stack_config import resolve_roster
+from deploy.coordinator_spec import Source, coordinator_spec
+from deploy.pulumi_config import current_fleet_id, load_stack_config, stack_secrets
+from deploy.stack_config import missing_reference_secrets, resolve_roster, role_image
 from roster import ROSTER
 
 config = load_stack_config(ROSTER)
 fleet_id = current_fleet_id()
-roster = resolve_roster(ROSTER, config)
-image_name = f"agent-fleet/coordinator:{pulumi.get_stack()}"
-container_spec = coordinator_container_spec(fleet_id=fleet_id, image=image_name, roster=roster, config=config)
+secrets = stack_secrets(config)
+stack = pulumi.get_stack()
 
-token = github_token()
-on_github = pulumi.ResourceOptions(providers=[github_provider(config, token)])
+on_github = pulumi.ResourceOptions(providers=[github_provider(config, secrets.github_token)])
 docker_host = docker_provider(config)
 on_docker = pulumi.ResourceOptions(providers=[docker_host] if docker_host else None)
+login = registry_login(config, secrets.registry_password)
 
-for role in roster:
-    RoleResource(role.key, RoleArgs.from_spec(role), repository=config.repository_name, opts=on_github)
+
+def build(component: str, context: str) -> BuiltImage:
+    """An image from `<component>/Dockerfile`, pushed to the stack's registry when it names one."""
+    return BuiltImage(
+        f"{component}-image",
+        BuiltImageArgs(
+            image_name=f"{config.image_repository(component)}:{stack}",
+            context=context,
+            dockerfile=f"{component}/Dockerfile",
+            base_image=config.base_image,
+            push=config.registry is not None,
+            login=login,
+        ),
+        opts=on_docker,
+    )
+
+
+coordinator_image = build("coordinator", ".")
+# The reference agent image, for every role the stack names no image for (agentImage, images.<role>).
+needs_agent_image = any(role_image(role, config) is None for role in ROSTER)
+agent_image = build("agent", "agent").ref if needs_agent_image else None
+for secret, roles in missing_reference_secrets(ROSTER, config).items():
+    pulumi.log.warn(f"the reference agent image needs the agent secret {secret}, which {len(roles)} role(s) do not "
+                    f"receive ({', '.join(roles)}): their agents will exit 78; set it with "
+                    f"`pulumi config set --secret --path 'agentSecrets.{secret}' ...`")
+
+for role in ROSTER:
+    image = role_image(role, config) or agent_image
+    assert image is not None
+    RoleResource(role.key, RoleArgs.from_role(role, count=config.count_of(role), image=image),
+                 repository=config.repository_name, opts=on_github)
 
 RepositorySettings(
     "repository",
@@ -45,17 +77,27 @@ RepositorySettings(
     opts=on_github,
 )
 
-coordinator = Coordinator(
-    "coordinator",
-    CoordinatorArgs(
-        spec=container_spec,
-        image=CoordinatorImageArgs(image_name=image_name, base_image=config.base_image),
-        github_token=token,
-    ),
-    opts=on_docker,
+roster_file = pulumi.Output.from_input(agent_image).apply(
+    lambda built: roster_to_json(resolve_roster(ROSTER, config, built_agent_image=built))
 )
+contents: dict[Source, pulumi.Input[str]] = {Source.ROSTER: roster_file, Source.GITHUB_TOKEN: secrets.github_token}
+if secrets.agent_secrets is not None:
+    contents[Source.AGENT_SECRETS] = secrets.agent_secrets
+coordinator_args = CoordinatorArgs(
+    spec=coordinator_spec(fleet_id=fleet_id, config=config),
+    image=coordinator_image.ref,
+    contents=contents,
+    login=login,
+)
+if config.on_swarm:
+    service = CoordinatorService("coordinator", coordinator_args, opts=on_docker)
+    pulumi.export("coordinatorService", service.service.name)
+else:
+    container = CoordinatorContainer("coordinator", coordinator_args, opts=on_docker)
+    pulumi.export("coordinatorContainer", container.container.name)
 
 pulumi.export("fleetId", fleet_id)
-pulumi.export("coordinatorContainer", coordinator.container.name)
-pulumi.export("coordinatorImage", coordinator.image.image_name)
-pulumi.export("agents", {role.key: role.role.count for role in roster})
+pulumi.export("runtime", config.runtime)
+pulumi.export("coordinatorImage", coordinator_image.ref)
+pulumi.export("agentImage", agent_image or config.agent_image)
+pulumi.export("agents", {role.key: config.count_of(role) for role in ROSTER})

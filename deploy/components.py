@@ -1,8 +1,10 @@
-"""The program's building blocks: one component per role, the coordinator, and the repository's settings."""
+"""The program's building blocks: one component per role, the images it builds, the coordinator (a container on one
+engine, a service on a swarm), and the repository's settings."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,8 +12,8 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_github as github
 
-from coordinator.fleet import BLOCKING_LABEL, Department, RoleSpec, role_label
-from deploy.container_spec import CoordinatorContainerSpec
+from coordinator.fleet import BLOCKING_LABEL, Department, Role, role_label
+from deploy.coordinator_spec import CoordinatorSpec, Source, SpecFile
 from deploy.stack_config import DEFAULT_BASE_IMAGE, StackConfig
 
 GITHUB_LABEL_DESCRIPTION_LIMIT = 100  # GitHub refuses longer label descriptions
@@ -45,7 +47,7 @@ def label_description(brief: str) -> str:
 @dataclass(frozen=True)
 class RoleArgs:
     """A role as deployed. Every field is an input of the role's resource, so `pulumi preview` names the
-    field that changed (`~ count`) on that role's own resource."""
+    field that changed (`~ count`, `~ resources`) on that role's own resource."""
 
     key: str
     title: str
@@ -53,23 +55,26 @@ class RoleArgs:
     department: str
     mode: str
     brief: str
-    image: str
+    image: pulumi.Input[str]  # the built reference image's digest, unless the stack names one
+    resources: Mapping[str, Any] | None = None  # {"cpus": 0.5, "memory": "512m"}, either may be absent
+    secrets: tuple[str, ...] | None = None  # the agent secrets it receives by name; None: all of them
 
     @classmethod
-    def from_spec(cls, spec: RoleSpec) -> RoleArgs:
-        role = spec.role
+    def from_role(cls, role: Role, *, count: int, image: pulumi.Input[str]) -> RoleArgs:
         return cls(
             key=role.key,
             title=role.title,
-            count=role.count,
+            count=count,
             department=role.department.value,
             mode=role.mode.value,
             brief=role.brief,
-            image=spec.image,
+            image=image,
+            resources=role.resources.to_dict() if role.resources is not None else None,
+            secrets=role.secrets,
         )
 
     def inputs(self) -> dict[str, Any]:
-        return {
+        inputs: dict[str, Any] = {
             "key": self.key,
             "title": self.title,
             "count": self.count,
@@ -78,6 +83,11 @@ class RoleArgs:
             "brief": self.brief,
             "image": self.image,
         }
+        if self.resources is not None:
+            inputs["resources"] = dict(self.resources)
+        if self.secrets is not None:
+            inputs["secrets"] = list(self.secrets)  # names only; the values never leave agentSecrets
+        return inputs
 
 
 class RoleResource(pulumi.ComponentResource):
@@ -104,63 +114,102 @@ class RoleResource(pulumi.ComponentResource):
         self.register_outputs({"label": self.label.name})
 
 
-@dataclass(frozen=True)
-class CoordinatorImageArgs:
-    """How the coordinator image is built: locally, never pushed."""
+# --- images ------------------------------------------------------------------------------------------
 
-    image_name: str
-    context: str = "."
-    dockerfile: str = "coordinator/Dockerfile"
+
+@dataclass(frozen=True)
+class RegistryLogin:
+    """Credentials for the registry the images are pushed to and pulled from; the password stays a secret."""
+
+    server: str
+    username: str
+    password: pulumi.Output[str]
+
+
+@dataclass(frozen=True)
+class BuiltImageArgs:
+    """An image built from a Dockerfile on the deploying engine; pushed to a registry when `push` is set."""
+
+    image_name: str  # repository:tag
+    context: str
+    dockerfile: str  # relative to the program's directory, as pulumi-docker reads it
     base_image: str = DEFAULT_BASE_IMAGE
+    push: bool = False
+    login: RegistryLogin | None = None  # None with `push`: the engine's own login (or a registry without one)
+
+
+class BuiltImage(pulumi.ComponentResource):
+    """One image the program builds: the coordinator's, and the reference agent's when no agentImage is set.
+
+    `ref` pins what was built: the local image id (`sha256:...`) when it stays on the engine, the pushed
+    manifest (`registry/name@sha256:...`) when every node pulls it. A rebuild changes it, so whatever runs the
+    image is replaced or updated, never left on the old one.
+    """
+
+    image: docker.Image
+    ref: pulumi.Output[str]
+
+    def __init__(self, name: str, args: BuiltImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("agent-fleet:index:BuiltImage", name, {"imageName": args.image_name, "push": args.push},
+                         opts)
+        login = args.login
+        self.image = docker.Image(
+            name,
+            image_name=args.image_name,
+            build=docker.DockerBuildArgs(
+                context=args.context, dockerfile=args.dockerfile, args={"BASE_IMAGE": args.base_image}
+            ),
+            skip_push=not args.push,
+            registry=docker.RegistryArgs(
+                server=login.server, username=login.username, password=pulumi.Output.secret(login.password)
+            ) if login is not None else None,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.ref = self.image.repo_digest
+        self.register_outputs({"ref": self.ref})
+
+
+# --- the coordinator ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CoordinatorArgs:
-    spec: CoordinatorContainerSpec
-    image: CoordinatorImageArgs
-    github_token: pulumi.Output[str]
+    spec: CoordinatorSpec
+    image: pulumi.Input[str]
+    # The content of each of the spec's files, by source: the roster, the token, the agents' secrets.
+    contents: Mapping[Source, pulumi.Input[str]]
+    login: RegistryLogin | None = None  # for the swarm's nodes to pull the coordinator's image
 
 
-class Coordinator(pulumi.ComponentResource):
-    """The coordinator image, built on the Docker host, and its long-running container."""
+def _content(args: CoordinatorArgs, spec_file: SpecFile) -> pulumi.Input[str]:
+    content = args.contents[spec_file.source]
+    # A secret file's content is the secret Output: secretness covers that content alone, so the rest stays
+    # readable in preview and the secret's value never reaches the state in plain text.
+    return pulumi.Output.secret(content) if spec_file.secret else content
 
-    image: docker.Image
+
+def _base64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+class CoordinatorContainer(pulumi.ComponentResource):
+    """The coordinator on one Docker engine: a long-running container with the socket mounted."""
+
     container: docker.Container
 
     def __init__(self, name: str, args: CoordinatorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("agent-fleet:index:Coordinator", name, None, opts)
+        super().__init__("agent-fleet:index:CoordinatorContainer", name, None, opts)
         spec = args.spec
-        self.image = docker.Image(
-            f"{name}-image",
-            image_name=args.image.image_name,
-            build=docker.DockerBuildArgs(
-                context=args.image.context,
-                dockerfile=args.image.dockerfile,
-                args={"BASE_IMAGE": args.image.base_image},
-            ),
-            skip_push=True,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        uploads = [
-            docker.ContainerUploadArgs(file=file.path, content=file.content, permissions=file.permissions)
-            for file in spec.files
-        ]
-        # The token goes in as a file whose content is the secret Output: secretness covers that upload
-        # alone, and the environment stays readable in preview. World-readable inside the container
-        # because the image's user is the Dockerfile's choice; nothing else runs in this container.
-        uploads.append(
-            docker.ContainerUploadArgs(
-                file=spec.secret_file, content=pulumi.Output.secret(args.github_token), permissions="0444"
-            )
-        )
         self.container = docker.Container(
             f"{name}-container",
             name=spec.name,
-            # The built image's id, not its tag: a rebuilt image must replace the container.
-            image=self.image.repo_digest,
+            image=args.image,
             command=list(spec.command) if spec.command is not None else None,
             envs=[f"{key}={value}" for key, value in sorted(spec.env.items())],
-            uploads=uploads,
+            uploads=[
+                docker.ContainerUploadArgs(file=f.path, content=_content(args, f), permissions=f.permissions)
+                for f in spec.files
+            ],
             volumes=[
                 docker.ContainerVolumeArgs(
                     host_path=mount.host_path, container_path=mount.container_path, read_only=mount.read_only
@@ -175,15 +224,123 @@ class Coordinator(pulumi.ComponentResource):
                 retries=spec.healthcheck.retries,
                 start_period=f"{spec.healthcheck.start_period_seconds}s",
             ),
+            ports=[docker.ContainerPortArgs(internal=spec.published_port, external=spec.published_port)]
+            if spec.published_port else None,
             restart=spec.restart,
             log_driver=spec.log_driver,
             log_opts=dict(spec.log_options),
             init=spec.init,
-            network_mode=spec.network_mode,
+            network_mode=spec.network,
             # The container's name is fixed (one coordinator per fleet), so the old one must go first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
-        self.register_outputs({"containerName": self.container.name, "imageName": self.image.image_name})
+        self.register_outputs({"name": self.container.name})
+
+
+class CoordinatorService(pulumi.ComponentResource):
+    """The coordinator on a Docker Swarm: a one-replica service on a manager, with the manager's socket mounted.
+
+    The roster reaches it as a swarm config, the token and the agents' secrets as Docker secrets. Neither can
+    change in place, so each is named by Pulumi's auto-naming (`<resource name>-<random suffix>`): a new value
+    is a new object, the service is updated to it, and the old one is deleted after.
+    """
+
+    service: docker.Service
+    secrets: dict[Source, docker.Secret]
+    configs: dict[Source, docker.ServiceConfig]
+
+    def __init__(self, name: str, args: CoordinatorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("agent-fleet:index:CoordinatorService", name, None, opts)
+        spec = args.spec
+        child = pulumi.ResourceOptions(parent=self)
+        self.secrets, self.configs = {}, {}
+        secret_refs: list[docker.ServiceTaskSpecContainerSpecSecretArgs] = []
+        config_refs: list[docker.ServiceTaskSpecContainerSpecConfigArgs] = []
+        for spec_file in spec.files:
+            content = _content(args, spec_file)
+            if spec_file.secret:
+                # Base64 of the secret Output: still the secret Output.
+                data: pulumi.Output[str] = pulumi.Output.from_input(content).apply(_base64)
+                secret = docker.Secret(
+                    f"{name}-{spec_file.source}",
+                    data=data,
+                    labels=[docker.SecretLabelArgs(label=k, value=v) for k, v in sorted(spec.labels.items())],
+                    opts=child,
+                )
+                self.secrets[spec_file.source] = secret
+                secret_refs.append(docker.ServiceTaskSpecContainerSpecSecretArgs(
+                    secret_id=secret.id, secret_name=secret.name, file_name=spec_file.path,
+                    file_uid="0", file_gid="0", file_mode=spec_file.mode,
+                ))
+            else:
+                config = docker.ServiceConfig(
+                    f"{name}-{spec_file.source}",
+                    data_raw=content,
+                    labels=[docker.ServiceConfigLabelArgs(label=k, value=v) for k, v in sorted(spec.labels.items())],
+                    opts=child,
+                )
+                self.configs[spec_file.source] = config
+                config_refs.append(docker.ServiceTaskSpecContainerSpecConfigArgs(
+                    config_id=config.id, config_name=config.name, file_name=spec_file.path,
+                    file_uid="0", file_gid="0", file_mode=spec_file.mode,
+                ))
+        check = spec.healthcheck
+        login = args.login
+        self.service = docker.Service(
+            f"{name}-service",
+            name=spec.name,
+            labels=[docker.ServiceLabelArgs(label=k, value=v) for k, v in sorted(spec.labels.items())],
+            task_spec=docker.ServiceTaskSpecArgs(
+                container_spec=docker.ServiceTaskSpecContainerSpecArgs(
+                    image=args.image,
+                    # The container's `command` replaces the image's CMD; on a service that is `args`.
+                    args=list(spec.command) if spec.command is not None else None,
+                    env=dict(spec.env),
+                    labels=[docker.ServiceTaskSpecContainerSpecLabelArgs(label=k, value=v)
+                            for k, v in sorted(spec.labels.items())],
+                    mounts=[
+                        docker.ServiceTaskSpecContainerSpecMountArgs(
+                            type="bind", source=mount.host_path, target=mount.container_path,
+                            read_only=mount.read_only,
+                        )
+                        for mount in spec.mounts
+                    ],
+                    healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
+                        tests=list(check.test),
+                        interval=f"{check.interval_seconds}s",
+                        timeout=f"{check.timeout_seconds}s",
+                        retries=check.retries,
+                        start_period=f"{check.start_period_seconds}s",
+                    ),
+                    init=spec.init,
+                    secrets=secret_refs,
+                    configs=config_refs,
+                ),
+                restart_policy=docker.ServiceTaskSpecRestartPolicyArgs(
+                    condition=spec.service_restart_condition, delay=f"{spec.service_restart_delay_seconds}s",
+                    max_attempts=0,
+                ),
+                placement=docker.ServiceTaskSpecPlacementArgs(constraints=list(spec.placement)),
+                log_driver=docker.ServiceTaskSpecLogDriverArgs(name=spec.log_driver, options=dict(spec.log_options)),
+                networks_advanceds=[docker.ServiceTaskSpecNetworksAdvancedArgs(name=spec.network)]
+                if spec.network else None,
+            ),
+            mode=docker.ServiceModeArgs(replicated=docker.ServiceModeReplicatedArgs(replicas=1)),
+            update_config=docker.ServiceUpdateConfigArgs(parallelism=1, order=spec.update_order),
+            endpoint_spec=docker.ServiceEndpointSpecArgs(ports=[
+                # Host mode: bound on the node that runs the task, no routing mesh (IPVS) needed.
+                docker.ServiceEndpointSpecPortArgs(
+                    target_port=spec.published_port, published_port=spec.published_port, publish_mode="host",
+                    protocol="tcp",
+                )
+            ]) if spec.published_port else None,
+            auth=docker.ServiceAuthArgs(
+                server_address=login.server, username=login.username, password=pulumi.Output.secret(login.password)
+            ) if login is not None else None,
+            # The service's name is fixed (one coordinator per fleet): a replacement must remove the old one first.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        self.register_outputs({"name": self.service.name})
 
 
 @dataclass(frozen=True)
@@ -254,8 +411,18 @@ def github_provider(config: StackConfig, token: pulumi.Output[str]) -> github.Pr
     return github.Provider("github", owner=config.owner, token=token, base_url=config.github_api_url)
 
 
+def registry_login(config: StackConfig, password: pulumi.Output[str] | None) -> RegistryLogin | None:
+    """The registry credentials, when the stack sets them (a registry without login needs none)."""
+    if config.registry_server is None or config.registry_username is None or password is None:
+        return None
+    return RegistryLogin(server=config.registry_server, username=config.registry_username, password=password)
+
+
 def docker_provider(config: StackConfig) -> docker.Provider | None:
-    """The Docker host of `dockerHost`, or None for the default provider (DOCKER_HOST or the local socket)."""
+    """The Docker host of `dockerHost`, or None for the default provider (DOCKER_HOST or the local socket).
+
+    On a swarm it must be a manager: the images are built there and the service is declared through it.
+    """
     if config.docker_host is None:
         return None
     return docker.Provider("docker", host=config.docker_host)

@@ -1,40 +1,64 @@
-"""The coordinator container's specification, as plain data.
+"""The coordinator's specification, as plain data: one for both runtimes.
 
-Pure (no Pulumi import): `__main__.py` hands the specification to pulumi-docker (`deploy.components`), and
-the end-to-end test hands the same specification to the Docker SDK (`docker_sdk_create_kwargs`), so what
-is tested is what is deployed.
+Pure (no Pulumi import): `__main__.py` hands the specification to pulumi-docker (`deploy.components`: a
+container on one engine, a service on a swarm), and the end-to-end tests hand the same specification to the
+Docker SDK (`docker_sdk_create_kwargs` for `containers.create`, `docker_sdk_service_kwargs` for
+`services.create`), so what is tested is what is deployed.
 
-The GitHub token is never part of the specification. The container reads it from the file
-`GITHUB_TOKEN_FILE`; whoever creates the container writes the secret there (Pulumi: an upload whose
-content is the secret Output). Keeping it out of the environment keeps `envs` readable in `pulumi preview`.
+The specification says where each file the coordinator reads goes, never what is in it: the roster depends on
+the agent image the program builds, and the GitHub token and the agents' secrets are secrets. Whoever deploys
+supplies the contents by source (Pulumi: a container upload or a swarm config for the roster, an upload whose
+content is the secret Output or a Docker secret for the secrets). Keeping secrets out of the environment keeps
+the environment readable in `pulumi preview` and out of `docker inspect`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from coordinator import cron, labels
-from coordinator.fleet import RoleSpec, roster_to_json
 from deploy.stack_config import StackConfig
 
 ROSTER_FILE = "/etc/agent-fleet/roster.json"
 GITHUB_TOKEN_FILE = "/run/secrets/agent-fleet/github-token"
+AGENT_SECRETS_FILE = "/run/secrets/agent-fleet/agent-secrets.json"
 DOCKER_SOCKET = "/var/run/docker.sock"
 HEALTHCHECK_COMMAND = ("CMD", "python", "-m", "coordinator", "healthcheck")
-RESTART_POLICY = "unless-stopped"
+RESTART_POLICY = "unless-stopped"  # one engine: restarted whenever it stops, unless stopped on purpose
 LOG_DRIVER = "json-file"
 LOG_OPTIONS = {"max-size": "10m", "max-file": "5"}
+# On a swarm: only a manager answers the services API the coordinator drives.
+MANAGER_CONSTRAINT = "node.role==manager"
+SERVICE_RESTART_CONDITION = "on-failure"
+SERVICE_RESTART_DELAY_SECONDS = 5
+# One replica, its metrics port published on its node: the old task must stop before the new one binds it.
+SERVICE_UPDATE_ORDER = "stop-first"
+NANOSECONDS = 1_000_000_000
+
+
+class Source(StrEnum):
+    """What a file the coordinator reads holds; the deployer supplies the content of each."""
+
+    ROSTER = "roster"
+    GITHUB_TOKEN = "github-token"
+    AGENT_SECRETS = "agent-secrets"
 
 
 @dataclass(frozen=True)
-class ContainerFile:
-    """A file written into the container before it starts."""
+class SpecFile:
+    """A file the coordinator reads: its source, where it goes, whether it is secret."""
 
+    source: Source
     path: str
-    content: str
-    permissions: str = "0444"
+    secret: bool
+    mode: int = 0o444  # readable by whatever user the image runs as; nothing else runs in the coordinator
+
+    @property
+    def permissions(self) -> str:
+        return f"0{self.mode:o}"
 
 
 @dataclass(frozen=True)
@@ -54,31 +78,62 @@ class HealthCheck:
     retries: int
     start_period_seconds: int
 
+    def docker_api(self) -> dict[str, Any]:
+        """As the Engine API spells it (nanoseconds), for containers and services alike."""
+        return {
+            "test": list(self.test),
+            "interval": self.interval_seconds * NANOSECONDS,
+            "timeout": self.timeout_seconds * NANOSECONDS,
+            "retries": self.retries,
+            "start_period": self.start_period_seconds * NANOSECONDS,
+        }
+
 
 @dataclass(frozen=True)
-class CoordinatorContainerSpec:
+class SwarmObject:
+    """A swarm secret or config as a service refers to it."""
+
+    id: str
     name: str
-    image: str
+
+
+@dataclass(frozen=True)
+class CoordinatorSpec:
+    name: str  # the container's or the service's: one coordinator per fleet
+    runtime: str
     command: tuple[str, ...] | None  # None: the image's own entrypoint and command
     env: Mapping[str, str]  # non-secret settings only
-    files: tuple[ContainerFile, ...]
-    secret_file: str  # path the deployer writes the GitHub token to; its content is never in the spec
+    files: tuple[SpecFile, ...]
     mounts: tuple[Mount, ...]
-    labels: Mapping[str, str]
+    labels: Mapping[str, str]  # on the container, and on a swarm on the service too
     healthcheck: HealthCheck
+    metrics_port: int | None  # published on the host (one engine) or the task's node (swarm, host mode)
     restart: str = RESTART_POLICY
     log_driver: str = LOG_DRIVER
     log_options: Mapping[str, str] = field(default_factory=lambda: dict(LOG_OPTIONS))
     # An init process reaps whatever a cycle killed at its time limit left behind; the scheduler is not PID 1.
     init: bool = True
-    network_mode: str | None = None  # None: Docker's default (bridge)
+    # One engine: the container's network mode (None: bridge). A swarm: a network the task joins (None: the
+    # node's default bridge).
+    network: str | None = None
+    placement: tuple[str, ...] = (MANAGER_CONSTRAINT,)
+    service_restart_condition: str = SERVICE_RESTART_CONDITION
+    service_restart_delay_seconds: int = SERVICE_RESTART_DELAY_SECONDS
+    update_order: str = SERVICE_UPDATE_ORDER
 
-    def docker_sdk_create_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `docker.DockerClient.containers.create`; write `files` (and the token) after."""
-        check = self.healthcheck
-        seconds = 1_000_000_000
+    @property
+    def published_port(self) -> int | None:
+        """The metrics port to publish: none on the host's own network, where the container's port is the host's
+        (Docker refuses or discards publishing there)."""
+        return None if self.network == "host" else self.metrics_port
+
+    def file(self, source: Source) -> SpecFile | None:
+        return next((f for f in self.files if f.source is source), None)
+
+    def docker_sdk_create_kwargs(self, image: str) -> dict[str, Any]:
+        """Keyword arguments for `docker.DockerClient.containers.create`; upload the files' contents after."""
         return {
-            "image": self.image,
+            "image": image,
             "name": self.name,
             "command": list(self.command) if self.command is not None else None,
             "environment": dict(self.env),
@@ -87,17 +142,59 @@ class CoordinatorContainerSpec:
                 mount.host_path: {"bind": mount.container_path, "mode": "ro" if mount.read_only else "rw"}
                 for mount in self.mounts
             },
-            "healthcheck": {
-                "test": list(check.test),
-                "interval": check.interval_seconds * seconds,
-                "timeout": check.timeout_seconds * seconds,
-                "retries": check.retries,
-                "start_period": check.start_period_seconds * seconds,
-            },
+            "healthcheck": self.healthcheck.docker_api(),
             "restart_policy": {"Name": self.restart},
             "log_config": {"type": self.log_driver, "config": dict(self.log_options)},
             "init": self.init,
-            **({"network_mode": self.network_mode} if self.network_mode else {}),
+            **({"ports": {f"{self.published_port}/tcp": self.published_port}} if self.published_port else {}),
+            **({"network_mode": self.network} if self.network else {}),
+        }
+
+    def docker_sdk_service_kwargs(self, image: str, objects: Mapping[Source, SwarmObject]) -> dict[str, Any]:
+        """Keyword arguments for `docker.DockerClient.services.create` (and `Service.update`), as plain data.
+
+        `objects` names the swarm config (the roster) and secrets (the token, the agents' secrets) created for
+        each file; none of their contents is in here.
+        """
+        secrets, configs = [], []
+        for spec_file in self.files:
+            target = {"File": {"Name": spec_file.path, "UID": "0", "GID": "0", "Mode": spec_file.mode}}
+            swarm_object = objects[spec_file.source]
+            if spec_file.secret:
+                secrets.append({**target, "SecretID": swarm_object.id, "SecretName": swarm_object.name})
+            else:
+                configs.append({**target, "ConfigID": swarm_object.id, "ConfigName": swarm_object.name})
+        check = self.healthcheck.docker_api()
+        return {
+            "image": image,
+            "name": self.name,
+            # A container's command replaces the image's CMD; a service's `args` do (its `command` is the entrypoint).
+            **({"args": list(self.command)} if self.command is not None else {}),
+            "env": dict(self.env),
+            "labels": dict(self.labels),
+            "container_labels": dict(self.labels),
+            "mounts": [
+                {"Type": "bind", "Source": mount.host_path, "Target": mount.container_path,
+                 "ReadOnly": mount.read_only}
+                for mount in self.mounts
+            ],
+            "healthcheck": {"Test": check["test"], "Interval": check["interval"], "Timeout": check["timeout"],
+                            "Retries": check["retries"], "StartPeriod": check["start_period"]},
+            "restart_policy": {"Condition": self.service_restart_condition,
+                               "Delay": self.service_restart_delay_seconds * NANOSECONDS, "MaxAttempts": 0},
+            "constraints": list(self.placement),
+            "mode": {"Replicated": {"Replicas": 1}},
+            "update_config": {"Parallelism": 1, "Order": self.update_order},
+            "endpoint_spec": {"Ports": [
+                {"Protocol": "tcp", "TargetPort": self.published_port, "PublishedPort": self.published_port,
+                 "PublishMode": "host"}
+            ]} if self.published_port else None,
+            "secrets": secrets,
+            "configs": configs,
+            "log_driver": self.log_driver,
+            "log_driver_options": dict(self.log_options),
+            "init": self.init,
+            **({"networks": [self.network]} if self.network else {}),
         }
 
 
@@ -105,6 +202,7 @@ def coordinator_env(*, fleet_id: str, config: StackConfig) -> dict[str, str]:
     """The runtime's settings (coordinator/settings.py VARIABLES) that this stack fixes; no secret among them."""
     env = {
         "FLEET_ID": fleet_id,
+        "FLEET_RUNTIME": config.runtime,
         "FLEET_ROSTER_FILE": ROSTER_FILE,
         "COORDINATOR_SCHEDULE": config.schedule,
         "GITHUB_REPOSITORY": config.repository,
@@ -113,39 +211,55 @@ def coordinator_env(*, fleet_id: str, config: StackConfig) -> dict[str, str]:
         # Always passed, so the coordinator enforces exactly the limits the program checked the roster against.
         "FLEET_MAX_AGENTS_PER_ROLE": str(config.max_agents_per_role),
         "FLEET_MAX_AGENTS": str(config.max_agents),
+        # Always passed, 0 included (no endpoint), so the coordinator serves exactly where the port is published.
+        "COORDINATOR_METRICS_PORT": str(config.metrics_port),
     }
     optional = {
         "GITHUB_API_URL": config.github_api_url,
         "HEALTH_URL": config.health_url,
         "FLEET_MAX_SPAWNS_PER_HOUR": str(config.max_spawns_per_hour) if config.max_spawns_per_hour else None,
         "AGENT_NETWORK": config.agent_network,
+        "AGENT_SECRETS_FILE": AGENT_SECRETS_FILE if config.agent_secret_names else None,
     }
     env.update({name: value for name, value in optional.items() if value is not None})
     return env
 
 
-def coordinator_container_spec(
+def coordinator_files(config: StackConfig) -> tuple[SpecFile, ...]:
+    files = [
+        SpecFile(Source.ROSTER, ROSTER_FILE, secret=False),
+        SpecFile(Source.GITHUB_TOKEN, GITHUB_TOKEN_FILE, secret=True),
+    ]
+    if config.agent_secret_names:
+        files.append(SpecFile(Source.AGENT_SECRETS, AGENT_SECRETS_FILE, secret=True))
+    return tuple(files)
+
+
+def coordinator_spec(
     *,
     fleet_id: str,
-    image: str,
-    roster: Sequence[RoleSpec],
     config: StackConfig,
-    command: Sequence[str] | None = None,
-    network_mode: str | None = None,
-) -> CoordinatorContainerSpec:
-    """The coordinator container for one fleet: named after it, labelled with it, running its roster."""
+    command: tuple[str, ...] | None = None,
+    network: str | None = None,
+    docker_socket: str = DOCKER_SOCKET,
+) -> CoordinatorSpec:
+    """The coordinator of one fleet: named after it, labelled with it, on the stack's runtime.
+
+    `network` and `docker_socket` (the engine's socket on the host) exist for the tests, which run the
+    coordinator where their local servers and lab engines are.
+    """
     # The longest gap of the schedule, from a fixed date, so that every preview computes the same number.
     interval = int(cron.longest_interval(config.schedule))
-    return CoordinatorContainerSpec(
+    return CoordinatorSpec(
         name=f"{fleet_id}-coordinator",
-        image=image,
-        command=tuple(command) if command is not None else None,
+        runtime=config.runtime,
+        command=command,
         env=coordinator_env(fleet_id=fleet_id, config=config),
-        files=(ContainerFile(path=ROSTER_FILE, content=roster_to_json(roster)),),
-        secret_file=GITHUB_TOKEN_FILE,
-        mounts=(Mount(host_path=DOCKER_SOCKET, container_path=DOCKER_SOCKET),),
+        files=coordinator_files(config),
+        mounts=(Mount(host_path=docker_socket, container_path=DOCKER_SOCKET),),
         labels={labels.FLEET: fleet_id, labels.COMPONENT: labels.COORDINATOR},
-        network_mode=network_mode,
+        metrics_port=config.metrics_port or None,
+        network=network,
         healthcheck=HealthCheck(
             test=HEALTHCHECK_COMMAND,
             interval_seconds=config.healthcheck_interval_seconds,

@@ -1,25 +1,32 @@
 """Reads the stack's configuration from Pulumi and turns a bad setting into a plain Pulumi error.
 
 The checks themselves live in `deploy.stack_config` (pure); this module only fetches raw text and the
-secret token, so that nothing is declared before every setting has been checked.
+secrets, so that nothing is declared before every setting has been checked. A secret's value is read
+here twice: once, synchronously, only to check its shape and learn its names (the agent secrets' names,
+whether a registry password is set), and once as the secret Output that is all the resources ever get.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import pulumi
-from pulumi.runtime.config import CONFIG, get_config, get_config_env
+from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
 from coordinator.fleet import Role
 from coordinator.redact import scrub
 from deploy.stack_config import (
     CONFIG_KEYS,
     NAMESPACE,
+    SECRET_KEYS,
+    SecretsPresent,
     StackConfig,
     StackConfigError,
     check_known_keys,
     fleet_id,
+    parse_agent_secret_names,
     parse_stack_config,
 )
 
@@ -36,26 +43,91 @@ def namespace_keys() -> list[str]:
     return sorted(name[len(prefix):] for name in names if name.startswith(prefix))
 
 
+def _secret_texts() -> list[str]:
+    """Every secret value the stack holds, for scrubbing an error message (the last line of defence)."""
+    texts: list[str] = []
+    for key in SECRET_KEYS:
+        raw = get_config(f"{NAMESPACE}:{key}")
+        if not isinstance(raw, str) or not raw:
+            continue
+        texts.append(raw)
+        try:
+            loaded = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(loaded, dict):
+            texts += [value for value in loaded.values() if isinstance(value, str) and value]
+    return texts
+
+
 def _refused(exc: StackConfigError) -> pulumi.RunError:
-    # The message quotes values through redact.shown; scrub it once more with the token itself, in case
-    # someone pasted it into another setting. RunError prints the message alone, without a traceback.
-    token = get_config(f"{NAMESPACE}:githubToken")
-    return pulumi.RunError(scrub(str(exc), [token] if isinstance(token, str) else []))
+    # The message quotes values through redact.shown and never a secret's; scrub it once more with every secret
+    # itself, in case someone pasted one into another setting. RunError prints the message alone, without a
+    # traceback.
+    return pulumi.RunError(scrub(str(exc), _secret_texts()))
+
+
+def _holds_something(raw: object) -> bool:
+    """Whether a secret key's value holds a secret: the project's empty defaults ("" and {}) hold none."""
+    return isinstance(raw, str) and raw.strip() not in ("", "{}")
+
+
+def _check_secret_keys_are_secret() -> None:
+    """A secret key set without --secret sits in Pulumi.<stack>.yaml in plain text: refused, value unshown.
+
+    Pulumi.yaml cannot declare the optional ones `secret: true` (a secret may not have a plain default, and a key
+    without a default is required), so the program holds the line itself.
+    """
+    for key in SECRET_KEYS:
+        full = f"{NAMESPACE}:{key}"
+        if _holds_something(get_config(full)) and not is_config_secret(full):
+            path = " --path" if key == "agentSecrets" else ""
+            raise StackConfigError(
+                f"{full} is stored in plain text in the stack's file; remove it with `pulumi config rm{path} {key}` "
+                f"and set it again with `pulumi config set --secret{path} {key} ...`"
+            )
+
+
+def secrets_present() -> SecretsPresent:
+    return SecretsPresent(
+        agent_secrets=parse_agent_secret_names(get_config(f"{NAMESPACE}:agentSecrets")),
+        registry_password=_holds_something(get_config(f"{NAMESPACE}:registryPassword")),
+    )
 
 
 def load_stack_config(roles: Iterable[Role]) -> StackConfig:
     config = pulumi.Config(NAMESPACE)
     try:
         check_known_keys(namespace_keys())
+        _check_secret_keys_are_secret()
         raw = {key: config.get(key) for key in CONFIG_KEYS}
-        return parse_stack_config(raw, roles)
+        return parse_stack_config(raw, roles, secrets_present())
     except StackConfigError as exc:
         raise _refused(exc) from None
 
 
-def github_token() -> pulumi.Output[str]:
-    """The token, only ever as a secret Output (`pulumi config set --secret githubToken ...`)."""
-    return pulumi.Config(NAMESPACE).require_secret("githubToken")
+@dataclass(frozen=True)
+class StackSecrets:
+    """The stack's secrets, each only ever a secret Output."""
+
+    github_token: pulumi.Output[str]
+    agent_secrets: pulumi.Output[str] | None  # the JSON object AGENT_SECRETS_FILE holds; None: no agent secret
+    registry_password: pulumi.Output[str] | None
+
+
+def _json_object(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def stack_secrets(config: StackConfig) -> StackSecrets:
+    """The secrets `load_stack_config` checked, as secret Outputs (`pulumi config set --secret ...`)."""
+    stack = pulumi.Config(NAMESPACE)
+    agent_secrets = stack.get_secret_object("agentSecrets") if config.agent_secret_names else None
+    return StackSecrets(
+        github_token=stack.require_secret("githubToken"),
+        agent_secrets=pulumi.Output.secret(agent_secrets.apply(_json_object)) if agent_secrets is not None else None,
+        registry_password=stack.get_secret("registryPassword") if config.secrets.registry_password else None,
+    )
 
 
 def current_fleet_id() -> str:

@@ -2,7 +2,9 @@
 
 Pure: no Pulumi import. The program reads each key's raw text with `pulumi.Config.get` (see
 `deploy.pulumi_config`) and hands it here; maps and lists arrive as JSON text, as Pulumi stores them.
-The GitHub token is not part of this: it stays a Pulumi secret Output from `require_secret`.
+The secrets (the GitHub token, the agents' secrets, the registry password) are not part of this: their values
+stay Pulumi secret Outputs (`deploy.pulumi_config`). Only what is not secret about them is checked here: which
+agent secrets exist, by name, and whether a registry password is set.
 
 The rules are the runtime's own (`coordinator.values`, `coordinator.cron`, `coordinator.fleet`), so
 a stack that passes here makes a coordinator whose settings pass too. Every error names the key,
@@ -13,6 +15,7 @@ quotes the value through `redact.shown` (no credential, no query string) and say
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -24,13 +27,16 @@ from coordinator.fleet import (
     DEFAULT_MAX_AGENTS_PER_ROLE,
     MAX_AGENTS_CEILING,
     MAX_AGENTS_PER_ROLE_CEILING,
+    SECRET_NAME_PATTERN,
     FleetLimits,
     Role,
     RoleSpec,
     limit_breach,
+    unknown_secrets,
 )
+from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
 from coordinator.redact import shown
-from coordinator.settings import MAX_SPAWNS_PER_HOUR
+from coordinator.settings import MAX_SPAWNS_PER_HOUR, RUNTIMES
 from coordinator.values import (
     ValueProblem,
     blank_is_unset,
@@ -46,7 +52,9 @@ from coordinator.values import (
 
 NAMESPACE = "agent-fleet"
 DEFAULT_SCHEDULE = cron.DEFAULT_SCHEDULE
-DEFAULT_AGENT_IMAGE = "agent-fleet/agent:latest"
+DEFAULT_RUNTIME = RUNTIMES[0]  # docker: one engine
+SWARM = "swarm"
+MAX_PORT = 65535
 # The coordinator image's base. coordinator/Dockerfile's `ARG BASE_IMAGE=` repeats it for a plain
 # `docker build`; a test keeps the two equal.
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
@@ -70,10 +78,14 @@ CONFIG_KEYS = (
     "healthcheckIntervalSeconds",
     "maxAgentsPerRole",
     "maxAgents",
+    "runtime",
+    "registry",
+    "registryUsername",
+    "metricsPort",
 )
-# Keys of the namespace read elsewhere, as secrets, never through this module: the token now, and the
-# agents' own secrets to come. Known, so that they are not refused as unknown.
-SECRET_KEYS = ("githubToken", "agentSecrets")
+# Keys of the namespace whose values are secrets: read by `deploy.pulumi_config` as secret Outputs, never
+# through this module. Known, so that they are not refused as unknown.
+SECRET_KEYS = ("githubToken", "agentSecrets", "registryPassword")
 KNOWN_KEYS = (*CONFIG_KEYS, *SECRET_KEYS)
 # Keys whose values are URLs: an error quotes them without userinfo, query or fragment at all.
 URL_KEYS = frozenset({"healthUrl", "githubApiUrl", "dockerHost"})
@@ -92,13 +104,22 @@ def _refusal(key: str, value: object, problem: ValueProblem) -> StackConfigError
 
 
 @dataclass(frozen=True)
+class SecretsPresent:
+    """What may be known of the stack's secrets before any is used: the agent secrets' names, and whether a
+    registry password is set. Never a value."""
+
+    agent_secrets: tuple[str, ...] = ()
+    registry_password: bool = False
+
+
+@dataclass(frozen=True)
 class StackConfig:
-    """Everything a stack configures except the token. Optional settings are None when unset."""
+    """Everything a stack configures except the secrets' values. Optional settings are None when unset."""
 
     repository: str
     schedule: str = DEFAULT_SCHEDULE
     health_url: str | None = None
-    agent_image: str = DEFAULT_AGENT_IMAGE
+    agent_image: str | None = None  # None: the program builds the reference image (agent/Dockerfile)
     images: Mapping[str, str] = field(default_factory=dict)
     counts: Mapping[str, int] = field(default_factory=dict)
     required_checks: tuple[str, ...] = ()
@@ -110,6 +131,11 @@ class StackConfig:
     healthcheck_interval_seconds: int = DEFAULT_HEALTHCHECK_INTERVAL_SECONDS
     max_agents_per_role: int = DEFAULT_MAX_AGENTS_PER_ROLE
     max_agents: int = DEFAULT_MAX_AGENTS
+    runtime: str = DEFAULT_RUNTIME
+    registry: str | None = None  # host[:port][/namespace] the images are pushed to
+    registry_username: str | None = None
+    metrics_port: int = DEFAULT_METRICS_PORT  # 0: no metrics endpoint
+    secrets: SecretsPresent = field(default_factory=SecretsPresent)
 
     @property
     def owner(self) -> str:
@@ -122,6 +148,29 @@ class StackConfig:
     @property
     def limits(self) -> FleetLimits:
         return FleetLimits(per_role=self.max_agents_per_role, total=self.max_agents)
+
+    def count_of(self, role: Role) -> int:
+        return self.counts.get(role.key, role.count)
+
+    @property
+    def on_swarm(self) -> bool:
+        return self.runtime == SWARM
+
+    @property
+    def registry_server(self) -> str | None:
+        """The registry's host[:port], where the credentials apply."""
+        return None if self.registry is None else self.registry.split("/", 1)[0]
+
+    @property
+    def agent_secret_names(self) -> tuple[str, ...]:
+        return self.secrets.agent_secrets
+
+    def image_repository(self, component: str) -> str:
+        """Where the program's own image of `component` (coordinator, agent) goes: pushed under the registry,
+        or kept on the engine that builds it."""
+        if self.registry is None:
+            return f"agent-fleet/{component}"
+        return f"{self.registry}/agent-fleet-{component}"
 
 
 T = TypeVar("T")
@@ -214,6 +263,69 @@ def _count_limit(raw: Mapping[str, str | None], key: str, default: int, ceiling:
     )
 
 
+# A registry host (a dot, a port or localhost, as Docker tells a registry from a Docker Hub namespace), then
+# optional path components; lower case, as Docker requires of repository names.
+_REGISTRY = re.compile(
+    r"(?:localhost|[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+|"
+    r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?=:))(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}")
+
+
+def parse_runtime(raw: str) -> str:
+    if raw not in RUNTIMES:
+        raise ValueProblem("is not a runtime", f"use {' or '.join(RUNTIMES)}")
+    return raw
+
+
+def parse_registry(raw: str) -> str:
+    example = "ghcr.io/acme, registry.example.com:5000 or docker.io/acme"
+    if not _REGISTRY.fullmatch(raw) or len(raw) > 200:
+        raise ValueProblem(
+            "is not a registry", f"use the registry's host, with its port and a namespace if any, like {example}"
+        )
+    return raw
+
+
+def parse_username(raw: str) -> str:
+    if not _USERNAME.fullmatch(raw):
+        raise ValueProblem("is not a user name", "use the registry account's name, like fleet-bot")
+    return raw
+
+
+def parse_agent_secret_names(raw: str | None) -> tuple[str, ...]:
+    """The names in `agentSecrets` (a JSON object NAME -> value), checked; values are checked, never kept or shown.
+
+    The coordinator reads the same object back from AGENT_SECRETS_FILE by the same rules
+    (coordinator.fleet.SECRET_NAME_PATTERN, a non-empty string value without NUL).
+    """
+    key = "agentSecrets"
+    fix = "set each secret with `pulumi config set --secret --path 'agentSecrets.NAME' VALUE`"
+    if blank_is_unset(raw) is None:
+        return ()
+    assert raw is not None
+    try:
+        value = load_json(raw)
+    except ValueProblem as problem:
+        # The text itself is never quoted: it holds the secrets.
+        raise StackConfigError(f"{NAMESPACE}:{key} is not a JSON object of NAME: value: it {problem.reason}; {fix}") \
+            from None
+    if not isinstance(value, dict):
+        raise StackConfigError(f"{NAMESPACE}:{key} is not a JSON object of NAME: value; {fix}")
+    for name, secret in value.items():
+        if not SECRET_NAME_PATTERN.fullmatch(name):
+            raise StackConfigError(
+                f"{NAMESPACE}:{key}.{name} is not a secret's name: use A-Z, 0-9 and _, starting with a letter, "
+                "at most 24 characters (each agent receives it as the file /run/secrets/<NAME>); "
+                f"remove it with `pulumi config rm --path '{key}.{name}'`"
+            )
+        if not isinstance(secret, str) or not secret or "\0" in secret:
+            raise StackConfigError(
+                f"{NAMESPACE}:{key}.{name} holds no usable text (not a string, empty, or holding a NUL); {fix}"
+            )
+    return tuple(sorted(value))
+
+
 def check_known_keys(keys: Iterable[str]) -> None:
     """Refuse a key of the namespace this program does not know, naming the nearest known one.
 
@@ -230,9 +342,13 @@ def check_known_keys(keys: Iterable[str]) -> None:
             )
 
 
-def parse_stack_config(raw: Mapping[str, str | None], roles: Iterable[Role]) -> StackConfig:
-    """Check every key and build the config; `roles` are the roster's, for the per-role maps and the limits."""
+def parse_stack_config(
+    raw: Mapping[str, str | None], roles: Iterable[Role], secrets: SecretsPresent | None = None
+) -> StackConfig:
+    """Check every key and build the config; `roles` are the roster's, for the per-role maps, the limits and the
+    secrets each role lists; `secrets` says which secrets the stack holds (names only)."""
     roster = tuple(roles)
+    present = secrets or SecretsPresent()
     known = [role.key for role in roster]
     repository = _read(raw, "repository", parse_repository, None)
     if repository is None:
@@ -242,7 +358,7 @@ def parse_stack_config(raw: Mapping[str, str | None], roles: Iterable[Role]) -> 
         repository=repository,
         schedule=_read(raw, "schedule", cron.validate, DEFAULT_SCHEDULE),
         health_url=_read(raw, "healthUrl", partial(parse_url, example="https://example.com/healthz"), None),
-        agent_image=_read(raw, "agentImage", partial(parse_image, example="ghcr.io/acme/agent:1"), DEFAULT_AGENT_IMAGE),
+        agent_image=_read(raw, "agentImage", partial(parse_image, example="ghcr.io/acme/agent:1"), None),
         images=_images(raw, known),
         counts=counts,
         required_checks=_required_checks(raw),
@@ -268,7 +384,24 @@ def parse_stack_config(raw: Mapping[str, str | None], roles: Iterable[Role]) -> 
         max_agents_per_role=_count_limit(raw, "maxAgentsPerRole", DEFAULT_MAX_AGENTS_PER_ROLE,
                                          MAX_AGENTS_PER_ROLE_CEILING),
         max_agents=_count_limit(raw, "maxAgents", DEFAULT_MAX_AGENTS, MAX_AGENTS_CEILING),
+        runtime=_read(raw, "runtime", parse_runtime, DEFAULT_RUNTIME),
+        registry=_read(raw, "registry", parse_registry, None),
+        registry_username=_read(raw, "registryUsername", parse_username, None),
+        metrics_port=_read(
+            raw, "metricsPort", partial(parse_int, minimum=0, maximum=MAX_PORT, example=DEFAULT_METRICS_PORT),
+            DEFAULT_METRICS_PORT,
+        ),
+        secrets=present,
     )
+    _check_registry(config)
+    # The coordinator refuses a role listing a secret the stack does not hold; so does the program.
+    for role, name in unknown_secrets(roster, present.agent_secrets):
+        held = ", ".join(present.agent_secrets) or "none"
+        raise StackConfigError(
+            f"roster.py: role {shown(role)} lists the secret {shown(name)}, but {NAMESPACE}:agentSecrets holds no "
+            f"such secret (it holds: {held}); set it with `pulumi config set --secret --path 'agentSecrets.{name}' "
+            "VALUE`, or remove it from the role's secrets"
+        )
     # The coordinator refuses a roster over its limits; so does the program, before anything is declared.
     breach = limit_breach(((role.key, counts.get(role.key, role.count)) for role in roster), config.limits)
     if breach is not None:
@@ -282,15 +415,69 @@ def parse_stack_config(raw: Mapping[str, str | None], roles: Iterable[Role]) -> 
     return config
 
 
-def resolve_roster(roles: Sequence[Role], config: StackConfig) -> tuple[RoleSpec, ...]:
-    """The roster as this stack deploys it: the stack's counts override, each role gets its image."""
-    return tuple(
-        RoleSpec(
-            role=replace(role, count=config.counts.get(role.key, role.count)),
-            image=config.images.get(role.key, config.agent_image),
+def _check_registry(config: StackConfig) -> None:
+    """The settings that only make sense together: a swarm needs a registry; credentials need both halves."""
+    if config.on_swarm and config.registry is None:
+        raise _error(
+            "registry", None,
+            f"{NAMESPACE}:runtime is 'swarm', and every node of a swarm pulls the coordinator's and the agents' "
+            "images from a registry; set it with `pulumi config set registry HOST[:PORT][/NAMESPACE]`, or deploy to "
+            "one engine with `pulumi config set runtime docker`",
         )
-        for role in roles
-    )
+    if config.registry_username is not None and not config.secrets.registry_password:
+        raise _error(
+            "registryUsername", config.registry_username,
+            f"{NAMESPACE}:registryPassword is not set; set it with `pulumi config set --secret registryPassword`, "
+            "or remove the user name for a registry without login",
+        )
+    if config.secrets.registry_password and config.registry_username is None:
+        raise StackConfigError(
+            f"{NAMESPACE}:registryPassword is set but {NAMESPACE}:registryUsername is not; set the user name with "
+            "`pulumi config set registryUsername NAME`, or remove the password with `pulumi config rm registryPassword`"
+        )
+    if config.registry is None and config.registry_username is not None:
+        raise _error(
+            "registryUsername", config.registry_username,
+            f"{NAMESPACE}:registry is not set, so nothing is pushed; set the registry, or remove the credentials",
+        )
+
+
+# What the reference agent image (agent/Dockerfile, docs/agents.md) exits 78 without: the agent's own GitHub token,
+# and the model's key for the default CLI.
+REFERENCE_AGENT_SECRETS = ("GITHUB_TOKEN", "ANTHROPIC_API_KEY")
+
+
+def missing_reference_secrets(roles: Iterable[Role], config: StackConfig) -> dict[str, list[str]]:
+    """Secret -> the roles that run the reference image without it (their agents would exit 78), to warn about."""
+    missing: dict[str, list[str]] = {}
+    for role in roles:
+        if role_image(role, config) is not None:
+            continue
+        receives = config.agent_secret_names if role.secrets is None else role.secrets
+        for name in REFERENCE_AGENT_SECRETS:
+            if name not in receives:
+                missing.setdefault(name, []).append(role.key)
+    return missing
+
+
+def role_image(role: Role, config: StackConfig) -> str | None:
+    """The image a role's agents run as the stack sets it: `images.<role>`, else `agentImage`; None: the image the
+    program builds."""
+    return config.images.get(role.key, config.agent_image)
+
+
+def resolve_roster(
+    roles: Sequence[Role], config: StackConfig, built_agent_image: str | None = None
+) -> tuple[RoleSpec, ...]:
+    """The roster as this stack deploys it: the stack's counts override, each role gets its image
+    (`built_agent_image`, the reference image the program built, for a role the stack names none for)."""
+    specs = []
+    for role in roles:
+        image = role_image(role, config) or built_agent_image
+        if image is None:
+            raise ValueError(f"role {role.key!r} has no image: set agentImage, or pass the built agent image")
+        specs.append(RoleSpec(role=replace(role, count=config.counts.get(role.key, role.count)), image=image))
+    return tuple(specs)
 
 
 def fleet_id(project: str, stack: str) -> str:

@@ -10,21 +10,36 @@ import pytest
 import yaml
 
 from coordinator import cron, settings
-from coordinator.fleet import DEFAULT_MAX_AGENTS, DEFAULT_MAX_AGENTS_PER_ROLE
-from deploy.container_spec import (
+from coordinator.fleet import (
+    DEFAULT_MAX_AGENTS,
+    DEFAULT_MAX_AGENTS_PER_ROLE,
+    Department,
+    Mode,
+    Role,
+    roster_to_json,
+)
+from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
+from deploy.coordinator_spec import (
+    AGENT_SECRETS_FILE,
     DOCKER_SOCKET,
     GITHUB_TOKEN_FILE,
     ROSTER_FILE,
-    coordinator_container_spec,
+    Source,
+    SwarmObject,
+    coordinator_spec,
 )
 from deploy.stack_config import (
     CONFIG_KEYS,
-    DEFAULT_AGENT_IMAGE,
     DEFAULT_BASE_IMAGE,
     DEFAULT_HEALTHCHECK_INTERVAL_SECONDS,
+    SECRET_KEYS,
+    SecretsPresent,
+    StackConfig,
     StackConfigError,
     check_known_keys,
     fleet_id,
+    missing_reference_secrets,
+    parse_agent_secret_names,
     parse_stack_config,
     resolve_roster,
 )
@@ -34,15 +49,20 @@ ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = {"repository": "acme/webapp"}
 
 
-def parse(**raw: str) -> object:
+BUILT = "sha256:0123456789abcdef"  # what the program's agent image build gives, in these tests
+
+
+def parse(**raw: str) -> StackConfig:
     return parse_stack_config({**MINIMAL, **raw}, ROSTER)
 
 
 def test_minimal_config_takes_the_defaults() -> None:
     config = parse_stack_config(MINIMAL, ROSTER)
     assert (config.owner, config.repository_name) == ("acme", "webapp")
-    assert config.schedule == "*/5 * * * *" and config.agent_image == DEFAULT_AGENT_IMAGE
+    assert config.schedule == "*/5 * * * *" and config.agent_image is None  # None: the program builds it
     assert config.health_url is None and config.docker_host is None and config.counts == {}
+    assert config.runtime == "docker" and config.registry is None and config.metrics_port == DEFAULT_METRICS_PORT
+    assert config.agent_secret_names == ()
 
 
 def test_empty_strings_mean_unset_as_the_project_defaults_give_them() -> None:
@@ -85,6 +105,13 @@ def test_empty_strings_mean_unset_as_the_project_defaults_give_them() -> None:
         ({"maxSpawnsPerHour": "-3"}, "agent-fleet:maxSpawnsPerHour", "'-3'"),
         ({"healthcheckIntervalSeconds": "0"}, "agent-fleet:healthcheckIntervalSeconds", "'0'"),
         ({"dockerHost": "myhost:2375"}, "agent-fleet:dockerHost", "'myhost:2375'"),
+        ({"runtime": "Swarm"}, "agent-fleet:runtime", "'Swarm'"),
+        ({"registry": "acme"}, "agent-fleet:registry", "'acme'"),
+        ({"registry": "GHCR.io/acme"}, "agent-fleet:registry", "'GHCR.io/acme'"),
+        ({"registry": "ghcr.io/acme", "registryUsername": "bot name"}, "agent-fleet:registryUsername", "'bot name'"),
+        ({"metricsPort": "-1"}, "agent-fleet:metricsPort", "'-1'"),
+        ({"metricsPort": "65536"}, "agent-fleet:metricsPort", "'65536'"),
+        ({"runtime": "swarm"}, "agent-fleet:registry", "None"),
     ],
 )
 def test_bad_setting_is_refused_naming_key_and_value(raw: dict[str, str], key: str, value: str) -> None:
@@ -117,6 +144,88 @@ def test_counts_and_images_override_the_roster_for_this_stack_only() -> None:
     assert next(r for r in ROSTER if r.key == "code_reviewer").count == 4  # the roster itself is unchanged
 
 
+def test_without_agent_image_every_role_runs_the_built_image_unless_the_stack_names_its_own() -> None:
+    config = parse(images='{"ui_builder": "ghcr.io/acme/ui:2"}')
+    specs = {spec.key: spec for spec in resolve_roster(ROSTER, config, built_agent_image=BUILT)}
+    assert specs["ui_builder"].image == "ghcr.io/acme/ui:2" and specs["api_builder"].image == BUILT
+    with pytest.raises(ValueError, match="has no image"):
+        resolve_roster(ROSTER, config)
+
+
+def test_agent_secret_names_are_checked_and_no_value_is_ever_shown() -> None:
+    assert parse_agent_secret_names('{"GITHUB_TOKEN": "t", "ANTHROPIC_API_KEY": "k"}') == (
+        "ANTHROPIC_API_KEY", "GITHUB_TOKEN")
+    assert parse_agent_secret_names("") == parse_agent_secret_names(None) == parse_agent_secret_names("{}") == ()
+    value = "s3cr3t-VALUE-0123456789"
+    for raw, says in [
+        (f'{{"lower": "{value}"}}', "agent-fleet:agentSecrets.lower is not a secret's name"),
+        (f'{{"{"A" * 25}": "{value}"}}', "at most 24 characters"),
+        ('{"EMPTY": ""}', "agent-fleet:agentSecrets.EMPTY holds no usable text"),
+        ('{"NESTED": {"x": "' + value + '"}}', "agent-fleet:agentSecrets.NESTED holds no usable text"),
+        ('{"NUL": "a\\u0000b"}', "agent-fleet:agentSecrets.NUL holds no usable text"),
+        (f'["{value}"]', "agent-fleet:agentSecrets is not a JSON object of NAME: value;"),
+        (f'{{"KEY": "{value}", "KEY": "{value}"}}', "has the key 'KEY' twice"),
+        (value, "agent-fleet:agentSecrets is not a JSON object of NAME: value: it "),
+    ]:
+        with pytest.raises(StackConfigError) as refused:
+            parse_agent_secret_names(raw)
+        assert says in str(refused.value) and value not in str(refused.value), str(refused.value)
+
+
+def test_a_role_may_only_list_secrets_the_stack_holds() -> None:
+    roles = [Role("builder", "Builder", 1, Department.ENGINEERING, Mode.TASK_DRIVEN, "Build.", secrets=("GH",))]
+    with pytest.raises(StackConfigError) as refused:
+        parse_stack_config(MINIMAL, roles, SecretsPresent(agent_secrets=("OTHER",)))
+    assert str(refused.value).startswith(
+        "roster.py: role 'builder' lists the secret 'GH', but agent-fleet:agentSecrets holds no such secret "
+        "(it holds: OTHER); set it with `pulumi config set --secret --path 'agentSecrets.GH' VALUE`"
+    )
+    config = parse_stack_config(MINIMAL, roles, SecretsPresent(agent_secrets=("GH", "OTHER")))
+    assert config.agent_secret_names == ("GH", "OTHER")
+
+
+def test_the_reference_image_s_missing_secrets_are_named_per_secret() -> None:
+    roles = [Role("builder", "Builder", 1, Department.ENGINEERING, Mode.TASK_DRIVEN, "Build."),
+             Role("scoped", "Scoped", 1, Department.ENGINEERING, Mode.TASK_DRIVEN, "Build.", secrets=("GITHUB_TOKEN",)),
+             Role("own", "Own", 1, Department.ENGINEERING, Mode.TASK_DRIVEN, "Build.")]
+    present = SecretsPresent(agent_secrets=("ANTHROPIC_API_KEY", "GITHUB_TOKEN"))
+    config = parse_stack_config({**MINIMAL, "images": '{"own": "ghcr.io/acme/own:1"}'}, roles, present)
+    assert missing_reference_secrets(roles, config) == {"ANTHROPIC_API_KEY": ["scoped"]}
+    bare = parse_stack_config(MINIMAL, roles[:1])
+    assert missing_reference_secrets(roles[:1], bare) == {"GITHUB_TOKEN": ["builder"], "ANTHROPIC_API_KEY": ["builder"]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "present", "says"),
+    [
+        ({"runtime": "swarm"}, SecretsPresent(),
+         "agent-fleet:registry is None: agent-fleet:runtime is 'swarm', and every node of a swarm pulls"),
+        ({"registry": "ghcr.io/acme", "registryUsername": "bot"}, SecretsPresent(),
+         "agent-fleet:registryUsername is 'bot': agent-fleet:registryPassword is not set"),
+        ({"registry": "ghcr.io/acme"}, SecretsPresent(registry_password=True),
+         "agent-fleet:registryPassword is set but agent-fleet:registryUsername is not"),
+        ({"registryUsername": "bot"}, SecretsPresent(registry_password=True),
+         "agent-fleet:registryUsername is 'bot': agent-fleet:registry is not set"),
+    ],
+)
+def test_runtime_and_registry_settings_are_refused_together(
+    raw: dict[str, str], present: SecretsPresent, says: str
+) -> None:
+    with pytest.raises(StackConfigError) as refused:
+        parse_stack_config({**MINIMAL, **raw}, ROSTER, present)
+    assert str(refused.value).startswith(says)
+
+
+def test_a_swarm_with_a_registry_names_where_each_image_goes() -> None:
+    config = parse_stack_config(
+        {**MINIMAL, "runtime": "swarm", "registry": "registry.example.com:5000/acme", "registryUsername": "bot"},
+        ROSTER, SecretsPresent(registry_password=True),
+    )
+    assert config.on_swarm and config.registry_server == "registry.example.com:5000"
+    assert config.image_repository("agent") == "registry.example.com:5000/acme/agent-fleet-agent"
+    assert parse().image_repository("coordinator") == "agent-fleet/coordinator"
+
+
 def test_fleet_id_is_project_dash_stack() -> None:
     assert fleet_id("agent-fleet", "prod") == "agent-fleet-prod"
     assert fleet_id("agent-fleet", "prod") != fleet_id("agent-fleet", "staging")
@@ -134,8 +243,7 @@ def test_the_derived_fleet_id_is_checked_as_fleet_id_is(stack: str, says: str) -
 def test_the_health_checks_start_period_is_two_of_the_schedules_longest_intervals(
     schedule: str, start_period: int
 ) -> None:
-    config = parse(schedule=schedule)
-    spec = coordinator_container_spec(fleet_id="f", image="i", roster=resolve_roster(ROSTER, config), config=config)
+    spec = coordinator_spec(fleet_id="f", config=parse(schedule=schedule))
     assert spec.healthcheck.start_period_seconds == start_period == 2 * cron.longest_interval(schedule)
 
 
@@ -195,38 +303,75 @@ def test_unknown_keys_are_refused_naming_the_nearest(keys: list[str], message: s
 def test_container_spec_sets_the_runtime_settings_and_no_secret() -> None:
     config = parse(healthUrl="https://w.example.com/", requiredChecks='["test", "lint"]',
                    githubApiUrl="https://ghe.example.com/api/v3", maxSpawnsPerHour="30", agentNetwork="fleet")
-    roster = resolve_roster(ROSTER, config)
-    spec = coordinator_container_spec(fleet_id="agent-fleet-prod", image="img:1", roster=roster, config=config)
-    assert set(spec.env) <= set(settings.VARIABLES)
-    assert "GITHUB_TOKEN" not in spec.env
-    assert spec.env["GITHUB_TOKEN_FILE"] == spec.secret_file == GITHUB_TOKEN_FILE
+    spec = coordinator_spec(fleet_id="agent-fleet-prod", config=config)
+    assert set(spec.env) <= set(settings.VARIABLES) | {"COORDINATOR_METRICS_PORT"}  # being added to VARIABLES
+    assert "GITHUB_TOKEN" not in spec.env and "AGENT_SECRETS_FILE" not in spec.env  # no agent secret: no file
+    assert spec.env["GITHUB_TOKEN_FILE"] == GITHUB_TOKEN_FILE
     assert spec.env["REQUIRED_CHECKS"] == "test,lint" and spec.env["FLEET_MAX_SPAWNS_PER_HOUR"] == "30"
     assert spec.env["FLEET_MAX_AGENTS_PER_ROLE"] == "100" and spec.env["FLEET_MAX_AGENTS"] == "500"
-    assert spec.env["FLEET_ROSTER_FILE"] == ROSTER_FILE
-    assert [file.path for file in spec.files] == [ROSTER_FILE]
-    assert json.loads(spec.files[0].content)["roles"][0]["key"] == "product_designer"
+    assert spec.env["FLEET_ROSTER_FILE"] == ROSTER_FILE and spec.env["FLEET_RUNTIME"] == "docker"
+    assert spec.env["COORDINATOR_METRICS_PORT"] == "9464"
+    assert [(f.source, f.path, f.secret) for f in spec.files] == [
+        (Source.ROSTER, ROSTER_FILE, False), (Source.GITHUB_TOKEN, GITHUB_TOKEN_FILE, True)]
     assert spec.healthcheck.start_period_seconds == 600
-    kwargs = spec.docker_sdk_create_kwargs()
+    kwargs = spec.docker_sdk_create_kwargs("img:1")
+    assert kwargs["image"] == "img:1"
     assert kwargs["volumes"] == {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}}
     assert kwargs["restart_policy"] == {"Name": "unless-stopped"}
     assert kwargs["log_config"] == {"type": "json-file", "config": {"max-size": "10m", "max-file": "5"}}
     assert kwargs["labels"] == {"agent-fleet.fleet": "agent-fleet-prod", "agent-fleet.component": "coordinator"}
+    assert kwargs["ports"] == {"9464/tcp": 9464}
+    assert "ports" not in coordinator_spec(fleet_id="f", config=parse(metricsPort="0")).docker_sdk_create_kwargs("i")
+
+
+def test_service_spec_is_the_same_coordinator_on_a_manager_with_its_files_as_swarm_objects() -> None:
+    config = parse_stack_config(
+        {**MINIMAL, "runtime": "swarm", "registry": "ghcr.io/acme"}, ROSTER, SecretsPresent(agent_secrets=("KEY",)),
+    )
+    spec = coordinator_spec(fleet_id="agent-fleet-prod", config=config)
+    assert spec.env["FLEET_RUNTIME"] == "swarm" and spec.env["AGENT_SECRETS_FILE"] == AGENT_SECRETS_FILE
+    objects = {source: SwarmObject(f"{source}-id", f"{source}-name") for source in Source}
+    kwargs = spec.docker_sdk_service_kwargs("ghcr.io/acme/agent-fleet-coordinator@sha256:ab", objects)
+    assert kwargs["name"] == "agent-fleet-prod-coordinator" and kwargs["env"] == dict(spec.env)
+    assert kwargs["labels"] == kwargs["container_labels"] == dict(spec.labels)
+    assert kwargs["constraints"] == ["node.role==manager"] and kwargs["mode"] == {"Replicated": {"Replicas": 1}}
+    assert kwargs["restart_policy"]["Condition"] == "on-failure"
+    assert kwargs["mounts"] == [{"Type": "bind", "Source": DOCKER_SOCKET, "Target": DOCKER_SOCKET, "ReadOnly": False}]
+    assert kwargs["endpoint_spec"] == {"Ports": [
+        {"Protocol": "tcp", "TargetPort": 9464, "PublishedPort": 9464, "PublishMode": "host"}]}
+    assert kwargs["configs"] == [{"File": {"Name": ROSTER_FILE, "UID": "0", "GID": "0", "Mode": 0o444},
+                                  "ConfigID": "roster-id", "ConfigName": "roster-name"}]
+    assert [(s["File"]["Name"], s["SecretID"]) for s in kwargs["secrets"]] == [
+        (GITHUB_TOKEN_FILE, "github-token-id"), (AGENT_SECRETS_FILE, "agent-secrets-id")]
+    assert kwargs["healthcheck"]["Test"] == list(spec.healthcheck.test)
+    assert "command" not in kwargs and "args" not in kwargs and "networks" not in kwargs
+    lab = coordinator_spec(fleet_id="f", config=config, network="host", docker_socket="/tmp/lab/n1/docker.sock")
+    lab_kwargs = lab.docker_sdk_service_kwargs("i", objects)
+    assert lab_kwargs["networks"] == ["host"] and lab_kwargs["mounts"][0]["Source"] == "/tmp/lab/n1/docker.sock"
 
 
 def test_the_runtime_reads_back_what_the_spec_sets(tmp_path: Path) -> None:
-    """The container's environment and roster file, as the runtime's own settings loader reads them."""
-    config = parse(counts='{"code_reviewer": 6}', healthUrl="https://w.example.com/")
-    roster = resolve_roster(ROSTER, config)
-    spec = coordinator_container_spec(fleet_id="agent-fleet-prod", image="img:1", roster=roster, config=config)
-    roster_file, token_file = tmp_path / "roster.json", tmp_path / "token"
-    roster_file.write_text(spec.files[0].content)
-    token_file.write_text("t0ken")
-    env = {**spec.env, "FLEET_ROSTER_FILE": str(roster_file), "GITHUB_TOKEN_FILE": str(token_file)}
+    """The container's environment and files, as the runtime's own settings loader reads them."""
+    present = SecretsPresent(agent_secrets=("GITHUB_TOKEN",))
+    config = parse_stack_config({**MINIMAL, "counts": '{"code_reviewer": 6}', "healthUrl": "https://w.example.com/"},
+                                ROSTER, present)
+    roster = resolve_roster(ROSTER, config, built_agent_image=BUILT)
+    spec = coordinator_spec(fleet_id="agent-fleet-prod", config=config)
+    contents = {Source.ROSTER: roster_to_json(roster), Source.GITHUB_TOKEN: "t0ken",
+                Source.AGENT_SECRETS: json.dumps({"GITHUB_TOKEN": "agent-t0ken"})}
+    env = dict(spec.env)
+    for spec_file in spec.files:
+        local = tmp_path / spec_file.source
+        local.write_text(contents[spec_file.source])
+        variable = next(name for name, value in spec.env.items() if value == spec_file.path)
+        env[variable] = str(local)
     loaded = settings.load_settings(env)
     assert loaded.fleet_id == "agent-fleet-prod" and loaded.roster == roster
     assert loaded.github is not None and loaded.github.token.reveal() == "t0ken"
+    assert {name: secret.reveal() for name, secret in loaded.agent_secrets.items()} == {"GITHUB_TOKEN": "agent-t0ken"}
     assert loaded.health is not None and loaded.skipped == {}
     assert (loaded.limits.per_role, loaded.limits.total) == (config.max_agents_per_role, config.max_agents)
+    assert loaded.runtime.kind == "docker"
 
 
 # --- Pulumi.yaml and Pulumi.prod.yaml -------------------------------------------------------------
@@ -243,25 +388,34 @@ def test_project_file_names_runtime_backend_and_description() -> None:
 
 def test_project_schema_types_every_key_and_requires_only_repository_and_token() -> None:
     schema = PROJECT["config"]
-    assert set(schema) == {*CONFIG_KEYS, "githubToken"}
+    assert set(schema) == {*CONFIG_KEYS, *SECRET_KEYS}
     assert all(entry["type"] in {"string", "integer", "boolean", "array", "object"} for entry in schema.values())
+    assert all(entry["description"].strip() for entry in schema.values())
     assert {key for key, entry in schema.items() if "default" not in entry} == {"repository", "githubToken"}
     assert schema["githubToken"]["secret"] is True
+    # The optional secrets cannot be `secret: true` without becoming required: their defaults hold nothing, and
+    # the program refuses a value not set with --secret (tests/test_pulumi_program.py).
+    assert schema["registryPassword"]["default"] == "" and schema["agentSecrets"]["default"] == {}
+    for key in ("registryPassword", "agentSecrets"):
+        assert "--secret" in schema[key]["description"], key
     assert schema["requiredChecks"]["items"] == {"type": "string"}
 
 
 def test_string_defaults_are_empty_so_each_default_lives_once_in_the_program() -> None:
     schema = PROJECT["config"]
-    for key in ("schedule", "agentImage", "baseImage", "healthUrl", "dockerHost", "githubApiUrl", "agentNetwork"):
+    for key in ("schedule", "agentImage", "baseImage", "healthUrl", "dockerHost", "githubApiUrl", "agentNetwork",
+                "runtime", "registry", "registryUsername"):
         assert schema[key]["default"] == "", key
     # Integer defaults cannot be empty: they must be the program's own.
     assert schema["maxAgentsPerRole"]["default"] == DEFAULT_MAX_AGENTS_PER_ROLE
     assert schema["maxAgents"]["default"] == DEFAULT_MAX_AGENTS
     assert schema["healthcheckIntervalSeconds"]["default"] == DEFAULT_HEALTHCHECK_INTERVAL_SECONDS
+    assert schema["metricsPort"]["default"] == DEFAULT_METRICS_PORT
 
 
-def test_the_dockerfiles_base_image_is_the_programs_default() -> None:
-    dockerfile = (ROOT / "coordinator" / "Dockerfile").read_text()
+@pytest.mark.parametrize("component", ["coordinator", "agent"])
+def test_the_dockerfiles_base_image_is_the_programs_default(component: str) -> None:
+    dockerfile = (ROOT / component / "Dockerfile").read_text()
     [default] = re.findall(r"^ARG BASE_IMAGE=(\S+)$", dockerfile, flags=re.MULTILINE)
     assert default == DEFAULT_BASE_IMAGE
 
