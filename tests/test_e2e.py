@@ -1,10 +1,11 @@
-"""End to end: the container `__main__.py` declares runs the cycles the runtime implements (issue #6).
+"""End to end on one engine: the container `__main__.py` declares runs the cycles the runtime implements.
 
 The coordinator image is built from `coordinator/Dockerfile` on the locally built base image; the container is
-created from `coordinator_container_spec(...)`, the same function the Pulumi program hands to pulumi-docker,
-through the Docker SDK (host networking, so it reaches the local GitHub and production servers on 127.0.0.1).
-Its files and the token are uploaded before it starts, as pulumi-docker's `uploads` are. Then the container is
-replaced with a changed roster, as `pulumi up` would, and the next cycle converges without stopping any agent.
+created from `coordinator_spec(...)`, the same specification the Pulumi program hands to pulumi-docker, through
+the Docker SDK (host networking, so it reaches the local GitHub and production servers on 127.0.0.1). Its files
+(the roster, the token, the agents' secrets) are uploaded before it starts, as pulumi-docker's `uploads` are.
+Then the container is replaced with a changed roster, as `pulumi up` would, and the next cycle converges without
+stopping any agent. tests/test_e2e_swarm.py does the same with the service on the lab swarm.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import socket
 import tarfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -21,9 +24,9 @@ from typing import Any
 import docker
 import pytest
 
-from coordinator.fleet import Department, Mode, Role
-from deploy.container_spec import CoordinatorContainerSpec, coordinator_container_spec
-from deploy.stack_config import StackConfig, parse_stack_config, resolve_roster
+from coordinator.fleet import Department, Mode, Role, RoleSpec, roster_to_json
+from deploy.coordinator_spec import CoordinatorSpec, Source, coordinator_spec
+from deploy.stack_config import SecretsPresent, StackConfig, parse_stack_config, resolve_roster
 from tests.fakes.github import FakeGitHub
 from tests.fakes.production import production
 from tests.fleet_harness import ROOT, running_by_role, running_ids
@@ -33,7 +36,10 @@ pytestmark = pytest.mark.docker
 COORDINATOR_IMAGE = "agent-fleet/coordinator:e2e"
 AGENT_IMAGE = "agent-fleet/agent:e2e"
 TOKEN = "fake-token-e2eSecret0123456789abcdefXYZ"
-SCHEDULE = "* * * * * */10"  # every 10 s (croniter: seconds are the sixth field); the first cycle runs at start
+# One agent secret, as `agentSecrets` holds it: it must reach the agents as a file and nowhere else.
+AGENT_SECRETS = {"AGENT_KEY": "agent-key-e2eSecret9876543210zyx"}
+SCHEDULE = "* * * * * */20"  # every 20 s (croniter: seconds are the sixth field); the first cycle runs at start
+# (a cycle's time limit is one interval, of which the merge step leaves the health check its 10 s)
 TIMEOUT = 90.0  # generous: a slow CI machine is slow, not broken
 
 
@@ -69,8 +75,14 @@ def role(key: str, count: int, mode: Mode = Mode.TASK_DRIVEN) -> Role:
     return Role(key, key.replace("_", " ").title(), count, Department.ENGINEERING, mode, f"The {key} agent.")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def stack_config(roles: Sequence[Role], *, github: FakeGitHub, health_url: str, agent_image: str,
-                 counts: dict[str, int] | None = None) -> StackConfig:
+                 counts: dict[str, int] | None = None, metrics_port: int = 0) -> StackConfig:
     """The stack's settings as Pulumi hands them over: every value raw text, maps and lists as JSON."""
     raw = {
         "repository": github.repository,
@@ -84,8 +96,9 @@ def stack_config(roles: Sequence[Role], *, github: FakeGitHub, health_url: str, 
         "maxSpawnsPerHour": "",
         "agentNetwork": "",
         "dockerHost": "",
+        "metricsPort": str(metrics_port),
     }
-    return parse_stack_config(raw, roles)
+    return parse_stack_config(raw, roles, SecretsPresent(agent_secrets=tuple(AGENT_SECRETS)))
 
 
 def _tar(files: Sequence[tuple[str, bytes, int]]) -> bytes:
@@ -108,14 +121,27 @@ def _tar(files: Sequence[tuple[str, bytes, int]]) -> bytes:
     return buffer.getvalue()
 
 
-def deploy(client: docker.DockerClient, spec: CoordinatorContainerSpec, token: str) -> Any:
-    """What pulumi-docker does with the spec: create, upload the files and the token, then start."""
-    container = client.containers.create(**spec.docker_sdk_create_kwargs())
-    files = [(f.path, f.content.encode(), int(f.permissions, 8)) for f in spec.files]
-    files.append((spec.secret_file, token.encode(), 0o400))
-    assert container.put_archive("/", _tar(files)), "uploading the roster and the token failed"
+def contents(roster: Sequence[RoleSpec]) -> dict[Source, str]:
+    """What the program writes into the coordinator's files: the roster, the token, the agents' secrets."""
+    return {Source.ROSTER: roster_to_json(roster), Source.GITHUB_TOKEN: TOKEN,
+            Source.AGENT_SECRETS: json.dumps(AGENT_SECRETS)}
+
+
+def deploy(client: docker.DockerClient, spec: CoordinatorSpec, image: str, files: dict[Source, str]) -> Any:
+    """What pulumi-docker does with the spec: create, upload each file's content, then start."""
+    container = client.containers.create(**spec.docker_sdk_create_kwargs(image))
+    archive = _tar([(f.path, files[f.source].encode(), f.mode) for f in spec.files])
+    assert container.put_archive("/", archive), "uploading the roster and the secrets failed"
     container.start()
     return container
+
+
+def scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            return str(answer.read().decode())
+    except OSError:
+        return ""
 
 
 def log_lines(container: Any) -> list[str]:
@@ -196,11 +222,13 @@ def test_declared_container_runs_cycles_and_a_replacement_converges_without_stop
         github.add_check_run(draft.number, "ci")
 
         roles = [role("builder", 2), role("reviewer", 1, Mode.REVIEWER)]
-        config = stack_config(roles, github=github, health_url=prod.url, agent_image=agent_image)
-        spec = coordinator_container_spec(fleet_id=fleet_id, image=coordinator_image,
-                                          roster=resolve_roster(roles, config), config=config, network_mode="host")
-        assert TOKEN not in json.dumps(spec.docker_sdk_create_kwargs())
-        first = deploy(client, spec, TOKEN)
+        metrics_port = free_port()
+        config = stack_config(roles, github=github, health_url=prod.url, agent_image=agent_image,
+                              metrics_port=metrics_port)
+        spec = coordinator_spec(fleet_id=fleet_id, config=config, network="host")
+        declared = json.dumps(spec.docker_sdk_create_kwargs(coordinator_image))
+        assert TOKEN not in declared and AGENT_SECRETS["AGENT_KEY"] not in declared
+        first = deploy(client, spec, coordinator_image, contents(resolve_roster(roles, config)))
 
         with explained(first):
             # The first cycle runs at once, not at the first tick, and ends with its report.
@@ -221,6 +249,10 @@ def test_declared_container_runs_cycles_and_a_replacement_converges_without_stop
             agent = client.containers.list(filters={"label": [f"agent-fleet.fleet={fleet_id}",
                                                               "agent-fleet.role=reviewer"]})[0]
             assert agent.image.tags == [agent_image]
+            # The agent secret the program handed the coordinator reaches the agent as its file, and only so.
+            code, output = agent.exec_run(["cat", "/run/secrets/AGENT_KEY"])
+            assert code == 0 and output.decode() == AGENT_SECRETS["AGENT_KEY"], output
+            assert AGENT_SECRETS["AGENT_KEY"] not in json.dumps(client.api.inspect_container(agent.id))
 
             # Only the eligible pull request is merged, squashed under GitHub's default title.
             assert report["merge"]["merged"] == [eligible.number]
@@ -234,6 +266,10 @@ def test_declared_container_runs_cycles_and_a_replacement_converges_without_stop
 
             # Docker's health check passes on the scheduler's heartbeat.
             assert wait_for("the container turns healthy", lambda: health_status(first) == "healthy")
+            # The metrics on the port the stack chose (COORDINATOR_METRICS_PORT; host networking here, so the
+            # container's port is the host's).
+            metrics = wait_for("the metrics endpoint answers", lambda: scrape(metrics_port))
+            assert "agent_fleet_" in metrics and TOKEN not in metrics
 
             # `coordinator status`, run where an operator would: inside the coordinator container.
             code, output = first.exec_run(["python", "-m", "coordinator", "status", "--last", "5"])
@@ -254,6 +290,8 @@ def test_declared_container_runs_cycles_and_a_replacement_converges_without_stop
             assert {k: r["running"] for k, r in later["roles"].items()} == {"builder": 2, "reviewer": 1}
             assert not github.pull(pending.number).merged
             assert TOKEN not in "\n".join(log_lines(first))
+            assert AGENT_SECRETS["AGENT_KEY"] not in "\n".join(log_lines(first))
+            assert AGENT_SECRETS["AGENT_KEY"] not in json.dumps(client.api.inspect_container(first.id))
 
         # `pulumi up` with a changed roster: a new role and new counts replace the container (delete first).
         agents_before = running_ids(client, fleet_id)
@@ -266,10 +304,9 @@ def test_declared_container_runs_cycles_and_a_replacement_converges_without_stop
 
         roles = [*roles, role("tester", 1)]
         config = stack_config(roles, github=github, health_url=prod.url, agent_image=agent_image,
-                              counts={"builder": 1, "reviewer": 2})
-        spec = coordinator_container_spec(fleet_id=fleet_id, image=coordinator_image,
-                                          roster=resolve_roster(roles, config), config=config, network_mode="host")
-        second = deploy(client, spec, TOKEN)
+                              counts={"builder": 1, "reviewer": 2}, metrics_port=metrics_port)
+        spec = coordinator_spec(fleet_id=fleet_id, config=config, network="host")
+        second = deploy(client, spec, coordinator_image, contents(resolve_roster(roles, config)))
 
         with explained(second):
             report = wait_for("a cycle.report from the new container", lambda: next(iter(reports(second)), None))
