@@ -22,7 +22,7 @@ from deploy.components import (
 )
 from deploy.coordinator_spec import Source, coordinator_spec
 from deploy.pulumi_config import current_fleet_id, load_stack_config, stack_secrets
-from deploy.stack_config import missing_reference_secrets, resolve_roster, role_image
+from deploy.stack_config import reference_secret_warnings, resolve_roster, role_image
 from roster import ROSTER
 
 config = load_stack_config(ROSTER)
@@ -56,10 +56,8 @@ coordinator_image = build("coordinator", ".")
 # The reference agent image, for every role the stack names no image for (agentImage, images.<role>).
 needs_agent_image = any(role_image(role, config) is None for role in ROSTER)
 agent_image = build("agent", "agent").ref if needs_agent_image else None
-for secret, roles in missing_reference_secrets(ROSTER, config).items():
-    pulumi.log.warn(f"the reference agent image needs the agent secret {secret}, which {len(roles)} role(s) do not "
-                    f"receive ({', '.join(roles)}): their agents will exit 78; set it with "
-                    f"`pulumi config set --secret --path 'agentSecrets.{secret}' ...`")
+for warning in reference_secret_warnings(ROSTER, config):
+    pulumi.log.warn(warning)
 
 for role in ROSTER:
     image = role_image(role, config) or agent_image

@@ -192,13 +192,21 @@ def _base64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
+# The component the container was declared under before the swarm runtime came: an alias keeps the container's
+# URN, so upgrading a stack updates it in place instead of creating a second container under the same fixed name.
+PREVIOUS_COORDINATOR_TYPE = "agent-fleet:index:Coordinator"
+
+
 class CoordinatorContainer(pulumi.ComponentResource):
     """The coordinator on one Docker engine: a long-running container with the socket mounted."""
 
     container: docker.Container
 
     def __init__(self, name: str, args: CoordinatorArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("agent-fleet:index:CoordinatorContainer", name, None, opts)
+        moved = pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=PREVIOUS_COORDINATOR_TYPE)])
+        super().__init__(
+            "agent-fleet:index:CoordinatorContainer", name, None, pulumi.ResourceOptions.merge(opts, moved)
+        )
         spec = args.spec
         self.container = docker.Container(
             f"{name}-container",

@@ -460,6 +460,18 @@ def missing_reference_secrets(roles: Iterable[Role], config: StackConfig) -> dic
     return missing
 
 
+def reference_secret_warnings(roles: Iterable[Role], config: StackConfig) -> list[str]:
+    """One warning per secret the reference image needs that some of its roles will not receive."""
+    warnings = []
+    for secret, keys in missing_reference_secrets(roles, config).items():
+        named = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        warnings.append(
+            f"the reference agent image needs the agent secret {secret}, which {named} do not receive: their agents "
+            f"will exit 78; set it with `pulumi config set --secret --path 'agentSecrets.{secret}' ...`"
+        )
+    return warnings
+
+
 def role_image(role: Role, config: StackConfig) -> str | None:
     """The image a role's agents run as the stack sets it: `images.<role>`, else `agentImage`; None: the image the
     program builds."""

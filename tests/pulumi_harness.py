@@ -61,6 +61,7 @@ class Declared:
     parent: str
     provider: str
     delete_before_replace: bool
+    aliases: tuple[Mapping[str, Any], ...] = ()  # alias specs, as sent: {"spec": {"type": ..., "name": ...}}
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,10 @@ class _WireMonitor(MockMonitor):
     def RegisterResource(self, request: Any) -> Any:  # the gRPC method, named as in MockMonitor
         if request.type != "pulumi:pulumi:Stack":
             inputs = json_format.MessageToDict(request.object)
+            aliases = tuple(json_format.MessageToDict(alias) for alias in request.aliases)
             self.declared.append(
                 Declared(request.type, request.name, inputs, request.parent, request.provider,
-                         request.deleteBeforeReplace)
+                         request.deleteBeforeReplace, aliases)
             )
         return super().RegisterResource(request)
 

@@ -312,8 +312,14 @@ def test_coordinator_runs_the_fleet(mode: tuple[str, bool], run: ProgramRun) -> 
 
 @PREVIEW_AND_UPDATE
 def test_on_one_engine_the_container_restarts_unless_stopped(preview: bool) -> None:
-    inputs = program("docker", preview).one(CONTAINER).inputs
+    run = program("docker", preview)
+    inputs = run.one(CONTAINER).inputs
     assert inputs["restart"] == "unless-stopped"
+    # Declared under agent-fleet:index:Coordinator before the swarm runtime came: aliased, so an upgraded stack
+    # keeps its container (a new URN would create a second container under the same fixed name).
+    component = run.one("agent-fleet:index:CoordinatorContainer")
+    assert [alias["spec"]["type"] for alias in component.aliases] == ["agent-fleet:index:Coordinator"]
+    assert all(alias["spec"].get("name") in (None, "coordinator") for alias in component.aliases)
     assert "networkMode" not in inputs  # Docker's default network unless the spec asks otherwise
     assert inputs["ports"] == [{"internal": 9464, "external": 9464}]  # on the host, for Prometheus to scrape
 

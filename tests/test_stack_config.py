@@ -41,6 +41,7 @@ from deploy.stack_config import (
     missing_reference_secrets,
     parse_agent_secret_names,
     parse_stack_config,
+    reference_secret_warnings,
     resolve_roster,
 )
 from roster import ROSTER
@@ -193,6 +194,10 @@ def test_the_reference_image_s_missing_secrets_are_named_per_secret() -> None:
     assert missing_reference_secrets(roles, config) == {"ANTHROPIC_API_KEY": ["scoped"]}
     bare = parse_stack_config(MINIMAL, roles[:1])
     assert missing_reference_secrets(roles[:1], bare) == {"GITHUB_TOKEN": ["builder"], "ANTHROPIC_API_KEY": ["builder"]}
+    [token, key] = reference_secret_warnings(ROSTER, parse())
+    assert token.startswith("the reference agent image needs the agent secret GITHUB_TOKEN, which product_designer, "
+                            "system_architect, uiux_designer and 22 more do not receive: their agents will exit 78")
+    assert "agentSecrets.ANTHROPIC_API_KEY" in key
 
 
 @pytest.mark.parametrize(
