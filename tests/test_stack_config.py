@@ -309,7 +309,7 @@ def test_container_spec_sets_the_runtime_settings_and_no_secret() -> None:
     config = parse(healthUrl="https://w.example.com/", requiredChecks='["test", "lint"]',
                    githubApiUrl="https://ghe.example.com/api/v3", maxSpawnsPerHour="30", agentNetwork="fleet")
     spec = coordinator_spec(fleet_id="agent-fleet-prod", config=config)
-    assert set(spec.env) <= set(settings.VARIABLES) | {"COORDINATOR_METRICS_PORT"}  # being added to VARIABLES
+    assert set(spec.env) <= set(settings.VARIABLES)
     assert "GITHUB_TOKEN" not in spec.env and "AGENT_SECRETS_FILE" not in spec.env  # no agent secret: no file
     assert spec.env["GITHUB_TOKEN_FILE"] == GITHUB_TOKEN_FILE
     assert spec.env["REQUIRED_CHECKS"] == "test,lint" and spec.env["FLEET_MAX_SPAWNS_PER_HOUR"] == "30"
