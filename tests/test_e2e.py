@@ -248,7 +248,7 @@ def test_declared_container_runs_cycles_and_a_replacement_converges_without_stop
             assert running_by_role(client, fleet_id) == {"builder": 2, "reviewer": 1}
             agent = client.containers.list(filters={"label": [f"agent-fleet.fleet={fleet_id}",
                                                               "agent-fleet.role=reviewer"]})[0]
-            assert agent.image.tags == [agent_image]
+            assert agent_image in agent.image.tags  # (the same content may carry other tests' tags too)
             # The agent secret the program handed the coordinator reaches the agent as its file, and only so.
             code, output = agent.exec_run(["cat", "/run/secrets/AGENT_KEY"])
             assert code == 0 and output.decode() == AGENT_SECRETS["AGENT_KEY"], output

@@ -170,7 +170,7 @@ def coordinator_image(docker_client: docker.DockerClient, base_image: str, swarm
 def agent_image(docker_client: docker.DockerClient, base_image: str, swarm_lab: SwarmLab, run_id: str) -> str:
     """A stand-in agent (the base image, sleeping), pushed to the lab registry; every node pulls it by digest."""
     tag = "agent-fleet/agent:e2e-swarm"
-    dockerfile = f'FROM {base_image}\nCMD ["sleep", "infinity"]\n'.encode()
+    dockerfile = f'FROM {base_image}\nLABEL agent-fleet.e2e=swarm\nCMD ["sleep", "infinity"]\n'.encode()
     docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True, forcerm=True)
     pushed = swarm_lab.push(tag, "agent-fleet-agent:e2e-swarm")
     manager = swarm_lab.node_client(MANAGER)
