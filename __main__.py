@@ -16,6 +16,7 @@ from deploy.components import (
     RepositorySettingsArgs,
     RoleArgs,
     RoleResource,
+    docker_client_config,
     docker_provider,
     github_provider,
     registry_login,
@@ -81,6 +82,8 @@ roster_file = pulumi.Output.from_input(agent_image).apply(
 contents: dict[Source, pulumi.Input[str]] = {Source.ROSTER: roster_file, Source.GITHUB_TOKEN: secrets.github_token}
 if secrets.agent_secrets is not None:
     contents[Source.AGENT_SECRETS] = secrets.agent_secrets
+if login is not None:
+    contents[Source.REGISTRY_AUTH] = docker_client_config(login)
 coordinator_args = CoordinatorArgs(
     spec=coordinator_spec(fleet_id=fleet_id, config=config),
     image=coordinator_image.ref,

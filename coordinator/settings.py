@@ -117,6 +117,8 @@ VARIABLES: dict[str, str] = {
     "BACKLOG_LABELS": "Comma-separated labels of issues that wait for builders, counted besides each Task-driven "
     "role's own role:<key> label for the advice to raise builder counts.",
     "DOCKER_HOST": "The Docker SDK's own setting for the engine to talk to.",
+    "DOCKER_CONFIG": "The Docker SDK's own setting: a folder whose config.json holds registry credentials, sent with "
+    "each pull and (on a swarm) each agent service, so nodes can pull agent images from a private registry.",
     "DOCKER_API_VERSION": "Pins the Docker API version (e.g. 1.41); unset, each cycle asks the engine first.",
 }
 # Settings whose values are URLs: an error quotes them without userinfo, query or fragment at all.

@@ -4,6 +4,7 @@ engine, a service on a swarm), and the repository's settings."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -417,6 +418,16 @@ class RepositorySettings(pulumi.ComponentResource):
 def github_provider(config: StackConfig, token: pulumi.Output[str]) -> github.Provider:
     """Explicit, so the token comes only from the stack's secret and never from the environment."""
     return github.Provider("github", owner=config.owner, token=token, base_url=config.github_api_url)
+
+
+def docker_client_config(login: RegistryLogin) -> pulumi.Output[str]:
+    """A Docker client config.json holding the registry credentials, as a secret Output: with it the coordinator's
+    Docker SDK sends them with each pull and service create (what `--with-registry-auth` does for the CLI)."""
+    def config(password: str) -> str:
+        auth = base64.b64encode(f"{login.username}:{password}".encode()).decode("ascii")
+        return json.dumps({"auths": {login.server: {"auth": auth}}})
+
+    return pulumi.Output.secret(login.password.apply(config))
 
 
 def registry_login(config: StackConfig, password: pulumi.Output[str] | None) -> RegistryLogin | None:

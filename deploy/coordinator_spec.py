@@ -25,6 +25,9 @@ from deploy.stack_config import StackConfig
 ROSTER_FILE = "/etc/agent-fleet/roster.json"
 GITHUB_TOKEN_FILE = "/run/secrets/agent-fleet/github-token"
 AGENT_SECRETS_FILE = "/run/secrets/agent-fleet/agent-secrets.json"
+# The registry credentials as a Docker client config: the Docker SDK reads DOCKER_CONFIG/config.json and sends
+# them with every pull and service create, so the nodes of a swarm can pull agent images from a private registry.
+DOCKER_CONFIG_DIR = "/run/secrets/agent-fleet/docker"
 DOCKER_SOCKET = "/var/run/docker.sock"
 HEALTHCHECK_COMMAND = ("CMD", "python", "-m", "coordinator", "healthcheck")
 RESTART_POLICY = "unless-stopped"  # one engine: restarted whenever it stops, unless stopped on purpose
@@ -45,6 +48,7 @@ class Source(StrEnum):
     ROSTER = "roster"
     GITHUB_TOKEN = "github-token"
     AGENT_SECRETS = "agent-secrets"
+    REGISTRY_AUTH = "registry-auth"
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,7 @@ def coordinator_env(*, fleet_id: str, config: StackConfig) -> dict[str, str]:
         "FLEET_MAX_SPAWNS_PER_HOUR": str(config.max_spawns_per_hour) if config.max_spawns_per_hour else None,
         "AGENT_NETWORK": config.agent_network,
         "AGENT_SECRETS_FILE": AGENT_SECRETS_FILE if config.agent_secret_names else None,
+        "DOCKER_CONFIG": DOCKER_CONFIG_DIR if config.registry_credentials else None,
     }
     env.update({name: value for name, value in optional.items() if value is not None})
     return env
@@ -232,6 +237,8 @@ def coordinator_files(config: StackConfig) -> tuple[SpecFile, ...]:
     ]
     if config.agent_secret_names:
         files.append(SpecFile(Source.AGENT_SECRETS, AGENT_SECRETS_FILE, secret=True))
+    if config.registry_credentials:
+        files.append(SpecFile(Source.REGISTRY_AUTH, f"{DOCKER_CONFIG_DIR}/config.json", secret=True))
     return tuple(files)
 
 

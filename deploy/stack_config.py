@@ -162,6 +162,12 @@ class StackConfig:
         return None if self.registry is None else self.registry.split("/", 1)[0]
 
     @property
+    def registry_credentials(self) -> bool:
+        """Whether the stack logs in to its registry: then the coordinator gets the credentials too, to pull with."""
+        return self.registry_server is not None and self.registry_username is not None \
+            and self.secrets.registry_password
+
+    @property
     def agent_secret_names(self) -> tuple[str, ...]:
         return self.secrets.agent_secrets
 

@@ -286,3 +286,28 @@ def test_placement_constraints_place_every_agent(tmp_path, lab_image, swarm_lab,
     assert run_cycle(env).returncode == 0
     converge(api, swarm_fleet_id, {"pinned": 3})
     assert {t["NodeID"] for t in tasks(api, swarm_fleet_id)} == {swarm_lab.node_ids[2]}
+
+
+def test_registry_credentials_in_docker_config_go_with_every_agent_service(fleet, tmp_path, swarm_lab,
+                                                                          swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
+    # What the program gives a coordinator on a swarm with a private registry: DOCKER_CONFIG/config.json. The
+    # SDK sends it as X-Registry-Auth with each service create, so the nodes pull with it (the lab's registry
+    # asks for none, and ignores it).
+    import base64
+    import json
+
+    from tests.fakes.docker_proxy import counting_proxy
+
+    _, _, env = fleet
+    config_dir = tmp_path / "docker"
+    config_dir.mkdir()
+    auth = base64.b64encode(b"fleet-bot:registry-password").decode()
+    (config_dir / "config.json").write_text(json.dumps({"auths": {swarm_lab.registry: {"auth": auth}}}))
+    with counting_proxy(swarm_lab.manager_url.removeprefix("unix://")) as proxy:
+        run = run_cycle({**env, "DOCKER_HOST": proxy.docker_host, "DOCKER_CONFIG": str(config_dir)})
+        sent = bytes(proxy.sent)
+    assert run.returncode == 0, run.stderr
+    creates = sent.split(b"POST /v")[1:]
+    creates = [c for c in creates if c.split(b" ", 1)[0].endswith(b"/services/create")]
+    assert len(creates) == 6 and all(b"X-Registry-Auth:" in c.split(b"\r\n\r\n", 1)[0] for c in creates)
+    assert b"registry-password" not in run.stdout.encode() + run.stderr.encode()

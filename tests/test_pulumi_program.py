@@ -29,6 +29,7 @@ from tests.pulumi_harness import (
     ProgramFailed,
     ProgramRun,
     image_ref,
+    is_secret,
     plain_strings,
     run_program,
     secret_paths,
@@ -276,6 +277,19 @@ def test_registry_credentials_are_secret_and_reach_the_pushes_and_the_service(pr
     auth = run.one(SERVICE).inputs["auth"]
     assert auth["serverAddress"] == "registry.example.com:5000" and auth["username"] == "fleet-bot"
     assert [value for _, value in secret_paths(auth)] == [REGISTRY_PASSWORD]
+
+
+@PREVIEW_AND_UPDATE
+def test_registry_credentials_reach_the_coordinator_as_a_secret_docker_config(preview: bool) -> None:
+    # The coordinator's Docker SDK reads DOCKER_CONFIG/config.json and sends the credentials with each pull and
+    # each agent service it creates, so every node can pull agent images from a private registry.
+    coordinator = coordinator_of(run_program(preview=preview, config=with_secrets("swarm")))
+    assert coordinator.env["DOCKER_CONFIG"] == "/run/secrets/agent-fleet/docker"
+    content = coordinator.files["/run/secrets/agent-fleet/docker/config.json"]
+    assert is_secret(content)
+    auth = json.loads(unwrap(content))["auths"]["registry.example.com:5000"]["auth"]
+    assert base64.b64decode(auth).decode() == f"fleet-bot:{REGISTRY_PASSWORD}"
+    assert "DOCKER_CONFIG" not in coordinator_of(run_program(preview=preview, config=SWARM)).env
 
 
 @pytest.mark.parametrize("runtime", ["docker", "swarm"])

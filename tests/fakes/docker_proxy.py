@@ -24,6 +24,7 @@ class CountingProxy:
         self._dir = tempfile.mkdtemp(prefix="docker-proxy-")
         self.socket_path = os.path.join(self._dir, "docker.sock")
         self.requests: list[str] = []
+        self.sent = bytearray()  # everything the client sent, for tests that look at headers (first 16 MiB)
         self._lock = threading.Lock()
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(self.socket_path)
@@ -38,6 +39,7 @@ class CountingProxy:
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.sent.clear()
 
     def _accept(self) -> None:
         while True:
@@ -57,6 +59,8 @@ class CountingProxy:
                 if count:
                     seen = tail + chunk
                     with self._lock:
+                        if len(self.sent) < 16 * 2**20:
+                            self.sent += chunk
                         self.requests += [f"{m[1].decode()} {m[2].decode()}" for m in _REQUEST_LINE.finditer(seen)
                                           if m.end() > len(tail)]
                     tail = seen[-512:]
