@@ -29,6 +29,7 @@ from typing import Protocol, TypeVar
 
 from coordinator import verdict
 from coordinator.deadline import DeadlineExceeded, run_with_deadline, seconds_left
+from coordinator.edges.production import check_health
 from coordinator.fleet import Mode, role_label
 from coordinator.report import (
     CycleReport,
@@ -44,7 +45,6 @@ from coordinator.report import (
 )
 from coordinator.runtime import AgentRuntime
 from coordinator.settings import GitHubSettings, HealthSettings, Settings
-from coordinator.steps.health import check_health
 from coordinator.steps.inventory import Inventory, take_inventory
 from coordinator.steps.merge import GitHubPort, run_merge
 from coordinator.steps.reconcile import (

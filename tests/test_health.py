@@ -7,9 +7,9 @@ import threading
 import time
 from dataclasses import asdict
 
+from coordinator.edges.production import MAX_ATTEMPTS, check_health
 from coordinator.report import HealthReport, HealthStatus
 from coordinator.settings import HealthSettings
-from coordinator.steps.health import MAX_ATTEMPTS, check_health
 from tests.fakes.production import (
     ENDLESS,
     HANG,

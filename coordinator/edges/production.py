@@ -1,4 +1,5 @@
-"""Health step: one HTTP GET of production, within a fixed wall-clock budget, with a small bounded retry.
+"""The production edge (the cycle's `ProductionProbe`): one HTTP GET of production, within a fixed wall-clock budget,
+with a small bounded retry.
 
 The whole check, every attempt and pause included, ends within `HealthSettings.timeout_s`
 (`HEALTH_TIMEOUT_S`) of wall-clock time, whatever production does: the request runs under a deadline
