@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from coordinator import cycle, fleet, heartbeat, labels, runtime, schedule, values, verdict
+from coordinator.edges import production
 from coordinator.metrics import FleetMetrics
 from coordinator.report import (
     REPORT_EVENT,
@@ -42,7 +43,7 @@ from coordinator.runtimes import docker as docker_runtime
 from coordinator.runtimes import swarm as swarm_runtime
 from coordinator.settings import VARIABLES
 from coordinator.status import render_status
-from coordinator.steps import health, inventory
+from coordinator.steps import inventory
 from coordinator.steps.merge import DRY_RUN, LIMIT_REACHED, STOPPED_EARLY, MergeFailure, Refusal
 from deploy.stack_config import KNOWN_KEYS
 
@@ -198,7 +199,7 @@ def test_the_runbooks_report_example_has_the_reports_fields() -> None:
 
 # The modules whose named constants the docs may quote as `NAME` = value.
 QUOTED_MODULES = (
-    verdict, inventory, cycle, heartbeat, schedule, labels, runtime, health, docker_runtime, swarm_runtime, fleet,
+    verdict, inventory, cycle, heartbeat, schedule, labels, runtime, production, docker_runtime, swarm_runtime, fleet,
     values,
 )
 
