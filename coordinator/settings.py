@@ -52,6 +52,7 @@ from coordinator.values import (
     parse_repository,
     parse_seconds,
     parse_url,
+    repository_parts,
 )
 
 DEFAULT_SCHEDULE = cron.DEFAULT_SCHEDULE
@@ -172,11 +173,11 @@ class GitHubSettings:
 
     @property
     def owner(self) -> str:
-        return self.repository.split("/", 1)[0]
+        return repository_parts(self.repository)[0]
 
     @property
     def name(self) -> str:
-        return self.repository.split("/", 1)[1]
+        return repository_parts(self.repository)[1]
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,12 @@ def parse_repository(raw: str) -> str:
     return raw
 
 
+def repository_parts(repository: str) -> tuple[str, str]:
+    """(owner, name) of a repository `parse_repository` accepted."""
+    owner, _, name = repository.partition("/")
+    return owner, name
+
+
 # An image reference: [registry[:port]/]path[:tag][@digest], ASCII without spaces.
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")
 

@@ -47,6 +47,7 @@ from coordinator.values import (
     parse_network,
     parse_repository,
     parse_url,
+    repository_parts,
     whole_number,
 )
 
@@ -139,11 +140,11 @@ class StackConfig:
 
     @property
     def owner(self) -> str:
-        return self.repository.split("/", 1)[0]
+        return repository_parts(self.repository)[0]
 
     @property
     def repository_name(self) -> str:
-        return self.repository.split("/", 1)[1]
+        return repository_parts(self.repository)[1]
 
     @property
     def limits(self) -> FleetLimits:
