@@ -466,7 +466,7 @@ def test_agents_receive_their_secrets_as_files_and_nowhere_else(tmp_path, base_i
                                                                  fleet_id) -> None:
     import json
 
-    token, key = "ghp_agentSECRET" + "x1" * 12, "sk-model-SECRET" + "y2" * 12
+    token, key = "fake-agent-token-SECRET" + "x1" * 12, "sk-model-SECRET" + "y2" * 12
     secrets = tmp_path / "agent-secrets.json"
     secrets.write_text(json.dumps({"GITHUB_TOKEN": token, "ANTHROPIC_API_KEY": key}))
     reviewer = role_spec("reviewer", 1, base_image)
@@ -488,7 +488,7 @@ def test_agents_receive_their_secrets_as_files_and_nowhere_else(tmp_path, base_i
     assert token not in run.stdout + run.stderr and key not in run.stdout + run.stderr
 
     # A new value reaches the agents spawned after it; no running agent is stopped for it.
-    renewed = "ghp_agentRENEWED" + "z3" * 12
+    renewed = "fake-agent-token-RENEWED" + "z3" * 12
     secrets.write_text(json.dumps({"GITHUB_TOKEN": renewed, "ANTHROPIC_API_KEY": key}))
     victim = docker_client.containers.get(f"{fleet_id}-builder-2")
     victim.kill()

@@ -225,7 +225,7 @@ def test_agents_receive_their_secrets_as_docker_secrets(tmp_path, lab_image, swa
                                                         swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
     import json
 
-    token = "ghp_swarmAgentSECRET" + "k4" * 12
+    token = "fake-swarm-agent-token-" + "k4" * 12
     secrets = tmp_path / "agent-secrets.json"
     secrets.write_text(json.dumps({"GITHUB_TOKEN": token}))
     roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 1, lab_image)])
@@ -253,13 +253,13 @@ def test_a_rotated_secret_reaches_new_agents_and_the_old_one_goes_once_unused(tm
     import json
 
     secrets = tmp_path / "agent-secrets.json"
-    secrets.write_text(json.dumps({"GITHUB_TOKEN": "ghp_first" + "a1" * 12, "GITHUB": "other" + "b2" * 12}))
+    secrets.write_text(json.dumps({"GITHUB_TOKEN": "fake-first-" + "a1" * 12, "GITHUB": "other" + "b2" * 12}))
     roster = write_roster(tmp_path / "roster.json", [role_spec("once", 1, lab_image, command=("true",))])
     env = swarm_env(swarm_lab, swarm_fleet_id, roster, AGENT_SECRETS_FILE=str(secrets))
     assert run_cycle(env).returncode == 0
     first = {s["Spec"]["Name"] for s in api.secrets(filters={"label": f"agent-fleet.fleet={swarm_fleet_id}"})}
     wait_until(lambda: any(t["Status"]["State"] == "complete" for t in tasks(api, swarm_fleet_id)))
-    secrets.write_text(json.dumps({"GITHUB_TOKEN": "ghp_second" + "c3" * 12, "GITHUB": "other" + "b2" * 12}))
+    secrets.write_text(json.dumps({"GITHUB_TOKEN": "fake-second-" + "c3" * 12, "GITHUB": "other" + "b2" * 12}))
     assert run_cycle(env).events("agent.spawned")
     now = {s["Spec"]["Name"] for s in api.secrets(filters={"label": f"agent-fleet.fleet={swarm_fleet_id}"})}
     # The old token's secret went (its service was removed to fill the slot); GITHUB's is untouched.

@@ -38,7 +38,7 @@ from tests.fleet_harness import cycle_env, role_spec, running_by_role, write_ros
 
 EVERY_5_S = "* * * * * */5"
 ONCE_A_YEAR = "0 0 1 1 *"
-TOKEN = "ghp_scrapeTOKEN0123456789abcdefSECRET"
+TOKEN = "fake-scrape-token-0123456789abcdefSECRET"
 URL_SECRET = "url-secret-9f8e7d6c5b4a"
 TITLE = "Title-sentinel: ship the billing page"
 JOB = "agent-fleet-coordinator"  # the job name of monitoring/prometheus.yml, which the alerts watch

@@ -338,7 +338,7 @@ def test_a_typo_in_a_limit_itself_is_refused(variable: str, value: str, says: st
 # --- the command line: exit 2, and no credential in what it prints -----------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "ghp_FAKEfakeFAKEfake0123456789abcdef"
+TOKEN = "fake-token-FAKEfakeFAKEfake0123456789abcdef"
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
