@@ -10,11 +10,10 @@ as wide as SPAWN_CONCURRENCY, on a client built before its clock starts. The two
 rounds, everything removed between. Timed runs talk to the engine's socket directly; nothing sits between.
 
 Steady: with the N agents running (brought up by one more cold cycle, this one through a counting proxy on
-the Docker socket, tests/fakes/docker_proxy.py with requests found by their framing), cycles with nothing to
-do, their Docker requests counted, against one bare list call timed in the same state. Then a history:
-every agent killed and replaced twice (FLEET_MAX_SPAWNS_PER_HOUR set, so housekeeping keeps the past hour's
-2N exited agents) and the steady cycles again, with 3N containers listed. Peak memory: the cycle process's
-own ru_maxrss (os.wait4).
+the Docker socket, tests/fakes/docker_proxy.py), cycles with nothing to do, their Docker requests counted,
+against one bare list call timed in the same state. Then a history: every agent killed and replaced twice
+(FLEET_MAX_SPAWNS_PER_HOUR set, so housekeeping keeps the past hour's 2N exited agents) and the steady
+cycles again, with 3N containers listed. Peak memory: the cycle process's own ru_maxrss (os.wait4).
 
 Every cycle runs with the settings a deployed coordinator has under `schedule` (COORDINATOR_CYCLE_TIMEOUT_S
 300, DOCKER_API_VERSION pinned to the engine's) plus the limits the larger rosters need. Containers carry a
@@ -35,7 +34,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -97,69 +95,6 @@ FROM scratch
 COPY --from=base /out/ /
 CMD ["/bin/sleep", "infinity"]
 """
-
-
-# --- Docker requests, counted and sorted by kind -------------------------------------------------------------------
-
-
-class RequestStream:
-    """One connection's client-to-engine bytes, split into requests by their framing (Content-Length, or chunked
-    transfer encoding), so that every request line is found wherever a read happens to begin or end."""
-
-    def __init__(self) -> None:
-        self.buffer = b""
-        self.body_left = 0  # bytes of the current body (or chunk, with its CRLF) still to skip
-        self.chunked = False
-
-    def feed(self, data: bytes) -> list[str]:
-        self.buffer += data
-        found: list[str] = []
-        while True:
-            if self.body_left:
-                take = min(self.body_left, len(self.buffer))
-                self.buffer, self.body_left = self.buffer[take:], self.body_left - take
-                if self.body_left:
-                    return found
-            if self.chunked:
-                end = self.buffer.find(b"\r\n")
-                if end < 0:
-                    return found
-                size = int(self.buffer[:end].split(b";")[0], 16)
-                self.buffer = self.buffer[end + 2:]
-                if size == 0:  # the last chunk; no trailers are sent by the SDK, only the closing CRLF
-                    self.chunked, self.body_left = False, 2
-                else:
-                    self.body_left = size + 2
-                continue
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return found
-            head, self.buffer = self.buffer[:end].decode("latin-1"), self.buffer[end + 4:]
-            request_line, *header_lines = head.split("\r\n")
-            method, target, _ = request_line.split(" ", 2)
-            found.append(f"{method} {target}")
-            headers = {name.strip().lower(): value.strip() for name, _, value in
-                       (line.partition(":") for line in header_lines)}
-            self.chunked = headers.get("transfer-encoding", "").lower() == "chunked"
-            self.body_left = 0 if self.chunked else int(headers.get("content-length") or 0)
-
-
-class ExactCountingProxy(CountingProxy):
-    """tests/fakes/docker_proxy.CountingProxy, with requests found by their framing. The original looks for a
-    request line at the start of a read or after a CRLF, and so misses a request that follows another's body on
-    the same keep-alive connection (a second create_container or create_service on one connection, say)."""
-
-    def _pump(self, source: socket.socket, target: socket.socket, count: bool) -> None:
-        stream = RequestStream()
-        with suppress(OSError):
-            while chunk := source.recv(65536):
-                if count:
-                    found = stream.feed(chunk)
-                    with self._lock:
-                        self.requests += found
-                target.sendall(chunk)
-        with suppress(OSError):
-            target.shutdown(socket.SHUT_WR)
 
 
 # --- Docker requests, by kind --------------------------------------------------------------------------------
@@ -773,7 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"peak RSS {max(mb for _, mb in imports):.1f} MB")
 
     scales = []
-    proxy = ExactCountingProxy(docker_host.path)
+    proxy = CountingProxy(docker_host.path)
     try:
         for agents in args.agents:
             scales.append(measure_scale(api, proxy, agents, image, api_version, args))

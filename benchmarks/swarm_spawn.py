@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cycle_spawn import (
     CONCURRENCY,
     CycleRun,
-    ExactCountingProxy,
     base_image,
     cycle_env,
     describe,
@@ -61,6 +60,7 @@ from coordinator import labels
 from coordinator.runtime import AgentLaunch
 from coordinator.runtimes.docker import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S
 from coordinator.runtimes.swarm import ACTIVE_STATES
+from tests.fakes.docker_proxy import CountingProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 COLD_TARGET = 1.3
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cold_up_s: list[float] = []
     steady: list[CycleRun] = []
     list_s: list[float] = []
-    proxy = ExactCountingProxy(urlsplit(manager).path)
+    proxy = CountingProxy(urlsplit(manager).path)
     try:
         with tempfile.TemporaryDirectory(prefix="swarm-spawn-") as scratch_dir:
             scratch = Path(scratch_dir)
