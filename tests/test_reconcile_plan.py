@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from coordinator.fleet import Department, Mode, Role, RoleSpec
-from coordinator.runtime import AgentRecord, Phase, slot_name
+from coordinator.runtime import AgentLaunch, AgentRecord, Phase, RuntimeFailure, slot_name
 from coordinator.steps.inventory import Inventory
 from coordinator.steps.reconcile import (
+    AgentContext,
     BackoffPolicy,
     ReconcilePlan,
+    SlowStart,
     Spawn,
+    SpawnOutcome,
+    SpawnResult,
+    execute_plan,
     plan_reconcile,
-    slow_start_batches,
     slow_start_groups,
 )
 
@@ -293,13 +299,68 @@ def test_a_lost_agent_above_the_count_is_discarded_once_gone() -> None:
 # ------------------------------------------------------------------------------------------ slow start
 
 
-@pytest.mark.parametrize(
-    ("total", "limit", "sizes"),
-    [(0, 8, []), (1, 8, [1]), (38, 8, [1, 2, 4, 8, 8, 8, 7]), (5, 2, [1, 2, 2]), (7, 100, [1, 2, 4]),
-     (3, 0, [1, 1, 1])],
-)
-def test_slow_start_batches_double_up_to_the_concurrency(total: int, limit: int, sizes: list[int]) -> None:
-    assert slow_start_batches(total, limit) == sizes
+def answers(*outcomes: SpawnOutcome) -> list[SpawnResult]:
+    spawn = Spawn(spec("api", 1), 1, "f-api-1")
+    return [SpawnResult(spawn, outcome) for outcome in outcomes]
+
+
+def test_slow_start_lets_one_more_spawn_fly_for_each_that_succeeds_up_to_the_limit() -> None:
+    ramp = SlowStart(limit=8)
+    assert ramp.may_start(0) and not ramp.may_start(1)  # one at first
+    for result in answers(SpawnOutcome.SPAWNED):
+        ramp.answered(result)
+    assert ramp.may_start(1) and not ramp.may_start(2)  # 2 in flight after one success: doubles per round
+    for result in answers(SpawnOutcome.SPAWNED, SpawnOutcome.TAKEN):
+        ramp.answered(result)
+    assert ramp.may_start(3) and not ramp.may_start(4)  # 4 after two more
+    for result in answers(*[SpawnOutcome.SPAWNED] * 20):
+        ramp.answered(result)
+    assert ramp.may_start(7) and not ramp.may_start(8)  # never more than the limit
+
+
+def test_slow_start_starts_nothing_more_after_a_failure() -> None:
+    ramp = SlowStart(limit=8, window=6)
+    for result in answers(SpawnOutcome.FAILED, SpawnOutcome.SPAWNED):
+        ramp.answered(result)
+    assert not ramp.may_start(0)
+
+
+class _CountingRuntime:
+    """An in-memory runtime that records how many spawns were in flight at once, and fails one image."""
+
+    def __init__(self, bad_image: str | None = None) -> None:
+        self.bad_image = bad_image
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = self.calls = 0
+
+    def spawn(self, launch: AgentLaunch) -> str:
+        with self.lock:
+            self.calls += 1
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        time.sleep(0.02)
+        with self.lock:
+            self.in_flight -= 1
+        if launch.image == self.bad_image:
+            raise RuntimeFailure(f"image {launch.image} is missing")
+        return launch.name
+
+    def vacate(self, agent: AgentRecord) -> None:
+        raise AssertionError("nothing to vacate")
+
+    def discard(self, agent: AgentRecord) -> None:
+        raise AssertionError("nothing to discard")
+
+
+def test_execution_ramps_up_to_the_concurrency_and_a_bad_image_costs_one_spawn() -> None:
+    runtime = _CountingRuntime(bad_image="bad:1")
+    result = plan([spec("api", 30), spec("broken", 10, image="bad:1")], [])
+    execution = execute_plan(result, runtime, AgentContext("f"), concurrency=8)  # type: ignore[arg-type]
+    assert runtime.most_in_flight == 8
+    outcomes = [r.outcome for r in execution.results]
+    assert outcomes.count(SpawnOutcome.SPAWNED) == 30 and outcomes.count(SpawnOutcome.FAILED) == 1
+    assert len(execution.held_back) == 9 and {s.spec.key for s in execution.held_back} == {"broken"}
+    assert runtime.calls == 31
 
 
 def test_slow_start_groups_by_image_and_puts_slots_that_never_started_last() -> None:

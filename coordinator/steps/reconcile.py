@@ -21,8 +21,9 @@ Slots above a role's count, and roles no longer in the roster, keep nothing beyo
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -291,16 +292,24 @@ class Execution:
     discarded: int = 0
 
 
-def slow_start_batches(total: int, limit: int) -> list[int]:
-    """Batch sizes 1, 2, 4, ... capped at `limit`, summing to `total` (the ReplicaSet controller's slow start)."""
-    sizes: list[int] = []
-    size = 1
-    while total > 0:
-        take = min(size, max(1, limit), total)
-        sizes.append(take)
-        total -= take
-        size *= 2
-    return sizes
+@dataclass
+class SlowStart:
+    """How many spawns of one image may be in flight: one at first, and one more for each that succeeds, so the
+    number doubles with each round of answers (1, 2, 4, ...), like the ReplicaSet controller's slow start; at most
+    `limit`; and none more once one has failed. Unlike batches, no spawn waits for the slowest of a batch."""
+
+    limit: int
+    window: int = 1
+    failed: bool = False
+
+    def may_start(self, in_flight: int) -> bool:
+        return not self.failed and in_flight < min(self.window, max(1, self.limit))
+
+    def answered(self, result: SpawnResult) -> None:
+        if result.outcome is SpawnOutcome.FAILED:
+            self.failed = True
+        else:  # spawned, or the slot was taken: the image and the engine work
+            self.window += 1
 
 
 def slow_start_groups(spawns: Sequence[Spawn]) -> list[list[Spawn]]:
@@ -326,22 +335,28 @@ def execute_plan(
     concurrency: int = 8,
     on_result: Callable[[SpawnResult], None] = lambda result: None,
 ) -> Execution:
-    """Spawn each image's agents in slow-start batches of 1, 2, 4, ... (at most `concurrency` at once). A batch
-    with a failure holds the rest of its image back until the next cycle: a bad image costs one or two failed
+    """Spawn each image's agents with a slow start (`SlowStart`: 1, 2, 4, ... in flight, at most `concurrency`).
+    A failure holds the rest of its image back until the next cycle: a bad image costs one or two failed
     creates, not one per agent."""
     results: list[SpawnResult] = []
     held_back: list[Spawn] = []
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="spawn") as pool:
-        for pending in slow_start_groups(plan.spawns):
-            for size in slow_start_batches(len(pending), concurrency):
-                batch, pending = pending[:size], pending[size:]
-                batch_results = list(pool.map(lambda s: _spawn_one(runtime, s, context), batch))
-                for result in batch_results:
-                    on_result(result)
-                results += batch_results
-                if any(r.outcome is SpawnOutcome.FAILED for r in batch_results):
-                    held_back += pending
+        for group in slow_start_groups(plan.spawns):
+            ramp = SlowStart(concurrency)
+            pending = deque(group)
+            in_flight: set[Future[SpawnResult]] = set()
+            while pending or in_flight:
+                while pending and ramp.may_start(len(in_flight)):
+                    in_flight.add(pool.submit(_spawn_one, runtime, pending.popleft(), context))
+                if not in_flight:
                     break
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = future.result()
+                    ramp.answered(result)
+                    on_result(result)
+                    results.append(result)
+            held_back += pending
     discarded = 0
     for record in plan.discard:
         try:
