@@ -66,7 +66,9 @@ MAX_HEALTH_TIMEOUT_S = 300.0
 MAX_BACKOFF_S = 24 * 3600.0
 MAX_BACKOFF_MAX_S = 7 * 24 * 3600.0
 # And of the counts.
-MAX_MERGES_PER_CYCLE = 1000
+MAX_MERGES_PER_CYCLE = 500  # GitHub's secondary limit: 500 content-creating requests an hour
+# 40 a cycle under the default */5 schedule is at most 480 merges an hour, inside that limit.
+DEFAULT_MERGES_PER_CYCLE = 40
 MAX_SPAWN_CONCURRENCY = 100
 MAX_SPAWNS_PER_HOUR = 100_000
 # A token file is a few dozen bytes; anything much bigger is the wrong file.
@@ -96,7 +98,8 @@ VARIABLES: dict[str, str] = {
     "REQUIRED_CHECKS": "Comma-separated check or status names that must be present and successful.",
     "MERGE_BLOCKING_LABELS": f"Comma-separated labels that block a merge. Default {BLOCKING_LABEL}; "
     "a value that names no label is refused.",
-    "MERGE_MAX_PER_CYCLE": f"Most pull requests merged in one cycle. Default 50, at most {MAX_MERGES_PER_CYCLE}.",
+    "MERGE_MAX_PER_CYCLE": f"Most pull requests merged in one cycle. Default {DEFAULT_MERGES_PER_CYCLE}, at most "
+    f"{MAX_MERGES_PER_CYCLE} (GitHub allows about 500 merges an hour).",
     "HEALTH_URL": "Production URL to GET. Unset: the health step is skipped.",
     "HEALTH_TIMEOUT_S": f"Time budget of the health check, seconds. Default 10, at most {MAX_HEALTH_TIMEOUT_S:g}.",
     "HEALTH_EXPECT": f"Status codes that count as up, e.g. 200-399 or 200,204. Default {DEFAULT_HEALTH_EXPECT}.",
@@ -163,7 +166,7 @@ class GitHubSettings:
     graphql_url: str
     required_checks: tuple[str, ...] = ()
     blocking_labels: tuple[str, ...] = (BLOCKING_LABEL,)
-    max_merges_per_cycle: int = 50
+    max_merges_per_cycle: int = DEFAULT_MERGES_PER_CYCLE
     backlog_labels: tuple[str, ...] = ()  # BACKLOG_LABELS, besides the Task-driven roles' own labels
 
     def __post_init__(self) -> None:
@@ -425,7 +428,9 @@ def _load_github(
         (BLOCKING_LABEL,),
     )
     max_merges = _read(
-        env, "MERGE_MAX_PER_CYCLE", partial(parse_int, minimum=1, maximum=MAX_MERGES_PER_CYCLE, example=50), 50
+        env, "MERGE_MAX_PER_CYCLE",
+        partial(parse_int, minimum=1, maximum=MAX_MERGES_PER_CYCLE, example=DEFAULT_MERGES_PER_CYCLE),
+        DEFAULT_MERGES_PER_CYCLE,
     )
     backlog_labels = _read(env, "BACKLOG_LABELS", partial(parse_list, what="label", example="feature,bug"), ())
     if repository is None:

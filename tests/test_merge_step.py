@@ -330,7 +330,7 @@ def test_no_answer_to_a_merge_is_an_unknown_outcome_not_a_retry(fake: FakeGitHub
     [
         (405, "not mergeable", {}),
         (422, "merge rejected", {}),
-        (403, "forbidden", {}),
+        (403, "forbidden", {"body": {"message": "Resource not accessible by integration"}}),
         (404, "not found", {}),
     ],
 )
@@ -339,7 +339,7 @@ def test_a_refused_merge_is_reported_and_the_rest_go_on(
 ) -> None:
     first = green(fake, "First")
     second = green(fake, "Second")
-    fake.fail("PUT", rf"/pulls/{first.number}/merge$", status)
+    fake.fail("PUT", rf"/pulls/{first.number}/merge$", status, **options)
     report = Harness(fake).run()
     assert reasons(report) == {
         first.number: (MergeOutcome.FAILED, reason),
@@ -566,7 +566,7 @@ def test_a_secondary_rate_limit_on_graphql_ends_the_step_cleanly(fake: FakeGitHu
 
 
 def test_a_429_without_hint_still_stops(fake: FakeGitHub) -> None:
-    fake.fail("POST", "/api/graphql", 429)
+    fake.fail("POST", "/api/graphql", 429, body={"message": "Too many requests"})
     report = Harness(fake).run()
     assert report.stopped is not None and report.stopped.startswith("GitHub rate limit (HTTP 429)")
 
@@ -715,3 +715,15 @@ def test_the_builders_backlog_is_counted_in_the_same_read(fake: FakeGitHub) -> N
     assert fake.calls("POST", "/graphql") == 1  # the count rides on the first page, no extra request
     assert report.rate_limit_remaining is not None
     assert Harness(fake).run().backlog is None  # nothing asked, nothing counted
+
+
+def test_a_secondary_rate_limit_without_a_retry_hint_stops_the_merges_for_a_minute(fake: FakeGitHub) -> None:
+    first, second = green(fake, "First"), green(fake, "Second")
+    fake.fail("PUT", r"/merge$", 403, body={"message": "You have exceeded a secondary rate limit. Please wait."},
+              times=1)
+    harness = Harness(fake)
+    report = harness.run()
+    assert report.stopped is not None and report.stopped.startswith("GitHub secondary rate limit (HTTP 403)")
+    assert reasons(report) == {first.number: (MergeOutcome.SKIPPED, "stopped early"),
+                               second.number: (MergeOutcome.SKIPPED, "stopped early")}
+    assert fake.calls("PUT", "/merge") == 1  # the rest waits for a later cycle

@@ -327,13 +327,21 @@ def _reset_at(headers: Mapping[str, str]) -> datetime | None:
     return None if reset is None else datetime.fromtimestamp(reset, UTC)
 
 
-def rate_limit_stop(status: int, headers: Mapping[str, str], now: datetime) -> RateLimited | None:
+# GitHub's advice when a secondary rate limit names no time to wait: at least a minute.
+SECONDARY_LIMIT_WAIT = timedelta(minutes=1)
+
+
+def rate_limit_stop(status: int, headers: Mapping[str, str], now: datetime, body: object = None) -> RateLimited | None:
     """The stop a 403/429 answer asks for, or None when a 403 is a plain refusal."""
     if status not in (403, 429):
         return None
     retry_at = _retry_after(headers, now)
     if retry_at is not None:
         return RateLimited(f"GitHub secondary rate limit (HTTP {status})", retry_at)
+    message = body.get("message") if isinstance(body, Mapping) else None
+    if isinstance(message, str) and "secondary rate limit" in message.lower():
+        # Sometimes without a Retry-After: then the rest of the step waits for a later cycle.
+        return RateLimited(f"GitHub secondary rate limit (HTTP {status})", now + SECONDARY_LIMIT_WAIT)
     if headers.get("x-ratelimit-remaining", "").strip() == "0":
         return RateLimited(f"GitHub rate limit exhausted (HTTP {status})", _reset_at(headers))
     if status == 429:
@@ -490,7 +498,7 @@ class GitHubClient:
             body = None
         if status == 401:
             raise BadCredentials("bad credentials: GitHub answered 401; check GITHUB_TOKEN")
-        stop = rate_limit_stop(status, headers, self._now())
+        stop = rate_limit_stop(status, headers, self._now(), body)
         if stop is not None:
             raise stop
         if status != 200:
@@ -582,7 +590,7 @@ class GitHubClient:
         self._note_budget("core", headers)
         if exc.status == 401:
             return BadCredentials("bad credentials: GitHub answered 401; check GITHUB_TOKEN")
-        return rate_limit_stop(exc.status, headers, self._now())
+        return rate_limit_stop(exc.status, headers, self._now(), exc.data)
 
     def merge(self, number: int, *, head_sha: str, title: str, deadline: float | None = None) -> MergeResult:
         self._check_budget("core")
