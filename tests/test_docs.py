@@ -1,7 +1,8 @@
 """The docs against the code, so that they cannot drift from it.
 
 The configuration reference is the generator's output and names every setting; the README's status example is
-what `status` prints; every metric, merge reason and log event the code has is named; every constant the docs
+what `status` prints; its benchmark figures are the benchmarks' own; every metric, merge reason and log event the
+code has is named; every constant the docs
 quote as `NAME` = value is the code's; every relative link and anchor resolves, the alerts' runbook links included.
 """
 
@@ -291,3 +292,13 @@ def test_the_anchor_rule_is_githubs() -> None:
     assert github_anchor("Runtimes: one engine, a swarm, and Kubernetes") == (
         "runtimes-one-engine-a-swarm-and-kubernetes"
     )
+
+
+def test_the_readmes_benchmark_figures_are_the_benchmarks_own() -> None:
+    readme = text(README)
+    section = readme[readme.index("## Benchmarks"):readme.index("## Where to read on")]
+    figures = re.findall(r"\d+(?:\.\d+)?(?:\u00d7| s\b| MB\b)", section)  # \u00d7: the multiplication sign
+    assert figures, "the README's Benchmarks section quotes no figure"
+    measured = text(ROOT / "benchmarks" / "README.md")
+    missing = [figure for figure in figures if figure not in measured]
+    assert not missing, f"the README quotes {missing}, which benchmarks/README.md does not say (any more)"
