@@ -1,9 +1,9 @@
 """The docs against the code, so that they cannot drift from it.
 
-The configuration reference is the generator's output and names every setting; the README's status example is
-what `status` prints; its benchmark figures are the benchmarks' own; every metric, merge reason and log event the
-code has is named; every constant the docs
-quote as `NAME` = value is the code's; every relative link and anchor resolves, the alerts' runbook links included.
+The configuration reference is the generator's output and names every setting; the README's status example is what
+`status` prints; its benchmark figures are the benchmarks' own; every metric, merge reason and log event the code
+has is named; every constant the docs quote as `NAME` = value is the code's; every relative link and anchor
+resolves, the alerts' runbook links included.
 """
 
 from __future__ import annotations
