@@ -65,7 +65,7 @@ from coordinator.runtime import AgentLaunch
 from coordinator.runtimes.docker import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S
 from coordinator.settings import VARIABLES, SpawnSettings
 from coordinator.steps.inventory import Inventory
-from coordinator.steps.reconcile import AgentContext, agent_launch, plan_reconcile, slow_start_batches
+from coordinator.steps.reconcile import AgentContext, SlowStart, agent_launch, plan_reconcile
 from roster import ROSTER
 from tests.fakes.docker_proxy import CountingProxy
 
@@ -187,37 +187,47 @@ def floor_spawn(api: docker.APIClient, launches: Sequence[AgentLaunch], concurre
         return len(list(pool.map(lambda launch: floor_one(api, launch), launches)))
 
 
+def batch_sizes(total: int, limit: int) -> list[int]:
+    """1, 2, 4, ... capped at `limit`, summing to `total`: slow start as batches, each waited for."""
+    sizes: list[int] = []
+    size = 1
+    while total > 0:
+        sizes.append(min(size, max(1, limit), total))
+        total -= sizes[-1]
+        size *= 2
+    return sizes
+
+
 def batched_floor_spawn(api: docker.APIClient, launches: Sequence[AgentLaunch], concurrency: int) -> int:
-    """A diagnostic, not a baseline: the raw SDK in the coordinator's slow-start batches (1, 2, 4, ... capped at
-    `concurrency`, each batch waited for before the next starts), so the batching's own cost shows apart from
-    the rest of the cycle."""
+    """A diagnostic, not a baseline: the raw SDK in slow-start batches (1, 2, 4, ... capped at `concurrency`,
+    each batch waited for before the next starts), the coordinator's earlier executor: it shows what waiting for
+    each batch's slowest member costs, which is why the coordinator now slow-starts as a window."""
     done = 0
     pending = list(launches)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="batched") as pool:
-        for size in slow_start_batches(len(pending), concurrency):
+        for size in batch_sizes(len(pending), concurrency):
             batch, pending = pending[:size], pending[size:]
             done += len(list(pool.map(lambda launch: floor_one(api, launch), batch)))
     return done
 
 
 def windowed_floor_spawn(api: docker.APIClient, launches: Sequence[AgentLaunch], concurrency: int) -> int:
-    """A diagnostic, not a baseline: slow start as a window instead of batches. One spawn in flight at first;
-    each success lets one more start (doubling per round trip, as TCP's slow start does), never more than
-    `concurrency`; no spawn waits for a batch's slowest member. After a failure nothing new would start
-    (here nothing fails). What the reconcile step's executor would cost written this way."""
+    """A diagnostic, not a baseline: the raw SDK under the coordinator's own slow-start window
+    (`reconcile.SlowStart`: one in flight at first, one more per success, at most `concurrency`), so the window's
+    own cost shows apart from the rest of the cycle."""
     pending = list(launches)
     done = 0
-    window = 1
+    ramp = SlowStart(concurrency)
     in_flight: set[Future[str]] = set()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="window") as pool:
         while pending or in_flight:
-            while pending and len(in_flight) < window:
+            while pending and ramp.may_start(len(in_flight)):
                 in_flight.add(pool.submit(floor_one, api, pending.pop(0)))
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
                 future.result()
                 done += 1
-                window = min(window + 1, concurrency)
+                ramp.window += 1  # a success, as SlowStart.answered counts it
     return done
 
 

@@ -84,10 +84,11 @@ VARIABLES: dict[str, str] = {
     "FLEET_MAX_AGENTS": f"Most agents the whole roster may ask for. Default {DEFAULT_MAX_AGENTS}, "
     f"at most {MAX_AGENTS_CEILING}.",
     "COORDINATOR_SCHEDULE": "Cron expression for `schedule` (5 fields, or 6 with seconds last); must fire at least "
-    f"once a year. Default {DEFAULT_SCHEDULE}",
+    f"twice in two years. Default {DEFAULT_SCHEDULE}",
     "COORDINATOR_CYCLE_TIMEOUT_S": "Time limit of one cycle under `schedule`, seconds. Default: one schedule "
     f"interval. At most {MAX_CYCLE_TIMEOUT_S:g}.",
-    "COORDINATOR_HEARTBEAT_FILE": f"Written after each finished cycle for the health check. {DEFAULT_HEARTBEAT_FILE}",
+    "COORDINATOR_HEARTBEAT_FILE": "Written after each finished cycle for the health check. Default "
+    f"{DEFAULT_HEARTBEAT_FILE}",
     "COORDINATOR_METRICS_PORT": "Port `schedule` serves Prometheus metrics on, at /metrics on every interface "
     "(1 to 65535). Unset or 0: no metrics are served.",
     "GITHUB_REPOSITORY": "owner/name of the repository. Unset: the merge step is skipped.",

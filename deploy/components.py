@@ -240,6 +240,8 @@ class CoordinatorContainer(pulumi.ComponentResource):
             log_opts=dict(spec.log_options),
             init=spec.init,
             network_mode=spec.network,
+            # Docker waits this long after SIGTERM on a replacement or destroy: the running cycle writes its report.
+            destroy_grace_seconds=spec.stop_grace_seconds,
             # The container's name is fixed (one coordinator per fleet), so the old one must go first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
@@ -305,6 +307,7 @@ class CoordinatorService(pulumi.ComponentResource):
                     # The container's `command` replaces the image's CMD; on a service that is `args`.
                     args=list(spec.command) if spec.command is not None else None,
                     env=dict(spec.env),
+                    stop_grace_period=f"{spec.stop_grace_seconds}s",
                     labels=[docker.ServiceTaskSpecContainerSpecLabelArgs(label=k, value=v)
                             for k, v in sorted(spec.labels.items())],
                     mounts=[

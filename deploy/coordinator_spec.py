@@ -40,6 +40,9 @@ SERVICE_RESTART_DELAY_SECONDS = 5
 # One replica, its metrics port published on its node: the old task must stop before the new one binds it.
 SERVICE_UPDATE_ORDER = "stop-first"
 NANOSECONDS = 1_000_000_000
+# How long a stopping coordinator gets before it is killed: the scheduler stops the running cycle (SIGTERM, then
+# SIGKILL after its own 5 s grace) and the cycle writes its report on the way out. Docker's default is 10 s.
+STOP_GRACE_SECONDS = 15
 
 
 class Source(StrEnum):
@@ -117,6 +120,7 @@ class CoordinatorSpec:
     log_options: Mapping[str, str] = field(default_factory=lambda: dict(LOG_OPTIONS))
     # An init process reaps whatever a cycle killed at its time limit left behind; the scheduler is not PID 1.
     init: bool = True
+    stop_grace_seconds: int = STOP_GRACE_SECONDS
     # One engine: the container's network mode (None: bridge). A swarm: a network the task joins (None: the
     # node's default bridge).
     network: str | None = None
@@ -198,6 +202,7 @@ class CoordinatorSpec:
             "log_driver": self.log_driver,
             "log_driver_options": dict(self.log_options),
             "init": self.init,
+            "stop_grace_period": self.stop_grace_seconds * NANOSECONDS,
             **({"networks": [self.network]} if self.network else {}),
         }
 

@@ -327,6 +327,8 @@ def test_on_one_engine_the_container_restarts_unless_stopped(preview: bool) -> N
     run = program("docker", preview)
     inputs = run.one(CONTAINER).inputs
     assert inputs["restart"] == "unless-stopped"
+    # Stopped on a replacement or destroy with time for the running cycle to write its report.
+    assert inputs["destroyGraceSeconds"] == 15
     # Declared under agent-fleet:index:Coordinator before the swarm runtime came: aliased, so an upgraded stack
     # keeps its container (a new URN would create a second container under the same fixed name).
     component = run.one("agent-fleet:index:CoordinatorContainer")
@@ -345,6 +347,7 @@ def test_on_a_swarm_one_replica_runs_on_a_manager_restarted_on_failure(preview: 
     assert task["placement"]["constraints"] == ["node.role==manager"]  # only managers answer the services API
     assert task["restartPolicy"] == {"condition": "on-failure", "delay": "5s", "maxAttempts": 0}
     assert service["updateConfig"] == {"parallelism": 1, "order": "stop-first"}
+    assert task["containerSpec"]["stopGracePeriod"] == "15s"  # time for the running cycle to write its report
     # The labels on the service too: the swarm's `status` and Prometheus' swarm discovery select on them.
     assert {label["label"]: label["value"] for label in service["labels"]} == coordinator_of(run).labels
     # Published on the node that runs the task (host mode): no routing mesh needed.

@@ -96,6 +96,7 @@ def table_rows(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("2025-")]
 
 
+@pytest.mark.docker
 def test_status_shows_the_last_cycles_and_the_current_advice(
     docker_client: docker.DockerClient, base_image: str, fleet_id: str
 ) -> None:
@@ -119,6 +120,7 @@ def test_status_shows_the_last_cycles_and_the_current_advice(
     assert "timeout" not in text
 
 
+@pytest.mark.docker
 def test_status_shows_only_the_last_n(docker_client: docker.DockerClient, base_image: str, fleet_id: str) -> None:
     start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
     out = io.StringIO()
@@ -126,6 +128,7 @@ def test_status_shows_only_the_last_n(docker_client: docker.DockerClient, base_i
     assert [row.split()[1] for row in table_rows(out.getvalue())] == ["12:05:00", "12:10:00"]
 
 
+@pytest.mark.docker
 def test_status_json_is_the_reports_and_the_current_advice(
     docker_client: docker.DockerClient, base_image: str, fleet_id: str
 ) -> None:
@@ -147,6 +150,7 @@ def test_status_json_is_the_reports_and_the_current_advice(
     ]
 
 
+@pytest.mark.docker
 def test_status_reads_the_newest_coordinator_or_the_named_one(
     docker_client: docker.DockerClient, base_image: str, fleet_id: str
 ) -> None:
@@ -163,6 +167,7 @@ def test_status_reads_the_newest_coordinator_or_the_named_one(
     assert f"coordinator container {older.name}" in named.getvalue()
 
 
+@pytest.mark.docker
 def test_no_coordinator_is_a_clear_error(docker_client: docker.DockerClient, fleet_id: str) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert run_status(fleet_id=fleet_id, out=out, err=err, runtime=DockerRuntime()) == 1
@@ -175,6 +180,7 @@ def test_no_coordinator_is_a_clear_error(docker_client: docker.DockerClient, fle
     assert f"no container named '{fleet_id}-absent'" in err.getvalue()
 
 
+@pytest.mark.docker
 def test_a_coordinator_without_reports_yet_says_so(
     docker_client: docker.DockerClient, base_image: str, fleet_id: str
 ) -> None:
@@ -184,6 +190,7 @@ def test_a_coordinator_without_reports_yet_says_so(
     assert "no cycle reports in the log yet" in out.getvalue()
 
 
+@pytest.mark.docker
 def test_python_m_coordinator_status(docker_client: docker.DockerClient, base_image: str, fleet_id: str) -> None:
     start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
     env = {**os.environ, "FLEET_ID": fleet_id}
