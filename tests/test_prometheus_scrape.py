@@ -3,7 +3,8 @@
 The coordinator is a process of its own, started as the container starts it, with a roster of agents that
 run `sleep infinity` on the base image, a merge step against the local GitHub (with a token) and the local
 production (whose URL carries a secret). A `prometheus` server from Debian's package scrapes its
-/metrics every second, and the test asks Prometheus' own HTTP API what it has stored. The other tests here
+/metrics every second, and the test asks Prometheus' own HTTP API what it has stored. Another runs
+monitoring/prometheus.yml's job as shipped, discovering by label on the real engine. The other tests here
 check the command's wiring: metrics only when COORDINATOR_METRICS_PORT asks for them, served until the
 scheduler stops, and cycles going on when the port cannot be bound.
 """
@@ -27,9 +28,12 @@ from typing import Any, TypeVar
 
 import docker
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from coordinator import labels
 from coordinator.fleet import Mode
+from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
 from coordinator.status import parse_reports
 from tests.conftest import ROOT
 from tests.fakes.github import FakeGitHub
@@ -317,6 +321,94 @@ def test_prometheus_scrapes_a_coordinator_running_real_cycles_and_answers_with_t
     assert TOKEN not in coordinator.log()
     # Stopped with the scheduler: nothing answers on the metrics port any more.
     assert coordinator.scrape() is None
+
+
+# --- the shipped scrape config, discovering by label ----------------------------------------------
+
+METRICS_SERVER = """
+import http.server, sys
+BODY = sys.argv[1].encode()
+class Metrics(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/metrics" else 404)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.end_headers()
+        self.wfile.write(BODY)
+http.server.HTTPServer(("", int(sys.argv[2])), Metrics).serve_forever()
+"""
+
+
+@pytest.mark.docker
+def test_the_shipped_scrape_config_finds_the_coordinator_container_by_its_labels_and_no_agent(
+    docker_client: docker.DockerClient, base_image: str, fleet_id: str, tmp_path: Path,
+    prometheus_binary: str,
+) -> None:
+    """monitoring/prometheus.yml's job, as shipped (its Docker discovery, filters and relabelling), in a real
+    Prometheus against the real engine: a container carrying the coordinator's labels on the default bridge is
+    scraped on the metrics port at its network address; an agent of the same fleet, serving on the same port,
+    is not. Only the test's own settings change: the scrape interval, and this fleet's label added to the
+    filter as the config's comment tells an operator with several fleets on one host to do."""
+    shipped = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    (job,) = shipped["scrape_configs"]
+    assert job["job_name"] == JOB
+    (discovery,) = job["docker_sd_configs"]
+    (label_filter,) = [f for f in discovery["filters"] if f["name"] == "label"]
+    label_filter["values"].append(f"{labels.FLEET}={fleet_id}")
+    discovery["refresh_interval"] = "1s"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(ROOT / "monitoring" / "alerts.yml")],
+        "scrape_configs": [job],
+    }))
+
+    def serve(component: str, body: str) -> Any:
+        own = dict(label.split("=", 1) for label in labels.selector(fleet_id, component))
+        return docker_client.containers.run(
+            base_image, ["python3", "-c", METRICS_SERVER, body, str(DEFAULT_METRICS_PORT)],
+            name=f"{fleet_id}-{component}", labels=own, detach=True, init=True)
+
+    coordinator = serve(labels.COORDINATOR, 'agent_fleet_agents_running{role="builder"} 2\n')
+    agent = serve(labels.AGENT, "agent_should_never_be_scraped 1\n")
+    coordinator.reload()
+    address = coordinator.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    assert address, coordinator.attrs["NetworkSettings"]
+
+    port = free_port()
+    log = tmp_path / "prometheus.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [prometheus_binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        prometheus = Prometheus(process, f"http://127.0.0.1:{port}", log)
+
+        def scraped() -> float | None:
+            if process.poll() is not None:
+                pytest.fail(f"prometheus exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            return prometheus.value('agent_fleet_agents_running{role="builder"}')
+
+        def explain() -> str:
+            targets = http_get(f"{prometheus.url}/api/v1/targets")
+            return f"targets: {targets!r}\n{log.read_text()[-3000:]}"
+
+        assert wait_for("Prometheus to scrape the coordinator it discovered", scraped, 90, explain) == 2
+        (up,) = prometheus.query(f'up{{job="{JOB}"}}') or []
+        assert up["metric"]["instance"] == f"{address}:{DEFAULT_METRICS_PORT}"
+        assert up["metric"]["fleet"] == fleet_id
+        assert up["metric"]["container"] == coordinator.name
+        assert up["value"][1] == "1"
+        assert prometheus.query("agent_should_never_be_scraped") == []
+        active = json.loads(http_get(f"{prometheus.url}/api/v1/targets?state=active") or b"{}")["data"]
+        assert [t["labels"]["container"] for t in active["activeTargets"]] == [coordinator.name], active
+        assert agent.name not in json.dumps(active)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # --- the command's wiring --------------------------------------------------------------------------
