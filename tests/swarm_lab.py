@@ -13,15 +13,17 @@ the project's labels (`agent-fleet.fleet` or `agent-fleet.test`) and restarts an
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shlex
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import pytest
@@ -29,6 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "swarm-lab"
 # What a test puts on the swarm objects it makes that carry no fleet label, so the session can find them.
+T = TypeVar("T")
 TEST_LABEL = "agent-fleet.test"
 _OWN_LABELS = ("agent-fleet.fleet", TEST_LABEL)
 # Starting three engines and forming the swarm takes seconds; installing packages first may take minutes.
@@ -159,6 +162,40 @@ class SwarmLab:
                 time.sleep(0.5)
         finally:
             api.close()
+
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def in_netns(netns: str, call: Callable[[], T]) -> T:
+    """`call()` run by a thread that joined the network namespace `netns` (`ip netns`'s /run/netns/<name>).
+
+    A socket belongs to the namespace it was opened in, whichever thread uses it later: servers started this way
+    listen inside `netns`, and the rest of the test process stays in its own.
+    """
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, _CLONE_NEWNET) != 0:
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, f"setns into {netns}: {os.strerror(errno)}")
+            finally:
+                os.close(fd)
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name=f"netns-{netns}")
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
 
 
 def _lab_is_up() -> bool:

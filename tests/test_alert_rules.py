@@ -16,6 +16,7 @@ MONITORING = ROOT / "monitoring"
 ALERTS = MONITORING / "alerts.yml"
 ALERTS_TEST = MONITORING / "alerts_test.yml"
 PROMETHEUS_CONFIG = MONITORING / "prometheus.yml"
+PROMETHEUS_SWARM_CONFIG = MONITORING / "prometheus-swarm.yml"
 RUNBOOK = "docs/operations.md"
 SEVERITIES = {"critical", "warning"}
 
@@ -49,8 +50,9 @@ def test_the_alert_rules_pass_promtool_check(promtool: str) -> None:
     assert f"SUCCESS: {len(alert_rules())} rules found" in output
 
 
-def test_the_example_prometheus_config_passes_promtool_check_with_its_rules(promtool: str) -> None:
-    output = run_promtool(promtool, "check", "config", PROMETHEUS_CONFIG)
+@pytest.mark.parametrize("config", [PROMETHEUS_CONFIG, PROMETHEUS_SWARM_CONFIG], ids=lambda path: path.name)
+def test_the_example_prometheus_configs_pass_promtool_check_with_their_rules(promtool: str, config: Path) -> None:
+    output = run_promtool(promtool, "check", "config", config)
     assert "SUCCESS: 1 rule files found" in output
 
 
@@ -88,3 +90,13 @@ def test_the_scrape_job_finds_coordinators_by_label_and_is_the_one_the_rules_wat
     assert any(r.get("target_label") == "__address__" and r["replacement"].endswith(":9464") for r in relabel)
     coordinator_down = next(rule for rule in alert_rules() if rule["alert"] == "AgentFleetCoordinatorDown")
     assert f'job="{job["job_name"]}"' in coordinator_down["expr"]
+
+
+def test_the_swarm_scrape_job_finds_coordinator_tasks_by_label_and_is_the_one_the_rules_watch() -> None:
+    (job,) = yaml.safe_load(PROMETHEUS_SWARM_CONFIG.read_text())["scrape_configs"]
+    (shipped,) = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+    assert job["job_name"] == shipped["job_name"]  # the one AgentFleetCoordinatorDown watches
+    (discovery,) = job["dockerswarm_sd_configs"]
+    assert discovery["role"] == "tasks"
+    assert {"name": "label", "values": ["agent-fleet.component=coordinator"]} in discovery["filters"]
+    assert any(r.get("target_label") == "fleet" for r in job["relabel_configs"])

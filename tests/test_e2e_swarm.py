@@ -19,11 +19,8 @@ metrics port is the node's own (nothing to publish), so the test scrapes it from
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import json
-import os
-import threading
 import time
 import urllib.request
 import uuid
@@ -40,7 +37,7 @@ from deploy.stack_config import SecretsPresent, StackConfig, parse_stack_config,
 from tests.fakes.github import FakeGitHub
 from tests.fakes.production import ProductionServer
 from tests.fleet_harness import ROOT
-from tests.swarm_lab import SwarmLab
+from tests.swarm_lab import SwarmLab, in_netns
 
 pytestmark = [pytest.mark.swarm, pytest.mark.docker]
 
@@ -54,40 +51,6 @@ T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------------------------ namespaces
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def in_netns(netns: str, call: Callable[[], T]) -> T:
-    """`call()` run by a thread that joined the network namespace `netns` (`ip netns`'s /run/netns/<name>).
-
-    A socket belongs to the namespace it was opened in, whichever thread uses it later: servers started this way
-    listen inside `netns`, and the rest of the test process stays in its own.
-    """
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    errno = ctypes.get_errno()
-                    raise OSError(errno, f"setns into {netns}: {os.strerror(errno)}")
-            finally:
-                os.close(fd)
-            outcome.append((True, call()))
-        except BaseException as exc:  # handed to the caller's thread
-            outcome.append((False, exc))
-
-    thread = threading.Thread(target=run, name=f"netns-{netns}")
-    thread.start()
-    thread.join()
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    return value  # type: ignore[no-any-return]
-
 
 def node_netns(lab: SwarmLab, n: int) -> str:
     """Node n's network namespace: scripts/swarm-lab names each node's namespace as the node's hostname."""

@@ -11,6 +11,7 @@ scheduler stops, and cycles going on when the port cannot be bound.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -21,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any, TypeVar
 import docker
 import pytest
 import yaml
+from docker.types import ContainerSpec, EndpointSpec, Placement, RestartPolicy, TaskTemplate
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import labels
@@ -39,6 +42,7 @@ from tests.conftest import ROOT
 from tests.fakes.github import FakeGitHub
 from tests.fakes.production import production
 from tests.fleet_harness import cycle_env, role_spec, running_by_role, write_roster
+from tests.swarm_lab import SwarmLab, in_netns
 
 EVERY_5_S = "* * * * * */5"
 ONCE_A_YEAR = "0 0 1 1 *"
@@ -152,6 +156,15 @@ def prometheus_binary() -> str:
     return found
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class Prometheus:
     process: subprocess.Popen[bytes]
@@ -218,12 +231,7 @@ def start_prometheus(prometheus_binary: str, tmp_path: Path) -> Iterator[Callabl
     yield start
     for server in started:
         if server.process.poll() is None:
-            server.process.terminate()
-            try:
-                server.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.process.kill()
-                server.process.wait()
+            stop_process(server.process)
 
 
 # --- the whole chain -------------------------------------------------------------------------------
@@ -338,6 +346,25 @@ http.server.HTTPServer(("", int(sys.argv[2])), Metrics).serve_forever()
 """
 
 
+def shipped_config(name: str, discovery_key: str, fleet: str, into: Path, **discovery: str) -> Path:
+    """monitoring/<name>'s one job as shipped, in a config of the test's own: 1 s intervals, this fleet's label
+    added to the discovery's filter (as the config's comment tells an operator with several fleets to do), and
+    `discovery` settings such as the engine's address."""
+    (job,) = yaml.safe_load((ROOT / "monitoring" / name).read_text())["scrape_configs"]
+    assert job["job_name"] == JOB
+    (sd_config,) = job[discovery_key]
+    (label_filter,) = [f for f in sd_config["filters"] if f["name"] == "label"]
+    label_filter["values"].append(f"{labels.FLEET}={fleet}")
+    sd_config.update(refresh_interval="1s", **discovery)
+    config = into / "prometheus.yml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(ROOT / "monitoring" / "alerts.yml")],
+        "scrape_configs": [job],
+    }))
+    return config
+
+
 @pytest.mark.docker
 def test_the_shipped_scrape_config_finds_the_coordinator_container_by_its_labels_and_no_agent(
     docker_client: docker.DockerClient, base_image: str, fleet_id: str, tmp_path: Path,
@@ -348,19 +375,7 @@ def test_the_shipped_scrape_config_finds_the_coordinator_container_by_its_labels
     scraped on the metrics port at its network address; an agent of the same fleet, serving on the same port,
     is not. Only the test's own settings change: the scrape interval, and this fleet's label added to the
     filter as the config's comment tells an operator with several fleets on one host to do."""
-    shipped = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
-    (job,) = shipped["scrape_configs"]
-    assert job["job_name"] == JOB
-    (discovery,) = job["docker_sd_configs"]
-    (label_filter,) = [f for f in discovery["filters"] if f["name"] == "label"]
-    label_filter["values"].append(f"{labels.FLEET}={fleet_id}")
-    discovery["refresh_interval"] = "1s"
-    config = tmp_path / "prometheus.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ROOT / "monitoring" / "alerts.yml")],
-        "scrape_configs": [job],
-    }))
+    config = shipped_config("prometheus.yml", "docker_sd_configs", fleet_id, tmp_path)
 
     def serve(component: str, body: str) -> Any:
         own = dict(label.split("=", 1) for label in labels.selector(fleet_id, component))
@@ -403,12 +418,101 @@ def test_the_shipped_scrape_config_finds_the_coordinator_container_by_its_labels
         assert [t["labels"]["container"] for t in active["activeTargets"]] == [coordinator.name], active
         assert agent.name not in json.dumps(active)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
+
+
+@pytest.mark.swarm
+@pytest.mark.docker
+def test_the_shipped_swarm_scrape_config_finds_the_coordinator_task_on_its_node_and_no_agent(
+    swarm_lab: SwarmLab, swarm_fleet_id: str, base_image: str, prometheus_binary: str, tmp_path: Path,
+) -> None:
+    """monitoring/prometheus-swarm.yml's job, as shipped, in a real Prometheus on the lab swarm's manager: a
+    service carrying the coordinator's labels, its metrics port published on its node (host mode, as the
+    program declares it) and joined to an overlay network besides, is scraped once, at its node's address
+    and that port; an agent service of the same fleet, publishing the same port on a worker, is not. Only
+    the test's own settings change: the manager's socket, the intervals, and this fleet's label."""
+    fleet = swarm_fleet_id
+    config = shipped_config("prometheus-swarm.yml", "dockerswarm_sd_configs", fleet, tmp_path,
+                            host=swarm_lab.manager_url)
+
+    api = swarm_lab.api()
+    image = swarm_lab.push(base_image)
+    metrics_port = 20000 + int(uuid.uuid4().hex[:4], 16) % 20000  # any port: the discovery reads the published one
+    network = api.create_network(f"{fleet}-net", driver="overlay", labels={labels.FLEET: fleet})
+    services: list[str] = []
+
+    def serve(component: str, body: str, placement: str) -> str:
+        own = dict(label.split("=", 1) for label in labels.selector(fleet, component))
+        task = TaskTemplate(
+            ContainerSpec(image, ["python3", "-c", METRICS_SERVER, body, str(metrics_port)], labels=own),
+            placement=Placement(constraints=[placement]), networks=[network["Id"]],
+            restart_policy=RestartPolicy(condition="none"))
+        service = api.create_service(task, name=f"{fleet}-{component}", labels=own,
+                                     endpoint_spec=EndpointSpec(ports={metrics_port: (metrics_port, "tcp", "host")}))
+        services.append(service["ID"])
+        return str(service["ID"])
+
+    netns = swarm_lab.hostnames[1]
+    log = tmp_path / "prometheus.log"
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        coordinator = serve(labels.COORDINATOR, 'agent_fleet_agents_running{role="builder"} 3\n', "node.role==manager")
+        serve(labels.AGENT, "agent_should_never_be_scraped 1\n", "node.role==worker")
+        for service_id in services:
+            swarm_lab.wait_for_tasks(service_id, {"running"}, timeout=120)
+        (task,) = api.tasks(filters={"service": coordinator, "desired-state": "running"})
+        node = api.inspect_node(task["NodeID"])
+        address = f'{node["Status"]["Addr"]}:{metrics_port}'
+
+        port = 19000 + int(uuid.uuid4().hex[:3], 16) % 1000
+        with log.open("wb") as out:  # in the manager's network namespace, where the nodes' addresses are
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", netns, prometheus_binary, f"--config.file={config}",
+                 f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                stdout=out, stderr=subprocess.STDOUT)
+        prometheus = Prometheus(process, f"http://127.0.0.1:{port}", log)
+
+        def ask(path: str) -> Any:
+            body = in_netns(netns, lambda: http_get(f"{prometheus.url}{path}"))
+            return json.loads(body) if body is not None else None
+
+        def scraped() -> list[dict[str, Any]] | None:
+            if process is not None and process.poll() is not None:
+                pytest.fail(f"prometheus exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            answer = ask("/api/v1/query?" + urllib.parse.urlencode({"query": "agent_fleet_agents_running"}))
+            result: list[dict[str, Any]] = (answer or {}).get("data", {}).get("result", [])
+            return result or None
+
+        def explain() -> str:
+            return f"targets: {ask('/api/v1/targets')!r}\n{log.read_text()[-3000:]}"
+
+        (sample,) = wait_for("Prometheus to scrape the coordinator task it discovered", scraped, 120, explain)
+        assert sample["value"][1] == "3"
+        # Every target of a task comes in the same discovery round as the one scraped: the overlay network's
+        # is dropped, the agent's never listed.
+        active = ask("/api/v1/targets?state=active")["data"]["activeTargets"]
+        assert [target["labels"] for target in active] == [{
+            "instance": address, "job": JOB, "fleet": fleet, "service": f"{fleet}-{labels.COORDINATOR}",
+            "node": node["Description"]["Hostname"],
+        }], explain()
+        assert active[0]["health"] == "up"
+        never = ask("/api/v1/query?" + urllib.parse.urlencode({"query": "agent_should_never_be_scraped"}))
+        assert never["data"]["result"] == []
+    finally:
+        if process is not None:
+            stop_process(process)
+        for service_id in services:
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_service(service_id)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the network is in use until the tasks' containers are gone
+            try:
+                api.remove_network(network["Id"])
+                break
+            except docker.errors.NotFound:
+                break
+            except docker.errors.APIError:
+                time.sleep(1)
 
 
 # --- the command's wiring --------------------------------------------------------------------------
