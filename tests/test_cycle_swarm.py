@@ -6,6 +6,7 @@ ever stopped, crash backoff and the spawn budget hold; and the swarm's own case,
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,7 +16,8 @@ from typing import Any
 import docker
 import pytest
 
-from tests.fleet_harness import cycle_env, role_spec, run_cycle, start_cycle, write_roster
+from coordinator.fleet import Resources, RoleSpec
+from tests.fleet_harness import SLEEP_FOREVER, cycle_env, role_spec, run_cycle, start_cycle, write_roster
 from tests.swarm_lab import SwarmLab
 
 pytestmark = pytest.mark.swarm
@@ -184,6 +186,40 @@ def test_crash_loop_backs_off_and_the_spawn_budget_holds(tmp_path, lab_image, sw
         assert third.events("agent.spawned") == [] and third.report["budget"]["used"] == 6
     finally:
         swarm_lab.remove_labelled(f"agent-fleet.fleet={budget_fleet}")
+
+
+def test_reservations_steer_placement_and_a_task_pending_for_capacity_counts_as_running(
+    tmp_path, lab_image, swarm_lab, api, swarm_fleet_id  # type: ignore[no-untyped-def]
+) -> None:
+    # Each lab node offers 2 CPUs: agents reserving 1.5 fit one to a node, so the fourth waits for capacity.
+    role = dataclasses.replace(role_spec("heavy", 4, lab_image).role, resources=Resources(cpus=1.5,
+                                                                                       memory_bytes=64 * 2**20))
+    roster = write_roster(tmp_path / "roster.json", [RoleSpec(role, image=lab_image, command=SLEEP_FOREVER)])
+    env = swarm_env(swarm_lab, swarm_fleet_id, roster)
+    first = run_cycle(env)
+    assert first.returncode == 0, first.stderr
+    assert len(first.events("agent.spawned")) == 4
+
+    def placed() -> bool:
+        states = Counter(t["Status"]["State"] for t in tasks(api, swarm_fleet_id) if t["DesiredState"] == "running")
+        return states == Counter({"running": 3, "pending": 1})
+
+    wait_until(placed)
+    running = [t for t in tasks(api, swarm_fleet_id) if t["Status"]["State"] == "running"]
+    assert len({t["NodeID"] for t in running}) == 3  # one to a node: the reservations were honoured
+    (waiting,) = [t for t in tasks(api, swarm_fleet_id) if t["Status"]["State"] == "pending"]
+    assert "insufficient resources" in waiting["Status"].get("Err", ""), waiting["Status"]
+    resources = waiting["Spec"]["Resources"]
+    assert resources["Reservations"] == {"NanoCPUs": 1_500_000_000, "MemoryBytes": 64 * 2**20}
+    assert resources["Limits"] == {"NanoCPUs": 1_500_000_000, "MemoryBytes": 64 * 2**20}
+
+    # The pending agent is the fleet's: counted as running, never spawned again, never removed.
+    second = run_cycle(env)
+    assert second.returncode == 0, second.stderr
+    assert second.events("agent.spawned") == []
+    assert second.report["roles"]["heavy"]["running"] == 4
+    assert len(services(api, swarm_fleet_id)) == 4
+    assert waiting["ServiceID"] in services(api, swarm_fleet_id).values()
 
 
 def test_a_lost_worker_s_slots_are_refilled_elsewhere_and_none_doubles_when_it_returns(
