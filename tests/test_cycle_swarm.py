@@ -103,16 +103,25 @@ def test_cold_start_spreads_over_nodes_and_a_second_cycle_changes_nothing(fleet,
 
 def test_a_finished_agent_is_replaced_under_its_slot_name(tmp_path, lab_image, swarm_lab, api,
                                                           swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
-    roster = write_roster(tmp_path / "roster.json", [role_spec("once", 1, lab_image, command=("true",))])
+    from tests.fakes.docker_proxy import counting_proxy
+
+    command = ("sh", "-c", "echo the-agent-finished-its-work")
+    roster = write_roster(tmp_path / "roster.json", [role_spec("once", 1, lab_image, command=command)])
     env = swarm_env(swarm_lab, swarm_fleet_id, roster)
     assert run_cycle(env).returncode == 0
     first_id = services(api, swarm_fleet_id)[f"{swarm_fleet_id}-once-1"]
     wait_until(lambda: any(t["Status"]["State"] == "complete" for t in tasks(api, swarm_fleet_id)))
-    run = run_cycle(env)
+    # Until its slot is reused, the finished agent's service stays, and its logs with it.
+    logs = b"".join(api.service_logs(first_id, stdout=True, stderr=True, follow=False))
+    assert b"the-agent-finished-its-work" in logs
+    with counting_proxy(swarm_lab.manager_url.removeprefix("unix://")) as proxy:
+        run = run_cycle({**env, "DOCKER_HOST": proxy.docker_host})
     assert run.returncode == 0, run.stderr
     assert [e["slot"] for e in run.events("agent.spawned")] == [1]
     second_id = services(api, swarm_fleet_id)[f"{swarm_fleet_id}-once-1"]
-    assert second_id != first_id  # the finished service was removed by id, a new one made under the slot's name
+    assert second_id != first_id  # a new service under the slot's name...
+    removals = [r.split("?")[0] for r in proxy.requests if r.startswith("DELETE ")]
+    assert [r.rsplit("/", 1)[1] for r in removals] == [first_id]  # ...after the finished one was removed by ID
 
 
 def test_six_overlapping_cycles_end_at_exactly_the_desired_counts(fleet, api, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
