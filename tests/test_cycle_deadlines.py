@@ -70,3 +70,38 @@ def test_a_cycle_stopped_by_sigterm_writes_its_report_before_it_exits(tmp_path) 
     assert report["event"] == "cycle.report"
     assert report["steps"]["health"]["status"] == "failed"
     assert "stopped by the scheduler" in report["steps"]["health"]["detail"]
+
+
+def test_a_production_that_trickles_its_answer_ends_the_health_check_at_its_budget(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The probe's case: one byte every 0.5 s, HEALTH_TIMEOUT_S=3. It used to hold the cycle past 45 s, no report.
+    with production(TRICKLE_HEAD, trickle_s=0.5) as prod:
+        env = cycle_env("ttrickle", None, HEALTH_URL=prod.url, HEALTH_TIMEOUT_S="3",
+                        DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+        proc = subprocess.run([sys.executable, "-m", "coordinator", "cycle"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=40)
+        assert prod.requests, "the health check never reached production"
+    report = parse_lines(proc.stdout)[-1]
+    assert report["event"] == "cycle.report", proc.stdout + proc.stderr
+    assert report["health"]["status"] == "down", report["health"]
+    assert report["health"]["error"] == "timeout", report["health"]
+    # Given up at its budget of 3 s, wall clock, however the bytes keep coming: not the 45 s it used to take.
+    assert 3000 <= report["health"]["latency_ms"] < 3000 + 2000, report["health"]
+    assert report["steps"]["health"]["duration_s"] < 3 + 2, report["steps"]["health"]
+
+
+def test_a_github_that_trickles_its_answers_ends_the_merge_step_by_the_cycle_deadline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.fakes.github import FakeGitHub
+
+    token = "fake-trickle-token-" + "t7" * 12
+    with FakeGitHub(token=token) as github:
+        github.fail("POST", "/api/graphql", 200, trickle=0.5, times=None)
+        env = cycle_env("ttrickle", None, GITHUB_REPOSITORY=github.repository, GITHUB_TOKEN=token,
+                        GITHUB_API_URL=github.api_url, GITHUB_GRAPHQL_URL=github.graphql_url,
+                        COORDINATOR_CYCLE_TIMEOUT_S="6", DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+        proc = subprocess.run([sys.executable, "-m", "coordinator", "cycle"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=40)
+    report = parse_lines(proc.stdout)[-1]
+    assert report["event"] == "cycle.report", proc.stdout + proc.stderr
+    assert report["steps"]["merge"]["status"] == "failed", report["steps"]
+    assert report["duration_s"] < 6 + 3, report  # the cycle's limit and the steps' grace, not 45 s
+    assert token not in proc.stdout + proc.stderr
