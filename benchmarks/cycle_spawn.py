@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from coordinator import labels
 from coordinator.fleet import DEFAULT_MAX_AGENTS, DEFAULT_MAX_AGENTS_PER_ROLE, RoleSpec, roster_to_json
 from coordinator.runtime import AgentLaunch
-from coordinator.runtimes.docker import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S
+from coordinator.runtimes.engine import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S
 from coordinator.settings import VARIABLES, SpawnSettings
 from coordinator.steps.inventory import Inventory
 from coordinator.steps.reconcile import AgentContext, SlowStart, agent_launch, plan_reconcile

@@ -58,7 +58,7 @@ from cycle_spawn import (
 
 from coordinator import labels
 from coordinator.runtime import AgentLaunch
-from coordinator.runtimes.docker import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S
+from coordinator.runtimes.engine import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S
 from coordinator.runtimes.swarm import ACTIVE_STATES
 from tests.fakes.docker_proxy import CountingProxy
 

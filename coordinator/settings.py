@@ -124,7 +124,8 @@ VARIABLES: dict[str, str] = {
     "DOCKER_HOST": "The Docker SDK's own setting for the engine to talk to.",
     "DOCKER_CONFIG": "The Docker SDK's own setting: a folder whose config.json holds registry credentials, sent with "
     "each pull and (on a swarm) each agent service, so nodes can pull agent images from a private registry.",
-    "DOCKER_API_VERSION": "Pins the Docker API version (e.g. 1.41); unset, each cycle asks the engine first.",
+    "DOCKER_API_VERSION": "Pins the Docker API version (e.g. 1.41). Unset, the first cycle asks the engine and the "
+    "answer is remembered beside the heartbeat (engine.json), asked again if the engine refuses it.",
 }
 # Settings whose values are URLs: an error quotes them without userinfo, query or fragment at all.
 URL_VARIABLES = frozenset({"GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "HEALTH_URL", "GITHUB_SERVER_URL"})
@@ -215,6 +216,8 @@ class RuntimeSettings:
     placement: tuple[str, ...] = ()
     # The Docker runtime's memo of exited agents' ends, beside the heartbeat (see runtimes/docker.py ExitMemo).
     exit_memo_file: Path | None = None
+    # The engine's API version, beside the heartbeat too (see runtimes/engine.py ApiVersionMemo).
+    api_version_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -521,6 +524,7 @@ def _load_runtime(env: Mapping[str, str], heartbeat_file: Path) -> RuntimeSettin
         node_lost_s=lost,
         placement=placement,
         exit_memo_file=heartbeat_file.parent / "exits.json",
+        api_version_file=heartbeat_file.parent / "engine.json",
     )
 
 

@@ -437,10 +437,13 @@ def test_a_steady_cycle_is_one_docker_call_however_many_finished_agents_are_kept
     roster = write_roster(tmp_path / "roster.json", [role_spec("worker", 6, base_image)])
     version = docker_client.version()["ApiVersion"]
     with counting_proxy() as proxy:
-        # A budget keeps every agent of the past hour: three generations of killed agents stay beside the living.
-        env = cycle_env(fleet_id, roster, DOCKER_HOST=proxy.docker_host, DOCKER_API_VERSION=version,
-                        AGENT_CRASH_BACKOFF_S="0.1", FLEET_MAX_SPAWNS_PER_HOUR="100")
+        # As deployed: no DOCKER_API_VERSION. A budget keeps every agent of the past hour: three generations of
+        # killed agents stay beside the living.
+        env = cycle_env(fleet_id, roster, DOCKER_HOST=proxy.docker_host, AGENT_CRASH_BACKOFF_S="0.1",
+                        FLEET_MAX_SPAWNS_PER_HOUR="100", COORDINATOR_HEARTBEAT_FILE=str(tmp_path / "hb.json"))
         assert run_cycle(env).returncode == 0
+        # The first cycle asked the engine for its API version, and remembered it beside the heartbeat.
+        assert [r.split("?")[0] for r in proxy.requests][:2] == ["GET /version", f"GET /v{version}/containers/json"]
         for _ in range(3):
             for container in docker_client.containers.list(filters={"label": f"agent-fleet.fleet={fleet_id}"}):
                 container.kill()
@@ -457,6 +460,36 @@ def test_a_steady_cycle_is_one_docker_call_however_many_finished_agents_are_kept
         steady = run_cycle(env)
         assert steady.returncode == 0 and steady.events("agent.spawned") == []
         assert [r.split("?")[0] for r in proxy.requests] == [f"GET /v{version}/containers/json"]
+
+
+def test_a_remembered_api_version_the_engine_refuses_is_asked_for_again_and_the_cycle_goes_on(
+    tmp_path, base_image, docker_client, fleet_id  # type: ignore[no-untyped-def]
+) -> None:
+    import json
+
+    from tests.fakes.docker_proxy import counting_proxy
+
+    roster = write_roster(tmp_path / "roster.json", [role_spec("worker", 1, base_image)])
+    version = docker_client.version()["ApiVersion"]
+    memo = tmp_path / "state" / "engine.json"
+    memo.parent.mkdir()
+    with counting_proxy() as proxy:
+        env = cycle_env(fleet_id, roster, DOCKER_HOST=proxy.docker_host,
+                        COORDINATOR_HEARTBEAT_FILE=str(memo.parent / "heartbeat.json"))
+        # A version this engine does not serve, as after a downgrade: it answers 400, "client version ... too new".
+        memo.write_text(json.dumps({"host": proxy.docker_host, "api_version": "1.99"}))
+        run = run_cycle(env)
+        assert run.returncode == 0, run.stderr
+        assert len(run.events("agent.spawned")) == 1
+        requests = [r.split("?")[0] for r in proxy.requests]
+        assert requests[:3] == ["GET /v1.99/containers/json", "GET /version", f"GET /v{version}/containers/json"]
+        assert json.loads(memo.read_text()) == {"host": proxy.docker_host, "api_version": version}
+
+        # A memo written for another engine's address is not used there.
+        memo.write_text(json.dumps({"host": "unix:///elsewhere/docker.sock", "api_version": "1.99"}))
+        proxy.reset()
+        assert run_cycle(env).returncode == 0
+        assert [r.split("?")[0] for r in proxy.requests] == ["GET /version", f"GET /v{version}/containers/json"]
 
 
 # ------------------------------------------------------------------------------------------ agents' secrets

@@ -7,7 +7,9 @@ ever stopped, crash backoff and the spawn budget hold; and the swarm's own case,
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -318,11 +320,20 @@ def test_a_steady_cycle_on_a_swarm_is_one_tasks_call(fleet, api, swarm_lab, swar
     _, _, env = fleet
     assert run_cycle(env).returncode == 0
     converge(api, swarm_fleet_id, {"builder": 4, "reviewer": 2})
+    version = api.version()["ApiVersion"]
     with counting_proxy(swarm_lab.manager_url.removeprefix("unix://")) as proxy:
-        version = api.version()["ApiVersion"]
-        steady = run_cycle({**env, "DOCKER_HOST": proxy.docker_host, "DOCKER_API_VERSION": version})
+        # As deployed, no DOCKER_API_VERSION: the first cycle at this address asks, and remembers.
+        env = {**env, "DOCKER_HOST": proxy.docker_host}
+        assert run_cycle(env).returncode == 0
+        assert [r.split("?")[0] for r in proxy.requests] == ["GET /version", f"GET /v{version}/tasks"]
+        proxy.reset()
+        steady = run_cycle(env)
     assert steady.returncode == 0 and steady.events("agent.spawned") == []
-    assert [r.split("?")[0] for r in proxy.requests] == [f"GET /v{version}/tasks"]
+    (request,) = proxy.requests
+    path, _, query = request.partition("?")
+    assert path == f"GET /v{version}/tasks"
+    filters = json.loads(urllib.parse.parse_qs(query.split(" ")[0])["filters"][0])
+    assert filters == {"label": [f"agent-fleet.fleet={swarm_fleet_id}", "agent-fleet.component=agent"]}
 
 
 def test_placement_constraints_place_every_agent(tmp_path, lab_image, swarm_lab, api, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,8 @@ import pytest
 
 from coordinator import labels
 from coordinator.runtime import AgentLaunch, Phase, SlotTaken
-from coordinator.runtimes.docker import DockerRuntime, ExitMemo, parse_docker_time
+from coordinator.runtimes.docker import DockerRuntime, ExitMemo
+from coordinator.runtimes.engine import parse_docker_time
 
 pytestmark = pytest.mark.docker
 

@@ -10,10 +10,14 @@ from coordinator.settings import RuntimeSettings
 
 
 def open_runtime(settings: RuntimeSettings) -> AgentRuntime:
+    from coordinator.runtimes.engine import ApiVersionMemo
+
+    versions = ApiVersionMemo(settings.api_version_file) if settings.api_version_file else None
     if settings.kind == "swarm":
         from coordinator.runtimes.swarm import SwarmRuntime
 
-        return SwarmRuntime()
+        return SwarmRuntime(api_version_memo=versions)
     from coordinator.runtimes.docker import DockerRuntime, ExitMemo
 
-    return DockerRuntime(exit_memo=ExitMemo(settings.exit_memo_file) if settings.exit_memo_file else None)
+    return DockerRuntime(exit_memo=ExitMemo(settings.exit_memo_file) if settings.exit_memo_file else None,
+                         api_version_memo=versions)

@@ -43,31 +43,21 @@ from coordinator.runtime import (
     Unreadable,
     slot_name,
 )
-from coordinator.settings import env_value
+from coordinator.runtimes.engine import (
+    AGENT_LOG_OPTIONS,
+    DOCKER_TIMEOUT_S,
+    ApiVersionMemo,
+    Engine,
+    parse_docker_time,
+)
 
-# Agents' own logs rotate too, so that a chatty agent cannot fill the Docker host's disk.
-AGENT_LOG_OPTIONS = {"max-size": "10m", "max-file": "3"}
-DOCKER_TIMEOUT_S = 30
 # Paused and restarting agents are still the fleet's: counting them as missing would spawn twins.
 ALIVE_STATES = frozenset({"running", "paused", "restarting"})
 _EXITED_STATUS = re.compile(r"Exited \((-?\d+)\)", re.ASCII)
-_DOCKER_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z", re.ASCII)
 
 
 class ImageMissing(RuntimeFailure):
     """The agent image is neither on the host nor pullable."""
-
-
-def parse_docker_time(value: str | None) -> datetime | None:
-    """Docker's RFC 3339 times carry nanoseconds; '0001-01-01T00:00:00Z' means never."""
-    if not value or value.startswith("0001-"):
-        return None
-    match = _DOCKER_TIME.fullmatch(value)
-    if not match:
-        return datetime.fromisoformat(value).astimezone(UTC)
-    whole, fraction = match.groups()
-    micros = int((fraction or "0")[:6].ljust(6, "0"))
-    return datetime.fromisoformat(whole).replace(tzinfo=UTC, microsecond=micros)
 
 
 @dataclass(frozen=True)
@@ -146,19 +136,6 @@ def _facts_from_json(entry: Mapping[str, Any]) -> ExitFacts:
     return ExitFacts(code, moment(entry.get("started_at")), moment(entry.get("finished_at")))
 
 
-def engine_client(timeout_s: int, what: str) -> docker.APIClient:
-    """A low-level client of the engine DOCKER_HOST and friends name (the Docker CLI's own variables).
-
-    DOCKER_API_VERSION pins the API version and saves the version probe that "auto" makes: with it a
-    steady-state cycle is exactly one call.
-    """
-    version = env_value(os.environ, "DOCKER_API_VERSION") or "auto"
-    try:
-        return docker.APIClient(**docker.utils.kwargs_from_env(), timeout=timeout_s, version=version)
-    except docker.errors.DockerException as exc:
-        raise RuntimeFailure(f"cannot reach {what}: {exc}") from None
-
-
 def secrets_archive(secrets: tuple[AgentSecret, ...]) -> bytes:
     """A tar of `run/secrets/<NAME>` files, readable by whichever user the agent's image runs as."""
     buffer = io.BytesIO()
@@ -184,17 +161,24 @@ class DockerRuntime:
         *,
         timeout_s: int = DOCKER_TIMEOUT_S,
         exit_memo: ExitMemo | None = None,
+        api_version_memo: ApiVersionMemo | None = None,
     ) -> None:
-        self.api: docker.APIClient = client if client is not None else engine_client(timeout_s, "the Docker engine")
+        self._engine = Engine(client) if client is not None else Engine.connect(
+            "the Docker engine", timeout_s=timeout_s, memo=api_version_memo)
         self._memo = exit_memo
         self._pulled: set[str] = set()
         self._states: dict[str, str] = {}  # the last listing's container states, for `vacate`
+
+    @property
+    def api(self) -> docker.APIClient:
+        return self._engine.api
 
     # ----------------------------------------------------------------------------------- inventory
 
     def list_agents(self, fleet_id: str) -> FleetListing:
         try:
-            items = self.api.containers(all=True, filters={"label": labels.selector(fleet_id)})
+            items = self._engine.first_call(
+                lambda api: api.containers(all=True, filters={"label": labels.selector(fleet_id)}))
         except docker.errors.DockerException as exc:
             raise RuntimeFailure(f"listing the fleet's containers failed: {exc}") from None
         agents: list[AgentRecord] = []

@@ -56,7 +56,13 @@ from coordinator.runtime import (
     Unreadable,
     slot_name,
 )
-from coordinator.runtimes.docker import AGENT_LOG_OPTIONS, DOCKER_TIMEOUT_S, engine_client, parse_docker_time
+from coordinator.runtimes.engine import (
+    AGENT_LOG_OPTIONS,
+    DOCKER_TIMEOUT_S,
+    ApiVersionMemo,
+    Engine,
+    parse_docker_time,
+)
 
 LOG_DEADLINE_S = 30.0
 _DIGEST = re.compile(r"[0-9a-f]{16}")
@@ -72,17 +78,23 @@ def _time(value: object) -> datetime | None:
 class SwarmRuntime:
     """`AgentRuntime` on a swarm, through a manager's API (DOCKER_HOST and friends point at a manager)."""
 
-    def __init__(self, client: docker.APIClient | None = None, *, timeout_s: int = DOCKER_TIMEOUT_S) -> None:
-        self.api: docker.APIClient = client if client is not None else engine_client(timeout_s, "the swarm manager")
+    def __init__(self, client: docker.APIClient | None = None, *, timeout_s: int = DOCKER_TIMEOUT_S,
+                 api_version_memo: ApiVersionMemo | None = None) -> None:
+        self._engine = Engine(client) if client is not None else Engine.connect(
+            "the swarm manager", timeout_s=timeout_s, memo=api_version_memo)
         self._secret_ids: dict[str, str] = {}
         self._listed_secrets: list[dict[str, Any]] | None = None
         self._pruned_prefixes: set[str] = set()
+
+    @property
+    def api(self) -> docker.APIClient:
+        return self._engine.api
 
     # ----------------------------------------------------------------------------------- inventory
 
     def list_agents(self, fleet_id: str) -> FleetListing:
         try:
-            tasks = self.api.tasks(filters={"label": labels.selector(fleet_id)})
+            tasks = self._engine.first_call(lambda api: api.tasks(filters={"label": labels.selector(fleet_id)}))
         except docker.errors.DockerException as exc:
             raise RuntimeFailure(f"listing the fleet's swarm tasks failed: {exc}") from None
         # One agent per service: its newest task speaks for it (a service runs one task at a time).
