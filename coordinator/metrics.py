@@ -40,6 +40,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from coordinator.cli import EXIT_FAILED, EXIT_OK
 from coordinator.fleet import KEY_PATTERN
 from coordinator.report import Verdict
 from coordinator.status import Report, parse_reports
@@ -60,7 +61,7 @@ VERDICTS = tuple(verdict.value for verdict in Verdict)
 
 # `python -m coordinator cycle` exits 0 (every step ok) or 1 (a step failed) after writing its
 # report; any other ending is a crash of the cycle as a whole.
-REPORTED_EXIT_CODES = frozenset({0, 1})
+REPORTED_EXIT_CODES = frozenset({EXIT_OK, EXIT_FAILED})
 
 # A cycle takes seconds; its default time limit is one schedule interval (5 minutes).
 CYCLE_DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)

@@ -485,17 +485,6 @@ def test_image_default_cmd_runs_claude(
 # ------------------------------------------------------------------------------------------------ the whole loop
 
 
-def _secret_delivery() -> str | None:
-    """Why the coordinator cannot run this loop yet, or None when it delivers agents' secrets."""
-    from coordinator import settings
-
-    missing = [name for name in ("AGENT_SECRETS_FILE", "GITHUB_SERVER_URL") if name not in settings.VARIABLES]
-    if missing:
-        return (f"the coordinator does not deliver agents' secrets and server URL yet ({', '.join(missing)} not in "
-                "coordinator.settings.VARIABLES)")
-    return None
-
-
 def _wait_for(what: str, probe: Any, timeout: float = TIMEOUT) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := probe()):
@@ -510,8 +499,6 @@ def test_a_real_cycle_spawns_the_agent_which_opens_a_pull_request_that_the_next_
     docker_client: docker.DockerClient, servers: tuple[FakeGitServer, FakeGitHub], agent_image: str,
     fleet_id: str, tmp_path: Path,
 ) -> None:
-    if (reason := _secret_delivery()) is not None:
-        pytest.skip(reason)
     git, github = servers
     roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 1, agent_image, command=EDITS)])
     secrets_file = tmp_path / "agent-secrets.json"

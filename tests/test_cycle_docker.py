@@ -515,8 +515,12 @@ def test_agents_receive_their_secrets_as_files_and_nowhere_else(tmp_path, base_i
     only = docker_client.containers.get(f"{fleet_id}-reviewer-1")
     assert only.exec_run(["ls", "/run/secrets"]).output.decode().split() == ["GITHUB_TOKEN"]
     for container in (builder, only):
-        inspected = json.dumps(docker_client.api.inspect_container(container.id))
+        attrs = docker_client.api.inspect_container(container.id)
+        inspected = json.dumps(attrs)
         assert token not in inspected and key not in inspected
+        # Copied in before the start: no host path, no volume, no variable carries them.
+        assert attrs["Mounts"] == [] and not attrs["HostConfig"]["Binds"]
+        assert not {entry.split("=", 1)[0] for entry in attrs["Config"]["Env"]} & {"GITHUB_TOKEN", "ANTHROPIC_API_KEY"}
         assert token.encode() not in container.logs() and key.encode() not in container.logs()
     assert token not in run.stdout + run.stderr and key not in run.stdout + run.stderr
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from coordinator.report import EventLog, MergeOutcome, MergeReport, StepStatus
 from coordinator.settings import GitHubSettings, Secret
 from coordinator.steps.merge import run_merge
 from tests.fakes.github import FakeGitHub, FakePull, github_schema
+from tests.fleet_harness import cycle_env, run_cycle
 
 TOKEN = "ghp_test_SECRET_7f3a9c1e5b2d4680"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -204,6 +206,22 @@ def test_an_approval_before_a_push_is_stale(fake: FakeGitHub) -> None:
     fake.add_check_run(pull.number, "ci")
     report = Harness(fake).run()
     assert reasons(report) == {pull.number: (MergeOutcome.SKIPPED, "not approved")}
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_cycle_whose_merge_blocking_labels_is_blank_still_never_merges_do_not_merge(
+    fake: FakeGitHub, blank: str, tmp_path: Path
+) -> None:
+    # What Docker Compose's ${VAR} gives for an unset VAR: it must mean the default, never "no blocking labels".
+    held = green(fake, "Hold this one", labels=("do-not-merge",))
+    ready = green(fake, "Ship this one")
+    env = cycle_env("tblank", None, GITHUB_REPOSITORY=fake.repository, GITHUB_TOKEN=TOKEN,
+                    GITHUB_API_URL=fake.api_url, GITHUB_GRAPHQL_URL=fake.graphql_url, MERGE_BLOCKING_LABELS=blank,
+                    DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+    run = run_cycle(env)
+    assert run.report["merge"]["merged"] == [ready.number], run.stdout + run.stderr
+    assert fake.pull(ready.number).merged
+    assert not fake.pull(held.number).merged
 
 
 def test_custom_blocking_labels(fake: FakeGitHub) -> None:
@@ -715,6 +733,25 @@ def test_the_builders_backlog_is_counted_in_the_same_read(fake: FakeGitHub) -> N
     assert fake.calls("POST", "/graphql") == 1  # the count rides on the first page, no extra request
     assert report.rate_limit_remaining is not None
     assert Harness(fake).run().backlog is None  # nothing asked, nothing counted
+
+
+def test_a_cycle_counts_the_task_driven_roles_labels_and_backlog_labels_never_a_reviewers(
+    fake: FakeGitHub, tmp_path: Path
+) -> None:
+    from coordinator.fleet import Mode
+    from tests.fleet_harness import role_spec, write_roster
+
+    roster = write_roster(tmp_path / "roster.json", [
+        role_spec("api_builder", 2, "agent:1"), role_spec("reviewer", 1, "agent:1", mode=Mode.REVIEWER),
+    ])
+    for label in ("role:api_builder", "feature", "bug", "role:reviewer", "question"):
+        fake.add_issue(f"Work labelled {label}", labels=(label,))
+    env = cycle_env("tbacklog", roster, GITHUB_REPOSITORY=fake.repository, GITHUB_TOKEN=TOKEN,
+                    GITHUB_API_URL=fake.api_url, GITHUB_GRAPHQL_URL=fake.graphql_url, BACKLOG_LABELS="feature,bug",
+                    DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")  # no engine: only the merge step matters here
+    run = run_cycle(env)
+    assert run.report["merge"]["backlog"] == 3, run.stdout + run.stderr  # role:api_builder, feature, bug
+    assert fake.calls("POST", "/graphql") == 1
 
 
 def test_a_secondary_rate_limit_without_a_retry_hint_stops_the_merges_for_a_minute(fake: FakeGitHub) -> None:

@@ -362,7 +362,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
         ("path", f"htps://ghe.example.com/{TOKEN}/api/v3"),  # recognisable only by its value
     ],
 )
-@pytest.mark.parametrize("variable", ["GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "HEALTH_URL"])
+@pytest.mark.parametrize("variable", ["GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "GITHUB_SERVER_URL", "HEALTH_URL"])
 def test_a_refused_url_setting_never_prints_the_token(variable: str, placement: str, value: str) -> None:
     result = run_cli("cycle", env={"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": TOKEN, variable: value})
     assert result.returncode == 2, result.stderr
@@ -377,6 +377,22 @@ def test_the_token_from_its_file_is_scrubbed_too(tmp_path: Path) -> None:
     result = run_cli("cycle", env={"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN_FILE": str(token_file),
                                    "HEALTH_URL": f"htps://prod.example.com/{TOKEN}"})
     assert result.returncode == 2 and "HEALTH_URL=" in result.stderr and TOKEN not in result.stderr
+
+
+@pytest.mark.parametrize(("schedule", "says"), [
+    ("0 0 30 2 *", "never fires"),
+    ("0 0 31 4 *", "never fires"),
+    ("0 0 1 1 * * *", "fields"),
+])
+def test_a_schedule_that_can_never_work_stops_the_scheduler_with_exit_2_not_a_restart_loop(
+    tmp_path: Path, schedule: str, says: str
+) -> None:
+    result = run_cli("schedule", env={"COORDINATOR_SCHEDULE": schedule,
+                                      "COORDINATOR_HEARTBEAT_FILE": str(tmp_path / "heartbeat.json")})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"COORDINATOR_SCHEDULE={schedule!r}" in result.stderr and says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "heartbeat.json").exists()  # refused before anything ran
 
 
 def test_merge_blocking_labels_naming_no_label_stops_the_cycle_with_exit_2() -> None:

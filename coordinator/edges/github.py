@@ -416,16 +416,6 @@ class GitHubClient:
     def rate_limit_remaining(self) -> int | None:
         return min((remaining for remaining, _ in self._budget.values()), default=None)
 
-    def close(self) -> None:
-        self._reads.close()
-        self._gh.close()
-
-    def __enter__(self) -> GitHubClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ---------------------------------------------------------------------------------- helpers
 
     def _now(self) -> datetime:
