@@ -19,7 +19,16 @@ import docker
 import pytest
 
 from coordinator.fleet import Resources, RoleSpec
-from tests.fleet_harness import SLEEP_FOREVER, cycle_env, role_spec, run_cycle, start_cycle, write_roster
+from tests.fakes.docker_proxy import counting_proxy
+from tests.fleet_harness import (
+    SLEEP_FOREVER,
+    cycle_env,
+    parse_lines,
+    role_spec,
+    run_cycle,
+    start_cycle,
+    write_roster,
+)
 from tests.swarm_lab import SwarmLab
 
 pytestmark = pytest.mark.swarm
@@ -105,8 +114,6 @@ def test_cold_start_spreads_over_nodes_and_a_second_cycle_changes_nothing(fleet,
 
 def test_a_finished_agent_is_replaced_under_its_slot_name(tmp_path, lab_image, swarm_lab, api,
                                                           swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
-    from tests.fakes.docker_proxy import counting_proxy
-
     command = ("sh", "-c", "echo the-agent-finished-its-work")
     roster = write_roster(tmp_path / "roster.json", [role_spec("once", 1, lab_image, command=command)])
     env = swarm_env(swarm_lab, swarm_fleet_id, roster)
@@ -129,9 +136,15 @@ def test_a_finished_agent_is_replaced_under_its_slot_name(tmp_path, lab_image, s
 def test_six_overlapping_cycles_end_at_exactly_the_desired_counts(fleet, api, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
     _, _, env = fleet
     procs = [start_cycle(env) for _ in range(6)]
+    reports = []
     for proc in procs:
-        proc.communicate(timeout=180)
-        assert proc.returncode == 0
+        stdout, stderr = proc.communicate(timeout=180)
+        assert proc.returncode == 0, stderr
+        reports.append(parse_lines(stdout)[-1])
+    # Each slot was created once; every other cycle met the name in use (409), which is no failure.
+    assert sum(report["spawned"] for report in reports) == 6
+    assert all(role["failed"] == 0 for report in reports for role in report["roles"].values())
+    assert {report["verdict"] for report in reports} <= {"healthy"}
     assert len(services(api, swarm_fleet_id)) == 6
     converge(api, swarm_fleet_id, {"builder": 4, "reviewer": 2})
 
@@ -150,9 +163,12 @@ def test_scale_down_stops_nothing_and_another_fleets_services_are_untouched(
         before = services(api, swarm_fleet_id)
         others = services(api, other_fleet)
         write_roster(roster, [role_spec("builder", 1, lab_image)])  # 4 -> 1, reviewer removed
-        run = run_cycle(env)
+        with counting_proxy(swarm_lab.manager_url.removeprefix("unix://")) as proxy:
+            run = run_cycle({**env, "DOCKER_HOST": proxy.docker_host})
         assert run.returncode == 0, run.stderr
         assert run.events("agent.spawned") == []
+        # Nothing alive is removed or updated: the cycle only read.
+        assert all(r.startswith("GET ") for r in proxy.requests), proxy.requests
         assert services(api, swarm_fleet_id) == before
         assert running_by_role(api, swarm_fleet_id) == Counter({"builder": 4, "reviewer": 2})
         assert services(api, other_fleet) == others
@@ -197,6 +213,28 @@ def test_crash_loop_backs_off_and_the_spawn_budget_holds(tmp_path, lab_image, sw
         assert third.events("agent.spawned") == [] and third.report["budget"]["used"] == 6
     finally:
         swarm_lab.remove_labelled(f"agent-fleet.fleet={budget_fleet}")
+
+
+def test_agents_that_keep_finding_nothing_earn_the_advice_to_lower_their_count(
+    tmp_path, lab_image, swarm_lab, api, swarm_fleet_id  # type: ignore[no-untyped-def]
+) -> None:
+    roster = write_roster(tmp_path / "roster.json", [role_spec("idler", 1, lab_image, command=("sh", "-c", "exit 0"))])
+    env = swarm_env(swarm_lab, swarm_fleet_id, roster)
+    name = f"{swarm_fleet_id}-idler-1"
+
+    def finished() -> bool:
+        current = services(api, swarm_fleet_id)[name]
+        return any(t["ServiceID"] == current and t["Status"]["State"] == "complete" for t in tasks(api, swarm_fleet_id))
+
+    assert run_cycle(env).events("agent.spawned")
+    for streak in (1, 2, 3):
+        wait_until(finished)
+        report = run_cycle(env).report
+        assert report["roles"]["idler"]["idle_exits"] == streak
+        service = api.inspect_service(services(api, swarm_fleet_id)[name])
+        assert service["Spec"]["Labels"]["agent-fleet.idle-streak"] == str(streak)
+    assert [(a["role"], a["signal"], a["value"]) for a in report["advice"]] == [("idler", "idle_exits", 3)]
+    assert report["roles"]["idler"]["waiting"] == []  # an idle exit is not a crash
 
 
 def test_reservations_steer_placement_and_a_task_pending_for_capacity_counts_as_running(
@@ -315,8 +353,6 @@ def test_a_rotated_secret_reaches_new_agents_and_the_old_one_goes_once_unused(tm
 
 
 def test_a_steady_cycle_on_a_swarm_is_one_tasks_call(fleet, api, swarm_lab, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
-    from tests.fakes.docker_proxy import counting_proxy
-
     _, _, env = fleet
     assert run_cycle(env).returncode == 0
     converge(api, swarm_fleet_id, {"builder": 4, "reviewer": 2})
@@ -338,10 +374,14 @@ def test_a_steady_cycle_on_a_swarm_is_one_tasks_call(fleet, api, swarm_lab, swar
 
 def test_placement_constraints_place_every_agent(tmp_path, lab_image, swarm_lab, api, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
     roster = write_roster(tmp_path / "roster.json", [role_spec("pinned", 3, lab_image)])
-    env = swarm_env(swarm_lab, swarm_fleet_id, roster, AGENT_PLACEMENT="node.labels.lab.node==n2")
+    env = swarm_env(swarm_lab, swarm_fleet_id, roster,
+                    AGENT_PLACEMENT="node.labels.lab.node==n2, node.role==worker")
     assert run_cycle(env).returncode == 0
     converge(api, swarm_fleet_id, {"pinned": 3})
     assert {t["NodeID"] for t in tasks(api, swarm_fleet_id)} == {swarm_lab.node_ids[2]}
+    (service_id, *_) = services(api, swarm_fleet_id).values()
+    placement = api.inspect_service(service_id)["Spec"]["TaskTemplate"]["Placement"]
+    assert placement["Constraints"] == ["node.labels.lab.node==n2", "node.role==worker"]
 
 
 def test_registry_credentials_in_docker_config_go_with_every_agent_service(fleet, tmp_path, swarm_lab,
@@ -351,8 +391,6 @@ def test_registry_credentials_in_docker_config_go_with_every_agent_service(fleet
     # asks for none, and ignores it).
     import base64
     import json
-
-    from tests.fakes.docker_proxy import counting_proxy
 
     _, _, env = fleet
     config_dir = tmp_path / "docker"

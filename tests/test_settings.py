@@ -481,3 +481,15 @@ def test_backlog_labels_are_read_for_the_builders_advice() -> None:
     env = {"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t", "BACKLOG_LABELS": "feature, bug"}
     settings = load_settings(env)
     assert settings.github is not None and settings.github.backlog_labels == ("feature", "bug")
+
+
+def test_the_runtime_settings_default_to_one_engine_a_five_minute_lost_node_and_no_placement() -> None:
+    runtime = load_settings({}).runtime
+    assert (runtime.kind, runtime.node_lost_s, runtime.placement) == ("docker", 300.0, ())
+
+
+def test_agent_placement_is_a_comma_separated_list_of_constraints() -> None:
+    runtime = load_settings({"FLEET_RUNTIME": "swarm", "AGENT_NODE_LOST_S": "20",
+                             "AGENT_PLACEMENT": " node.role==worker ,node.labels.zone!=eu "}).runtime
+    assert runtime.kind == "swarm" and runtime.node_lost_s == 20.0
+    assert runtime.placement == ("node.role==worker", "node.labels.zone!=eu")
