@@ -87,12 +87,13 @@ class _LatestGauges(Collector):
     def __init__(self) -> None:
         self.picture = _Picture()
         self.last_cycle_at: float | None = None
+        self.schedule_interval_s: float | None = None
 
     def describe(self) -> Iterable[Metric]:
-        return _gauge_families(_Picture(), None)
+        return _gauge_families(_Picture(), None, None)
 
     def collect(self) -> Iterable[Metric]:
-        return _gauge_families(self.picture, self.last_cycle_at)
+        return _gauge_families(self.picture, self.last_cycle_at, self.schedule_interval_s)
 
 
 def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
@@ -102,7 +103,8 @@ def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFam
     return family
 
 
-def _gauge_families(picture: _Picture, last_cycle_at: float | None) -> Iterator[Metric]:
+def _gauge_families(picture: _Picture, last_cycle_at: float | None,
+                    schedule_interval_s: float | None) -> Iterator[Metric]:
     running = GaugeMetricFamily("agent_fleet_agents_running", "Agents of the role running after the last cycle: "
                                 "found running by its inventory plus spawned by it.", labels=["role"])
     desired = GaugeMetricFamily("agent_fleet_agents_desired", "Agents the roster wants for the role.",
@@ -129,6 +131,8 @@ def _gauge_families(picture: _Picture, last_cycle_at: float | None) -> Iterator[
                  "as the last merge step saw it.", picture.rate_limit_remaining)
     yield _gauge("agent_fleet_last_cycle_timestamp_seconds", "Unix time the last cycle process ended, "
                  "whatever its outcome (the heartbeat's moment).", last_cycle_at)
+    yield _gauge("agent_fleet_schedule_interval_seconds", "Seconds between the schedule's ticks around the last "
+                 "cycle (COORDINATOR_SCHEDULE): how late a cycle may be before it is missed.", schedule_interval_s)
 
 
 class FleetMetrics:
@@ -246,6 +250,10 @@ class FleetMetrics:
             return
         self._duration.observe(duration_s)
         self._gauges.last_cycle_at = finished_at.timestamp()
+
+    def observe_schedule(self, interval_s: float) -> None:
+        """The schedule's interval around now, so that an alert can tell a late cycle whatever the schedule."""
+        self._gauges.schedule_interval_s = interval_s
 
     def serve(self, port: int = DEFAULT_PORT, addr: str = "0.0.0.0") -> MetricsServer:
         """Serve this registry at http://addr:port/metrics in a daemon thread; port 0 picks a free port."""

@@ -247,6 +247,8 @@ def run_schedule(
         heartbeat_file=str(heartbeat_file),
         cycle_argv=list(cycle_argv),
     )
+    if metrics is not None:
+        metrics.observe_schedule(cron.interval_around(schedule, datetime.now(UTC)))
     cycles = 0
     tick: datetime | None = None  # the tick the coming cycle belongs to; None for the one at start
     while not stop.is_set():
@@ -269,6 +271,7 @@ def run_schedule(
             break
         following = cron.next_tick(schedule, finished_at)
         if metrics is not None:
+            metrics.observe_schedule(cron.interval_around(schedule, finished_at))
             _observe(metrics, outcome, finished_at=finished_at, log=log)
         if outcome.exit_code is not None:
             streak = timeouts_in_a_row(streak, outcome.timed_out)

@@ -302,6 +302,12 @@ def test_prometheus_scrapes_a_coordinator_running_real_cycles_and_answers_with_t
         assert (prometheus.value("agent_fleet_github_rate_limit_remaining") or 0) > 0
         assert (prometheus.value("agent_fleet_cycle_duration_seconds_count") or 0) >= 1
         assert prometheus.value('agent_fleet_cycle_errors_total{step="cycle"}') == 0
+        # AgentFleetNoCycle's own expression, on the scraped series: the interval joins the last cycle's time.
+        assert prometheus.value("agent_fleet_schedule_interval_seconds") == 5
+        no_cycle = yaml.safe_load((ROOT / "monitoring" / "alerts.yml").read_text())["groups"][0]["rules"]
+        (expr,) = [rule["expr"] for rule in no_cycle if rule.get("alert") == "AgentFleetNoCycle"]
+        assert prometheus.query(expr) == []
+        assert prometheus.value(expr.replace("> 2 *", "> -1 *")) is not None  # the same join, made to hold
 
         # No token, URL secret or pull-request title in what the coordinator serves, nor in what Prometheus keeps.
         scraped = coordinator.scrape()

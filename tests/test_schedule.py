@@ -529,6 +529,8 @@ def test_every_cycle_feeds_the_metrics_whether_it_reported_failed_crashed_or_tim
     heartbeat = read_heartbeat(scheduler.heartbeat_file)
     assert heartbeat is not None
     assert metric(samples, "agent_fleet_last_cycle_timestamp_seconds") == heartbeat.finished_at.timestamp()
+    # The schedule's own interval, which the AgentFleetNoCycle alert measures lateness by.
+    assert metric(samples, "agent_fleet_schedule_interval_seconds") == 1
     # And the log has every line the cycles wrote, reports included, before the scheduler says each ended:
     # what `coordinator status` reads is what it read before the tee.
     log = scheduler.log_bytes().decode().splitlines()
