@@ -240,8 +240,10 @@ class CoordinatorContainer(pulumi.ComponentResource):
             log_opts=dict(spec.log_options),
             init=spec.init,
             network_mode=spec.network,
-            # Docker waits this long after SIGTERM on a replacement or destroy: the running cycle writes its report.
+            # Docker waits this long after SIGTERM on a replacement or destroy (destroy_grace_seconds), and on any
+            # other stop, a person's `docker stop` or a restart (stop_timeout): the running cycle writes its report.
             destroy_grace_seconds=spec.stop_grace_seconds,
+            stop_timeout=spec.stop_grace_seconds,
             # The container's name is fixed (one coordinator per fleet), so the old one must go first.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
