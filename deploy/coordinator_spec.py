@@ -154,7 +154,6 @@ class CoordinatorSpec:
             "restart_policy": {"Name": self.restart},
             "log_config": {"type": self.log_driver, "config": dict(self.log_options)},
             "init": self.init,
-            "stop_timeout": self.stop_grace_seconds,
             **({"ports": {f"{self.published_port}/tcp": self.published_port}} if self.published_port else {}),
             **({"network_mode": self.network} if self.network else {}),
         }

@@ -8,8 +8,9 @@ mocks (tests/pulumi_harness.py, update mode), the SDK kwargs are built from the 
 end-to-end tests build them, and each side is normalised to one plain form, field by field.
 
 Not compared, because only one side expresses it (each is noted where the field would be):
-- one engine, pulumi-docker's `destroyGraceSeconds` (the provider's own wait when it removes the container): the
-  container's `stopTimeout`, compared, is the same grace for every other stop;
+- one engine, the stop grace: docker-py's high-level `containers.create` takes no `stop_timeout`, so the container's
+  `stopTimeout` (and `destroyGraceSeconds`, the provider's own wait when it removes the container) is compared with
+  the spec's `stop_grace_seconds` instead;
 - the files' contents: the SDK kwargs carry none (the end-to-end tests upload or create their own);
 - a swarm's registry `auth` (pulumi-docker only) and the swarm objects' own labels (set outside the kwargs);
 - the end-to-end tests' `network="host"` and lab `docker_socket`: lab adjustments the program has no setting for.
@@ -230,7 +231,8 @@ def container_from_sdk(kwargs: Mapping[str, Any], spec: CoordinatorSpec) -> dict
         "network": kwargs.get("network_mode"),
         # Not a create kwarg: tests/test_e2e.py uploads each of spec.files at its path with its mode.
         "files": sorted((f.path, f.mode) for f in spec.files),
-        "stop_grace_s": kwargs["stop_timeout"],
+        # docker-py's high-level create takes no stop_timeout (only its low-level API does): the spec's own value.
+        "stop_grace_s": spec.stop_grace_seconds,
     }
 
 
