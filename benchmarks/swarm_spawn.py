@@ -10,7 +10,8 @@ template) created with the Docker SDK's low-level API from a pool of SPAWN_CONCU
 built before its clock starts. Both are also timed until every task runs (the swarm's own scheduling, the
 same work for both). The two alternate, `--rounds` rounds; every service is removed and its tasks gone
 before the next. Steady: the N agents running, cycles with nothing to do, their requests to the manager
-counted through tests/fakes/docker_proxy.py, against one bare `GET /tasks` with the fleet's label.
+counted through tests/fakes/docker_proxy.py, against one bare `GET /tasks` with the fleet's label. Then a
+history (unless --no-history): every agent killed on its node and replaced, twice, and the steady cycles again.
 
 Run from the repository root:  .venv/bin/python benchmarks/swarm_spawn.py [--agents 38] [--rounds 3]
 """
@@ -26,7 +27,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from pathlib import Path
@@ -126,6 +127,26 @@ def wait_running(api: docker.APIClient, fleet_id: str, expected: int, started: f
     return time.perf_counter() - started
 
 
+def kill_agents(lab: Mapping[str, str], api: docker.APIClient, fleet_id: str) -> int:
+    """SIGKILL every running agent on its node (agents that crashed), and wait until no task of the fleet runs."""
+    killed = 0
+    for n in lab["SWARM_LAB_NODES"].split():
+        node = docker.APIClient(base_url=lab[f"SWARM_LAB_NODE{n}_HOST"], version="auto", timeout=DOCKER_TIMEOUT_S)
+        try:
+            for item in node.containers(filters={"label": labels.selector(fleet_id)}):
+                with suppress(docker.errors.APIError):
+                    node.kill(item["Id"])
+                    killed += 1
+        finally:
+            node.close()
+    deadline = time.monotonic() + SETTLE_LIMIT_S
+    while running(api, fleet_id):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{fleet_id}: agents still running {SETTLE_LIMIT_S:.0f} s after SIGKILL")
+        time.sleep(0.2)
+    return killed
+
+
 def remove_fleet(api: docker.APIClient, fleet_id: str) -> int:
     """Remove every service of the fleet and wait until its tasks are gone from every node."""
     services = api.services(filters={"label": f"{labels.FLEET}={fleet_id}"})
@@ -151,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=38, help="N (default 38, the guide's roster)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating floor/cycle rounds (default 3)")
     parser.add_argument("--steady-repeats", type=int, default=5, help="steady cycles (default 5)")
+    parser.add_argument("--no-history", action="store_true",
+                        help="skip the history (every agent killed and replaced twice, then steady cycles again)")
     args = parser.parse_args(argv)
 
     lab = lab_env()
@@ -177,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cold_up_s: list[float] = []
     steady: list[CycleRun] = []
     list_s: list[float] = []
+    steady_history: list[CycleRun] = []
+    history_list_s: list[float] = []
+    history_tasks = 0
     proxy = CountingProxy(urlsplit(manager).path)
     try:
         with tempfile.TemporaryDirectory(prefix="swarm-spawn-") as scratch_dir:
@@ -217,6 +243,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 started = time.perf_counter()
                 assert len(tasks(api, fleet_id)) >= agents
                 list_s.append(time.perf_counter() - started)
+
+            # History: every agent killed on its node and replaced, twice; then the steady cycles again. A finished
+            # agent's service is removed by id when its slot is filled, so the swarm keeps no pile of them.
+            if not args.no_history:
+                for n in range(2):
+                    assert kill_agents(lab, api, fleet_id) == agents
+                    expect(run_cycle_process(env, proxy), f"replacement cycle {n + 1}", spawned=agents)
+                    wait_running(api, fleet_id, agents, time.perf_counter())
+                history_tasks = len(tasks(api, fleet_id))
+                for _ in range(args.steady_repeats):
+                    steady_history.append(expect(run_cycle_process(env, proxy), "steady cycle after the history",
+                                                 spawned=0, running=agents))
+                    started = time.perf_counter()
+                    assert len(tasks(api, fleet_id)) == history_tasks
+                    history_list_s.append(time.perf_counter() - started)
     finally:
         proxy.close()
         removed = remove_fleet(api, fleet_id)
@@ -252,6 +293,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     calls: list[Counter[str]] = [s.calls for s in steady]
     print(f"    manager calls: {same_every_time(calls)}; peak RSS {max(s.peak_rss_mb for s in steady):.1f} MB "
           f"(cold: {max(c.peak_rss_mb for c in cold):.1f} MB)")
+    if steady_history:
+        history_calls: list[Counter[str]] = [s.calls for s in steady_history]
+        print(f"  {'steady after 2N agents killed and replaced (' + str(len(steady_history)) + ' runs)':<58}"
+              f"{'median ms':>10}{'min ms':>9}")
+        for label, values in ((f"bare GET /tasks ({history_tasks} tasks listed)", history_list_s),
+                              ("cycle, fork to exit", [s.wall_s for s in steady_history]),
+                              ("cycle, its own duration_s", [s.in_cycle_s for s in steady_history])):
+            print(f"  {label:<58}{ms(med(values)):>10}{ms(min(values)):>9}")
+        print(f"    manager calls: {same_every_time(history_calls)}; peak RSS "
+              f"{max(s.peak_rss_mb for s in steady_history):.1f} MB")
+        calls = [*calls, *history_calls]
     print(f"  steady calls: {'one call, every run' if {sum(c.values()) for c in calls} == {1} else 'NOT one call'}")
     print(f"\nmarkdown row: | {agents} (swarm, 3 nodes) | {med(floor_s):.2f} s | {med([c.wall_s for c in cold]):.2f} s "
           f"| **{ratio:.2f}x** | {med(floor_up_s):.2f} s / {med(cold_up_s):.2f} s | "
