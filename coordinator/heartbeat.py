@@ -56,18 +56,24 @@ def write_heartbeat(
     path: Path, *, finished_at: datetime, exit_code: int, timed_out: bool = False, timeouts_in_a_row: int = 0
 ) -> None:
     """Replace the heartbeat file in one step, so the health check never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = json.dumps({
         "finished_at": finished_at.astimezone(UTC).isoformat(),
         "exit_code": exit_code,
         "timed_out": timed_out,
         "timeouts_in_a_row": timeouts_in_a_row,
     })
+    replace_file(path, body + "\n")
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `path` in one step, so that no reader ever sees half of it: the heartbeat, and the small memos kept
+    beside it. Raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     # The temporary file is in the same directory, because os.replace is atomic only within a file system.
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as temp:
-            temp.write(body + "\n")
+            temp.write(text)
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)

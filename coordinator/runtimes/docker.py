@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import tarfile
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -30,6 +28,7 @@ import docker.errors
 from docker.types import LogConfig
 
 from coordinator import labels
+from coordinator.heartbeat import replace_file
 from coordinator.runtime import (
     SECRETS_DIR,
     AgentLaunch,
@@ -107,14 +106,7 @@ class ExitMemo:
             return
         body = {cid: _facts_to_json(facts) for cid, facts in self._facts.items()}
         with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    json.dump(body, out)
-                os.replace(temp, self.path)
-            finally:
-                Path(temp).unlink(missing_ok=True)
+            replace_file(self.path, json.dumps(body))
         self._dirty = False
 
 

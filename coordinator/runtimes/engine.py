@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import TypeVar
 import docker
 import docker.errors
 
+from coordinator.heartbeat import replace_file
 from coordinator.runtime import RuntimeFailure
 from coordinator.settings import env_value
 
@@ -63,14 +63,7 @@ class ApiVersionMemo:
     def remember(self, host: str, version: str) -> None:
         """Replace the file in one step; a memo that cannot be written only costs the version probe."""
         with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as out:
-                    json.dump({"host": host, "api_version": version}, out)
-                os.replace(temp, self.path)
-            finally:
-                Path(temp).unlink(missing_ok=True)
+            replace_file(self.path, json.dumps({"host": host, "api_version": version}))
 
     def forget(self) -> None:
         with contextlib.suppress(OSError):
@@ -84,14 +77,13 @@ def refuses_api_version(exc: docker.errors.APIError) -> bool:
 
 class Engine:
     """The engine's low-level client for one cycle, at the address DOCKER_HOST and friends name (the Docker
-    CLI's own variables), with its API version pinned, remembered or asked for, in that order."""
+    CLI's own variables), with its API version pinned, remembered or asked for, in that order.
 
-    def __init__(self, api: docker.APIClient, *, memo: ApiVersionMemo | None = None, remembered: bool = False,
-                 reconnect: Callable[[], docker.APIClient] | None = None) -> None:
+    `ask_again`, given only when the version was remembered, forgets it and makes a client that asks."""
+
+    def __init__(self, api: docker.APIClient, *, ask_again: Callable[[], docker.APIClient] | None = None) -> None:
         self.api = api
-        self._memo = memo
-        self._remembered = remembered
-        self._reconnect = reconnect
+        self._ask_again = ask_again
 
     @classmethod
     def connect(cls, what: str, *, timeout_s: int = DOCKER_TIMEOUT_S, memo: ApiVersionMemo | None = None) -> Engine:
@@ -106,10 +98,14 @@ class Engine:
             memo.remember(host, str(client.api_version))
             return client
 
+        def ask_again() -> docker.APIClient:
+            memo.forget()
+            return ask()
+
         remembered = memo.recall(host)
         if remembered is None:
-            return cls(ask(), memo=memo)
-        return cls(_client(what, settings, timeout_s, remembered), memo=memo, remembered=True, reconnect=ask)
+            return cls(ask())
+        return cls(_client(what, settings, timeout_s, remembered), ask_again=ask_again)
 
     def first_call(self, call: Callable[[docker.APIClient], T]) -> T:
         """The cycle's first call to the engine (its inventory). Should the engine refuse the remembered API
@@ -117,12 +113,9 @@ class Engine:
         try:
             return call(self.api)
         except docker.errors.APIError as exc:
-            if not (self._remembered and self._reconnect is not None and refuses_api_version(exc)):
+            if self._ask_again is None or not refuses_api_version(exc):
                 raise
-        if self._memo is not None:
-            self._memo.forget()
-        self._remembered = False
-        self.api = self._reconnect()
+        self.api, self._ask_again = self._ask_again(), None
         return call(self.api)
 
 
