@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pulumi
 import pulumi_docker as docker
 import pulumi_github as github
 
 from coordinator.fleet import BLOCKING_LABEL, Department, Role, role_label
-from deploy.coordinator_spec import CoordinatorSpec, Source, SpecFile
+from deploy.coordinator_spec import CoordinatorSpec, HealthCheck, Source, SpecFile
 from deploy.stack_config import DEFAULT_BASE_IMAGE, StackConfig
 
+T = TypeVar("T")
 GITHUB_LABEL_DESCRIPTION_LIMIT = 100  # GitHub refuses longer label descriptions
 
 # One colour per department, so a pull request's role label shows where it comes from.
@@ -193,6 +194,22 @@ def _base64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
+def _label_args(make: Callable[..., T], labels: Mapping[str, str]) -> list[T]:
+    """The labels as pulumi-docker's label arguments of one kind (container, service, secret, ...), sorted."""
+    return [make(label=key, value=value) for key, value in sorted(labels.items())]
+
+
+def _healthcheck_args(make: Callable[..., T], check: HealthCheck) -> T:
+    """The health check as pulumi-docker's arguments for a container or a service's task (the same fields)."""
+    return make(
+        tests=list(check.test),
+        interval=f"{check.interval_seconds}s",
+        timeout=f"{check.timeout_seconds}s",
+        retries=check.retries,
+        start_period=f"{check.start_period_seconds}s",
+    )
+
+
 # The component the container was declared under before the swarm runtime came: an alias keeps the container's
 # URN, so upgrading a stack updates it in place instead of creating a second container under the same fixed name.
 PREVIOUS_COORDINATOR_TYPE = "agent-fleet:index:Coordinator"
@@ -225,14 +242,8 @@ class CoordinatorContainer(pulumi.ComponentResource):
                 )
                 for mount in spec.mounts
             ],
-            labels=[docker.ContainerLabelArgs(label=key, value=value) for key, value in sorted(spec.labels.items())],
-            healthcheck=docker.ContainerHealthcheckArgs(
-                tests=list(spec.healthcheck.test),
-                interval=f"{spec.healthcheck.interval_seconds}s",
-                timeout=f"{spec.healthcheck.timeout_seconds}s",
-                retries=spec.healthcheck.retries,
-                start_period=f"{spec.healthcheck.start_period_seconds}s",
-            ),
+            labels=_label_args(docker.ContainerLabelArgs, spec.labels),
+            healthcheck=_healthcheck_args(docker.ContainerHealthcheckArgs, spec.healthcheck),
             ports=[docker.ContainerPortArgs(internal=spec.published_port, external=spec.published_port)]
             if spec.published_port else None,
             restart=spec.restart,
@@ -277,7 +288,7 @@ class CoordinatorService(pulumi.ComponentResource):
                 secret = docker.Secret(
                     f"{name}-{spec_file.source}",
                     data=data,
-                    labels=[docker.SecretLabelArgs(label=k, value=v) for k, v in sorted(spec.labels.items())],
+                    labels=_label_args(docker.SecretLabelArgs, spec.labels),
                     opts=child,
                 )
                 self.secrets[spec_file.source] = secret
@@ -289,7 +300,7 @@ class CoordinatorService(pulumi.ComponentResource):
                 config = docker.ServiceConfig(
                     f"{name}-{spec_file.source}",
                     data_raw=content,
-                    labels=[docker.ServiceConfigLabelArgs(label=k, value=v) for k, v in sorted(spec.labels.items())],
+                    labels=_label_args(docker.ServiceConfigLabelArgs, spec.labels),
                     opts=child,
                 )
                 self.configs[spec_file.source] = config
@@ -297,12 +308,11 @@ class CoordinatorService(pulumi.ComponentResource):
                     config_id=config.id, config_name=config.name, file_name=spec_file.path,
                     file_uid="0", file_gid="0", file_mode=spec_file.mode,
                 ))
-        check = spec.healthcheck
         login = args.login
         self.service = docker.Service(
             f"{name}-service",
             name=spec.name,
-            labels=[docker.ServiceLabelArgs(label=k, value=v) for k, v in sorted(spec.labels.items())],
+            labels=_label_args(docker.ServiceLabelArgs, spec.labels),
             task_spec=docker.ServiceTaskSpecArgs(
                 container_spec=docker.ServiceTaskSpecContainerSpecArgs(
                     image=args.image,
@@ -310,8 +320,7 @@ class CoordinatorService(pulumi.ComponentResource):
                     args=list(spec.command) if spec.command is not None else None,
                     env=dict(spec.env),
                     stop_grace_period=f"{spec.stop_grace_seconds}s",
-                    labels=[docker.ServiceTaskSpecContainerSpecLabelArgs(label=k, value=v)
-                            for k, v in sorted(spec.labels.items())],
+                    labels=_label_args(docker.ServiceTaskSpecContainerSpecLabelArgs, spec.labels),
                     mounts=[
                         docker.ServiceTaskSpecContainerSpecMountArgs(
                             type="bind", source=mount.host_path, target=mount.container_path,
@@ -319,13 +328,8 @@ class CoordinatorService(pulumi.ComponentResource):
                         )
                         for mount in spec.mounts
                     ],
-                    healthcheck=docker.ServiceTaskSpecContainerSpecHealthcheckArgs(
-                        tests=list(check.test),
-                        interval=f"{check.interval_seconds}s",
-                        timeout=f"{check.timeout_seconds}s",
-                        retries=check.retries,
-                        start_period=f"{check.start_period_seconds}s",
-                    ),
+                    healthcheck=_healthcheck_args(docker.ServiceTaskSpecContainerSpecHealthcheckArgs,
+                                                  spec.healthcheck),
                     init=spec.init,
                     secrets=secret_refs,
                     configs=config_refs,
