@@ -135,9 +135,6 @@ class CoordinatorSpec:
         (Docker refuses or discards publishing there)."""
         return None if self.network == "host" else self.metrics_port
 
-    def file(self, source: Source) -> SpecFile | None:
-        return next((f for f in self.files if f.source is source), None)
-
     def docker_sdk_create_kwargs(self, image: str) -> dict[str, Any]:
         """Keyword arguments for `docker.DockerClient.containers.create`; upload the files' contents after."""
         return {
