@@ -75,6 +75,30 @@ ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SECRET_NAME_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,23}")
 
 
+class SecretsFault(ValueError):
+    """What is wrong with an object of agent secrets (NAME -> value): `kind` is "object" (not a JSON object),
+    "name" (`name` is no secret's name) or "value" (`name`'s value is not a non-empty string without NUL).
+    The value itself is never kept: whoever reports the fault words it without it."""
+
+    def __init__(self, kind: str, name: str = "") -> None:
+        super().__init__(kind, name)
+        self.kind = kind
+        self.name = name
+
+
+def agent_secrets(value: object) -> dict[str, str]:
+    """An object of agent secrets, checked (or SecretsFault): the one rule for the stack's `agentSecrets` and
+    the coordinator's AGENT_SECRETS_FILE."""
+    if not isinstance(value, dict):
+        raise SecretsFault("object")
+    for name, secret in value.items():
+        if not SECRET_NAME_PATTERN.fullmatch(name):
+            raise SecretsFault("name", name)
+        if not isinstance(secret, str) or not secret or "\0" in secret:
+            raise SecretsFault("value", name)
+    return value
+
+
 class Mode(StrEnum):
     """How an agent of a role finds its work (the guide's Mode column)."""
 

@@ -31,10 +31,11 @@ from coordinator.fleet import (
     MAX_AGENTS_CEILING,
     MAX_AGENTS_PER_ROLE_CEILING,
     MAX_ROSTER_BYTES,
-    SECRET_NAME_PATTERN,
     FleetLimits,
     RoleSpec,
     RosterError,
+    SecretsFault,
+    agent_secrets,
     limit_breach,
     roster_from_json,
     unknown_secrets,
@@ -398,17 +399,19 @@ def _load_agent_secrets(env: Mapping[str, str], roster: tuple[RoleSpec, ...] | N
             loaded = load_json(data)
         except ValueProblem as problem:
             raise refusal("AGENT_SECRETS_FILE", path, problem.reason, problem.fix) from None
-        if not isinstance(loaded, dict):
-            raise refusal("AGENT_SECRETS_FILE", path, "is not a JSON object", 'write {"NAME": "value", ...}')
-        for name, value in loaded.items():
-            if not SECRET_NAME_PATTERN.fullmatch(name):
-                raise refusal("AGENT_SECRETS_FILE", path, f"names a secret {shown(name)}",
-                              "use names like GITHUB_TOKEN: A-Z, 0-9 and _, starting with a letter, at most 24")
-            if not isinstance(value, str) or not value or "\0" in value:
-                # The value itself is never quoted: it is a secret.
-                raise refusal("AGENT_SECRETS_FILE", path, f"holds no usable text for {name}",
-                              "give each secret a non-empty string value")
-            secrets[name] = Secret(value)
+        try:
+            secrets = {name: Secret(value) for name, value in agent_secrets(loaded).items()}
+        except SecretsFault as fault:
+            if fault.kind == "object":
+                raise refusal("AGENT_SECRETS_FILE", path, "is not a JSON object", 'write {"NAME": "value", ...}') \
+                    from None
+            if fault.kind == "name":
+                raise refusal("AGENT_SECRETS_FILE", path, f"names a secret {shown(fault.name)}",
+                              "use names like GITHUB_TOKEN: A-Z, 0-9 and _, starting with a letter, at most 24") \
+                    from None
+            # The value itself is never quoted: it is a secret.
+            raise refusal("AGENT_SECRETS_FILE", path, f"holds no usable text for {fault.name}",
+                          "give each secret a non-empty string value") from None
     for role, name in unknown_secrets((spec.role for spec in roster or ()), secrets):
         where = "AGENT_SECRETS_FILE holds no such secret" if path else "AGENT_SECRETS_FILE is not set"
         raise ConfigError(

@@ -27,10 +27,11 @@ from coordinator.fleet import (
     DEFAULT_MAX_AGENTS_PER_ROLE,
     MAX_AGENTS_CEILING,
     MAX_AGENTS_PER_ROLE_CEILING,
-    SECRET_NAME_PATTERN,
     FleetLimits,
     Role,
     RoleSpec,
+    SecretsFault,
+    agent_secrets,
     limit_breach,
     unknown_secrets,
 )
@@ -303,8 +304,8 @@ def parse_username(raw: str) -> str:
 def parse_agent_secret_names(raw: str | None) -> tuple[str, ...]:
     """The names in `agentSecrets` (a JSON object NAME -> value), checked; values are checked, never kept or shown.
 
-    The coordinator reads the same object back from AGENT_SECRETS_FILE by the same rules
-    (coordinator.fleet.SECRET_NAME_PATTERN, a non-empty string value without NUL).
+    The coordinator reads the same object back from AGENT_SECRETS_FILE by the same rule
+    (coordinator.fleet.agent_secrets).
     """
     key = "agentSecrets"
     fix = "set each secret with `pulumi config set --secret --path 'agentSecrets.NAME' VALUE`"
@@ -317,20 +318,20 @@ def parse_agent_secret_names(raw: str | None) -> tuple[str, ...]:
         # The text itself is never quoted: it holds the secrets.
         raise StackConfigError(f"{NAMESPACE}:{key} is not a JSON object of NAME: value: it {problem.reason}; {fix}") \
             from None
-    if not isinstance(value, dict):
-        raise StackConfigError(f"{NAMESPACE}:{key} is not a JSON object of NAME: value; {fix}")
-    for name, secret in value.items():
-        if not SECRET_NAME_PATTERN.fullmatch(name):
+    try:
+        return tuple(sorted(agent_secrets(value)))
+    except SecretsFault as fault:
+        if fault.kind == "object":
+            raise StackConfigError(f"{NAMESPACE}:{key} is not a JSON object of NAME: value; {fix}") from None
+        if fault.kind == "name":
             raise StackConfigError(
-                f"{NAMESPACE}:{key}.{name} is not a secret's name: use A-Z, 0-9 and _, starting with a letter, "
+                f"{NAMESPACE}:{key}.{fault.name} is not a secret's name: use A-Z, 0-9 and _, starting with a letter, "
                 "at most 24 characters (each agent receives it as the file /run/secrets/<NAME>); "
-                f"remove it with `pulumi config rm --path '{key}.{name}'`"
-            )
-        if not isinstance(secret, str) or not secret or "\0" in secret:
-            raise StackConfigError(
-                f"{NAMESPACE}:{key}.{name} holds no usable text (not a string, empty, or holding a NUL); {fix}"
-            )
-    return tuple(sorted(value))
+                f"remove it with `pulumi config rm --path '{key}.{fault.name}'`"
+            ) from None
+        raise StackConfigError(
+            f"{NAMESPACE}:{key}.{fault.name} holds no usable text (not a string, empty, or holding a NUL); {fix}"
+        ) from None
 
 
 def check_known_keys(keys: Iterable[str]) -> None:
