@@ -206,6 +206,13 @@ class SpawnSettings:
 
 
 RUNTIMES = ("docker", "swarm")
+
+
+def parse_runtime(raw: str) -> str:
+    """FLEET_RUNTIME, and the stack's `runtime`: one of RUNTIMES."""
+    if raw not in RUNTIMES:
+        raise ValueProblem("is not a runtime", f"use {' or '.join(RUNTIMES)}")
+    return raw
 DEFAULT_NODE_LOST_S = 300.0
 MAX_NODE_LOST_S = 24 * 3600.0
 
@@ -513,9 +520,7 @@ def load_runtime_settings(env: Mapping[str, str]) -> RuntimeSettings:
 
 
 def _load_runtime(env: Mapping[str, str], heartbeat_file: Path) -> RuntimeSettings:
-    kind = env_value(env, "FLEET_RUNTIME") or "docker"
-    if kind not in RUNTIMES:
-        raise refusal("FLEET_RUNTIME", kind, "is not a runtime", f"use one of {', '.join(RUNTIMES)}")
+    kind = _read(env, "FLEET_RUNTIME", parse_runtime, RUNTIMES[0])
     lost = _read(
         env, "AGENT_NODE_LOST_S", partial(parse_seconds, maximum=MAX_NODE_LOST_S, example="300"), DEFAULT_NODE_LOST_S
     )

@@ -37,7 +37,7 @@ from coordinator.fleet import (
 )
 from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
 from coordinator.redact import shown
-from coordinator.settings import MAX_SPAWNS_PER_HOUR, RUNTIMES
+from coordinator.settings import MAX_SPAWNS_PER_HOUR, RUNTIMES, parse_runtime
 from coordinator.values import (
     ValueProblem,
     blank_is_unset,
@@ -278,12 +278,6 @@ _REGISTRY = re.compile(
     r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?=:))(?::[0-9]{1,5})?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}")
-
-
-def parse_runtime(raw: str) -> str:
-    if raw not in RUNTIMES:
-        raise ValueProblem("is not a runtime", f"use {' or '.join(RUNTIMES)}")
-    return raw
 
 
 def parse_registry(raw: str) -> str:

@@ -223,6 +223,7 @@ def test_a_set_variable_is_checked_even_when_its_step_is_skipped() -> None:
         ("COORDINATOR_SCHEDULE", "0 0 31 4 *", "never fires"),
         ("COORDINATOR_SCHEDULE", "* * * * * * *", "it has 7 fields"),
         ("GITHUB_REPOSITORY", "acme/webapp/x", "is not owner/name"),
+        ("FLEET_RUNTIME", "kubernetes", "is not a runtime; use docker or swarm"),
     ],
 )
 def test_values_that_would_fail_later_are_refused_up_front(variable: str, value: str, says: str) -> None:
