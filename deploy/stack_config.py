@@ -405,7 +405,7 @@ def parse_stack_config(
             "VALUE`, or remove it from the role's secrets"
         )
     # The coordinator refuses a roster over its limits; so does the program, before anything is declared.
-    breach = limit_breach(((role.key, counts.get(role.key, role.count)) for role in roster), config.limits)
+    breach = limit_breach(((role.key, config.count_of(role)) for role in roster), config.limits)
     if breach is not None:
         per_role, total = f"{NAMESPACE}:maxAgentsPerRole", f"{NAMESPACE}:maxAgents"
         described = breach.describe(per_role_setting=per_role, total_setting=total)
@@ -490,7 +490,7 @@ def resolve_roster(
         image = role_image(role, config) or built_agent_image
         if image is None:
             raise ValueError(f"role {role.key!r} has no image: set agentImage, or pass the built agent image")
-        specs.append(RoleSpec(role=replace(role, count=config.counts.get(role.key, role.count)), image=image))
+        specs.append(RoleSpec(role=replace(role, count=config.count_of(role)), image=image))
     return tuple(specs)
 
 
