@@ -17,16 +17,19 @@ import socket
 import tarfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Any
 
 import docker
 import pytest
 
-from coordinator.fleet import Department, Mode, Role, RoleSpec, roster_to_json
+from coordinator.fleet import Mode
 from deploy.coordinator_spec import CoordinatorSpec, Source, coordinator_spec
-from deploy.stack_config import SecretsPresent, StackConfig, parse_stack_config, resolve_roster
+from deploy.stack_config import resolve_roster
+from tests import e2e_harness as e2e
+from tests.e2e_harness import role
 from tests.fakes.github import FakeGitHub
 from tests.fakes.production import production
 from tests.fleet_harness import ROOT, running_by_role, running_ids
@@ -38,7 +41,6 @@ AGENT_IMAGE = "agent-fleet/agent:e2e"
 TOKEN = "fake-token-e2eSecret0123456789abcdefXYZ"
 # One agent secret, as `agentSecrets` holds it: it must reach the agents as a file and nowhere else.
 AGENT_SECRETS = {"AGENT_KEY": "agent-key-e2eSecret9876543210zyx"}
-SCHEDULE = "* * * * * */20"  # every 20 s (croniter: seconds are the sixth field); the first cycle runs at start
 # (a cycle's time limit is one interval, of which the merge step leaves the health check its 10 s)
 TIMEOUT = 90.0  # generous: a slow CI machine is slow, not broken
 
@@ -70,35 +72,15 @@ def agent_image(docker_client: docker.DockerClient, base_image: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ helpers
 
-
-def role(key: str, count: int, mode: Mode = Mode.TASK_DRIVEN) -> Role:
-    return Role(key, key.replace("_", " ").title(), count, Department.ENGINEERING, mode, f"The {key} agent.")
+stack_config = partial(e2e.stack_config, agent_secrets=AGENT_SECRETS)
+contents = partial(e2e.contents, token=TOKEN, agent_secrets=AGENT_SECRETS)
+wait_for = partial(e2e.wait_for, timeout=TIMEOUT)
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def stack_config(roles: Sequence[Role], *, github: FakeGitHub, health_url: str, agent_image: str,
-                 counts: dict[str, int] | None = None, metrics_port: int = 0) -> StackConfig:
-    """The stack's settings as Pulumi hands them over: every value raw text, maps and lists as JSON."""
-    raw = {
-        "repository": github.repository,
-        "githubApiUrl": github.api_url,
-        "healthUrl": health_url,
-        "schedule": SCHEDULE,
-        "agentImage": agent_image,
-        "requiredChecks": json.dumps(["ci"]),
-        "counts": json.dumps(counts) if counts else "",
-        "healthcheckIntervalSeconds": "1",
-        "maxSpawnsPerHour": "",
-        "agentNetwork": "",
-        "dockerHost": "",
-        "metricsPort": str(metrics_port),
-    }
-    return parse_stack_config(raw, roles, SecretsPresent(agent_secrets=tuple(AGENT_SECRETS)))
 
 
 def _tar(files: Sequence[tuple[str, bytes, int]]) -> bytes:
@@ -119,12 +101,6 @@ def _tar(files: Sequence[tuple[str, bytes, int]]) -> bytes:
             info.size, info.mode, info.mtime = len(content), mode, int(time.time())
             tar.addfile(info, io.BytesIO(content))
     return buffer.getvalue()
-
-
-def contents(roster: Sequence[RoleSpec]) -> dict[Source, str]:
-    """What the program writes into the coordinator's files: the roster, the token, the agents' secrets."""
-    return {Source.ROSTER: roster_to_json(roster), Source.GITHUB_TOKEN: TOKEN,
-            Source.AGENT_SECRETS: json.dumps(AGENT_SECRETS)}
 
 
 def deploy(client: docker.DockerClient, spec: CoordinatorSpec, image: str, files: dict[Source, str]) -> Any:
@@ -180,18 +156,6 @@ def explained(container: Any) -> Iterator[None]:
         yield
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- coordinator {container.name}: {log_tail(container)}") from None
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = TIMEOUT, interval: float = 0.5) -> Any:
-    """Poll `probe` until it returns something truthy, and return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
-        time.sleep(interval)
 
 
 def health_status(container: Any) -> str | None:

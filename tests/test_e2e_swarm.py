@@ -21,19 +21,21 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import docker
 import pytest
 
-from coordinator.fleet import Department, Mode, Role, RoleSpec, roster_to_json
+from coordinator.fleet import Mode, Role
 from deploy.coordinator_spec import CoordinatorSpec, Source, SwarmObject, coordinator_spec
-from deploy.stack_config import SecretsPresent, StackConfig, parse_stack_config, resolve_roster
+from deploy.stack_config import StackConfig, resolve_roster
+from tests import e2e_harness as e2e
+from tests.e2e_harness import role
 from tests.fakes.github import FakeGitHub
 from tests.fakes.production import ProductionServer
 from tests.fleet_harness import ROOT
@@ -44,7 +46,6 @@ pytestmark = [pytest.mark.swarm, pytest.mark.docker]
 TOKEN = "fake-token-swarmE2E0123456789abcdefXYZ"
 AGENT_SECRETS = {"AGENT_KEY": "agent-key-swarmE2E9876543210zyx"}
 SECRETS = (TOKEN, *AGENT_SECRETS.values())
-SCHEDULE = "* * * * * */20"  # every 20 s; the first cycle runs at start
 TIMEOUT = 120.0
 MANAGER = 1
 T = TypeVar("T")
@@ -146,38 +147,20 @@ def agent_image(docker_client: docker.DockerClient, base_image: str, swarm_lab: 
 # ------------------------------------------------------------------------------------------------ deploying
 
 
-def role(key: str, count: int, mode: Mode = Mode.TASK_DRIVEN) -> Role:
-    return Role(key, key.replace("_", " ").title(), count, Department.ENGINEERING, mode, f"The {key} agent.")
+contents = partial(e2e.contents, token=TOKEN, agent_secrets=AGENT_SECRETS)
+wait_for = partial(e2e.wait_for, timeout=TIMEOUT)
 
 
-def stack_config(lab: SwarmLab, roles: Sequence[Role], *, github: FakeGitHub, health_url: str, agent_image: str,
-                 metrics_port: int, counts: dict[str, int] | None = None) -> StackConfig:
+def stack_config(lab: SwarmLab, roles: Sequence[Role], **settings: Any) -> StackConfig:
     """The stack's settings as Pulumi hands them over: `runtime: swarm` and the lab's registry."""
-    raw = {
-        "repository": github.repository,
-        "githubApiUrl": github.api_url,
-        "healthUrl": health_url,
-        "schedule": SCHEDULE,
-        "agentImage": agent_image,
-        "requiredChecks": json.dumps(["ci"]),
-        "counts": json.dumps(counts) if counts else "",
-        "healthcheckIntervalSeconds": "1",
-        "runtime": "swarm",
-        "registry": lab.registry,
-        "metricsPort": str(metrics_port),
-    }
-    return parse_stack_config(raw, roles, SecretsPresent(agent_secrets=tuple(AGENT_SECRETS)))
+    return e2e.stack_config(roles, agent_secrets=AGENT_SECRETS, extra={"runtime": "swarm", "registry": lab.registry},
+                            **settings)
 
 
 def lab_spec(lab: SwarmLab, fleet_id: str, config: StackConfig) -> CoordinatorSpec:
     """The program's specification, on node 1's network and with node 1's engine socket (see the docstring)."""
     socket_path = lab.node_urls[MANAGER].removeprefix("unix://")
     return coordinator_spec(fleet_id=fleet_id, config=config, network="host", docker_socket=socket_path)
-
-
-def contents(roster: Sequence[RoleSpec]) -> dict[Source, str]:
-    return {Source.ROSTER: roster_to_json(roster), Source.GITHUB_TOKEN: TOKEN,
-            Source.AGENT_SECRETS: json.dumps(AGENT_SECRETS)}
 
 
 def swarm_objects(client: docker.DockerClient, spec: CoordinatorSpec, files: dict[Source, str],
@@ -215,17 +198,6 @@ def running_by_role(api: docker.APIClient, fleet_id: str) -> Counter[str]:
 def running_services(api: docker.APIClient, fleet_id: str) -> set[str]:
     return {t["ServiceID"] for t in agent_tasks(api, fleet_id)
             if t["Status"]["State"] == "running" and t["DesiredState"] == "running"}
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = TIMEOUT, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
-        time.sleep(interval)
 
 
 class Coordinator:
