@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -48,3 +49,15 @@ def fleet_id(docker_client: docker.DockerClient) -> Iterator[str]:
     for container in docker_client.containers.list(all=True, filters={"label": f"agent-fleet.fleet={fleet}"}):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
+
+
+def prometheus_tool(name: str) -> str:
+    """The path of `prometheus` or `promtool`, from Debian's prometheus package; a clear failure without it."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} is not on PATH; install Debian's prometheus package "
+            "(apt-get install -y --no-install-recommends prometheus), which scripts/test does when run as root",
+            pytrace=False,
+        )
+    return found

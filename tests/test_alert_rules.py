@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, prometheus_tool
 
 MONITORING = ROOT / "monitoring"
 ALERTS = MONITORING / "alerts.yml"
@@ -23,14 +22,7 @@ SEVERITIES = {"critical", "warning"}
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        pytest.fail(
-            "promtool is not on PATH; install Debian's prometheus package, which provides it "
-            "(apt-get install -y prometheus)",
-            pytrace=False,
-        )
-    return found
+    return prometheus_tool("promtool")
 
 
 def run_promtool(promtool: str, *args: str | Path) -> str:

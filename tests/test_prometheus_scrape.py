@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,7 +37,7 @@ from coordinator import labels
 from coordinator.fleet import Mode
 from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
 from coordinator.status import parse_reports
-from tests.conftest import ROOT
+from tests.conftest import ROOT, prometheus_tool
 from tests.fakes.github import FakeGitHub
 from tests.fakes.production import production
 from tests.fleet_harness import cycle_env, role_spec, running_by_role, write_roster
@@ -136,27 +135,16 @@ def start_coordinator(tmp_path: Path) -> Iterator[Callable[..., Coordinator]]:
     yield start
     for coordinator in started:  # SIGTERM first: the scheduler then ends its cycle's whole process group
         if coordinator.process.poll() is None:
-            coordinator.process.send_signal(signal.SIGTERM)
-            try:
-                coordinator.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                coordinator.process.kill()
-                coordinator.process.wait()
+            stop_process(coordinator.process)
 
 
 @pytest.fixture
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        pytest.fail(
-            "the prometheus binary is not on PATH; install Debian's prometheus package "
-            "(apt-get install -y --no-install-recommends prometheus), which scripts/test does when run as root",
-            pytrace=False,
-        )
-    return found
+    return prometheus_tool("prometheus")
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 30 s."""
     process.terminate()
     try:
         process.wait(timeout=30)
