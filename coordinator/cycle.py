@@ -319,6 +319,8 @@ def _reconcile(
             log.emit("agent.slot_taken", **fields, squatter=result.squatter)
             if result.squatter:
                 report.squatters.append(f"{result.spawn.name}: held by {result.squatter}")
+            else:
+                tally.filled_by_other_cycle += 1
         else:
             tally.failed += 1
             log.emit("agent.spawn_failed", **fields, error=log.scrub(result.error or ""))

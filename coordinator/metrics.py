@@ -12,8 +12,9 @@ skipped, a rate limit that was not read. An absent series makes no alert fire, w
 say "production is down" or "no API calls left".
 
 `agent_fleet_agents_running` counts a role's agents as the cycle left them: those its inventory
-found running plus those it spawned (`running + spawned` of the report's role tally), the same
-"present after the cycle" the verdict judges a role by. Counting only the inventory, taken before
+found running, those it spawned, and those a cycle running beside it spawned into slots it found
+empty (the `present` of the report's role tally), the same "present after the cycle" the verdict
+judges a role by. Counting only the inventory, taken before
 the cycle spawns, would show a role whose agents finish and are replaced every cycle as short at
 every cycle, and the alert on a role below its desired count for a sustained time would fire for a
 role that is kept full. Counted after the spawns, a role is short only when the cycle could not
@@ -105,8 +106,9 @@ def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFam
 
 def _gauge_families(picture: _Picture, last_cycle_at: float | None,
                     schedule_interval_s: float | None) -> Iterator[Metric]:
-    running = GaugeMetricFamily("agent_fleet_agents_running", "Agents of the role running after the last cycle: "
-                                "found running by its inventory plus spawned by it.", labels=["role"])
+    running = GaugeMetricFamily("agent_fleet_agents_running", "Agents of the role present after the last cycle: "
+                                "found running by its inventory, spawned by it, or by a cycle beside it.",
+                                labels=["role"])
     desired = GaugeMetricFamily("agent_fleet_agents_desired", "Agents the roster wants for the role.",
                                 labels=["role"])
     for role in sorted(picture.running):
@@ -183,8 +185,8 @@ class FleetMetrics:
             if not isinstance(role, str) or not KEY_PATTERN.fullmatch(role):
                 continue
             tally = _mapping(raw_tally)
-            # Present after the cycle: found running by its inventory, plus spawned by it (see the module's text).
-            running[role] = _count(tally.get("running")) + _count(tally.get("spawned"))
+            # Present after the cycle, as the report's tally counts it (see the module's text).
+            running[role] = _count(tally.get("present"))
             desired[role] = _count(tally.get("desired"))
             waiting = tally.get("waiting")
             counts = {

@@ -81,6 +81,14 @@ class RoleTally:
     # Consecutive exits with nothing to do (exit 0 soon after starting), summed over the role's slots,
     # as its agents' idle-streak labels show them; the advice to lower the count is computed from it.
     idle_exits: int = 0
+    # Slots this cycle found empty and went to fill, but a cycle running beside it filled first with the
+    # slot's own agent (409 on the name, not a squatter): present, though neither found nor spawned here.
+    filled_by_other_cycle: int = 0
+
+    @property
+    def present(self) -> int:
+        """The role's agents as the cycle left them: found running, spawned, or filled by a racing cycle."""
+        return self.running + self.spawned + self.filled_by_other_cycle
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,8 @@ def to_dict(report: CycleReport) -> dict[str, Any]:
     """The `cycle.report` event: one JSON object, stable keys, times in UTC ISO 8601."""
     body = _plain(asdict(report))
     body["merge"]["merged"] = report.merge.merged
+    for key, tally in report.roles.items():
+        body["roles"][key]["present"] = tally.present
     body["running"] = report.running
     body["desired"] = report.desired
     body["spawned"] = report.spawned

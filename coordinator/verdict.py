@@ -67,7 +67,7 @@ def findings(report: CycleReport) -> list[Finding]:
         degraded.append(f"{failures} spawn failures")
 
     for key, tally in report.roles.items():
-        present = tally.running + tally.spawned
+        present = tally.present
         if tally.desired > 0 and present < tally.desired * WELL_BELOW_DESIRED_RATIO:
             degraded.append(f"{key}: {present} of {tally.desired} agents")
 

@@ -243,6 +243,8 @@ def test_agents_running_counts_the_agents_the_cycle_left_running_spawned_ones_in
         "coder": RoleTally(desired=3, running=2, spawned=1),
         # The first cycle: nothing running yet, every agent spawned.
         "tester": RoleTally(desired=2, running=0, spawned=2),
+        # Two first cycles overlapped, and the other one spawned both agents (this one's creates met them, 409).
+        "sentinel": RoleTally(desired=2, running=0, filled_by_other_cycle=2),
         # Not refilled: one spawn failed, one deferred by the spawn budget, one slot waiting out a crash loop.
         "code_reviewer": RoleTally(desired=4, running=1, failed=1, deferred=1,
                                    waiting=[SlotWait(slot=3, until=T0, crashes=2)]),
@@ -253,8 +255,8 @@ def test_agents_running_counts_the_agents_the_cycle_left_running_spawned_ones_in
     samples = scrape(server)
     running = {s.labels["role"]: s.value for s in samples["agent_fleet_agents_running"]}
     desired = {s.labels["role"]: s.value for s in samples["agent_fleet_agents_desired"]}
-    assert running == {"coder": 3, "tester": 2, "code_reviewer": 1, "legacy": 1}
-    assert desired == {"coder": 3, "tester": 2, "code_reviewer": 4, "legacy": 0}
+    assert running == {"coder": 3, "tester": 2, "sentinel": 2, "code_reviewer": 1, "legacy": 1}
+    assert desired == {"coder": 3, "tester": 2, "sentinel": 2, "code_reviewer": 4, "legacy": 0}
     assert [role for role in running if running[role] < desired[role]] == ["code_reviewer"]
 
 

@@ -130,16 +130,22 @@ def test_broken_outranks_degraded() -> None:
 
 
 @pytest.mark.parametrize(
-    ("running", "spawned", "verdict"),
+    ("running", "spawned", "filled_by_other_cycle", "verdict"),
     [
-        (3, 0, Verdict.HEALTHY),  # 3 of 4: exactly three quarters is near enough
-        (2, 0, Verdict.DEGRADED),  # 2 of 4: well below
-        (0, 4, Verdict.HEALTHY),  # the cycle filled the deficit itself
-        (1, 2, Verdict.HEALTHY),
+        (3, 0, 0, Verdict.HEALTHY),  # 3 of 4: exactly three quarters is near enough
+        (2, 0, 0, Verdict.DEGRADED),  # 2 of 4: well below
+        (0, 4, 0, Verdict.HEALTHY),  # the cycle filled the deficit itself
+        (1, 2, 0, Verdict.HEALTHY),
+        # Cycles overlapped: the one beside this one filled every slot this one found empty (its creates met
+        # the slot's own agent, 409); the role is full.
+        (0, 0, 4, Verdict.HEALTHY),
+        (0, 1, 3, Verdict.HEALTHY),
+        (0, 0, 2, Verdict.DEGRADED),
     ],
 )
-def test_agents_well_below_desired(running: int, spawned: int, verdict: Verdict) -> None:
-    tallies = roles(code_reviewer={"running": running, "spawned": spawned})
+def test_agents_well_below_desired(running: int, spawned: int, filled_by_other_cycle: int, verdict: Verdict) -> None:
+    tallies = roles(code_reviewer={"running": running, "spawned": spawned,
+                                   "filled_by_other_cycle": filled_by_other_cycle})
     assert judge(cycle(tallies=tallies)) is verdict
 
 
