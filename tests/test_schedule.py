@@ -95,7 +95,7 @@ FAKE_CYCLE = textwrap.dedent(
     def report(verdict, errors):  # a cycle.report as the real cycle writes it, cut down to what metrics read
         return json.dumps({
             "event": "cycle.report", "fleet": "test", "run": run, "verdict": verdict,
-            "roles": {"coder": {"desired": 2, "running": 1, "spawned": 1}},
+            "roles": {"coder": {"desired": 2, "running": 1, "spawned": 1, "present": 2}},
             "merge": {"status": "skipped"}, "health": {"status": "skipped"},
             "errors": [{"step": name, "message": "boom"} for name in errors],
         })
