@@ -85,6 +85,21 @@ def start_cycle(env: Mapping[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def run_cycles_at_once(env: Mapping[str, str], count: int, *, timeout: float = 180) -> list[CycleRun]:
+    """`count` cycle processes started together, so that they overlap, each waited for."""
+    procs = [start_cycle(env) for _ in range(count)]
+    runs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        runs.append(CycleRun(proc.returncode, parse_lines(stdout), stdout, stderr))
+    return runs
+
+
+def present_by_role(report: Mapping[str, Any]) -> dict[str, int]:
+    """Each role's agents as a cycle's report says the cycle left them."""
+    return {key: role["present"] for key, role in report["roles"].items()}
+
+
 @dataclass(frozen=True)
 class Seen:
     """A fleet container as one list call shows it (no inspect, so nothing races a removal)."""

@@ -25,9 +25,10 @@ from tests.fleet_harness import (
     cycle_env,
     desired,
     fleet_containers,
-    parse_lines,
+    present_by_role,
     role_spec,
     run_cycle,
+    run_cycles_at_once,
     running_by_role,
     running_ids,
     start_cycle,
@@ -174,15 +175,11 @@ def test_containers_of_another_fleet_are_never_touched(fleet, docker_client, fle
 
 def test_six_overlapping_cycles_from_cold_end_at_exactly_the_desired_counts(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
     specs, _, env = fleet
-    procs = [start_cycle(env) for _ in range(6)]
-    reports = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=180)
-        assert proc.returncode == 0, stderr
-        reports.append(parse_lines(stdout)[-1])
+    runs = run_cycles_at_once(env, 6)
+    assert [run.returncode for run in runs] == [0] * 6, [run.stderr for run in runs]
+    reports = [run.report for run in runs]
     # A slot that the cycle beside it filled first (409 on the name) is present for each, and no failure.
-    assert [{key: role["present"] for key, role in report["roles"].items()} for report in reports] \
-        == [desired(specs)] * 6
+    assert [present_by_role(report) for report in reports] == [desired(specs)] * 6
     assert [report["verdict_reasons"] for report in reports] == [[]] * 6
     assert running_by_role(docker_client, fleet_id) == desired(specs)
     assert len(fleet_containers(docker_client, fleet_id)) == sum(desired(specs).values())

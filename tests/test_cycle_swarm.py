@@ -23,10 +23,10 @@ from tests.fakes.docker_proxy import counting_proxy
 from tests.fleet_harness import (
     SLEEP_FOREVER,
     cycle_env,
-    parse_lines,
+    present_by_role,
     role_spec,
     run_cycle,
-    start_cycle,
+    run_cycles_at_once,
     write_roster,
 )
 from tests.swarm_lab import SwarmLab
@@ -135,18 +135,14 @@ def test_a_finished_agent_is_replaced_under_its_slot_name(tmp_path, lab_image, s
 
 def test_six_overlapping_cycles_end_at_exactly_the_desired_counts(fleet, api, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
     _, _, env = fleet
-    procs = [start_cycle(env) for _ in range(6)]
-    reports = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=180)
-        assert proc.returncode == 0, stderr
-        reports.append(parse_lines(stdout)[-1])
+    runs = run_cycles_at_once(env, 6)
+    assert [run.returncode for run in runs] == [0] * 6, [run.stderr for run in runs]
+    reports = [run.report for run in runs]
     # Each slot was created once; every other cycle met the name in use (409), which is no failure.
     assert sum(report["spawned"] for report in reports) == 6
     assert all(role["failed"] == 0 for report in reports for role in report["roles"].values())
     # Every cycle counts a slot that the cycle beside it filled as present: none of them is short of agents.
-    assert [{key: role["present"] for key, role in report["roles"].items()} for report in reports] \
-        == [{"builder": 4, "reviewer": 2}] * 6
+    assert [present_by_role(report) for report in reports] == [{"builder": 4, "reviewer": 2}] * 6
     assert [report["verdict_reasons"] for report in reports] == [[]] * 6
     assert len(services(api, swarm_fleet_id)) == 6
     converge(api, swarm_fleet_id, {"builder": 4, "reviewer": 2})
