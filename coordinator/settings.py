@@ -205,7 +205,12 @@ class SpawnSettings:
     backoff_max_s: float = 3600.0
 
 
-RUNTIMES = ("docker", "swarm")
+DOCKER_RUNTIME = "docker"  # one engine
+SWARM_RUNTIME = "swarm"
+RUNTIMES = (DOCKER_RUNTIME, SWARM_RUNTIME)
+DEFAULT_RUNTIME = DOCKER_RUNTIME
+DEFAULT_NODE_LOST_S = 300.0
+MAX_NODE_LOST_S = 24 * 3600.0
 
 
 def parse_runtime(raw: str) -> str:
@@ -213,13 +218,11 @@ def parse_runtime(raw: str) -> str:
     if raw not in RUNTIMES:
         raise ValueProblem("is not a runtime", f"use {' or '.join(RUNTIMES)}")
     return raw
-DEFAULT_NODE_LOST_S = 300.0
-MAX_NODE_LOST_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    kind: str = "docker"
+    kind: str = DEFAULT_RUNTIME
     node_lost_s: float = DEFAULT_NODE_LOST_S
     placement: tuple[str, ...] = ()
     # The Docker runtime's memo of exited agents' ends, beside the heartbeat (see runtimes/docker.py ExitMemo).
@@ -520,7 +523,7 @@ def load_runtime_settings(env: Mapping[str, str]) -> RuntimeSettings:
 
 
 def _load_runtime(env: Mapping[str, str], heartbeat_file: Path) -> RuntimeSettings:
-    kind = _read(env, "FLEET_RUNTIME", parse_runtime, RUNTIMES[0])
+    kind = _read(env, "FLEET_RUNTIME", parse_runtime, DEFAULT_RUNTIME)
     lost = _read(
         env, "AGENT_NODE_LOST_S", partial(parse_seconds, maximum=MAX_NODE_LOST_S, example="300"), DEFAULT_NODE_LOST_S
     )

@@ -37,7 +37,7 @@ from coordinator.fleet import (
 )
 from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
 from coordinator.redact import shown
-from coordinator.settings import MAX_SPAWNS_PER_HOUR, RUNTIMES, parse_runtime
+from coordinator.settings import DEFAULT_RUNTIME, MAX_SPAWNS_PER_HOUR, SWARM_RUNTIME, parse_runtime
 from coordinator.values import (
     ValueProblem,
     blank_is_unset,
@@ -54,8 +54,6 @@ from coordinator.values import (
 
 NAMESPACE = "agent-fleet"
 DEFAULT_SCHEDULE = cron.DEFAULT_SCHEDULE
-DEFAULT_RUNTIME = RUNTIMES[0]  # docker: one engine
-SWARM = "swarm"
 MAX_PORT = 65535
 # The coordinator image's base. coordinator/Dockerfile's `ARG BASE_IMAGE=` repeats it for a plain
 # `docker build`; a test keeps the two equal.
@@ -156,7 +154,7 @@ class StackConfig:
 
     @property
     def on_swarm(self) -> bool:
-        return self.runtime == SWARM
+        return self.runtime == SWARM_RUNTIME
 
     @property
     def registry_server(self) -> str | None:

@@ -6,14 +6,14 @@
 from __future__ import annotations
 
 from coordinator.runtime import AgentRuntime
-from coordinator.settings import RuntimeSettings
+from coordinator.settings import SWARM_RUNTIME, RuntimeSettings
 
 
 def open_runtime(settings: RuntimeSettings) -> AgentRuntime:
     from coordinator.runtimes.engine import ApiVersionMemo
 
     versions = ApiVersionMemo(settings.api_version_file) if settings.api_version_file else None
-    if settings.kind == "swarm":
+    if settings.kind == SWARM_RUNTIME:
         from coordinator.runtimes.swarm import SwarmRuntime
 
         return SwarmRuntime(api_version_memo=versions)
