@@ -56,7 +56,7 @@ def findings(report: CycleReport) -> list[Finding]:
         broken.append(f"production is down ({health.error or 'no answer'})")
 
     failures = report.spawn_failures
-    missing = sum(max(0, t.desired - t.running) for t in report.roles.values())
+    missing = sum(max(0, t.desired - t.present) for t in report.roles.values())
     reconcile = report.steps.get("reconcile")
     if failures > 0 and report.spawned == 0:
         broken.append(f"every spawn failed ({failures} of {failures})")
