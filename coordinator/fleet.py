@@ -73,6 +73,11 @@ ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # An agent secret's name: the file /run/secrets/<NAME>. Short enough that a Docker secret named
 # <fleet>-<name>-<digest> stays within Swarm's 64 characters.
 SECRET_NAME_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,23}")
+# The most an agent secret's value holds, in UTF-8 bytes; the fewest characters is redact.MIN_SECRET_CHARS, as
+# for every secret. The reference agent says both again (agent/entrypoint.py MAX_SECRET_BYTES, MIN_SECRET_CHARS:
+# the image does not import this package; a test holds them equal). A larger value is no key or token, and the
+# agent hands each secret but its token to its CLI as one environment variable, which Linux limits to 128 KiB.
+MAX_AGENT_SECRET_BYTES = 64 * 1024
 
 
 class SecretsFault(ValueError):

@@ -21,6 +21,9 @@ import re
 from collections.abc import Iterable
 
 REDACTED = "***"
+# The fewest characters a secret has (its text stripped): every secret the coordinator, the program and the
+# reference agent take (agent/entrypoint.py MIN_SECRET_CHARS says it again; a test holds the two equal).
+MIN_SECRET_CHARS = 8
 # A quoted value longer than this is cut: a 16 KiB brief in an error message helps nobody.
 MAX_SHOWN_CHARS = 200  # long enough for a file path
 

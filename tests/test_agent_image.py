@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.machinery
+import importlib.util
 import io
 import json
 import os
@@ -34,6 +36,8 @@ import docker
 import docker.errors
 import pytest
 
+from coordinator.fleet import MAX_AGENT_SECRET_BYTES
+from coordinator.redact import MIN_SECRET_CHARS
 from tests.fakes.git_server import FakeGitServer
 from tests.fakes.github import FakeGitHub
 from tests.fleet_harness import ROOT, cycle_env, fleet_containers, role_spec, run_cycle, write_roster
@@ -170,11 +174,13 @@ def test_the_local_github_opens_and_labels_pull_requests_as_github_does(
 # ------------------------------------------------------------------------------------------------ the entrypoint, here
 
 
-def run_entrypoint(env: Mapping[str, str], secrets: Mapping[str, str], command: Sequence[str] = (),
+def run_entrypoint(env: Mapping[str, str], secrets: Mapping[str, str | bytes], command: Sequence[str] = (),
                    ) -> subprocess.CompletedProcess[str]:
+    """The entrypoint as a process here; each secret a file: text with a newline after it, bytes as they are."""
     with tempfile.TemporaryDirectory() as secrets_dir, tempfile.TemporaryDirectory() as home:
         for name, value in secrets.items():
-            Path(secrets_dir, name).write_text(value + "\n", encoding="utf-8")
+            path = Path(secrets_dir, name)
+            path.write_bytes(value) if isinstance(value, bytes) else path.write_text(value + "\n", encoding="utf-8")
         return subprocess.run(
             [sys.executable, str(ENTRYPOINT), *command], capture_output=True, text=True, timeout=TIMEOUT,
             env={"PATH": os.environ["PATH"], "HOME": home, "AGENT_SECRETS_DIR": secrets_dir,
@@ -282,6 +288,72 @@ def test_entrypoint_scrubs_secrets_from_what_the_cli_prints(servers: tuple[FakeG
     assert "token in env: none" in done.stderr  # the GitHub token never reaches the CLI's environment
     [pull] = github.pulls  # the CLI's output is quoted in the pull request: scrubbed too
     assert AGENT_TOKEN not in pull.body and "***" in pull.body
+
+
+def test_the_agent_and_the_coordinator_agree_on_an_agent_secrets_bounds() -> None:
+    # The image does not import the coordinator: each side declares the bounds, and they must be the same.
+    loader = importlib.machinery.SourceFileLoader("agent_entrypoint", str(ENTRYPOINT))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    entrypoint = importlib.util.module_from_spec(spec)
+    loader.exec_module(entrypoint)
+    assert entrypoint.MIN_SECRET_CHARS == MIN_SECRET_CHARS == 8
+    assert entrypoint.MAX_SECRET_BYTES == MAX_AGENT_SECRET_BYTES
+
+
+BIG = "big-" + "k" * (MAX_AGENT_SECRET_BYTES - 4)  # the largest secret an agent takes
+
+
+@pytest.mark.parametrize(
+    ("secrets", "named"),
+    [
+        # Larger than an agent secret may be: refused, never left out of the CLI's environment.
+        ({"GITHUB_TOKEN": AGENT_TOKEN, "EXTRA_KEY": (BIG + "k").encode()},
+         f"secret EXTRA_KEY is larger than {MAX_AGENT_SECRET_BYTES} bytes"),
+        ({"GITHUB_TOKEN": AGENT_TOKEN, "EXTRA_KEY": "1234567"}, "secret EXTRA_KEY is shorter than 8 characters"),
+        ({"GITHUB_TOKEN": "dev"}, "secret GITHUB_TOKEN is shorter than 8 characters"),
+        ({"GITHUB_TOKEN": AGENT_TOKEN, "EXTRA_KEY": b"sk-\xff\xfe-not-text"}, "secret EXTRA_KEY is not UTF-8 text"),
+        ({"GITHUB_TOKEN": AGENT_TOKEN, "extra-key": "sk-extra-0123456789"},
+         "secret extra-key is not named as an environment variable"),
+    ],
+)
+def test_entrypoint_refuses_a_secret_it_cannot_take_exits_78_naming_it_never_its_value(
+    servers: tuple[FakeGitServer, FakeGitHub], secrets: dict[str, str | bytes], named: str,
+) -> None:
+    git, github = servers
+    done = run_entrypoint(agent_env(git, github), secrets, EDITS)
+    assert done.returncode == 78, done.stdout + done.stderr
+    assert events(done.stdout) == [the_exit(done.stdout)]  # one line, and nothing done
+    assert the_exit(done.stdout)["reason"].startswith(named)
+    for value in secrets.values():
+        shown = value.decode("utf-8", errors="ignore") if isinstance(value, bytes) else value
+        assert shown[:7] not in done.stdout + done.stderr
+    assert git.requests == [] and github.requests == []
+
+
+def test_entrypoint_takes_secrets_at_the_bounds_whole_and_scrubs_them(
+    servers: tuple[FakeGitServer, FakeGitHub],
+) -> None:
+    git, github = servers
+    short, lines = "12345678", "-----BEGIN KEY-----\nline-one-0123456789\nline-two-9876543210\n-----END KEY-----"
+    # The CLI prints each secret it received; a short one equal to a number and a word of the events' own text.
+    leaky = ("sh", "-c", 'printf "%s\\n" "$BIG_KEY" "short=$SHORT_KEY" "role $WORD_KEY" '
+             '"$(printf "%s" "$PEM_KEY" | tail -n 2)"; '
+             'echo \'{"type": "result", "is_error": false, "result": "slot 12345678 done"}\'; echo x > x.txt')
+    secrets: dict[str, str | bytes] = {"GITHUB_TOKEN": AGENT_TOKEN, "BIG_KEY": BIG.encode(), "SHORT_KEY": short,
+                                       "WORD_KEY": "agent.cli", "PEM_KEY": lines}
+    done = run_entrypoint(agent_env(git, github, AGENT_SLOT="12345678"), secrets, leaky)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    found = events(done.stdout)  # every line still JSON, keys and numbers whole
+    assert [e["event"] for e in found][:2] == ["agent.start", "agent.cloned"] and found[0]["slot"] == 12345678
+    assert found[-1] == {"event": "agent.exit", "code": 0, "outcome": "opened"}
+    # Whatever the agent was given reached the CLI whole and is scrubbed from all it wrote.
+    relayed = done.stderr.splitlines()
+    assert relayed[:5] == ["***", "short=***", "role ***", "***", "***"], relayed[:5]  # the key line by line
+    for value in (BIG, short, "line-one-0123456789", "line-two-9876543210"):
+        assert value not in done.stderr
+    [pull] = github.pulls
+    assert "slot *** done" in pull.body and short not in pull.body
 
 
 # ------------------------------------------------------------------------------------------------ the image
