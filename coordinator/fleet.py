@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from coordinator.redact import shown
+from coordinator.redact import MIN_SECRET_CHARS, shown
 from coordinator.values import ValueProblem, docker_text_problem, is_one_line, load_json, parse_image
 
 DEFAULT_FLEET_ID = "agent-fleet"
@@ -82,7 +82,8 @@ MAX_AGENT_SECRET_BYTES = 64 * 1024
 
 class SecretsFault(ValueError):
     """What is wrong with an object of agent secrets (NAME -> value): `kind` is "object" (not a JSON object),
-    "name" (`name` is no secret's name) or "value" (`name`'s value is not a non-empty string without NUL).
+    "name" (`name` is no secret's name), "value" (`name`'s value is not a non-empty string of UTF-8 text without
+    NUL), "short" (under MIN_SECRET_CHARS, stripped) or "large" (over MAX_AGENT_SECRET_BYTES).
     The value itself is never kept: whoever reports the fault words it without it."""
 
     def __init__(self, kind: str, name: str = "") -> None:
@@ -101,6 +102,14 @@ def agent_secrets(value: object) -> dict[str, str]:
             raise SecretsFault("name", name)
         if not isinstance(secret, str) or not secret or "\0" in secret:
             raise SecretsFault("value", name)
+        try:
+            size = len(secret.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): no file can hold it
+            raise SecretsFault("value", name) from None
+        if len(secret.strip()) < MIN_SECRET_CHARS:  # stripped, as the agent reads its file
+            raise SecretsFault("short", name)
+        if size > MAX_AGENT_SECRET_BYTES:
+            raise SecretsFault("large", name)
     return value
 
 

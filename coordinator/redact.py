@@ -2,10 +2,15 @@
 
 `scrub(text, secrets)` is applied to every event line, every report, every error message:
 
-- each known secret value (the GitHub token) becomes `***`, also as JSON escapes it;
+- each known secret value (the GitHub token) becomes `***`, also as JSON escapes it; a value shorter than
+  MIN_SECRET_CHARS is no secret (the settings refuse one) and is left alone: blanking it would wreck ordinary
+  text and show the value by the gaps;
 - URL userinfo becomes `***`: `https://user:token@host` -> `https://***@host`, whatever the scheme, even a
   mistyped one (`htps://`), and `user:token@host` without a scheme;
 - a query string or a URL's fragment becomes `***`: `?access_token=...` -> `?***`.
+
+`scrub_values(value, secrets)` scrubs what becomes a JSON line before it is serialised: its string values
+only, never its keys, numbers or syntax, so a secret can blank some text but never break the line's structure.
 
 `shown(value)` is how an error message quotes the value of a setting: scrubbed, cut to a readable
 length, in quotes. For a URL setting (`url=True`) it also drops the query and fragment wholesale and any
@@ -19,6 +24,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from datetime import datetime
+from enum import Enum
+from typing import Any
 
 REDACTED = "***"
 # The fewest characters a secret has (its text stripped): every secret the coordinator, the program and the
@@ -39,7 +47,7 @@ _BARE_START = re.compile(r"[(=,\[{]")
 def _secret_forms(secrets: Iterable[str]) -> list[str]:
     forms: set[str] = set()
     for secret in secrets:
-        if secret:
+        if len(secret.strip()) >= MIN_SECRET_CHARS:
             forms.add(secret)
             forms.add(json.dumps(secret)[1:-1])  # as it appears inside an event line
     # Longest first, so a secret that contains another is replaced whole.
@@ -84,11 +92,35 @@ def _scrub_token(token: str) -> str:
     return token
 
 
+def _scrub(text: str, forms: list[str]) -> str:
+    for form in forms:
+        text = text.replace(form, REDACTED)
+    return _TOKEN.sub(lambda match: _scrub_token(match.group(0)), text)
+
+
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     """`text` without the known `secrets`, URL userinfo, query strings or URL fragments."""
-    for secret in _secret_forms(secrets):
-        text = text.replace(secret, REDACTED)
-    return _TOKEN.sub(lambda match: _scrub_token(match.group(0)), text)
+    return _scrub(text, _secret_forms(secrets))
+
+
+def scrub_values(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """`value`, JSON-like data, with each string value scrubbed; dict keys, numbers, booleans, None, times and
+    enumeration members (the code's own words: a verdict, a status) as they are. Anything else becomes its
+    scrubbed text, as `json.dumps(default=str)` would have written it unscrubbed."""
+    forms = _secret_forms(secrets)
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, Enum) or item is None or isinstance(item, bool | int | float | datetime):
+            return item
+        if isinstance(item, str):
+            return _scrub(item, forms)
+        if isinstance(item, dict):
+            return {key: walk(inner) for key, inner in item.items()}
+        if isinstance(item, list | tuple):
+            return [walk(inner) for inner in item]
+        return _scrub(str(item), forms)
+
+    return walk(value)
 
 
 def _cut(text: str) -> str:

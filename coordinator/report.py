@@ -185,10 +185,10 @@ class CycleReport:
 
 
 def _plain(value: Any) -> Any:
+    """JSON-ready: times as UTC ISO 8601 text. A StrEnum member stays one (json writes it as its value), so the
+    scrubber still knows it for the code's own word and leaves it whole."""
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, StrEnum):
-        return value.value
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -274,6 +274,9 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return redact.scrub(text, secrets)
 
 
+_LINE_OWN_FIELDS = frozenset({"ts", "event", "fleet"})
+
+
 class EventLog:
     """Writes one JSON object per line, with a timestamp, and never a secret."""
 
@@ -286,10 +289,14 @@ class EventLog:
         return redact.scrub(text, self._secrets)
 
     def emit(self, event: str, **fields: Any) -> None:
-        record = {"ts": _plain(datetime.now(UTC)), "event": event, "fleet": self.fleet, **_plain(fields)}
-        self.write(record)
+        self.write({"ts": datetime.now(UTC), "event": event, "fleet": self.fleet, **fields})
 
     def write(self, record: dict[str, Any]) -> None:
-        line = self.scrub(json.dumps(record, sort_keys=False, default=str))
+        # Scrubbed in its string values, then serialised: scrubbing the serialised line would let a secret that
+        # is also a number, a key or JSON syntax break the line, and `status` and /metrics then find no report.
+        # The line's own fields (its time, event and fleet) are the coordinator's words, never a secret's.
+        body = {key: value if key in _LINE_OWN_FIELDS else redact.scrub_values(value, self._secrets)
+                for key, value in record.items()}
+        line = json.dumps(_plain(body), sort_keys=False, default=str)
         self._stream.write(line + "\n")
         self._stream.flush()

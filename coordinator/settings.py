@@ -28,6 +28,7 @@ from coordinator.fleet import (
     DEFAULT_FLEET_ID,
     DEFAULT_MAX_AGENTS,
     DEFAULT_MAX_AGENTS_PER_ROLE,
+    MAX_AGENT_SECRET_BYTES,
     MAX_AGENTS_CEILING,
     MAX_AGENTS_PER_ROLE_CEILING,
     MAX_ROSTER_BYTES,
@@ -40,7 +41,7 @@ from coordinator.fleet import (
     roster_from_json,
     unknown_secrets,
 )
-from coordinator.redact import scrub, shown
+from coordinator.redact import MIN_SECRET_CHARS, scrub, shown
 from coordinator.values import (
     ValueProblem,
     ascii_digits,
@@ -74,6 +75,8 @@ MAX_SPAWN_CONCURRENCY = 100
 MAX_SPAWNS_PER_HOUR = 100_000
 # A token file is a few dozen bytes; anything much bigger is the wrong file.
 MAX_TOKEN_FILE_BYTES = 64 * 1024
+# The agents' secrets file: a handful of tokens and keys.
+MAX_AGENT_SECRETS_FILE_BYTES = 1024 * 1024
 
 # name -> what it means; the single list of the runtime's interface. `env_value` reads no other name.
 VARIABLES: dict[str, str] = {
@@ -93,7 +96,8 @@ VARIABLES: dict[str, str] = {
     "COORDINATOR_METRICS_PORT": "Port `schedule` serves Prometheus metrics on, at /metrics on every interface "
     "(1 to 65535). Unset or 0: no metrics are served.",
     "GITHUB_REPOSITORY": "owner/name of the repository. Unset: the merge step is skipped.",
-    "GITHUB_TOKEN": "Token for the merge step (or GITHUB_TOKEN_FILE, a file holding it).",
+    "GITHUB_TOKEN": "Token for the merge step (or GITHUB_TOKEN_FILE, a file holding it); at least "
+    f"{MIN_SECRET_CHARS} characters.",
     "GITHUB_TOKEN_FILE": "Path of a file holding the token; used when GITHUB_TOKEN is unset.",
     "GITHUB_API_URL": f"REST base URL. Default {DEFAULT_GITHUB_API_URL}; GitHub Enterprise: https://HOST/api/v3.",
     "GITHUB_GRAPHQL_URL": "GraphQL URL. Default derived: .../api/v3 -> .../api/graphql, otherwise <api>/graphql.",
@@ -117,7 +121,9 @@ VARIABLES: dict[str, str] = {
     "Default 300.",
     "AGENT_PLACEMENT": "Swarm: comma-separated placement constraints for agent services, e.g. node.role==worker.",
     "AGENT_SECRETS_FILE": "Path of a JSON object {NAME: value} of the agents' secrets; each agent receives its "
-    "role's (all, unless the role lists `secrets`) as files /run/secrets/<NAME>. Unset: agents receive none.",
+    "role's (all, unless the role lists `secrets`) as files /run/secrets/<NAME>. Each value "
+    f"{MIN_SECRET_CHARS} characters to {MAX_AGENT_SECRET_BYTES // 1024} KiB of UTF-8; the file at most "
+    f"{MAX_AGENT_SECRETS_FILE_BYTES // 1024 // 1024} MiB. Unset: agents receive none.",
     "GITHUB_SERVER_URL": "Where agents clone from, told to them as GITHUB_SERVER_URL. Default derived from "
     "GITHUB_API_URL: https://api.github.com -> https://github.com, https://HOST/api/v3 -> https://HOST.",
     "BACKLOG_LABELS": "Comma-separated labels of issues that wait for builders, counted besides each Task-driven "
@@ -130,8 +136,6 @@ VARIABLES: dict[str, str] = {
 }
 # Settings whose values are URLs: an error quotes them without userinfo, query or fragment at all.
 URL_VARIABLES = frozenset({"GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "HEALTH_URL", "GITHUB_SERVER_URL"})
-# The agents' secrets file: a handful of tokens and keys.
-MAX_AGENT_SECRETS_FILE_BYTES = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -370,6 +374,8 @@ def _load_roster(env: Mapping[str, str], limits: FleetLimits) -> tuple[RoleSpec,
 def _load_token(env: Mapping[str, str]) -> str | None:
     token = env_value(env, "GITHUB_TOKEN")
     if token is not None:
+        if len(token) < MIN_SECRET_CHARS:
+            raise ConfigError(f"GITHUB_TOKEN {_SHORT_TOKEN}; set it to the whole token")
         return token
     path = env_value(env, "GITHUB_TOKEN_FILE")
     if path is None:
@@ -383,7 +389,14 @@ def _load_token(env: Mapping[str, str]) -> str | None:
         ) from None
     if not token:
         raise refusal("GITHUB_TOKEN_FILE", path, "is empty", "write the token into it")
+    if len(token) < MIN_SECRET_CHARS:
+        raise refusal("GITHUB_TOKEN_FILE", path, _SHORT_TOKEN, "write the whole token into it")
     return token
+
+
+# Why a token is refused by its length; the value itself is never quoted.
+_SHORT_TOKEN = (f"holds a token shorter than {MIN_SECRET_CHARS} characters, too short to be one (scrubbing it "
+                "from the coordinator's output would blank ordinary text)")
 
 
 def derive_server_url(api_url: str) -> str:
@@ -420,6 +433,16 @@ def _load_agent_secrets(env: Mapping[str, str], roster: tuple[RoleSpec, ...] | N
                               "use names like GITHUB_TOKEN: A-Z, 0-9 and _, starting with a letter, at most 24") \
                     from None
             # The value itself is never quoted: it is a secret.
+            if fault.kind == "short":
+                raise refusal("AGENT_SECRETS_FILE", path,
+                              f"holds a value for {fault.name} shorter than {MIN_SECRET_CHARS} characters, too short "
+                              "to be a secret (scrubbing it from the fleet's output would blank ordinary text)",
+                              f"give {fault.name} its real key or token, or remove it") from None
+            if fault.kind == "large":
+                raise refusal("AGENT_SECRETS_FILE", path,
+                              f"holds a value for {fault.name} larger than {MAX_AGENT_SECRET_BYTES} bytes, the most "
+                              "an agent secret may hold", f"give {fault.name} its real key or token, or remove it") \
+                    from None
             raise refusal("AGENT_SECRETS_FILE", path, f"holds no usable text for {fault.name}",
                           "give each secret a non-empty string value") from None
     for role, name in unknown_secrets((spec.role for spec in roster or ()), secrets):

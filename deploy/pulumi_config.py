@@ -24,6 +24,7 @@ from deploy.stack_config import (
     SecretsPresent,
     StackConfig,
     StackConfigError,
+    check_github_token,
     check_known_keys,
     fleet_id,
     parse_agent_secret_names,
@@ -100,6 +101,7 @@ def load_stack_config(roles: Iterable[Role]) -> StackConfig:
     try:
         check_known_keys(namespace_keys())
         _check_secret_keys_are_secret()
+        check_github_token(get_config(f"{NAMESPACE}:githubToken"))
         raw = {key: config.get(key) for key in CONFIG_KEYS}
         return parse_stack_config(raw, roles, secrets_present())
     except StackConfigError as exc:

@@ -25,6 +25,7 @@ from coordinator import cron
 from coordinator.fleet import (
     DEFAULT_MAX_AGENTS,
     DEFAULT_MAX_AGENTS_PER_ROLE,
+    MAX_AGENT_SECRET_BYTES,
     MAX_AGENTS_CEILING,
     MAX_AGENTS_PER_ROLE_CEILING,
     FleetLimits,
@@ -36,7 +37,7 @@ from coordinator.fleet import (
     unknown_secrets,
 )
 from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
-from coordinator.redact import shown
+from coordinator.redact import MIN_SECRET_CHARS, shown
 from coordinator.settings import DEFAULT_RUNTIME, MAX_SPAWNS_PER_HOUR, SWARM_RUNTIME, parse_runtime
 from coordinator.values import (
     ValueProblem,
@@ -321,9 +322,33 @@ def parse_agent_secret_names(raw: str | None) -> tuple[str, ...]:
                 "at most 24 characters (each agent receives it as the file /run/secrets/<NAME>); "
                 f"remove it with `pulumi config rm --path '{key}.{fault.name}'`"
             ) from None
+        if fault.kind == "short":
+            raise StackConfigError(
+                f"{NAMESPACE}:{key}.{fault.name} is shorter than {MIN_SECRET_CHARS} characters, too short to be a "
+                "secret (scrubbing it from the fleet's output would blank ordinary text); set its real key or token "
+                f"with `pulumi config set --secret --path '{key}.{fault.name}' VALUE`, or remove it with "
+                f"`pulumi config rm --path '{key}.{fault.name}'`"
+            ) from None
+        if fault.kind == "large":
+            raise StackConfigError(
+                f"{NAMESPACE}:{key}.{fault.name} is larger than {MAX_AGENT_SECRET_BYTES} bytes, the most an agent "
+                f"secret may hold; set its real key or token with `pulumi config set --secret --path "
+                f"'{key}.{fault.name}' VALUE`, or remove it with `pulumi config rm --path '{key}.{fault.name}'`"
+            ) from None
         raise StackConfigError(
             f"{NAMESPACE}:{key}.{fault.name} holds no usable text (not a string, empty, or holding a NUL); {fix}"
         ) from None
+
+
+def check_github_token(raw: str | None) -> None:
+    """`githubToken` long enough to be a token (the coordinator refuses a shorter one too); its value never shown.
+    An unset one is Pulumi's to refuse: the key is required."""
+    if raw is not None and raw.strip() and len(raw.strip()) < MIN_SECRET_CHARS:
+        raise StackConfigError(
+            f"{NAMESPACE}:githubToken is shorter than {MIN_SECRET_CHARS} characters, too short to be a token "
+            "(scrubbing it from the coordinator's output would blank ordinary text); set the whole token with "
+            "`pulumi config set --secret githubToken`"
+        )
 
 
 def check_known_keys(keys: Iterable[str]) -> None:

@@ -543,6 +543,29 @@ def test_agents_receive_their_secrets_as_files_and_nowhere_else(tmp_path, base_i
     assert builder.exec_run(["cat", "/run/secrets/GITHUB_TOKEN"]).output.decode() == token
 
 
+def test_secrets_that_are_also_a_role_key_and_json_syntax_leave_the_report_whole(tmp_path, base_image,  # type: ignore[no-untyped-def]
+                                                                                 fleet_id) -> None:
+    import json
+
+    from coordinator.metrics import FleetMetrics, last_report
+
+    # Scrubbing the serialised line took the role's key and made `"desired": ` into `***`: no JSON, no report.
+    secrets = tmp_path / "agent-secrets.json"
+    secrets.write_text(json.dumps({"ROLE_KEY": "api_builder", "SYNTAX": '"desired": '}))
+    roster = write_roster(tmp_path / "roster.json", [role_spec("api_builder", 1, base_image)])
+    run = run_cycle(cycle_env(fleet_id, roster, AGENT_SECRETS_FILE=str(secrets)))
+    assert run.returncode == 0, run.stderr
+    report = run.report  # every line parsed as JSON
+    assert report["desired"] == 1 and report["roles"]["api_builder"]["desired"] == 1
+    [spawned] = run.events("agent.spawned")
+    assert spawned["role"] == "***" and spawned["slot"] == 1  # a string value scrubbed, the rest whole
+    found = last_report(run.stdout.splitlines())
+    assert found is not None
+    metrics = FleetMetrics()
+    assert metrics.observe_report(found)
+    assert metrics.registry.get_sample_value("agent_fleet_agents_desired", {"role": "api_builder"}) == 1
+
+
 def test_agents_are_told_the_role_and_where_github_is(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
     _, _, env = fleet
     env.update(GITHUB_REPOSITORY="acme/webapp", GITHUB_API_URL="https://ghe.example.com/api/v3")

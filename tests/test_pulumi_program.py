@@ -16,7 +16,7 @@ from typing import Any
 import pulumi
 import pytest
 
-from coordinator.fleet import Department, Mode, Resources, Role, roster_to_dict
+from coordinator.fleet import MAX_AGENT_SECRET_BYTES, Department, Mode, Resources, Role, roster_to_dict
 from coordinator.settings import VARIABLES
 from deploy.coordinator_spec import AGENT_SECRETS_FILE, GITHUB_TOKEN_FILE, ROSTER_FILE
 from deploy.stack_config import parse_stack_config, resolve_roster
@@ -664,6 +664,24 @@ def test_bad_config_is_refused_before_any_resource(config: dict[str, str], messa
 def test_missing_token_is_refused() -> None:
     with pytest.raises(ProgramFailed, match="githubToken"):
         run_program(token=None)
+
+
+@pytest.mark.parametrize("short", ["1", "dev", "zq7x9w2"])
+def test_secrets_too_short_to_be_secrets_are_refused_at_preview_named_never_shown(short: str) -> None:
+    # A short value would be scrubbed out of every line the fleet writes: "1" out of every number.
+    message = refused({}, token=short)
+    assert "agent-fleet:githubToken is shorter than 8 characters" in message and f"'{short}'" not in message
+    message = refused({"agentSecrets": json.dumps({**AGENT_SECRETS, "EXTRA_KEY": short})})
+    assert "agent-fleet:agentSecrets.EXTRA_KEY is shorter than 8 characters" in message
+    assert f"'{short}'" not in message and "zq7x9w2" not in message
+    assert "pulumi config set --secret --path 'agentSecrets.EXTRA_KEY' VALUE" in message
+
+
+def test_an_agent_secret_larger_than_an_agent_takes_is_refused_at_preview() -> None:
+    large = "sk-" + "z" * MAX_AGENT_SECRET_BYTES
+    message = refused({"agentSecrets": json.dumps({**AGENT_SECRETS, "EXTRA_KEY": large})})
+    assert f"agent-fleet:agentSecrets.EXTRA_KEY is larger than {MAX_AGENT_SECRET_BYTES} bytes" in message
+    assert "zzzzzzzz" not in message
 
 
 def refused(config: dict[str, str | None], *, stack: str = "prod", **kwargs: Any) -> str:

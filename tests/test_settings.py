@@ -13,12 +13,15 @@ import pytest
 
 from coordinator.fleet import (
     BLOCKING_LABEL,
+    MAX_AGENT_SECRET_BYTES,
     MAX_BRIEF_BYTES,
     MAX_ROSTER_BYTES,
     FleetLimits,
     RosterError,
+    agent_secrets,
     roster_from_json,
 )
+from coordinator.redact import MIN_SECRET_CHARS
 from coordinator.settings import (
     VARIABLES,
     ConfigError,
@@ -47,7 +50,8 @@ def roster_file(tmp_path: Path, *roles: dict[str, object]) -> str:
 ])
 def test_the_graphql_url_is_derived_as_github_and_github_enterprise_lay_it_out(api: str, graphql: str) -> None:
     assert derive_graphql_url(api) == graphql
-    settings = load_settings({"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t", "GITHUB_API_URL": api})
+    settings = load_settings({"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t0ken-0123456789",
+                              "GITHUB_API_URL": api})
     assert settings.github is not None and settings.github.graphql_url == graphql
 
 
@@ -111,7 +115,7 @@ def test_a_bad_value_is_refused_naming_the_variable_and_the_value(variable: str,
     ("MERGE_MAX_PER_CYCLE", "all"),
 ])
 def test_bad_github_settings_are_refused_naming_the_variable(variable: str, value: str) -> None:
-    env = {"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t", variable: value}
+    env = {"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t0ken-0123456789", variable: value}
     with pytest.raises(ConfigError, match=f"^{variable}="):
         load_settings(env)
 
@@ -157,7 +161,7 @@ def test_secret_equality_does_not_need_the_value_shown() -> None:
 
 # --- one accessor: a blank value is an unset one ------------------------------------------------
 
-FULL = {"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t0ken", "HEALTH_URL": "https://prod.example.com/h"}
+FULL = {"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t0ken-0123456789", "HEALTH_URL": "https://prod.example.com/h"}
 READ_BY_SETTINGS = sorted(set(VARIABLES) - {"DOCKER_HOST", "DOCKER_API_VERSION"})  # those two: the Docker SDK's
 
 
@@ -454,6 +458,51 @@ def test_a_bad_agent_secrets_file_is_refused_without_quoting_a_value(tmp_path: P
     assert '"2"' not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("1", f"holds a value for EXTRA_KEY shorter than {MIN_SECRET_CHARS} characters"),
+        ("dev", f"holds a value for EXTRA_KEY shorter than {MIN_SECRET_CHARS} characters"),
+        ("  zq7x9w2\n", f"holds a value for EXTRA_KEY shorter than {MIN_SECRET_CHARS} characters"),  # stripped
+        ("k" * (MAX_AGENT_SECRET_BYTES + 1), f"holds a value for EXTRA_KEY larger than {MAX_AGENT_SECRET_BYTES} bytes"),
+        ("é" * (MAX_AGENT_SECRET_BYTES // 2 + 1), f"larger than {MAX_AGENT_SECRET_BYTES} bytes"),  # UTF-8 bytes
+        ("sk-\ud800-lone-surrogate", "holds no usable text for EXTRA_KEY"),  # JSON allows it; no file can hold it
+    ],
+)
+def test_an_agent_secret_out_of_bounds_stops_the_coordinator_with_exit_2_naming_it_never_its_value(
+    tmp_path: Path, value: str, says: str,
+) -> None:
+    path = secrets_file(tmp_path, json.dumps({"GITHUB_TOKEN": "agent-t0ken-0123", "EXTRA_KEY": value}))
+    with pytest.raises(ConfigError, match=says):
+        load_settings({"AGENT_SECRETS_FILE": path})
+    result = run_cli("cycle", env={"AGENT_SECRETS_FILE": path})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert says in result.stderr and "; give " in result.stderr  # the fix
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    start = value.strip()[:8]
+    assert repr(start) not in result.stderr and (len(start) < 4 or start not in result.stderr)
+
+
+def test_agent_secrets_at_the_bounds_are_taken() -> None:
+    assert agent_secrets({"SHORTEST": "k" * MIN_SECRET_CHARS, "LARGEST": "é" * (MAX_AGENT_SECRET_BYTES // 2)}) == {
+        "SHORTEST": "k" * MIN_SECRET_CHARS, "LARGEST": "é" * (MAX_AGENT_SECRET_BYTES // 2)}
+
+
+@pytest.mark.parametrize("token", ["1", "dev", "1234567"])
+def test_a_github_token_too_short_to_be_one_stops_the_coordinator_with_exit_2_never_shown(
+    tmp_path: Path, token: str,
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    for env in ({"GITHUB_TOKEN": token}, {"GITHUB_TOKEN_FILE": str(token_file)}):
+        result = run_cli("cycle", env={"GITHUB_REPOSITORY": "acme/webapp", **env})
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"holds a token shorter than {MIN_SECRET_CHARS} characters" in result.stderr, result.stderr
+        assert "the whole token" in result.stderr and f"'{token}'" not in result.stderr
+        # Not scrubbed either (a short value is no secret): the message stays readable.
+        assert "***" not in result.stderr and next(iter(env)) in result.stderr
+
+
 def test_a_role_that_lists_an_unknown_secret_is_refused_naming_both(tmp_path: Path) -> None:
     roster = roster_file(tmp_path, {**ROLE, "secrets": ["GITHUB_TOKEN", "OPENAI_API_KEY"]})
     token, key = "agent-token-" + "Q7" * 10, "model-key-" + "W3" * 10
@@ -479,7 +528,7 @@ def test_agents_are_told_where_github_is_even_without_the_merge_step(api: str, s
 
 
 def test_backlog_labels_are_read_for_the_builders_advice() -> None:
-    env = {"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t", "BACKLOG_LABELS": "feature, bug"}
+    env = {"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t0ken-0123456789", "BACKLOG_LABELS": "feature, bug"}
     settings = load_settings(env)
     assert settings.github is not None and settings.github.backlog_labels == ("feature", "bug")
 

@@ -13,12 +13,14 @@ from coordinator import cron, settings
 from coordinator.fleet import (
     DEFAULT_MAX_AGENTS,
     DEFAULT_MAX_AGENTS_PER_ROLE,
+    MAX_AGENT_SECRET_BYTES,
     Department,
     Mode,
     Role,
     roster_to_json,
 )
 from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
+from coordinator.redact import MIN_SECRET_CHARS
 from deploy.coordinator_spec import (
     AGENT_SECRETS_FILE,
     DOCKER_SOCKET,
@@ -36,6 +38,7 @@ from deploy.stack_config import (
     SecretsPresent,
     StackConfig,
     StackConfigError,
+    check_github_token,
     check_known_keys,
     fleet_id,
     missing_reference_secrets,
@@ -154,7 +157,7 @@ def test_without_agent_image_every_role_runs_the_built_image_unless_the_stack_na
 
 
 def test_agent_secret_names_are_checked_and_no_value_is_ever_shown() -> None:
-    assert parse_agent_secret_names('{"GITHUB_TOKEN": "t", "ANTHROPIC_API_KEY": "k"}') == (
+    assert parse_agent_secret_names('{"GITHUB_TOKEN": "t0ken-0123", "ANTHROPIC_API_KEY": "k3y-0123"}') == (
         "ANTHROPIC_API_KEY", "GITHUB_TOKEN")
     assert parse_agent_secret_names("") == parse_agent_secret_names(None) == parse_agent_secret_names("{}") == ()
     value = "s3cr3t-VALUE-0123456789"
@@ -167,10 +170,35 @@ def test_agent_secret_names_are_checked_and_no_value_is_ever_shown() -> None:
         (f'["{value}"]', "agent-fleet:agentSecrets is not a JSON object of NAME: value;"),
         (f'{{"KEY": "{value}", "KEY": "{value}"}}', "has the key 'KEY' twice"),
         (value, "agent-fleet:agentSecrets is not a JSON object of NAME: value: it "),
+        ('{"SHORT": "zq7x9w2"}', "agent-fleet:agentSecrets.SHORT is shorter than 8 characters, too short to be a "
+         "secret (scrubbing it from the fleet's output would blank ordinary text); set its real key or token with "
+         "`pulumi config set --secret --path 'agentSecrets.SHORT' VALUE`, or remove it"),
+        ('{"SHORT": "  zq7x9w2\\n"}', "agent-fleet:agentSecrets.SHORT is shorter than 8 characters"),  # stripped
+        ('{"LARGE": "' + "z" * (MAX_AGENT_SECRET_BYTES + 1) + '"}',
+         f"agent-fleet:agentSecrets.LARGE is larger than {MAX_AGENT_SECRET_BYTES} bytes, the most an agent secret "
+         "may hold; set its real key or token"),
     ]:
         with pytest.raises(StackConfigError) as refused:
             parse_agent_secret_names(raw)
+        assert "zq7x9w2" not in str(refused.value) and "zzzzzzzz" not in str(refused.value)
         assert says in str(refused.value) and value not in str(refused.value), str(refused.value)
+
+
+def test_agent_secrets_at_the_bounds_are_taken() -> None:
+    raw = json.dumps({"SHORTEST": "z" * MIN_SECRET_CHARS, "LARGEST": "z" * MAX_AGENT_SECRET_BYTES})
+    assert parse_agent_secret_names(raw) == ("LARGEST", "SHORTEST")
+
+
+@pytest.mark.parametrize("token", ["1", "dev", " zq7x9w2 "])
+def test_a_github_token_too_short_to_be_one_is_refused_never_shown(token: str) -> None:
+    with pytest.raises(StackConfigError) as refused:
+        check_github_token(token)
+    assert str(refused.value) == (
+        "agent-fleet:githubToken is shorter than 8 characters, too short to be a token (scrubbing it from the "
+        "coordinator's output would blank ordinary text); set the whole token with "
+        "`pulumi config set --secret githubToken`")
+    check_github_token("ghp_" + "z" * 4)
+    check_github_token(None)  # unset: Pulumi refuses a required key itself
 
 
 def test_a_role_may_only_list_secrets_the_stack_holds() -> None:
@@ -362,7 +390,7 @@ def test_the_runtime_reads_back_what_the_spec_sets(tmp_path: Path) -> None:
                                 ROSTER, present)
     roster = resolve_roster(ROSTER, config, built_agent_image=BUILT)
     spec = coordinator_spec(fleet_id="agent-fleet-prod", config=config)
-    contents = {Source.ROSTER: roster_to_json(roster), Source.GITHUB_TOKEN: "t0ken",
+    contents = {Source.ROSTER: roster_to_json(roster), Source.GITHUB_TOKEN: "t0ken-0123456789",
                 Source.AGENT_SECRETS: json.dumps({"GITHUB_TOKEN": "agent-t0ken"})}
     env = dict(spec.env)
     for spec_file in spec.files:
@@ -372,7 +400,7 @@ def test_the_runtime_reads_back_what_the_spec_sets(tmp_path: Path) -> None:
         env[variable] = str(local)
     loaded = settings.load_settings(env)
     assert loaded.fleet_id == "agent-fleet-prod" and loaded.roster == roster
-    assert loaded.github is not None and loaded.github.token.reveal() == "t0ken"
+    assert loaded.github is not None and loaded.github.token.reveal() == "t0ken-0123456789"
     assert {name: secret.reveal() for name, secret in loaded.agent_secrets.items()} == {"GITHUB_TOKEN": "agent-t0ken"}
     assert loaded.health is not None and loaded.skipped == {}
     assert (loaded.limits.per_role, loaded.limits.total) == (config.max_agents_per_role, config.max_agents)
