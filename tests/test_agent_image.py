@@ -508,6 +508,9 @@ def test_image_agent_with_nothing_changed_exits_0_and_opens_nothing(
         ({"ANTHROPIC_API_KEY": MODEL_KEY}, EDITS, "missing secret GITHUB_TOKEN ("),
         ({"GITHUB_TOKEN": AGENT_TOKEN}, None, "missing secret ANTHROPIC_API_KEY ("),
         ({}, None, "missing secrets GITHUB_TOKEN, ANTHROPIC_API_KEY ("),
+        # one it cannot take whole is refused the same way, never left out of the CLI's environment
+        ({"GITHUB_TOKEN": AGENT_TOKEN, "EXTRA_KEY": BIG + "k"}, EDITS,
+         f"secret EXTRA_KEY is larger than {MAX_AGENT_SECRET_BYTES} bytes"),
     ],
 )
 def test_image_agent_without_a_secret_exits_non_zero_at_once_naming_it(
