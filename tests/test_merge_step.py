@@ -20,6 +20,7 @@ import pytest
 
 from coordinator.edges.github import (
     OPEN_PULLS_QUERY,
+    PULL_BEFORE_MERGE_QUERY,
     BadCredentials,
     GitHubClient,
     GitHubError,
@@ -140,11 +141,13 @@ def test_only_pull_requests_github_says_are_ready_are_merged(fake: FakeGitHub) -
     assert fake.pull(ready.number).merged_title == f"Ready (#{ready.number})"
     assert fake.pull(ready.number).merge_method == "squash"
     assert report.merged == [ready.number, neutral.number]
-    # One query for the whole list, one PUT per merge, nothing else.
-    assert fake.calls("POST", "/api/graphql") == 1
+    # One query for the whole list; per merge, one read of that pull request and one PUT; nothing else.
+    assert fake.calls("POST", "/api/graphql") == 3
     assert fake.calls("PUT") == 2
-    assert fake.calls() == 3 == report.api_calls
-    assert fake.graphql_documents == [OPEN_PULLS_QUERY]  # and the fake validated it against the schema
+    assert fake.calls() == 5 == report.api_calls
+    # The fake validated each document against the schema.
+    assert fake.graphql_documents == [OPEN_PULLS_QUERY, PULL_BEFORE_MERGE_QUERY, PULL_BEFORE_MERGE_QUERY]
+    assert [v.get("number") for v in fake.graphql_variables[1:]] == [ready.number, neutral.number]
     assert report.open == 13
     assert report.conflicting == 1
     assert report.review_queue == 1  # "Unreviewed"; drafts and change requests do not wait for a reviewer
@@ -257,7 +260,7 @@ def test_pagination_past_100(fake: FakeGitHub) -> None:
     report = Harness(fake).run()
     assert report.open == 130 and len(report.pulls) == 130
     assert set(report.merged) == eligible
-    assert fake.calls("POST", "/api/graphql") == 2
+    assert fake.calls("POST", "/api/graphql") == 2 + 3  # two pages, and each merge's re-read
     assert fake.calls("PUT") == 3
     assert report.review_queue == 127
 
@@ -302,7 +305,7 @@ def test_a_5xx_after_github_merged_is_not_retried_but_confirmed(fake: FakeGitHub
     assert reasons(report) == {pull.number: (MergeOutcome.MERGED, "merged")}
     assert fake.calls("PUT") == 1  # never a second merge call
     assert fake.calls("GET", f"/pulls/{pull.number}") == 1
-    assert report.api_calls == 3
+    assert report.api_calls == 4  # the list, the re-read, the merge, the read-back
 
 
 def test_a_5xx_before_github_merged_fails_that_pull_only(fake: FakeGitHub) -> None:
@@ -339,7 +342,7 @@ def test_no_answer_to_a_merge_is_an_unknown_outcome_not_a_retry(fake: FakeGitHub
     harness.client = GitHubClient(harness.settings, timeout_s=5, sleep=harness.sleeps.append, max_attempts=1)
     report = harness.run()
     assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "merge outcome unknown")}
-    assert report.api_calls == 3  # the query, the merge, the read-back; no second merge
+    assert report.api_calls == 4  # the list, the re-read, the merge, the read-back; no second merge
     assert '"detail": "reading #1 from GitHub: GitHub unreachable' in harness.events
 
 
@@ -383,7 +386,7 @@ def test_graphql_5xx_is_retried_with_backoff(fake: FakeGitHub) -> None:
     report = harness.run()
     assert report.merged == [pull.number]
     assert time.monotonic() - started >= 1.0  # the second retry waited 2 x backoff_s (0.5 s)
-    assert fake.calls("POST", "/api/graphql") == 3 and report.api_calls == 4
+    assert fake.calls("POST", "/api/graphql") == 3 + 1 and report.api_calls == 5  # the list thrice, the re-read
 
 
 def test_a_502_blip_on_a_read_is_retried_once(fake: FakeGitHub) -> None:
@@ -393,8 +396,8 @@ def test_a_502_blip_on_a_read_is_retried_once(fake: FakeGitHub) -> None:
     fake.fail("GET", rf"/pulls/{pull.number}$", 502)  # ...which itself meets a 502 once
     report = Harness(fake).run()
     assert report.merged == [pull.number]
-    assert fake.calls("POST") == 2 and fake.calls("GET") == 2 and fake.calls("PUT") == 1
-    assert report.api_calls == 5
+    assert fake.calls("POST") == 3 and fake.calls("GET") == 2 and fake.calls("PUT") == 1  # POST: twice, re-read
+    assert report.api_calls == 6
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
@@ -415,7 +418,7 @@ def test_retry_after_is_honoured(fake: FakeGitHub) -> None:
     report = Harness(fake).run()
     assert report.merged == [pull.number]
     assert time.monotonic() - started >= 1.0
-    assert fake.calls("POST") == 2
+    assert fake.calls("POST") == 2 + 1  # the list twice, then the re-read
 
 
 def test_retry_after_is_never_waited_past_the_deadline(fake: FakeGitHub) -> None:
@@ -730,7 +733,7 @@ def test_the_builders_backlog_is_counted_in_the_same_read(fake: FakeGitHub) -> N
     harness = Harness(fake)
     report = harness.run(backlog_labels=("role:api_builder", "feature"))
     assert report.backlog == 3
-    assert fake.calls("POST", "/graphql") == 1  # the count rides on the first page, no extra request
+    assert fake.graphql_documents.count(OPEN_PULLS_QUERY) == 1  # the count rides on the first page
     assert report.rate_limit_remaining is not None
     assert Harness(fake).run().backlog is None  # nothing asked, nothing counted
 

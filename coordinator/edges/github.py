@@ -1,11 +1,12 @@
-"""The GitHub edge of the merge step: one GraphQL query per 100 open pull requests, one PUT per merge.
+"""The GitHub edge of the merge step: one GraphQL query per 100 open pull requests; per merge, one GraphQL
+read of that pull request and one PUT.
 
 `GitHubClient` implements `coordinator.steps.merge.GitHubPort` (re-exported here):
 
 - every request ends by a wall-clock deadline: its own timeout (`timeout_s`), or the caller's deadline if
   that comes first, however slowly GitHub (or whatever GITHUB_API_URL points at) answers; and no request
   starts with less than `min_request_s` left, a merge not with less than twice that (room for a read-back);
-- reads (`fetch_open_pulls`, `merged_sha`) retry 5xx, timeouts and dropped connections by the one read
+- reads (`fetch_open_pulls`, `fetch_pull`, `merged_sha`) retry 5xx, timeouts and dropped connections by the one read
   policy (`coordinator.edges.http.read_retry`: urllib3's Retry on the reads session), Retry-After
   honoured, never past the deadline;
 - a merge is never retried: GitHub may have merged before the error, so the step re-reads instead. A merge
@@ -13,7 +14,8 @@
   request unmerged does not count as an answer;
 - 403/429 with a retry hint, `x-ratelimit-remaining: 0`, GraphQL's `RATE_LIMITED`, or a remaining budget
   under `min_remaining` raise `RateLimited`, which ends the step cleanly; so does `TimeBudgetSpent`, when
-  too little time is left to start a merge;
+  too little time is left to start a merge (checked by `wait_for_merge_slot`, which also keeps GitHub's
+  second between merges before the re-read, so that only that read lies between the wait and the merge);
 - 401 raises `BadCredentials`, an answer of the wrong shape `MalformedAnswer`; no message ever holds the token.
 
 PyGithub sends the merge, with its own retries and throttling switched off: its default retry would
@@ -63,7 +65,9 @@ from coordinator.steps.merge import (
 )
 
 __all__ = [
+    "MERGE_FACTS_FRAGMENT",
     "OPEN_PULLS_QUERY",
+    "PULL_BEFORE_MERGE_QUERY",
     "BadCredentials",
     "GitHubClient",
     "GitHubError",
@@ -77,9 +81,49 @@ __all__ = [
 
 PAGE_SIZE = 100  # GitHub's maximum for `first`
 
-# Everything the merge rules read, for up to 100 pull requests per request. The nested pages (labels,
+# Everything the merge rules read about one pull request. Both reads select it through this one fragment, so the
+# listing and the re-read before a merge can never disagree on what `decide` sees. The nested pages (labels,
 # reviews, checks) are read as one page each; a pull request with more is refused as truncated.
-# The first page also counts the open issues that wait for builders (the backlog), in the same request.
+MERGE_FACTS_FRAGMENT = """
+fragment MergeFacts on PullRequest {
+  number
+  title
+  createdAt
+  isDraft
+  state
+  baseRefName
+  headRefOid
+  mergeable
+  mergeStateStatus
+  reviewDecision
+  labels(first: 100) { pageInfo { hasNextPage } nodes { name } }
+  latestOpinionatedReviews(first: 100, writersOnly: true) {
+    pageInfo { hasNextPage }
+    nodes { state authorCanPushToRepository }
+  }
+  commits(last: 1) {
+    nodes {
+      commit {
+        oid
+        statusCheckRollup {
+          state
+          contexts(first: 100) {
+            pageInfo { hasNextPage }
+            nodes {
+              __typename
+              ... on CheckRun { name status conclusion }
+              ... on StatusContext { context state }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+# Up to 100 open pull requests per request. The first page also counts the open issues that wait for builders
+# (the backlog), in the same request.
 OPEN_PULLS_QUERY = """
 query OpenPullRequests(
   $owner: String!, $name: String!, $cursor: String, $backlogLabels: [String!], $countBacklog: Boolean!
@@ -90,45 +134,23 @@ query OpenPullRequests(
     backlog: issues(states: [OPEN], labels: $backlogLabels) @include(if: $countBacklog) { totalCount }
     pullRequests(states: [OPEN], first: 100, after: $cursor, orderBy: {field: CREATED_AT, direction: ASC}) {
       pageInfo { hasNextPage endCursor }
-      nodes {
-        number
-        title
-        createdAt
-        isDraft
-        state
-        baseRefName
-        headRefOid
-        mergeable
-        mergeStateStatus
-        reviewDecision
-        labels(first: 100) { pageInfo { hasNextPage } nodes { name } }
-        latestOpinionatedReviews(first: 100, writersOnly: true) {
-          pageInfo { hasNextPage }
-          nodes { state authorCanPushToRepository }
-        }
-        commits(last: 1) {
-          nodes {
-            commit {
-              oid
-              statusCheckRollup {
-                state
-                contexts(first: 100) {
-                  pageInfo { hasNextPage }
-                  nodes {
-                    __typename
-                    ... on CheckRun { name status conclusion }
-                    ... on StatusContext { context state }
-                  }
-                }
-              }
-            }
-          }
-        }
-      }
+      nodes { ...MergeFacts }
     }
   }
 }
-"""
+""" + MERGE_FACTS_FRAGMENT
+
+# One pull request, read again immediately before its merge. A number GitHub no longer resolves answers
+# `pullRequest: null` with a NOT_FOUND error at that path.
+PULL_BEFORE_MERGE_QUERY = """
+query PullRequestBeforeMerge($owner: String!, $name: String!, $number: Int!) {
+  rateLimit { cost remaining resetAt }
+  repository(owner: $owner, name: $name) {
+    pullRequest(number: $number) { ...MergeFacts }
+  }
+}
+""" + MERGE_FACTS_FRAGMENT
+PULL_PATH = ["repository", "pullRequest"]  # where PULL_BEFORE_MERGE_QUERY's NOT_FOUND points
 
 
 class BadCredentials(GitHubError):
@@ -202,6 +224,15 @@ def _time(value: object, path: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _not_found_at(error: object, path: Sequence[str] | None) -> bool:
+    return (
+        path is not None
+        and isinstance(error, Mapping)
+        and error.get("type") == "NOT_FOUND"
+        and error.get("path") == list(path)
+    )
+
+
 def _connection_nodes(conn: object, path: str) -> tuple[list[Any], bool]:
     """A connection's nodes and whether it has more pages than the one read."""
     body = _obj(conn, path)
@@ -239,7 +270,7 @@ def _review(node: object, path: str) -> Review:
 
 
 def snapshot_from_node(node: object, path: str = "pullRequest") -> PullSnapshot:
-    """One `PullRequest` node of OPEN_PULLS_QUERY as a snapshot; raises MalformedAnswer."""
+    """One `PullRequest` node as MERGE_FACTS_FRAGMENT selects it, as a snapshot; raises MalformedAnswer."""
     pr = _obj(node, path)
     number = _int(pr.get("number"), f"{path}.number")  # first, so that errors below read in document order
     truncated: list[str] = []
@@ -379,6 +410,7 @@ class GitHubClient:
         self._write_interval_s = write_interval_s
         self._min_request_s = min_request_s
         self._last_write: float | None = None
+        self._slot_taken = False  # wait_for_merge_slot has waited for the next merge, which has not been sent yet
         self._calls = 0
         # Merges cut off by their deadline, by number: an event set once the abandoned request has ended, and why.
         self._merges_in_flight: dict[int, tuple[threading.Event, str]] = {}
@@ -510,14 +542,21 @@ class GitHubClient:
 
     # ---------------------------------------------------------------------------------- GraphQL
 
-    def _graphql(self, variables: Mapping[str, object], deadline: float | None) -> Mapping[str, Any]:
+    def _graphql(
+        self, query: str, variables: Mapping[str, object], deadline: float | None, *,
+        may_be_absent: Sequence[str] | None = None,
+    ) -> Mapping[str, Any]:
         response, headers, _ = self._read(
             "POST", self._settings.graphql_url, deadline, what="GitHub GraphQL query", resource="graphql",
-            json={"query": OPEN_PULLS_QUERY, "variables": dict(variables)},
+            json={"query": query, "variables": dict(variables)},
         )
-        return self._graphql_body(response, headers)
+        data = self._graphql_body(response, headers, may_be_absent)
+        self._note_graphql_budget(data)
+        return data
 
-    def _graphql_body(self, response: requests.Response, headers: Mapping[str, str]) -> Mapping[str, Any]:
+    def _graphql_body(
+        self, response: requests.Response, headers: Mapping[str, str], may_be_absent: Sequence[str] | None = None
+    ) -> Mapping[str, Any]:
         body = self._answer(response, headers, "GitHub GraphQL")
         answer = _obj(body, "answer")
         errors = answer.get("errors")
@@ -526,9 +565,25 @@ class GitHubClient:
             types = {e.get("type") for e in errors if isinstance(e, Mapping)}
             if "RATE_LIMITED" in types:
                 raise RateLimited("GitHub GraphQL rate limit (RATE_LIMITED)", _reset_at(headers))
+            # A node that does not resolve (NOT_FOUND at the path asked about) is an answer: it is not there.
+            errors = [e for e in errors if not _not_found_at(e, may_be_absent)]
+        if errors:
             messages = "; ".join(str(e.get("message", ""))[:200] for e in errors if isinstance(e, Mapping))
             raise GitHubError(scrub(f"GitHub GraphQL errors: {messages or errors!r}", self._secrets))
         return _obj(answer.get("data"), "data")
+
+    def _note_graphql_budget(self, data: Mapping[str, Any]) -> None:
+        rate = data.get("rateLimit")
+        if isinstance(rate, Mapping) and isinstance(rate.get("remaining"), int):
+            reset_raw = rate.get("resetAt")
+            reset = _time(reset_raw, "rateLimit.resetAt") if reset_raw is not None else None
+            self._budget["graphql"] = (rate["remaining"], reset)
+
+    def _repository(self, data: Mapping[str, Any]) -> Mapping[str, Any]:
+        repo = data.get("repository")
+        if repo is None:
+            raise GitHubError(f"repository {self._settings.repository} not found, or the token cannot read it")
+        return _obj(repo, "repository")
 
     def fetch_open_pulls(self, *, backlog_labels: Sequence[str] = (), deadline: float | None = None) -> OpenPulls:
         pulls: list[PullSnapshot] = []
@@ -539,19 +594,12 @@ class GitHubClient:
         while True:
             count_backlog = cursor is None and bool(backlog_labels)
             data = self._graphql(
+                OPEN_PULLS_QUERY,
                 {"owner": self._settings.owner, "name": self._settings.name, "cursor": cursor,
                  "backlogLabels": list(backlog_labels), "countBacklog": count_backlog},
                 deadline,
             )
-            rate = data.get("rateLimit")
-            if isinstance(rate, Mapping) and isinstance(rate.get("remaining"), int):
-                reset_raw = rate.get("resetAt")
-                reset = _time(reset_raw, "rateLimit.resetAt") if reset_raw is not None else None
-                self._budget["graphql"] = (rate["remaining"], reset)
-            repo = data.get("repository")
-            if repo is None:
-                raise GitHubError(f"repository {self._settings.repository} not found, or the token cannot read it")
-            repo = _obj(repo, "repository")
+            repo = self._repository(data)
             branch_ref = repo.get("defaultBranchRef")
             if branch_ref is None:
                 raise GitHubError(f"repository {self._settings.repository} has no default branch (empty?)")
@@ -572,6 +620,21 @@ class GitHubClient:
             seen.add(cursor)
         return OpenPulls(default_branch=default_branch, pulls=tuple(pulls), backlog=backlog)
 
+    def fetch_pull(self, number: int, *, deadline: float | None = None) -> PullSnapshot | None:
+        data = self._graphql(
+            PULL_BEFORE_MERGE_QUERY,
+            {"owner": self._settings.owner, "name": self._settings.name, "number": number},
+            deadline,
+            may_be_absent=PULL_PATH,
+        )
+        node = self._repository(data).get("pullRequest")
+        if node is None:
+            return None
+        pull = snapshot_from_node(node, "repository.pullRequest")
+        if pull.number != number:
+            raise MalformedAnswer(f"malformed GitHub answer: asked for #{number}, got #{pull.number}")
+        return pull
+
     # ---------------------------------------------------------------------------------- REST
 
     def _rest_error(self, exc: GithubException) -> GitHubError | RateLimited | None:
@@ -582,7 +645,7 @@ class GitHubClient:
             return BadCredentials("bad credentials: GitHub answered 401; check GITHUB_TOKEN")
         return rate_limit_stop(exc.status, headers, self._now(), exc.data)
 
-    def merge(self, number: int, *, head_sha: str, title: str, deadline: float | None = None) -> MergeResult:
+    def wait_for_merge_slot(self, *, deadline: float | None = None) -> None:
         self._check_budget("core")
         wait = 0.0
         if self._last_write is not None:  # GitHub asks for at least a second between mutations
@@ -592,6 +655,15 @@ class GitHubClient:
             raise TimeBudgetSpent()
         if wait > 0:
             self._sleep(wait)
+        self._slot_taken = True
+
+    def merge(self, number: int, *, head_sha: str, title: str, deadline: float | None = None) -> MergeResult:
+        if not self._slot_taken:  # a caller that did not wait for its slot still keeps GitHub's spacing
+            self.wait_for_merge_slot(deadline=deadline)
+        self._slot_taken = False
+        self._check_budget("core")
+        if not self._has_time(deadline, 2 * self._min_request_s):  # the re-read since the slot took too long
+            raise TimeBudgetSpent()
         ended = threading.Event()
 
         def put() -> tuple[object, object]:

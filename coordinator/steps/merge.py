@@ -5,7 +5,10 @@ A pure core decides, a thin shell acts:
 - `PullSnapshot` is everything GitHub said about one open pull request, read in one GraphQL query.
 - `decide(pull, policy)` returns a `MergeDecision`: eligible, or every `Refusal` that applies.
 - `plan_merges(pulls, policy, max_per_cycle)` orders and caps the merges and counts the review queue.
-- `run_merge(github, settings, ...)` reads, plans and merges through a `GitHubPort`.
+- `run_merge(github, settings, ...)` reads, plans and merges through a `GitHubPort`; immediately before each
+  merge it reads that one pull request again and merges only if `decide` still says so, pinned to the head
+  just read: the listing may be a minute old by the last merge of a busy cycle, and GitHub enforces neither
+  labels nor, without a required review, a change request.
 
 Why so strict: the guide's authors once merged a pull request whose CI was still running and had a
 four-hour outage. Nothing here passes unless GitHub reported it as good on the exact head commit that
@@ -577,6 +580,7 @@ class MergeFailure(StrEnum):
     NOT_FOUND = "not found"  # 404
     UNCERTAIN = "merge outcome unknown"  # 5xx, timeout, malformed answer: GitHub may have merged
     FAILED = "merge failed"  # UNCERTAIN, then a re-read showed it was not merged
+    NOT_REREAD = "re-read failed"  # the read just before the merge failed: nothing was merged
 
 
 @dataclass(frozen=True)
@@ -607,6 +611,16 @@ class GitHubPort(Protocol):
     def fetch_open_pulls(self, *, backlog_labels: Sequence[str] = (), deadline: float | None = None) -> OpenPulls:
         """Every open pull request, oldest first, and the open issues carrying any of `backlog_labels`, counted
         in the same read; raises RateLimited or GitHubError."""
+        ...
+
+    def fetch_pull(self, number: int, *, deadline: float | None = None) -> PullSnapshot | None:
+        """That one pull request as it is now, every field `decide` reads, in one call (the listing's own
+        selection); None when GitHub no longer has it. Raises RateLimited or GitHubError."""
+        ...
+
+    def wait_for_merge_slot(self, *, deadline: float | None = None) -> None:
+        """Wait until a merge may be sent (GitHub asks for a second between mutations), so that nothing but
+        the re-read lies between the wait and the merge; raises RateLimited when no merge fits any more."""
         ...
 
     def merge(self, number: int, *, head_sha: str, title: str, deadline: float | None = None) -> MergeResult:
@@ -651,8 +665,9 @@ def run_merge(
     backlog_labels: Sequence[str] = (),
     clock: Callable[[], float] = time.monotonic,
 ) -> MergeReport:
-    """Read, decide, merge. Ends cleanly (report.stopped) on rate limits or the deadline; raises
-    GitHubError when the step as a whole fails (bad credentials, the pull list unreadable)."""
+    """Read, decide; then for each merge read that pull request again, decide again, merge. Ends cleanly
+    (report.stopped) on rate limits or the deadline; raises GitHubError when the step as a whole fails (bad
+    credentials, the pull list unreadable)."""
     report = MergeReport(status=StepStatus.OK)
     run = PullOutcomes(log)
     try:
@@ -666,12 +681,12 @@ def run_merge(
         report.rate_limit_remaining = github.rate_limit_remaining
     report.backlog = opened.backlog
 
-    plan = plan_merges(opened.pulls, policy_for(settings, opened.default_branch), settings.max_merges_per_cycle)
+    policy = policy_for(settings, opened.default_branch)
+    plan = plan_merges(opened.pulls, policy, settings.max_merges_per_cycle)
     report.open, report.review_queue, report.conflicting = plan.open, plan.review_queue, plan.conflicting
     for pull, decision in plan.refused:
         run.record(pull.number, MergeOutcome.SKIPPED, decision.reason)
-        if unknown := pull.unrecognized():
-            log.emit("merge.unrecognized", number=pull.number, values=[str(u) for u in unknown])
+        _note_unrecognized(log, pull)
     for pull in plan.over_limit:
         run.record(pull.number, MergeOutcome.SKIPPED, LIMIT_REACHED)
 
@@ -686,7 +701,7 @@ def run_merge(
                 _stop_rest(run, plan.to_merge[index:])
                 break
             try:
-                _merge_one(github, pull, run, deadline)
+                _merge_one(github, pull, policy, run, deadline)
             except RateLimited as stop:
                 report.stopped = stop.describe()
                 _stop_rest(run, plan.to_merge[index:])
@@ -706,7 +721,46 @@ def _stop_rest(run: PullOutcomes, rest: Sequence[PullSnapshot]) -> None:
         run.record(pull.number, MergeOutcome.SKIPPED, STOPPED_EARLY)
 
 
-def _merge_one(github: GitHubPort, pull: PullSnapshot, run: PullOutcomes, deadline: float | None) -> None:
+def _note_unrecognized(log: EventLog, pull: PullSnapshot) -> None:
+    if unknown := pull.unrecognized():
+        log.emit("merge.unrecognized", number=pull.number, values=[str(u) for u in unknown])
+
+
+def _read_again(
+    github: GitHubPort, listed: PullSnapshot, policy: MergePolicy, run: PullOutcomes, deadline: float | None
+) -> PullSnapshot | None:
+    """The pull request as GitHub has it now, if the same rules still say merge it; otherwise None, and why
+    is recorded. A failed read merges nothing: only a fresh "eligible" does."""
+    number = listed.number
+    try:
+        pull = github.fetch_pull(number, deadline=deadline)
+    except GitHubError as exc:
+        run.record(number, MergeOutcome.FAILED, MergeFailure.NOT_REREAD.value)
+        run.log.emit("merge.failed", number=number, reason=MergeFailure.NOT_REREAD, detail=str(exc))
+        return None
+    if pull is None:
+        run.record(number, MergeOutcome.FAILED, MergeFailure.NOT_FOUND.value)
+        run.log.emit("merge.failed", number=number, reason=MergeFailure.NOT_FOUND,
+                     detail=f"#{number} is no longer on GitHub")
+        return None
+    decision = decide(pull, policy)
+    if not decision.eligible:
+        run.record(number, MergeOutcome.SKIPPED, decision.reason)
+        run.log.emit("merge.changed", number=number, reasons=[r.value for r in decision.refusals],
+                     listed_head=listed.head_oid, head=pull.head_oid)
+        _note_unrecognized(run.log, pull)
+        return None
+    return pull
+
+
+def _merge_one(
+    github: GitHubPort, listed: PullSnapshot, policy: MergePolicy, run: PullOutcomes, deadline: float | None
+) -> None:
+    github.wait_for_merge_slot(deadline=deadline)
+    pull = _read_again(github, listed, policy, run, deadline)
+    if pull is None:
+        return
+    # Pinned to the head just read and checked, not the listing's: GitHub refuses (409) if it moves again.
     result = github.merge(pull.number, head_sha=pull.head_oid, title=commit_title(pull), deadline=deadline)
     if isinstance(result, MergeRefused) and result.failure is MergeFailure.UNCERTAIN:
         # A merge is not safe to retry: GitHub may have merged before the error. Ask instead.

@@ -25,6 +25,8 @@ Usage::
     gh.fail("POST", "/api/graphql", 200, trickle=0.5)   # the answer sent one byte every 0.5 s
     gh.rate_limit(0, reset_in_s=30)   # REST answers 403, GraphQL answers errors[type=RATE_LIMITED]
     gh.on_merge = lambda n: gh.push(n)   # runs (lock held, same thread) before a merge is checked and applied
+    gh.after_query = lambda op: gh.add_label(1, "do-not-merge") if op == "OpenPullRequests" else None
+                                      # runs (lock held) once a GraphQL query is answered, before the next request
     gh.calls("PUT", "/merge"); gh.requests; gh.graphql_documents
 
 Agents open pull requests through REST (``POST /repos/{o}/{r}/pulls``, then ``POST .../issues/{n}/labels``), each
@@ -39,8 +41,10 @@ Semantics follow GitHub's REST and GraphQL documentation: ``reviewDecision`` (nu
 ``first``/``last`` over 100 and require one of them when ``nodes``/``edges`` are selected, as GitHub does.
 Cursors are opaque keyset cursors, so merging between pages does not skip pull requests.
 
-The server is quiet: nothing is logged, and the token is never echoed. ``on_merge`` runs on a server thread
-with the state lock held: it may call this object's methods but must not make HTTP requests to the server.
+The server is quiet: nothing is logged, and the token is never echoed. ``on_merge`` and ``after_query`` run on a
+server thread with the state lock held: they may call this object's methods but must not make HTTP requests to the
+server. ``after_query`` is given the operation's name (None if unnamed) after the answer is computed, so that a change
+it makes lands between that read and whatever the client sends next: the race between a read and a write.
 """
 
 from __future__ import annotations
@@ -324,6 +328,7 @@ class FakeGitHub:
         self.allow_merge_commit = allow_merge_commit
         self.allow_rebase_merge = allow_rebase_merge
         self.on_merge: Callable[[int], object] | None = None
+        self.after_query: Callable[[str | None], object] | None = None
         # A branch's head sha (None: no such branch), for pull requests opened through REST: a git server's.
         self.resolve_branch = resolve_branch
         # Other accounts' tokens, token -> login (an agent's own token): accepted, acting as that login.
@@ -1066,6 +1071,8 @@ class FakeGitHub:
                          operation_name=operation if isinstance(operation, str) else None,
                          field_resolver=_resolve_field, type_resolver=_resolve_type)
         assert isinstance(result, ExecutionResult), "resolvers are synchronous"
+        if self.after_query is not None:
+            self.after_query(_operation_name(document, operation))
         answer: dict[str, Any] = {"data": result.data}
         if result.errors:
             answer["errors"] = [_format_error(error) for error in result.errors]
@@ -1086,6 +1093,13 @@ def _format_error(error: GraphQLError) -> dict[str, Any]:
         formatted["message"] = f"Field '{field_name}' doesn't exist on type '{type_name}'"
         formatted["extensions"] = {"code": "undefinedField", "typeName": type_name, "fieldName": field_name}
     return formatted
+
+
+def _operation_name(document: DocumentNode, requested: object) -> str | None:
+    if isinstance(requested, str):
+        return requested
+    names = [d.name.value if d.name else None for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    return names[0] if len(names) == 1 else None
 
 
 def _pagination_problems(schema: GraphQLSchema, document: DocumentNode, variables: dict[str, Any]) -> list[Any]:
