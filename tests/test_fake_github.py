@@ -335,6 +335,24 @@ def test_a_push_between_evaluation_and_merge_fails_the_pinned_merge(gh: FakeGitH
     assert answer.status_code == 409 and not gh.pull(number).merged
 
 
+def test_a_change_after_a_query_lands_after_its_answer_and_before_the_next_request(gh: FakeGitHub) -> None:
+    number = ready_pull(gh)
+    names: list[str | None] = []
+
+    def label_once(operation: str | None) -> None:
+        names.append(operation)
+        if len(names) == 1:
+            gh.add_label(number, "do-not-merge")
+
+    gh.after_query = label_once
+    named = "query Labels($owner: String!, $name: String!, $number: Int!) " + ONE_PULL.split(")", 1)[1]
+    before = graphql(gh, named, owner=gh.owner, name=gh.name, number=number)["data"]["repository"]["pullRequest"]
+    after = pull_view(gh, number)
+    assert [label["name"] for label in before["labels"]["nodes"]] == []
+    assert [label["name"] for label in after["labels"]["nodes"]] == ["do-not-merge"]
+    assert names == ["Labels", None]  # the operation's name; None for an unnamed one
+
+
 def test_push_dismisses_stale_approvals_and_leaves_checks_on_the_old_head(gh: FakeGitHub) -> None:
     number = ready_pull(gh)
     old = gh.pull(number).head_sha

@@ -14,7 +14,13 @@ import pytest
 from graphql import parse, validate
 from graphql.type import GraphQLEnumType
 
-from coordinator.edges.github import OPEN_PULLS_QUERY, MalformedAnswer, snapshot_from_node
+from coordinator.edges.github import (
+    MERGE_FACTS_FRAGMENT,
+    OPEN_PULLS_QUERY,
+    PULL_BEFORE_MERGE_QUERY,
+    MalformedAnswer,
+    snapshot_from_node,
+)
 from coordinator.steps.merge import (
     CheckConclusion,
     CheckRun,
@@ -442,13 +448,19 @@ def test_commit_title_names_the_pull_request() -> None:
 # ------------------------------------------------------------------------ the query and its answers
 
 
-def test_the_query_validates_against_githubs_schema(schema: Any) -> None:
-    assert validate(schema, parse(OPEN_PULLS_QUERY)) == []
+@pytest.mark.parametrize("query", [OPEN_PULLS_QUERY, PULL_BEFORE_MERGE_QUERY], ids=["listing", "before-merge"])
+def test_the_queries_validate_against_githubs_schema(schema: Any, query: str) -> None:
+    assert validate(schema, parse(query)) == []
 
 
 def test_the_schema_check_can_fail(schema: Any) -> None:
     wrong = OPEN_PULLS_QUERY.replace("mergeStateStatus", "mergeStatus")
     assert validate(schema, parse(wrong)) != []
+
+
+def test_both_reads_select_the_same_fields_through_one_fragment() -> None:
+    for query in (OPEN_PULLS_QUERY, PULL_BEFORE_MERGE_QUERY):
+        assert query.count("...MergeFacts") == 1 and query.endswith(MERGE_FACTS_FRAGMENT)
 
 
 def node(**changes: Any) -> dict[str, Any]:

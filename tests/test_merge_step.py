@@ -11,12 +11,13 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from coordinator.edges.github import (
     OPEN_PULLS_QUERY,
@@ -296,6 +297,147 @@ def test_a_push_racing_the_merge_is_refused_by_github(fake: FakeGitHub) -> None:
     }
     assert not fake.pull(raced.number).merged
     assert '"reason": "head moved"' in harness.events
+
+
+def after_the_listing(fake: FakeGitHub, change: Callable[[], object]) -> None:
+    """`change` lands once the pull request list has been answered, before anything else the step sends: the
+    state GitHub holds by the time a busy cycle's last merge is due, up to a minute after the one read."""
+
+    def hook(operation: str | None) -> None:
+        if operation == "OpenPullRequests":
+            change()
+
+    fake.after_query = hook
+
+
+# Each change GitHub itself would not stop, made after the listing: none may be merged, and the report says why.
+RACES: dict[str, tuple[Callable[[FakeGitHub, int], object], dict[str, Any], str]] = {
+    # GitHub does not enforce labels.
+    "do-not-merge label added": (lambda gh, n: gh.add_label(n, "do-not-merge"), {}, "blocked by label"),
+    # Without a required review, GitHub does not enforce a change request either; bob can push.
+    "writer requests changes, no review required": (
+        lambda gh, n: gh.request_changes(n, reviewer="bob"), {"require_review": False}, "changes requested"),
+    # New code nobody approved or checked (GitHub would also refuse the old pin with 409).
+    "new head pushed": (lambda gh, n: gh.push(n), {}, "not approved"),
+    "closed": (lambda gh, n: gh.close(n), {}, "closed"),
+}
+
+
+@pytest.mark.parametrize("race", list(RACES))
+def test_a_change_after_the_listing_is_seen_by_the_read_before_the_merge(race: str) -> None:
+    change, options, reason = RACES[race]
+    with FakeGitHub(token=TOKEN, **options) as fake:
+        first, second, last = (green(fake, f"PR {i}") for i in range(3))
+        after_the_listing(fake, lambda: change(fake, last.number))
+        harness = Harness(fake)
+        report = harness.run()
+        assert fake.server_errors == []
+        assert not fake.pull(last.number).merged
+    assert reasons(report) == {
+        first.number: (MergeOutcome.MERGED, "merged"),
+        second.number: (MergeOutcome.MERGED, "merged"),
+        last.number: (MergeOutcome.SKIPPED, reason),
+    }
+    assert fake.calls("PUT") == 2  # nothing was sent for the last one
+    assert f'"event": "merge.changed", "fleet": "test", "number": {last.number}' in harness.events
+
+
+def test_a_pull_request_merged_meanwhile_is_not_merged_again(fake: FakeGitHub) -> None:
+    pull = green(fake)
+
+    def merged_by_hand() -> None:  # someone pressed the button on GitHub meanwhile
+        taken = fake.pull(pull.number)
+        taken.state, taken.merged, taken.merge_commit_sha = "closed", True, "f" * 40
+
+    after_the_listing(fake, merged_by_hand)
+    report = Harness(fake).run()
+    assert reasons(report) == {pull.number: (MergeOutcome.SKIPPED, "already merged")}
+    assert fake.calls("PUT") == 0
+
+
+def test_the_merge_is_pinned_to_the_head_the_read_before_it_saw(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    pushed: list[str] = []
+
+    def push_approved_and_green() -> None:  # a new head, reviewed and checked before the merge is due
+        pushed.append(fake.push(pull.number))
+        fake.approve(pull.number)
+        fake.add_check_run(pull.number, "ci")
+
+    after_the_listing(fake, push_approved_and_green)
+    harness = Harness(fake)
+    report = harness.run()
+    # Pinned to the listing's head, GitHub would have answered 409 (head moved).
+    assert reasons(report) == {pull.number: (MergeOutcome.MERGED, "merged")}
+    assert f'"head": "{pushed[0]}"' in harness.events
+
+
+def test_the_read_before_a_merge_sees_what_the_listing_sees(fake: FakeGitHub) -> None:
+    ready = green(fake, "Ready", labels=("feature",))
+    fake.add_status(ready.number, "deploy/preview")
+    changes = green(fake, "Changes", mergeable="CONFLICTING")
+    fake.request_changes(changes.number)
+    fake.comment_review(changes.number)
+    draft = fake.add_pull("Draft", draft=True, base="release/1.x")
+    fake.add_check_run(draft.number, "ci", status="in_progress", conclusion=None)
+    client = GitHubClient(settings_for(fake), timeout_s=5)
+    listed = client.fetch_open_pulls().pulls
+    assert len(listed) == 3
+    assert [client.fetch_pull(pull.number) for pull in listed] == list(listed)
+    assert client.fetch_pull(999) is None  # GitHub answers NOT_FOUND for a number it does not resolve
+
+
+def test_a_pull_request_github_no_longer_resolves_is_not_merged(fake: FakeGitHub) -> None:
+    pull = green(fake)
+    # GitHub's answer for a number it does not resolve, as the local GitHub gives it.
+    missing = requests.post(fake.graphql_url, headers={"Authorization": f"bearer {TOKEN}"}, timeout=10, json={
+        "query": PULL_BEFORE_MERGE_QUERY, "variables": {"owner": fake.owner, "name": fake.name, "number": 999}}).json()
+    assert missing["data"]["repository"] == {"pullRequest": None}
+    assert [(e["type"], e["path"]) for e in missing["errors"]] == [("NOT_FOUND", ["repository", "pullRequest"])]
+    after_the_listing(fake, lambda: fake.fail("POST", "/api/graphql", 200, body=missing))
+    harness = Harness(fake)
+    report = harness.run()
+    assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "not found")}
+    assert fake.calls("PUT") == 0
+    assert f"#{pull.number} is no longer on GitHub" in harness.events
+
+
+def test_a_failed_read_before_the_merge_merges_nothing(fake: FakeGitHub) -> None:
+    first, second = green(fake, "First"), green(fake, "Second")
+    after_the_listing(fake, lambda: fake.fail("POST", "/api/graphql", 502, times=None))
+    harness = Harness(fake, client_options={"max_attempts": 1})
+    report = harness.run()
+    assert reasons(report) == {
+        first.number: (MergeOutcome.FAILED, "re-read failed"),
+        second.number: (MergeOutcome.FAILED, "re-read failed"),
+    }
+    assert report.stopped is None and fake.calls("PUT") == 0
+    assert '"reason": "re-read failed", "detail": "GitHub GraphQL query: GitHub answered HTTP 502' in harness.events
+
+
+def test_a_rate_limit_on_the_read_before_a_merge_ends_the_step_cleanly(fake: FakeGitHub) -> None:
+    first, second = green(fake, "First"), green(fake, "Second")
+    after_the_listing(fake, lambda: fake.rate_limit(0, reset_in_s=600, resource="graphql"))
+    report = Harness(fake).run()
+    assert report.stopped is not None and report.stopped.startswith("GitHub GraphQL rate limit (RATE_LIMITED)")
+    assert reasons(report) == {
+        first.number: (MergeOutcome.SKIPPED, "stopped early"),
+        second.number: (MergeOutcome.SKIPPED, "stopped early"),
+    }
+    assert fake.calls("PUT") == 0
+
+
+def test_the_pause_between_merges_comes_before_the_read_not_between_it_and_the_merge(fake: FakeGitHub) -> None:
+    for i in range(3):
+        green(fake, f"PR {i}")
+    timeline: list[str] = []
+    fake.after_query = lambda operation: timeline.append(str(operation))
+    fake.on_merge = lambda number: timeline.append("merge")
+    harness = Harness(fake)
+    harness.client = GitHubClient(harness.settings, timeout_s=5, sleep=lambda s: timeline.append("pause"))
+    assert len(harness.run().merged) == 3
+    read = "PullRequestBeforeMerge"
+    assert timeline == ["OpenPullRequests", read, "merge", "pause", read, "merge", "pause", read, "merge"]
 
 
 def test_a_5xx_after_github_merged_is_not_retried_but_confirmed(fake: FakeGitHub) -> None:
