@@ -6,9 +6,9 @@ read of that pull request and one PUT.
 - every request ends by a wall-clock deadline: its own timeout (`timeout_s`), or the caller's deadline if
   that comes first, however slowly GitHub (or whatever GITHUB_API_URL points at) answers; and no request
   starts with less than `min_request_s` left, a merge not with less than twice that (room for a read-back);
-- reads (`fetch_open_pulls`, `fetch_pull`, `merged_sha`) retry 5xx, timeouts and dropped connections by the one read
-  policy (`coordinator.edges.http.read_retry`: urllib3's Retry on the reads session), Retry-After
-  honoured, never past the deadline;
+- reads (`fetch_open_pulls`, `fetch_pull`, `merged_sha`) retry 5xx, timeouts and dropped connections by
+  the one read policy (`coordinator.edges.http.read_retry`: urllib3's Retry on the reads session),
+  Retry-After honoured, never past the deadline;
 - a merge is never retried: GitHub may have merged before the error, so the step re-reads instead. A merge
   cut off by its deadline is an unknown outcome; while it may still land, a read-back that finds the pull
   request unmerged does not count as an answer;

@@ -620,7 +620,8 @@ class GitHubPort(Protocol):
 
     def wait_for_merge_slot(self, *, deadline: float | None = None) -> None:
         """Wait until a merge may be sent (GitHub asks for a second between mutations), so that nothing but
-        the re-read lies between the wait and the merge; raises RateLimited when no merge fits any more."""
+        the re-read lies between the wait and the merge; raises RateLimited when the budget or the time left
+        allows no merge."""
         ...
 
     def merge(self, number: int, *, head_sha: str, title: str, deadline: float | None = None) -> MergeResult:

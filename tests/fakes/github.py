@@ -25,8 +25,8 @@ Usage::
     gh.fail("POST", "/api/graphql", 200, trickle=0.5)   # the answer sent one byte every 0.5 s
     gh.rate_limit(0, reset_in_s=30)   # REST answers 403, GraphQL answers errors[type=RATE_LIMITED]
     gh.on_merge = lambda n: gh.push(n)   # runs (lock held, same thread) before a merge is checked and applied
+    # after_query runs (lock held) once a GraphQL answer is computed, before anything else: a change mid-race
     gh.after_query = lambda op: gh.add_label(1, "do-not-merge") if op == "OpenPullRequests" else None
-                                      # runs (lock held) once a GraphQL query is answered, before the next request
     gh.calls("PUT", "/merge"); gh.requests; gh.graphql_documents
 
 Agents open pull requests through REST (``POST /repos/{o}/{r}/pulls``, then ``POST .../issues/{n}/labels``), each
