@@ -427,6 +427,22 @@ def test_a_rate_limit_on_the_read_before_a_merge_ends_the_step_cleanly(fake: Fak
     assert fake.calls("PUT") == 0
 
 
+def test_a_slow_read_before_a_merge_ends_by_the_cycle_deadline(fake: FakeGitHub) -> None:
+    first, second = green(fake, "First"), green(fake, "Second")
+    after_the_listing(fake, lambda: fake.fail("POST", "/api/graphql", 200, trickle=0.5, times=None))
+    harness = Harness(fake)  # requests may take 5 s; the cycle has 2.5 s
+    started = time.monotonic()
+    report = harness.run(deadline=started + 2.5)
+    elapsed = time.monotonic() - started
+    assert reasons(report) == {
+        first.number: (MergeOutcome.FAILED, "re-read failed"),
+        second.number: (MergeOutcome.SKIPPED, "stopped early"),
+    }
+    assert report.stopped == "time budget spent"
+    assert fake.calls("PUT") == 0
+    assert 2.5 <= elapsed < 2.5 + PROMPT_S
+
+
 def test_the_pause_between_merges_comes_before_the_read_not_between_it_and_the_merge(fake: FakeGitHub) -> None:
     for i in range(3):
         green(fake, f"PR {i}")
