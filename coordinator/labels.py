@@ -3,8 +3,9 @@
 The coordinator touches nothing without the fleet's label. An agent's labels are also its memory:
 the crash and idle streaks and the spawn budget's evidence ride on them, so the cycle needs no
 state of its own. Labels come back from the engine as text anyone could have written, so they are
-read strictly (ASCII digits, bounded lengths) and a label that cannot be read makes its agent
-unreadable, which the inventory skips and reports; it never fails the inventory.
+read strictly (ASCII digits, bounded lengths, each number within the range this coordinator writes)
+and a label that cannot be read makes its agent unreadable, which the inventory skips and reports;
+it never fails the inventory.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from coordinator.fleet import KEY_PATTERN, MAX_KEY_CHARS
-from coordinator.runtime import MAX_STREAK, AgentLaunch
+from coordinator.fleet import KEY_PATTERN, MAX_AGENTS_PER_ROLE_CEILING, MAX_KEY_CHARS
+from coordinator.runtime import LATEST_TIME, MAX_STREAK, AgentLaunch
 
 FLEET = "agent-fleet.fleet"
 ROLE = "agent-fleet.role"
@@ -40,6 +41,8 @@ MAX_EARLIER_SPAWNS = 200
 _SLOT = re.compile(r"[1-9][0-9]{0,5}")
 _COUNT = re.compile(r"[0-9]{1,9}")
 _EPOCH = re.compile(r"[0-9]{1,12}")
+# 12 digits reach past datetime's year 9999; a spawn time is read only up to LATEST_TIME (see there).
+_LATEST_EPOCH_S = int(LATEST_TIME.timestamp())
 
 
 class LabelError(ValueError):
@@ -81,6 +84,8 @@ def read_agent_labels(labels: Mapping[str, str]) -> AgentLabels:
     if len(role) > MAX_KEY_CHARS:
         raise LabelError(f"label {ROLE}={role[:40]!r} is malformed")
     slot = int(_required(labels, SLOT, _SLOT))
+    if slot > MAX_AGENTS_PER_ROLE_CEILING:  # no role has more slots, so no agent of this fleet is in it
+        raise LabelError(f"label {SLOT}={slot} is out of range: a slot is 1 to {MAX_AGENTS_PER_ROLE_CEILING}")
     return AgentLabels(
         role=role,
         slot=slot,
@@ -125,4 +130,8 @@ def _epochs(value: str) -> tuple[datetime, ...]:
     parts = value.split(",")
     if len(parts) > MAX_EARLIER_SPAWNS or not all(_EPOCH.fullmatch(p) for p in parts):
         raise LabelError(f"label {EARLIER_SPAWNS}={value[:40]!r} is malformed")
-    return tuple(datetime.fromtimestamp(int(p), UTC) for p in parts)
+    epochs = [int(p) for p in parts]
+    if (latest := max(epochs)) >= _LATEST_EPOCH_S:
+        raise LabelError(f"label {EARLIER_SPAWNS} holds {latest}, out of range: epoch seconds before "
+                         f"{_LATEST_EPOCH_S} ({LATEST_TIME:%Y-%m-%d})")
+    return tuple(datetime.fromtimestamp(epoch, UTC) for epoch in epochs)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -38,6 +38,13 @@ from coordinator.settings import Secret
 # A crash or idle streak is carried capped: the backoff reaches its maximum long before, and a streak that
 # grows by one per crash for weeks must not grow without bound.
 MAX_STREAK = 100
+
+# Every time a record carries lies in [EARLIEST_TIME, LATEST_TIME): wide enough for any moment an engine or this
+# coordinator really wrote, and far inside datetime's own range (years 1 to 9999), so that the steps' arithmetic
+# on it (an hour's window, a crash-loop wait of at most a week) can never overflow. An adapter reads a time
+# outside it as unreadable, like any other malformed value.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(3000, 1, 1, tzinfo=UTC)
 
 # Where an agent finds each of its secrets, as a file named after it, on every engine.
 SECRETS_DIR = "/run/secrets"

@@ -365,14 +365,24 @@ def test_agents_that_keep_finding_nothing_earn_the_advice_to_lower_their_count(t
 # ------------------------------------------------------------------------------------------ hardening
 
 
+@pytest.mark.parametrize(
+    ("odd_labels", "named"),
+    [
+        ({"agent-fleet.slot": "²"}, "label agent-fleet.slot="),
+        # 12 digits pass the label's pattern, but lie past the year 9999: once, this failed the whole inventory.
+        ({"agent-fleet.slot": "2", "agent-fleet.earlier-spawns": "999999999999"},
+         "label agent-fleet.earlier-spawns holds 999999999999, out of range"),
+    ],
+    ids=["malformed-slot", "spawn-time-out-of-range"],
+)
 def test_a_container_with_an_unreadable_label_is_skipped_and_named_and_the_rest_is_reconciled(
-    fleet, docker_client, fleet_id, base_image  # type: ignore[no-untyped-def]
+    fleet, docker_client, fleet_id, base_image, odd_labels, named  # type: ignore[no-untyped-def]
 ) -> None:
     specs, _, env = fleet
     assert run_cycle(env).returncode == 0
     odd = docker_client.containers.run(base_image, ["sleep", "infinity"], name=f"{fleet_id}-odd", detach=True,
                                        labels={"agent-fleet.fleet": fleet_id, "agent-fleet.component": "agent",
-                                               "agent-fleet.role": "builder", "agent-fleet.slot": "²"})
+                                               "agent-fleet.role": "builder", **odd_labels})
     victim = docker_client.containers.get(f"{fleet_id}-reviewer-1")
     victim.kill()
     wait_until(lambda: docker_client.containers.get(victim.id).status == "exited")
@@ -383,7 +393,7 @@ def test_a_container_with_an_unreadable_label_is_skipped_and_named_and_the_rest_
     assert [e["slot"] for e in run.events("agent.spawned")] == [1]  # the killed agent of another role is replaced
     assert running_by_role(docker_client, fleet_id)["reviewer"] == desired(specs)["reviewer"]
     (unreadable,) = run.report["unreadable"]
-    assert unreadable.startswith(f"{fleet_id}-odd: label agent-fleet.slot=")
+    assert unreadable.startswith(f"{fleet_id}-odd: {named}")
     assert run.report["verdict"] == "degraded"
     assert any(f"{fleet_id}-odd" in reason for reason in run.report["verdict_reasons"])
     assert odd.reload() is None and odd.status == "running"  # skipped means untouched

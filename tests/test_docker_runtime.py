@@ -57,7 +57,8 @@ def test_listing_the_fleet_is_one_call_and_sees_every_state(docker_client: docke
 @pytest.mark.parametrize(
     "bad",
     [{labels.SLOT: "²"}, {labels.SLOT: "0"}, {labels.SLOT: "1\n"}, {labels.ROLE: "Api"}, {labels.CRASH_STREAK: "-1"},
-     {labels.IDLE_STREAK: "9" * 400}, {labels.EARLIER_SPAWNS: "yesterday"}],
+     {labels.IDLE_STREAK: "9" * 400}, {labels.EARLIER_SPAWNS: "yesterday"}, {labels.EARLIER_SPAWNS: "999999999999"},
+     {labels.EARLIER_SPAWNS: "1764676800,253402300800"}, {labels.SLOT: "1001"}],
     ids=lambda bad: ",".join(f"{k}={v[:8]!r}" for k, v in bad.items()),
 )
 def test_a_container_whose_labels_cannot_be_read_is_skipped_and_named_never_fatal(

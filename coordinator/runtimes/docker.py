@@ -19,7 +19,7 @@ import re
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from coordinator.runtimes.engine import (
     DOCKER_TIMEOUT_S,
     ApiVersionMemo,
     Engine,
+    epoch_time,
     parse_docker_time,
 )
 
@@ -128,6 +129,23 @@ def _facts_from_json(entry: Mapping[str, Any]) -> ExitFacts:
     return ExitFacts(code, moment(entry.get("started_at")), moment(entry.get("finished_at")))
 
 
+def exit_facts(state: Mapping[str, Any]) -> ExitFacts:
+    """An exited container's end, from its inspected `State`; ValueError naming the field that cannot be read."""
+    code = state.get("ExitCode", 0)
+    if not isinstance(code, int) or isinstance(code, bool) or not -(2**31) <= code < 2**31:
+        raise ValueError(f"State.ExitCode {str(code)[:40]!r} is not an exit code")
+    times: dict[str, datetime | None] = {}
+    for field in ("StartedAt", "FinishedAt"):
+        value = state.get(field)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"State.{field} {str(value)[:40]!r} is not a time")
+        try:
+            times[field] = parse_docker_time(value)
+        except ValueError as exc:
+            raise ValueError(f"State.{field} {exc}") from None
+    return ExitFacts(exit_code=code, started_at=times["StartedAt"], finished_at=times["FinishedAt"])
+
+
 def secrets_archive(secrets: tuple[AgentSecret, ...]) -> bytes:
     """A tar of `run/secrets/<NAME>` files, readable by whichever user the agent's image runs as."""
     buffer = io.BytesIO()
@@ -193,6 +211,10 @@ class DockerRuntime:
             read = labels.read_agent_labels(item.get("Labels") or {})
         except labels.LabelError as exc:
             return Unreadable(container_id, name, str(exc))
+        try:
+            created_at = epoch_time(item.get("Created", 0))
+        except ValueError as exc:
+            return Unreadable(container_id, name, f"its creation time {exc}")
         state = str(item.get("State", ""))
         self._states[container_id] = state
         record = AgentRecord(
@@ -201,7 +223,7 @@ class DockerRuntime:
             role=read.role,
             slot=read.slot,
             phase=Phase.ALIVE if state in ALIVE_STATES else Phase.FINISHED,
-            created_at=datetime.fromtimestamp(int(item.get("Created", 0)), UTC),
+            created_at=created_at,
             crash_streak=read.crash_streak,
             idle_streak=read.idle_streak,
             earlier_spawns=read.earlier_spawns,
@@ -209,7 +231,10 @@ class DockerRuntime:
         )
         if state not in ("exited", "dead"):
             return record
-        facts = self._exit_facts(container_id, str(item.get("Status", "")))
+        try:
+            facts = self._exit_facts(container_id, str(item.get("Status", "")))
+        except ValueError as exc:
+            return Unreadable(container_id, name, f"how it ended cannot be read: {exc}")
         if facts is None:  # removed between the list and the inspect (another cycle discarded it)
             return None
         return replace(record, exit_code=facts.exit_code, started_at=facts.started_at, finished_at=facts.finished_at)
@@ -224,11 +249,7 @@ class DockerRuntime:
             return None
         except docker.errors.DockerException as exc:
             raise RuntimeFailure(f"inspecting container {container_id[:12]} failed: {exc}") from None
-        facts = ExitFacts(
-            exit_code=int(state.get("ExitCode", 0)),
-            started_at=parse_docker_time(state.get("StartedAt")),
-            finished_at=parse_docker_time(state.get("FinishedAt")),
-        )
+        facts = exit_facts(state)
         if self._memo is not None:
             self._memo.put(container_id, facts)
         return facts

@@ -23,7 +23,7 @@ import docker
 import docker.errors
 
 from coordinator.heartbeat import replace_file
-from coordinator.runtime import RuntimeFailure
+from coordinator.runtime import EARLIEST_TIME, LATEST_TIME, RuntimeFailure
 from coordinator.settings import env_value
 
 # Agents' own logs rotate too, so that a chatty agent cannot fill the Docker host's disk.
@@ -35,15 +35,34 @@ T = TypeVar("T")
 
 
 def parse_docker_time(value: str | None) -> datetime | None:
-    """Docker's RFC 3339 times carry nanoseconds; '0001-01-01T00:00:00Z' means never."""
+    """Docker's RFC 3339 times carry nanoseconds; '0001-01-01T00:00:00Z' means never.
+
+    Raises ValueError, naming the value, for anything else that is not a time within the range a record's
+    times keep to (runtime.EARLIEST_TIME to LATEST_TIME): the adapter then reads that record as unreadable."""
     if not value or value.startswith("0001-"):
         return None
-    match = _DOCKER_TIME.fullmatch(value)
-    if not match:
-        return datetime.fromisoformat(value).astimezone(UTC)
-    whole, fraction = match.groups()
-    micros = int((fraction or "0")[:6].ljust(6, "0"))
-    return datetime.fromisoformat(whole).replace(tzinfo=UTC, microsecond=micros)
+    try:
+        match = _DOCKER_TIME.fullmatch(value)
+        if match:
+            whole, fraction = match.groups()
+            micros = int((fraction or "0")[:6].ljust(6, "0"))
+            moment = datetime.fromisoformat(whole).replace(tzinfo=UTC, microsecond=micros)
+        else:
+            moment = datetime.fromisoformat(value).astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"{value[:40]!r} is not a time") from None
+    if not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise ValueError(f"{value[:40]!r} is out of range: a time from {EARLIEST_TIME:%Y} to {LATEST_TIME:%Y}")
+    return moment
+
+
+def epoch_time(value: object) -> datetime:
+    """An engine's time in whole epoch seconds, within the same range (ValueError naming it otherwise)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{str(value)[:40]!r} is not a time in epoch seconds")
+    if not EARLIEST_TIME.timestamp() <= value < LATEST_TIME.timestamp():
+        raise ValueError(f"{value} is out of range: a time from {EARLIEST_TIME:%Y} to {LATEST_TIME:%Y}")
+    return datetime.fromtimestamp(value, UTC)
 
 
 class ApiVersionMemo:

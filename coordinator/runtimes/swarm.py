@@ -25,7 +25,7 @@ import hashlib
 import re
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -46,6 +46,7 @@ from docker.types import (
 from coordinator import labels
 from coordinator.deadline import DeadlineExceeded, run_with_deadline
 from coordinator.runtime import (
+    EARLIEST_TIME,
     AgentLaunch,
     AgentRecord,
     CoordinatorLog,
@@ -71,8 +72,19 @@ ACTIVE_STATES = frozenset({"new", "allocated", "pending", "assigned", "accepted"
                            "running"})
 
 
-def _time(value: object) -> datetime | None:
-    return parse_docker_time(value) if isinstance(value, str) else None
+def _time(task: Mapping[str, Any], *path: str) -> datetime | None:
+    """A time the task shows at `path` (None where it shows none); ValueError naming the field otherwise."""
+    value: object = task
+    for key in path:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError(f"{str(value)[:40]!r} is not a time")
+        return parse_docker_time(value)
+    except ValueError as exc:
+        raise ValueError(f"task {'.'.join(path)} {exc}") from None
 
 
 class SwarmRuntime:
@@ -117,13 +129,14 @@ class SwarmRuntime:
         spec = (task.get("Spec") or {}).get("ContainerSpec") or {}
         try:
             read = labels.read_agent_labels(spec.get("Labels") or {})
-        except labels.LabelError as exc:
+            created = _time(task, "CreatedAt") or EARLIEST_TIME
+            changed = _time(task, "Status", "Timestamp")
+            updated = _time(task, "UpdatedAt")
+        except ValueError as exc:  # LabelError among them
             return Unreadable(service, f"service {service[:12]}", str(exc))
         status = task.get("Status") or {}
         state = str(status.get("State", ""))
         desired = str(task.get("DesiredState", ""))
-        created = _time(task.get("CreatedAt")) or datetime.fromtimestamp(0, UTC)
-        changed = _time(status.get("Timestamp"))
         exit_code = (status.get("ContainerStatus") or {}).get("ExitCode")
         phase, started, finished, lost_since = Phase.FINISHED, None, None, None
         if state in ACTIVE_STATES and desired == "running":
@@ -132,7 +145,7 @@ class SwarmRuntime:
         elif state in ACTIVE_STATES and desired != "remove":
             # Reported active while Swarm wants it shut down: its node stopped answering (the report is
             # stale). Swarm flips the desired state when the node goes down; UpdatedAt records when.
-            phase, lost_since = Phase.LOST, _time(task.get("UpdatedAt")) or changed
+            phase, lost_since = Phase.LOST, updated or changed
         elif state in ("complete", "failed", "shutdown"):
             # Tasks carry no start time; the task's creation stands in for it (placement and a local
             # image take seconds, well inside the crash window).
