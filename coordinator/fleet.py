@@ -70,9 +70,10 @@ RESERVED_AGENT_ENV = frozenset(
      "GITHUB_SERVER_URL"}
 )
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# An agent secret's name: the file /run/secrets/<NAME>. Short enough that a Docker secret named
-# <fleet>-<name>-<digest> stays within Swarm's 64 characters.
-SECRET_NAME_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,23}")
+# An agent secret's name: the file /run/secrets/<NAME>. On a swarm it also names the Docker secret that
+# carries it, <fleet>-<name>-<digest> within Swarm's 64 characters (runtimes/swarm.py sizes the digest to fit).
+MAX_SECRET_NAME_CHARS = 24
+SECRET_NAME_PATTERN = re.compile(rf"[A-Z][A-Z0-9_]{{0,{MAX_SECRET_NAME_CHARS - 1}}}")
 # The most an agent secret's value holds, in UTF-8 bytes; the fewest characters is redact.MIN_SECRET_CHARS, as
 # for every secret. The reference agent says both again (agent/entrypoint.py MAX_SECRET_BYTES, MIN_SECRET_CHARS:
 # the image does not import this package; a test holds them equal). A larger value is no key or token, and the
@@ -268,7 +269,7 @@ class Role:
             for name in self.secrets:
                 if not isinstance(name, str) or not SECRET_NAME_PATTERN.fullmatch(name):
                     raise _role_error(self.key, "secrets", name, "use names like GITHUB_TOKEN: A-Z, 0-9 and _, "
-                                      "starting with a letter, at most 24 characters")
+                                      f"starting with a letter, at most {MAX_SECRET_NAME_CHARS} characters")
 
 
 def validate_roster(roles: Iterable[Role]) -> tuple[Role, ...]:

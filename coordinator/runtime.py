@@ -32,8 +32,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from coordinator.fleet import Resources
+from coordinator.fleet import MAX_AGENTS_PER_ROLE_CEILING, MAX_KEY_CHARS, Resources
 from coordinator.settings import Secret
+from coordinator.values import MAX_FLEET_ID_CHARS
 
 # A crash or idle streak is carried capped: the backoff reaches its maximum long before, and a streak that
 # grows by one per crash for weeks must not grow without bound.
@@ -183,6 +184,11 @@ class AgentRuntime(Protocol):
     def coordinator_log(self, fleet_id: str, *, source: str | None = None, tail: int) -> CoordinatorLog:
         """The last `tail` lines of the coordinator's own log (its container or service)."""
         ...
+
+
+# The longest name `slot_name` gives, at the longest fleet id and role key and the highest slot: 24 + 1 + 30 + 1 + 4
+# = 60, inside a DNS label's 63 (what Swarm allows a service's name).
+MAX_SLOT_NAME_CHARS = MAX_FLEET_ID_CHARS + 1 + MAX_KEY_CHARS + 1 + len(str(MAX_AGENTS_PER_ROLE_CEILING))
 
 
 def slot_name(fleet_id: str, role: str, slot: int) -> str:

@@ -43,6 +43,7 @@ from coordinator.fleet import (
 )
 from coordinator.redact import MIN_SECRET_CHARS, scrub, shown
 from coordinator.values import (
+    MAX_FLEET_ID_CHARS,
     ValueProblem,
     ascii_digits,
     blank_is_unset,
@@ -81,7 +82,7 @@ MAX_AGENT_SECRETS_FILE_BYTES = 1024 * 1024
 # name -> what it means; the single list of the runtime's interface. `env_value` reads no other name.
 VARIABLES: dict[str, str] = {
     "FLEET_ID": f"Fleet id; every agent carries the label agent-fleet.fleet=<id>. Default {DEFAULT_FLEET_ID}. "
-    "ASCII letters, digits, '_', '.', '-'; at most 24 characters.",
+    f"ASCII letters, digits, '_', '.', '-'; at most {MAX_FLEET_ID_CHARS} characters.",
     "FLEET_ROSTER_FILE": "Path of the roster JSON file (UTF-8, at most 1 MiB). Unset: the reconcile step is skipped.",
     "FLEET_MAX_AGENTS_PER_ROLE": f"Most agents one role may ask for. Default {DEFAULT_MAX_AGENTS_PER_ROLE}, "
     f"at most {MAX_AGENTS_PER_ROLE_CEILING}.",

@@ -28,6 +28,7 @@ from coordinator.fleet import (
     MAX_AGENT_SECRET_BYTES,
     MAX_AGENTS_CEILING,
     MAX_AGENTS_PER_ROLE_CEILING,
+    MAX_SECRET_NAME_CHARS,
     FleetLimits,
     Role,
     RoleSpec,
@@ -319,7 +320,7 @@ def parse_agent_secret_names(raw: str | None) -> tuple[str, ...]:
         if fault.kind == "name":
             raise StackConfigError(
                 f"{NAMESPACE}:{key}.{fault.name} is not a secret's name: use A-Z, 0-9 and _, starting with a letter, "
-                "at most 24 characters (each agent receives it as the file /run/secrets/<NAME>); "
+                f"at most {MAX_SECRET_NAME_CHARS} characters (each agent receives it as the file /run/secrets/<NAME>); "
                 f"remove it with `pulumi config rm --path '{key}.{fault.name}'`"
             ) from None
         if fault.kind == "short":

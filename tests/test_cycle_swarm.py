@@ -18,7 +18,11 @@ from typing import Any
 import docker
 import pytest
 
-from coordinator.fleet import Resources, RoleSpec
+from coordinator.fleet import MAX_AGENTS_PER_ROLE_CEILING, MAX_KEY_CHARS, MAX_SECRET_NAME_CHARS, Resources, RoleSpec
+from coordinator.runtime import MAX_SLOT_NAME_CHARS, AgentLaunch, AgentSecret, slot_name
+from coordinator.runtimes.swarm import SwarmRuntime
+from coordinator.settings import Secret
+from coordinator.values import MAX_FLEET_ID_CHARS
 from tests.fakes.docker_proxy import counting_proxy
 from tests.fleet_harness import (
     SLEEP_FOREVER,
@@ -330,6 +334,45 @@ def test_agents_receive_their_secrets_as_docker_secrets(tmp_path, lab_image, swa
     (secret,) = api.secrets(filters={"label": f"agent-fleet.fleet={swarm_fleet_id}"})
     assert secret["Spec"]["Name"].startswith(f"{swarm_fleet_id}-github-token-")
     assert token not in run.stdout + run.stderr
+
+
+def test_an_agent_at_the_longest_accepted_names_runs_in_the_highest_slot_with_its_secret(
+    tmp_path, lab_image, swarm_lab, api, swarm_fleet_id  # type: ignore[no-untyped-def]
+) -> None:
+    # The longest fleet id, role key and secret name the program and the coordinator accept; once, the secret's
+    # Docker secret was named with 66 characters and Swarm refused every spawn.
+    fleet_id = f"{swarm_fleet_id}-{'m' * MAX_FLEET_ID_CHARS}"[:MAX_FLEET_ID_CHARS]
+    role = ("longest_role_" * 3)[:MAX_KEY_CHARS]
+    secret_name = ("AGENT_SECRET_" * 2)[:MAX_SECRET_NAME_CHARS]
+    value = "fake-longest-names-" + "q7" * 12
+    secrets = tmp_path / "agent-secrets.json"
+    secrets.write_text(json.dumps({secret_name: value}))
+    roster = write_roster(tmp_path / "roster.json", [role_spec(role, 1, lab_image)])
+    try:
+        run = run_cycle(swarm_env(swarm_lab, fleet_id, roster, AGENT_SECRETS_FILE=str(secrets)))
+        assert run.returncode == 0, run.stderr
+        assert [e["slot"] for e in run.events("agent.spawned")] == [1]
+        # A cycle fills the lowest slots first: the highest slot is spawned through the runtime itself.
+        highest = MAX_AGENTS_PER_ROLE_CEILING
+        SwarmRuntime(api).spawn(AgentLaunch(
+            fleet_id=fleet_id, role=role, slot=highest, name=slot_name(fleet_id, role, highest), image=lab_image,
+            command=SLEEP_FOREVER, env={}, secrets=(AgentSecret(secret_name, Secret(value)),)))
+        assert len(slot_name(fleet_id, role, highest)) == MAX_SLOT_NAME_CHARS
+        wait_until(lambda: running_by_role(api, fleet_id) == Counter({role: 2}))
+        for task in tasks(api, fleet_id):
+            node = swarm_lab.node_client(swarm_lab.node_number(task["NodeID"]))
+            try:
+                container = node.containers.get(task["Status"]["ContainerStatus"]["ContainerID"])
+                assert container.exec_run(["cat", f"/run/secrets/{secret_name}"]).output.decode() == value
+            finally:
+                node.close()
+        (secret,) = api.secrets(filters={"label": f"agent-fleet.fleet={fleet_id}"})
+        assert len(secret["Spec"]["Name"]) == 64  # the swarm's own limit, reached exactly
+        listing = SwarmRuntime(api).list_agents(fleet_id)
+        assert sorted((a.role, a.slot) for a in listing.agents) == [(role, 1), (role, highest)]
+        assert set(services(api, fleet_id)) == {slot_name(fleet_id, role, 1), slot_name(fleet_id, role, highest)}
+    finally:
+        swarm_lab.remove_labelled(f"agent-fleet.fleet={fleet_id}")
 
 
 def test_a_rotated_secret_reaches_new_agents_and_the_old_one_goes_once_unused(tmp_path, lab_image, swarm_lab, api,

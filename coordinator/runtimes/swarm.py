@@ -45,6 +45,7 @@ from docker.types import (
 
 from coordinator import labels
 from coordinator.deadline import DeadlineExceeded, run_with_deadline
+from coordinator.fleet import MAX_SECRET_NAME_CHARS
 from coordinator.runtime import (
     EARLIEST_TIME,
     AgentLaunch,
@@ -64,12 +65,33 @@ from coordinator.runtimes.engine import (
     Engine,
     parse_docker_time,
 )
+from coordinator.values import MAX_FLEET_ID_CHARS
 
 LOG_DEADLINE_S = 30.0
-_DIGEST = re.compile(r"[0-9a-f]{16}")
+# Swarm's own limits on the names of what it keeps (swarmkit's controlapi): a service's name is a DNS label of at
+# most 63 characters; a secret's or a config's at most 64. Agents' services are named by `slot_name`, at most
+# runtime.MAX_SLOT_NAME_CHARS.
+SERVICE_NAME_MAX_CHARS = 63
+SECRET_NAME_MAX_CHARS = 64
+# An agent secret's Docker secret is <fleet>-<name>-<digest of the value>: the digest has what the longest fleet id
+# and the longest secret name leave, 64 - (24 + 1 + 24 + 1) = 14 hex digits (56 bits, ample to tell one secret's
+# values apart), so that every accepted pair fits.
+SECRET_DIGEST_CHARS = SECRET_NAME_MAX_CHARS - (MAX_FLEET_ID_CHARS + 1 + MAX_SECRET_NAME_CHARS + 1)
+# Secrets made before the digest was sized to fit carry 16 digits: still the fleet's, still pruned once unused.
+_DIGEST = re.compile(rf"[0-9a-f]{{{SECRET_DIGEST_CHARS}}}|[0-9a-f]{{16}}")
 # A task in one of these states is on its way to running, or running: its agent is alive.
 ACTIVE_STATES = frozenset({"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting",
                            "running"})
+
+
+def secret_prefix(fleet_id: str, secret_name: str) -> str:
+    """What every Docker secret of one agent secret's values starts with (the digest follows)."""
+    return f"{fleet_id}-{secret_name.lower().replace('_', '-')}-"
+
+
+def docker_secret_name(fleet_id: str, secret_name: str, value: bytes) -> str:
+    """The Docker secret that carries one value of an agent secret: the same name for the same value, always."""
+    return secret_prefix(fleet_id, secret_name) + hashlib.sha256(value).hexdigest()[:SECRET_DIGEST_CHARS]
 
 
 def _time(task: Mapping[str, Any], *path: str) -> datetime | None:
@@ -182,9 +204,8 @@ class SwarmRuntime:
         references: list[SecretReference] = []
         for secret in launch.secrets:
             value = secret.value.reveal().encode("utf-8")
-            digest = hashlib.sha256(value).hexdigest()[:16]
-            prefix = f"{launch.fleet_id}-{secret.name.lower().replace('_', '-')}-"
-            name = prefix + digest
+            prefix = secret_prefix(launch.fleet_id, secret.name)
+            name = docker_secret_name(launch.fleet_id, secret.name, value)
             secret_id = self._secret_ids.get(name)
             if secret_id is None:
                 secret_id = self._ensure_secret(launch.fleet_id, name, value)
