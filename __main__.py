@@ -27,7 +27,7 @@ from deploy.stack_config import reference_secret_warnings, resolve_roster, role_
 from roster import ROSTER
 
 config = load_stack_config(ROSTER)
-fleet_id = current_fleet_id()
+fleet_id = current_fleet_id(config)
 secrets = stack_secrets(config)
 stack = pulumi.get_stack()
 

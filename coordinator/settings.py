@@ -54,6 +54,7 @@ from coordinator.values import (
     parse_network,
     parse_repository,
     parse_seconds,
+    parse_swarm_fleet_id,
     parse_url,
     repository_parts,
 )
@@ -82,7 +83,7 @@ MAX_AGENT_SECRETS_FILE_BYTES = 1024 * 1024
 # name -> what it means; the single list of the runtime's interface. `env_value` reads no other name.
 VARIABLES: dict[str, str] = {
     "FLEET_ID": f"Fleet id; every agent carries the label agent-fleet.fleet=<id>. Default {DEFAULT_FLEET_ID}. "
-    f"ASCII letters, digits, '_', '.', '-'; at most {MAX_FLEET_ID_CHARS} characters.",
+    f"ASCII letters, digits, '_', '.', '-' ('.' not on a swarm); at most {MAX_FLEET_ID_CHARS} characters.",
     "FLEET_ROSTER_FILE": "Path of the roster JSON file (UTF-8, at most 1 MiB). Unset: the reconcile step is skipped.",
     "FLEET_MAX_AGENTS_PER_ROLE": f"Most agents one role may ask for. Default {DEFAULT_MAX_AGENTS_PER_ROLE}, "
     f"at most {MAX_AGENTS_PER_ROLE_CEILING}.",
@@ -597,6 +598,9 @@ def _load(env: Mapping[str, str]) -> Settings:
     server_url = _read(env, "GITHUB_SERVER_URL", partial(parse_url, example="https://ghe.example.com"), None)
     github = _load_github(env, repository, api_url, skipped)
     health = _load_health(env, skipped)
+    runtime = _load_runtime(env, heartbeat_file)
+    if runtime.kind == SWARM_RUNTIME:
+        _read(env, "FLEET_ID", parse_swarm_fleet_id, None)
     return Settings(
         fleet_id=fleet_id,
         roster=roster,
@@ -605,7 +609,7 @@ def _load(env: Mapping[str, str]) -> Settings:
         cycle_timeout_s=cycle_timeout_s,
         heartbeat_file=heartbeat_file,
         metrics_port=metrics_port or None,
-        runtime=_load_runtime(env, heartbeat_file),
+        runtime=runtime,
         github=github,
         health=health,
         spawn=spawn,

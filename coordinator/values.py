@@ -169,6 +169,18 @@ def parse_fleet_id(raw: str) -> str:
     return raw
 
 
+def parse_swarm_fleet_id(raw: str) -> str:
+    """A fleet id on a swarm, where it also starts every agent's service name and the coordinator's: Swarm holds
+    those to DNS labels, and refuses a '.' in them ("name must be valid as a DNS name component")."""
+    fleet_id = parse_fleet_id(raw)
+    if "." in fleet_id:
+        raise ValueProblem(
+            "holds a '.', which a swarm refuses in service names (<fleet>-<role>-<slot>)",
+            "use '-' or '_' in its place on a swarm",
+        )
+    return fleet_id
+
+
 # GitHub's own rules: an owner is 1-39 letters, digits or inner single hyphens; a repository name is
 # up to 100 letters, digits, '.', '_' or '-', and never '.' or '..'.
 _OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}")

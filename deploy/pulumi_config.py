@@ -132,8 +132,8 @@ def stack_secrets(config: StackConfig) -> StackSecrets:
     )
 
 
-def current_fleet_id() -> str:
+def current_fleet_id(config: StackConfig) -> str:
     try:
-        return fleet_id(pulumi.get_project(), pulumi.get_stack())
+        return fleet_id(pulumi.get_project(), pulumi.get_stack(), config.runtime)
     except StackConfigError as exc:
         raise _refused(exc) from None

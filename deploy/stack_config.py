@@ -49,6 +49,7 @@ from coordinator.values import (
     parse_int,
     parse_network,
     parse_repository,
+    parse_swarm_fleet_id,
     parse_url,
     repository_parts,
     whole_number,
@@ -518,14 +519,14 @@ def resolve_roster(
     return tuple(specs)
 
 
-def fleet_id(project: str, stack: str) -> str:
+def fleet_id(project: str, stack: str, runtime: str = DEFAULT_RUNTIME) -> str:
     """`<project>-<stack>`: the label value that keeps two stacks on one Docker host apart.
 
-    Checked as the runtime checks FLEET_ID, since the program hands it over as exactly that.
+    Checked as the coordinator checks FLEET_ID on the stack's runtime, since the program hands it over as exactly that.
     """
     value = f"{project}-{stack}"
     try:
-        return parse_fleet_id(value)
+        return parse_swarm_fleet_id(value) if runtime == SWARM_RUNTIME else parse_fleet_id(value)
     except ValueProblem as problem:
         raise StackConfigError(
             f"fleet id {shown(value)} (<project>-<stack>) {problem.reason}; rename the stack (or the project)"

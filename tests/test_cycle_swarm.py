@@ -17,6 +17,7 @@ from typing import Any
 
 import docker
 import pytest
+from docker.types import ContainerSpec, TaskTemplate
 
 from coordinator.fleet import MAX_AGENTS_PER_ROLE_CEILING, MAX_KEY_CHARS, MAX_SECRET_NAME_CHARS, Resources, RoleSpec
 from coordinator.runtime import MAX_SLOT_NAME_CHARS, AgentLaunch, AgentSecret, slot_name
@@ -373,6 +374,35 @@ def test_an_agent_at_the_longest_accepted_names_runs_in_the_highest_slot_with_it
         assert set(services(api, fleet_id)) == {slot_name(fleet_id, role, 1), slot_name(fleet_id, role, highest)}
     finally:
         swarm_lab.remove_labelled(f"agent-fleet.fleet={fleet_id}")
+
+
+def test_a_service_with_a_label_out_of_range_is_named_and_every_other_slot_is_reconciled(
+    tmp_path, lab_image, swarm_lab, api, swarm_fleet_id  # type: ignore[no-untyped-def]
+) -> None:
+    roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 1, lab_image, command=("sleep", "1"))])
+    env = swarm_env(swarm_lab, swarm_fleet_id, roster)
+    assert run_cycle(env).events("agent.spawned")
+    # 12 digits pass the label's pattern but lie past the year 9999: once, this failed the whole inventory, and the
+    # finished agent below was never replaced (its slot's name stayed taken).
+    odd_labels = {"agent-fleet.fleet": swarm_fleet_id, "agent-fleet.component": "agent", "agent-fleet.role": "builder",
+                  "agent-fleet.slot": "2", "agent-fleet.earlier-spawns": "999999999999"}
+    odd = api.create_service(TaskTemplate(ContainerSpec(lab_image, ["sleep", "infinity"], labels=odd_labels)),
+                             name=f"{swarm_fleet_id}-odd", labels=odd_labels)["ID"]
+    finished = services(api, swarm_fleet_id)[f"{swarm_fleet_id}-builder-1"]
+    swarm_lab.wait_for_tasks(finished, {"complete"})
+    swarm_lab.wait_for_tasks(odd, {"running"})
+
+    run = run_cycle(env)
+    assert run.returncode == 0, run.stderr
+    assert run.report["steps"]["inventory"]["status"] == "ok"
+    assert [e["slot"] for e in run.events("agent.spawned")] == [1]  # the finished agent is replaced
+    assert services(api, swarm_fleet_id)[f"{swarm_fleet_id}-builder-1"] != finished
+    (unreadable,) = run.report["unreadable"]
+    assert unreadable == (f"service {odd[:12]}: label agent-fleet.earlier-spawns holds 999999999999, out of range: "
+                          "epoch seconds before 32503680000 (3000-01-01)")
+    assert run.report["verdict"] == "degraded"
+    assert any(odd[:12] in reason for reason in run.report["verdict_reasons"])
+    assert services(api, swarm_fleet_id)[f"{swarm_fleet_id}-odd"] == odd  # skipped means untouched
 
 
 def test_a_rotated_secret_reaches_new_agents_and_the_old_one_goes_once_unused(tmp_path, lab_image, swarm_lab, api,

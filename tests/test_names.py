@@ -27,7 +27,7 @@ from coordinator.runtimes.swarm import (
     SERVICE_NAME_MAX_CHARS,
     docker_secret_name,
 )
-from coordinator.values import MAX_FLEET_ID_CHARS, parse_fleet_id
+from coordinator.values import MAX_FLEET_ID_CHARS, ValueProblem, parse_fleet_id, parse_swarm_fleet_id
 from deploy.coordinator_spec import coordinator_spec
 from deploy.stack_config import parse_stack_config
 from roster import ROSTER
@@ -38,8 +38,8 @@ DOCKER_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # moby's Rest
 
 # The longest accepted inputs, in the characters that make a name longest or oddest: each is checked as accepted.
 FLEET_IDS = ["f" * MAX_FLEET_ID_CHARS, "Agent-Fleet_Production9-", "0_" * (MAX_FLEET_ID_CHARS // 2)]
-SWARM_FLEET_IDS = FLEET_IDS  # none holds a '.', which a swarm fleet id may not (test_values)
-DOCKER_FLEET_IDS = [*FLEET_IDS, "agent.fleet.prod.eu-west1"[:MAX_FLEET_ID_CHARS]]
+SWARM_FLEET_IDS = FLEET_IDS  # none holds a '.', which a fleet id on a swarm may not
+DOCKER_FLEET_IDS = [*FLEET_IDS, "agent.fleet.prod.eu-west1"[:MAX_FLEET_ID_CHARS], "a.b"]
 ROLE_KEYS = ["r" * MAX_KEY_CHARS, ("a_" * MAX_KEY_CHARS)[:MAX_KEY_CHARS - 1] + "9"]
 SECRET_NAMES = ["S" * MAX_SECRET_NAME_CHARS, ("A_" * MAX_SECRET_NAME_CHARS)[:MAX_SECRET_NAME_CHARS],
                 "CLAUDE_CODE_OAUTH_TOKEN_"]
@@ -47,8 +47,9 @@ HIGHEST_SLOT = MAX_AGENTS_PER_ROLE_CEILING
 
 
 def test_the_inputs_are_the_longest_accepted() -> None:
-    for fleet_id in DOCKER_FLEET_IDS:
-        assert parse_fleet_id(fleet_id) == fleet_id and len(fleet_id) == MAX_FLEET_ID_CHARS
+    for fleet_id in FLEET_IDS:
+        assert parse_fleet_id(fleet_id) == parse_swarm_fleet_id(fleet_id) == fleet_id
+        assert len(fleet_id) == MAX_FLEET_ID_CHARS
     for key in ROLE_KEYS:
         assert KEY_PATTERN.fullmatch(key) and len(key) == MAX_KEY_CHARS
     for name in SECRET_NAMES:
@@ -87,3 +88,13 @@ def test_an_agent_s_container_names_are_docker_names_at_the_longest_inputs(fleet
     name = slot_name(fleet_id, role, HIGHEST_SLOT)
     kept_aside = f"{name}.{'0123456789ab'}"  # docker.py's vacate: <name>.<id12>
     assert DOCKER_CONTAINER_NAME.fullmatch(name) and DOCKER_CONTAINER_NAME.fullmatch(kept_aside)
+
+
+@pytest.mark.parametrize("fleet_id", DOCKER_FLEET_IDS)
+def test_a_swarm_takes_exactly_the_fleet_ids_it_can_name_services_after(fleet_id: str) -> None:
+    assert parse_fleet_id(fleet_id) == fleet_id
+    try:
+        accepted = parse_swarm_fleet_id(fleet_id) == fleet_id
+    except ValueProblem:
+        accepted = False
+    assert accepted == bool(SWARM_SERVICE_NAME.fullmatch(slot_name(fleet_id, "api", 1)))

@@ -261,6 +261,17 @@ def test_each_string_that_reaches_docker_is_checked(change: dict[str, object], f
     assert f"field {field!r}" in str(refused.value) and says in str(refused.value)
 
 
+def test_a_fleet_id_with_a_dot_is_refused_on_a_swarm_only() -> None:
+    # Swarm refuses a '.' in a service's name (seen on the lab swarm: "name must be valid as a DNS name component"),
+    # and a fleet id starts every agent's service name and the coordinator's.
+    assert load_settings({"FLEET_ID": "fleet.eu", "FLEET_RUNTIME": "docker"}).fleet_id == "fleet.eu"
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"FLEET_ID": "fleet.eu", "FLEET_RUNTIME": "swarm"})
+    assert str(refused.value).startswith("FLEET_ID='fleet.eu' holds a '.', which a swarm refuses in service names")
+    assert "use '-' or '_' in its place on a swarm" in str(refused.value)
+    assert load_settings({"FLEET_ID": "fleet-eu_1", "FLEET_RUNTIME": "swarm"}).fleet_id == "fleet-eu_1"
+
+
 def test_the_longest_names_fit_a_dns_label() -> None:
     from coordinator.fleet import MAX_AGENTS_PER_ROLE_CEILING, MAX_KEY_CHARS
     from coordinator.values import MAX_FLEET_ID_CHARS

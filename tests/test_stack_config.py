@@ -272,6 +272,15 @@ def test_the_derived_fleet_id_is_checked_as_fleet_id_is(stack: str, says: str) -
     assert says in str(refused.value)
 
 
+def test_on_a_swarm_the_derived_fleet_id_holds_no_dot() -> None:
+    assert fleet_id("agent-fleet", "prod.eu") == "agent-fleet-prod.eu"  # one Docker engine takes it
+    with pytest.raises(StackConfigError) as refused:
+        fleet_id("agent-fleet", "prod.eu", "swarm")
+    assert str(refused.value).startswith("fleet id 'agent-fleet-prod.eu' (<project>-<stack>) holds a '.', which a "
+                                         "swarm refuses in service names")
+    assert fleet_id("agent-fleet", "prod-eu", "swarm") == "agent-fleet-prod-eu"
+
+
 @pytest.mark.parametrize(("schedule", "start_period"), [("*/5 * * * *", 600), ("0 9 * * 1-5", 6 * 24 * 3600)])
 def test_the_health_checks_start_period_is_two_of_the_schedules_longest_intervals(
     schedule: str, start_period: int
