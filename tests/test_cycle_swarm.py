@@ -413,8 +413,14 @@ def test_a_rotated_secret_reaches_new_agents_and_the_old_one_goes_once_unused(tm
     secrets.write_text(json.dumps({"GITHUB_TOKEN": "fake-first-" + "a1" * 12, "GITHUB": "other" + "b2" * 12}))
     roster = write_roster(tmp_path / "roster.json", [role_spec("once", 1, lab_image, command=("true",))])
     env = swarm_env(swarm_lab, swarm_fleet_id, roster, AGENT_SECRETS_FILE=str(secrets))
+    # A value's secret as named before the digest was sized to fit Swarm's 64 characters (16 hex digits): unused,
+    # it goes like any rotated-out value.
+    legacy = f"{swarm_fleet_id}-github-token-{'0f' * 8}"
+    api.create_secret(legacy, b"fake-legacy-value", labels={"agent-fleet.fleet": swarm_fleet_id,
+                                                             "agent-fleet.component": "agent"})
     assert run_cycle(env).returncode == 0
     first = {s["Spec"]["Name"] for s in api.secrets(filters={"label": f"agent-fleet.fleet={swarm_fleet_id}"})}
+    assert legacy not in first
     wait_until(lambda: any(t["Status"]["State"] == "complete" for t in tasks(api, swarm_fleet_id)))
     secrets.write_text(json.dumps({"GITHUB_TOKEN": "fake-second-" + "c3" * 12, "GITHUB": "other" + "b2" * 12}))
     assert run_cycle(env).events("agent.spawned")
