@@ -29,15 +29,15 @@ what keeps tokens and other secrets out of the scrape.
 
 from __future__ import annotations
 
+import gzip
 import math
-import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -45,6 +45,7 @@ from coordinator.cli import EXIT_FAILED, EXIT_OK
 from coordinator.fleet import KEY_PATTERN
 from coordinator.report import Verdict
 from coordinator.status import Report, parse_reports
+from coordinator.web import HttpServer, Request, Response
 
 DEFAULT_PORT = 9464
 
@@ -259,25 +260,21 @@ class FleetMetrics:
 
     def serve(self, port: int = DEFAULT_PORT, addr: str = "0.0.0.0") -> MetricsServer:
         """Serve this registry at http://addr:port/metrics in a daemon thread; port 0 picks a free port."""
-        server, thread = start_http_server(port, addr=addr, registry=self.registry)
-        return MetricsServer(server, thread)
+        return HttpServer({"/metrics": self.metrics_page}).start(port, addr)
+
+    def metrics_page(self, request: Request) -> Response:
+        """/metrics as prometheus_client's own handler answers it: the format the Accept header asks
+        for, gzip when accepted, and only the families named by `name[]` parameters when given."""
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        names = request.query.get("name[]")
+        body = encoder(self.registry.restricted_registry(names) if names else self.registry)
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return Response(200, gzip.compress(body), content_type, {"Content-Encoding": "gzip"})
+        return Response(200, body, content_type)
 
 
-@dataclass(frozen=True)
-class MetricsServer:
-    """prometheus_client's HTTP server for one registry, and the thread it runs in."""
-
-    server: WSGIServer
-    thread: threading.Thread
-
-    @property
-    def port(self) -> int:
-        return self.server.server_port
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+# The coordinator's HTTP server (coordinator.web), whose routes include /metrics.
+MetricsServer = HttpServer
 
 
 def last_report(lines: Iterable[str]) -> Report | None:

@@ -19,11 +19,13 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,6 +157,9 @@ DRIVER = textwrap.dedent(
     stop = threading.Event()
     install_signal_handlers(stop)
     metrics = FleetMetrics() if config["metrics_file"] else None
+    if metrics is not None and config["serve"]:  # as `schedule` serves it, on a free port of the loopback
+        server = metrics.serve(port=0, addr="127.0.0.1")
+        print(json.dumps({"event": "test.serving", "port": server.port}), flush=True)
     returncode = run_schedule(
         schedule=config["schedule"],
         cycle_argv=config["cycle_argv"],
@@ -233,6 +238,7 @@ def start_scheduler(tmp_path: Path) -> Iterator[Callable[..., Scheduler]]:
         metrics: bool = False,
         drain_s: float = 5.0,
         payload: bytes = b"",
+        serve: bool = False,
     ) -> Scheduler:
         scheduler_dir = tmp_path / f"scheduler-{len(started)}"
         scheduler_dir.mkdir()
@@ -248,6 +254,7 @@ def start_scheduler(tmp_path: Path) -> Iterator[Callable[..., Scheduler]]:
             "kill_grace_s": kill_grace_s,
             "metrics_file": str(scheduler_dir / "metrics.txt") if metrics else None,
             "drain_s": drain_s,
+            "serve": serve,
         }
         payload_file = scheduler_dir / "payload.bin"
         payload_file.write_bytes(payload)
@@ -678,3 +685,60 @@ def test_a_report_nested_too_deep_is_no_report_and_no_crash() -> None:
     deep = b'{"event": "cycle.report", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
     tee = tee_through_pipe([report_line("healthy"), deep], io.BytesIO())
     assert tee.report == {"event": "cycle.report", "verdict": "healthy"}
+
+
+# --- the HTTP server under idle connections (issue 20, finding 6) ----------------------------------
+
+IDLE_CONNECTIONS = 1000
+
+
+def threads_and_fds(pid: int) -> tuple[int, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    threads = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:"))
+    return threads, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_thousand_idle_connections_leave_threads_and_open_files_bounded_and_cycles_and_scrapes_going(
+    start_scheduler: Callable[..., Scheduler],
+) -> None:
+    from coordinator.web import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
+
+    scheduler = start_scheduler(schedule=EVERY_2_S, plan="report:0", metrics=True, serve=True)
+    wait_for(lambda: scheduler.events("test.serving") and scheduler.events("schedule.cycle_finished"),
+             "the scheduler to serve and finish its first cycle")
+    port = scheduler.events("test.serving")[0]["port"]
+    pid = scheduler.process.pid
+    threads_before, fds_before = threads_and_fds(pid)
+    # Fixed ceilings: the loop's one thread and a cycle's tee, and the capped connections plus a cycle's pipes.
+    max_threads = threads_before + 2
+    max_fds = fds_before + MAX_CONNECTIONS + 8
+
+    held: list[socket.socket] = []
+    peak_threads = peak_fds = 0
+    try:
+        for _ in range(IDLE_CONNECTIONS):  # connected and silent, as an attacker's sockets are
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        cycles_before = len(scheduler.records("start"))
+        # Longer than the server's request timeout, so the idle connections it holds time out meanwhile.
+        watch_until = time.monotonic() + REQUEST_TIMEOUT_S + 2
+        scrapes = []
+        while time.monotonic() < watch_until:
+            threads, fds = threads_and_fds(pid)
+            peak_threads, peak_fds = max(peak_threads, threads), max(peak_fds, fds)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                scrapes.append((response.status, response.read()))
+            time.sleep(0.2)
+        cycles_during = scheduler.records("start")[cycles_before:]
+    finally:
+        for sock in held:
+            sock.close()
+
+    assert peak_threads <= max_threads, f"{peak_threads} threads, from {threads_before}"
+    assert peak_fds <= max_fds, f"{peak_fds} open files, from {fds_before}"
+    # Every scrape answered while the thousand sockets were held, with the cycles' report in it.
+    assert scrapes and all(status == 200 for status, _ in scrapes)
+    assert b'agent_fleet_verdict{verdict="healthy"} 1.0' in scrapes[-1][1]
+    # The cycles went on at their ticks (every 2 s) meanwhile, each less than a second late.
+    assert len(cycles_during) >= 2
+    for run in cycles_during:
+        assert run["at"] % 2 < 1, f"a cycle started {run['at'] % 2:.2f}s after its tick"
