@@ -14,11 +14,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from coordinator.fleet import DEFAULT_FLEET_ID
 from coordinator.redact import scrub
 from coordinator.report import EventLog, render_text
 from coordinator.settings import ConfigError, Settings, env_value, known_secrets, load_settings
+
+if TYPE_CHECKING:  # the metrics import this module's exit codes
+    from coordinator.metrics import FleetMetrics
 
 # The exit codes of every command, defined once (status.py and heartbeat.py import them).
 EXIT_OK = 0  # done; every step succeeded (skipped counts as success); healthy
@@ -26,21 +30,41 @@ EXIT_FAILED = 1  # a step failed; unhealthy; the record could not be read
 EXIT_CONFIG = 2  # bad settings or arguments: nothing was done
 
 
+FORMATS = ("text", "json")
+
+
+def output_format(requested: str | None, out: TextIO) -> str:
+    """`requested` if given; else text for a person at a terminal, JSON when the output is piped or redirected."""
+    if requested is not None:
+        return requested
+    isatty = getattr(out, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m coordinator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("cycle", "run one cycle"), ("plan", "show what a cycle would do; change nothing")):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("--format", choices=("json", "text"), default="json" if name == "cycle" else "text",
-                         help="json: one JSON object per line, the report last; text: the report for a person")
+    cycle = commands.add_parser("cycle", help="run one cycle")
+    cycle.add_argument("--format", choices=FORMATS, default="json",
+                       help="json (default): one JSON object per line, the report last; text: the report for a person")
+    plan = commands.add_parser("plan", help="show what a cycle would do; change nothing")
+    plan.add_argument("--format", choices=FORMATS, default=None,
+                      help="text: the report for a person; json: one JSON object per line, the report last "
+                      "(default: text on a terminal, json when piped or redirected)")
     commands.add_parser("schedule", help="run cycles on COORDINATOR_SCHEDULE")
     status = commands.add_parser("status", help="the last cycles from the coordinator's log")
     status.add_argument("--fleet", default=None, help="fleet id (default: FLEET_ID, else agent-fleet)")
     status.add_argument("--source", "--container", dest="source", default=None,
                         help="the coordinator's container (one engine) or service (swarm), by name or id")
     status.add_argument("--last", type=int, default=10, help="how many cycles to show (default 10)")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--format", choices=FORMATS, default=None,
+                        help="text: a table for a person; json: the reports and the verdicts "
+                        "(default: text on a terminal, json when piped or redirected)")
+    status.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
+    status.add_argument("--watch", action="store_true", help="redraw each time a new cycle has reported; Ctrl-C ends")
+    status.add_argument("--every", type=float, default=10.0,
+                        help="with --watch: seconds between reads of the log (default 10)")
     commands.add_parser("healthcheck", help="exit 0 when a cycle finished within two schedule intervals")
     return parser
 
@@ -75,14 +99,15 @@ def _schedule(settings: Settings) -> int:
         metrics = FleetMetrics()
         try:
             # Every interface: in a container, a published port reaches it through the container's own address.
-            server = metrics.serve(port=settings.metrics_port, addr="0.0.0.0")
+            server = metrics.serve(port=settings.metrics_port, addr="0.0.0.0", secrets=settings.secrets())
         except OSError as exc:
             # The fleet comes first: cycles go on unobserved, and Prometheus' `up` says the target is down.
             log.emit("schedule.metrics_unavailable", port=settings.metrics_port, error=exc.strerror or str(exc),
                      effect="cycles run, no metrics are served")
             metrics = None
         else:
-            log.emit("schedule.metrics_serving", port=server.port, path="/metrics")
+            log.emit("schedule.metrics_serving", port=server.port, path="/metrics", page="/", reports="/reports.json")
+            _read_back_history(settings, metrics, log)
     try:
         return run_schedule(
             schedule=settings.schedule,
@@ -98,13 +123,46 @@ def _schedule(settings: Settings) -> int:
             server.stop()
 
 
+def _read_back_history(settings: Settings, metrics: FleetMetrics, log: EventLog) -> None:
+    """The last day's reports from the coordinator's own log, as `status` reads them, for the page and the judgments.
+
+    A restarted scheduler so shows the day it has not seen itself. In a thread of its own: reading a day of
+    log must not hold up the first cycle. Failing to read it costs only the page's past.
+    """
+    import threading
+
+    from coordinator.history import MAX_REPORTS
+    from coordinator.runtime import RuntimeFailure
+    from coordinator.settings import load_runtime_settings
+    from coordinator.status import read_reports
+
+    def read_back() -> None:
+        try:
+            from coordinator.runtimes import open_runtime
+
+            runtime = open_runtime(load_runtime_settings(os.environ))
+            _, reports = read_reports(runtime, fleet_id=settings.fleet_id, source=None, last=MAX_REPORTS)
+        except (RuntimeFailure, ConfigError, OSError) as exc:
+            log.emit("schedule.history_unavailable", error=str(exc), effect="the status page starts from this cycle")
+            return
+        metrics.history.add(reports)
+        log.emit("schedule.history_read", reports=len(reports))
+
+    threading.Thread(target=read_back, name="history-read-back", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "status":
         from coordinator.status import run_status
 
         fleet = args.fleet or env_value(os.environ, "FLEET_ID") or DEFAULT_FLEET_ID
-        return run_status(fleet_id=fleet, source=args.source, last=args.last, as_json=args.json, out=sys.stdout)
+        try:
+            return run_status(fleet_id=fleet, source=args.source, last=args.last,
+                              output=output_format(args.format, sys.stdout), out=sys.stdout,
+                              watch_every_s=args.every if args.watch else None)
+        except KeyboardInterrupt:  # the way out of --watch
+            return EXIT_OK
     if args.command == "healthcheck":
         from coordinator.heartbeat import healthcheck_main
 
@@ -118,4 +176,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "schedule":
         return _schedule(settings)
-    return _cycle(settings, dry_run=args.command == "plan", text=args.format == "text")
+    return _cycle(settings, dry_run=args.command == "plan", text=output_format(args.format, sys.stdout) == "text")

@@ -30,10 +30,11 @@ what keeps tokens and other secrets out of the scrape.
 from __future__ import annotations
 
 import gzip
+import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -41,8 +42,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from coordinator.across_cycles import JUDGMENTS, judge_across_cycles
 from coordinator.cli import EXIT_FAILED, EXIT_OK
 from coordinator.fleet import KEY_PATTERN
+from coordinator.history import ReportHistory
+from coordinator.page import CONTENT_SECURITY_POLICY, render_page
+from coordinator.redact import scrub_values
 from coordinator.report import Verdict
 from coordinator.status import Report, parse_reports
 from coordinator.web import HttpServer, Request, Response
@@ -65,6 +70,9 @@ VERDICTS = tuple(verdict.value for verdict in Verdict)
 # report; any other ending is a crash of the cycle as a whole.
 REPORTED_EXIT_CODES = frozenset({EXIT_OK, EXIT_FAILED})
 
+# The page's reload interval when the schedule's is not known yet: the default schedule's.
+DEFAULT_REFRESH_S = 300.0
+
 # A cycle takes seconds; its default time limit is one schedule interval (5 minutes).
 CYCLE_DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
@@ -86,16 +94,31 @@ class _Picture:
 class _LatestGauges(Collector):
     """Renders the current `_Picture` at scrape time; replacing `picture` is one atomic assignment."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: ReportHistory) -> None:
         self.picture = _Picture()
         self.last_cycle_at: float | None = None
         self.schedule_interval_s: float | None = None
+        self._history = history
 
     def describe(self) -> Iterable[Metric]:
-        return _gauge_families(_Picture(), None, None)
+        yield from _gauge_families(_Picture(), None, None)
+        yield _judgment_family(None)
 
     def collect(self) -> Iterable[Metric]:
-        return _gauge_families(self.picture, self.last_cycle_at, self.schedule_interval_s)
+        yield from _gauge_families(self.picture, self.last_cycle_at, self.schedule_interval_s)
+        reports = self._history.held()
+        yield _judgment_family({j.name for j in judge_across_cycles(reports)} if reports else None)
+
+
+def _judgment_family(holding: set[str] | None) -> GaugeMetricFamily:
+    """1 for each judgment across cycles that holds now, 0 for the others; absent before any report."""
+    family = GaugeMetricFamily("agent_fleet_judgment_across_cycles", "1 when the judgment across the last hour's "
+                               "cycles holds (e.g. github_errors_persisting: the merge step failed in each of the "
+                               "last 3 cycles), 0 when it does not.", labels=["judgment"])
+    if holding is not None:
+        for name in JUDGMENTS:
+            family.add_metric([name], 1.0 if name in holding else 0.0)
+    return family
 
 
 def _gauge(name: str, documentation: str, value: float | None) -> GaugeMetricFamily:
@@ -141,9 +164,11 @@ def _gauge_families(picture: _Picture, last_cycle_at: float | None,
 class FleetMetrics:
     """The coordinator's metrics, in a registry of their own."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: ReportHistory | None = None) -> None:
+        # The reports seen, for the judgments across cycles and the status page.
+        self.history = history if history is not None else ReportHistory()
         self.registry = CollectorRegistry()
-        self._gauges = _LatestGauges()
+        self._gauges = _LatestGauges(self.history)
         self.registry.register(self._gauges)
         self._spawns = Counter(
             "agent_fleet_spawns_total",
@@ -180,6 +205,7 @@ class FleetMetrics:
         """
         if report.get("dry_run") is True:
             return False
+        self.history.add([dict(report)])
         running: dict[str, int] = {}
         desired: dict[str, int] = {}
         for role, raw_tally in _mapping(report.get("roles")).items():
@@ -258,9 +284,27 @@ class FleetMetrics:
         """The schedule's interval around now, so that an alert can tell a late cycle whatever the schedule."""
         self._gauges.schedule_interval_s = interval_s
 
-    def serve(self, port: int = DEFAULT_PORT, addr: str = "0.0.0.0") -> MetricsServer:
-        """Serve this registry at http://addr:port/metrics in a daemon thread; port 0 picks a free port."""
-        return HttpServer({"/metrics": self.metrics_page}).start(port, addr)
+    def serve(self, port: int = DEFAULT_PORT, addr: str = "0.0.0.0", *, secrets: Iterable[str] = ()) -> MetricsServer:
+        """Serve /metrics, the status page at / and /reports.json at http://addr:port in a daemon thread.
+
+        Port 0 picks a free port. `secrets` are scrubbed from what the page and /reports.json show,
+        as the event log scrubs them from the reports in the first place.
+        """
+        known = tuple(secrets)
+
+        def status_page(request: Request) -> Response:
+            now = datetime.now(UTC)
+            page = render_page(self.history.last_day(now), now=now,
+                               refresh_s=self._gauges.schedule_interval_s or DEFAULT_REFRESH_S, secrets=known)
+            return Response(200, page.encode(), "text/html; charset=utf-8",
+                            {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-store"})
+
+        def reports_json(request: Request) -> Response:
+            reports = scrub_values(self.history.last_day(datetime.now(UTC)), known)
+            return Response(200, json.dumps({"reports": reports}).encode(), "application/json")
+
+        return HttpServer({"/metrics": self.metrics_page, "/": status_page, "/reports.json": reports_json}).start(
+            port, addr)
 
     def metrics_page(self, request: Request) -> Response:
         """/metrics as prometheus_client's own handler answers it: the format the Accept header asks

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TextIO
@@ -48,6 +49,18 @@ def parse_reports(lines: Iterable[str]) -> list[Report]:
         if isinstance(data, dict) and data.get("event") == REPORT_EVENT:
             reports.append(data)
     return reports
+
+
+def report_time(report: Report) -> datetime | None:
+    """When the cycle started, as a timezone-aware time; None when the report does not say it readably."""
+    raw = report.get("started_at")
+    if not isinstance(raw, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def _time(report: Report) -> str:
@@ -92,20 +105,32 @@ def _row(report: Report) -> list[str]:
 HEADER = ["time (UTC)", "agents", "spawned", "merged", "health", "verdict", "errors"]
 
 
-def render_status(reports: Sequence[Report]) -> str:
-    """The last cycles as a table, oldest first, then the latest cycle's errors and advice."""
+def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> str:
+    """The last cycles as a table, oldest first, then the latest cycle's errors and advice.
+
+    The verdict now is the worse of the latest cycle's own and the judgments across cycles
+    (`coordinator.across_cycles`), made from `earlier` and `reports` together; each is shown with its reasons.
+    """
+    # Imported here: the judgments read reports with this module's reader.
+    from coordinator.across_cycles import judge_across_cycles, verdict_now, verdict_of
+
     if not reports:
         return "no cycle reports in the log yet: the first cycle runs when the container starts\n"
     latest = reports[-1]
+    judgments = judge_across_cycles([*earlier, *reports])
     rows = [HEADER] + [_row(report) for report in reports]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    cycle_reasons = "; ".join(str(reason) for reason in latest.get("verdict_reasons") or [])
+    across_reasons = "; ".join(judgment.reason for judgment in judgments)
     lines = [
-        f"fleet {latest.get('fleet', '?')}: {latest.get('verdict', '?')} at {_time(latest)} UTC "
+        f"fleet {latest.get('fleet', '?')}: {verdict_now(latest.get('verdict'), judgments)} at {_time(latest)} UTC "
         f"(last {len(reports)} cycle{'s' if len(reports) != 1 else ''})",
+        f"the latest cycle's own verdict: {latest.get('verdict', '?')}"
+        + (f", because: {cycle_reasons}" if cycle_reasons else ""),
+        f"across the last hour's cycles: {verdict_of(judgments)}"
+        + (f", because: {across_reasons}" if across_reasons else ""),
+        "",
     ]
-    if latest.get("verdict_reasons"):
-        lines.append("because: " + "; ".join(str(reason) for reason in latest["verdict_reasons"]))
-    lines.append("")
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     errors = latest.get("errors") or []
@@ -127,11 +152,20 @@ def render_status(reports: Sequence[Report]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def status_json(reports: Sequence[Report], *, source: str) -> dict[str, Any]:
+def status_json(reports: Sequence[Report], *, source: str, earlier: Sequence[Report] = ()) -> dict[str, Any]:
+    """`verdict` is the latest cycle's own; `verdict_now` the worse of it and the judgments `across_cycles`."""
+    from coordinator.across_cycles import judge_across_cycles, verdict_now, verdict_of
+
     latest = reports[-1] if reports else {}
+    judgments = judge_across_cycles([*earlier, *reports])
     return {
         "source": source,
         "verdict": latest.get("verdict"),
+        "verdict_now": verdict_now(latest.get("verdict"), judgments).value if reports else None,
+        "across_cycles": {
+            "verdict": verdict_of(judgments).value,
+            "judgments": [{"name": j.name, "verdict": j.verdict.value, "reason": j.reason} for j in judgments],
+        },
         "advice": latest.get("advice") or [],
         "reports": list(reports),
     }
@@ -148,27 +182,59 @@ def run_status(
     fleet_id: str,
     source: str | None = None,
     last: int = 10,
-    as_json: bool = False,
+    output: str = "text",
     out: TextIO,
     runtime: AgentRuntime | None = None,
     err: TextIO | None = None,
+    watch_every_s: float | None = None,
+    max_draws: int | None = None,
 ) -> int:
-    """Print the last `last` cycles of the coordinator; 0 when shown, 1 when they cannot be read."""
+    """Print the last `last` cycles of the coordinator as `output` ("text" or "json"); 0 when shown, 1 when
+    they cannot be read.
+
+    With `watch_every_s`, read the log again every that many seconds and draw again whenever a new cycle has
+    reported (text: the screen cleared first, on a terminal; json: one object a line), until interrupted or
+    `max_draws` drawings.
+    """
+    from coordinator.across_cycles import REVIEW_QUEUE_RISING_CYCLES
+
     err = err if err is not None else sys.stderr
     if last < 1:
         err.write(f"coordinator status: --last must be 1 or more, not {last}\n")
         return EXIT_USAGE
-    try:
-        if runtime is None:
-            from coordinator.runtimes import open_runtime
+    if watch_every_s is not None and not watch_every_s > 0:
+        err.write(f"coordinator status: --every must be more than 0 seconds, not {watch_every_s}\n")
+        return EXIT_USAGE
+    # The judgments across cycles need the cycles before the last shown, up to the longest run they look at.
+    wanted = max(last, REVIEW_QUEUE_RISING_CYCLES + 1)
+    drawn: object = None
+    draws = 0
+    clear = output == "text" and watch_every_s is not None and bool(getattr(out, "isatty", lambda: False)())
+    while True:
+        try:
+            if runtime is None:
+                from coordinator.runtimes import open_runtime
 
-            runtime = open_runtime(load_runtime_settings(os.environ))
-        found, reports = read_reports(runtime, fleet_id=fleet_id, source=source, last=last)
-    except (RuntimeFailure, ConfigError) as exc:
-        err.write(f"coordinator status: {exc}\n")
-        return EXIT_FAILED
-    if as_json:
-        out.write(json.dumps(status_json(reports, source=found), indent=2) + "\n")
-    else:
-        out.write(f"coordinator {found}\n" + render_status(reports))
-    return EXIT_OK
+                runtime = open_runtime(load_runtime_settings(os.environ))
+            found, reports = read_reports(runtime, fleet_id=fleet_id, source=source, last=wanted)
+        except (RuntimeFailure, ConfigError) as exc:
+            err.write(f"coordinator status: {exc}\n")
+            if watch_every_s is None or draws == 0:
+                return EXIT_FAILED
+            reports, found = [], ""  # a passing failure while watching: try again at the next read
+        else:
+            shown, earlier = reports[-last:], reports[:-last]
+            newest = (found, reports[-1].get("started_at") if reports else None)
+            if newest != drawn:
+                if output == "json":
+                    body = status_json(shown, source=found, earlier=earlier)
+                    text = json.dumps(body, indent=None if watch_every_s is not None else 2) + "\n"
+                else:
+                    text = ("\x1b[H\x1b[2J" if clear else "") + f"coordinator {found}\n" + render_status(shown, earlier)
+                out.write(text)
+                out.flush()
+                drawn = newest
+                draws += 1
+        if watch_every_s is None or (max_draws is not None and draws >= max_draws):
+            return EXIT_OK
+        time.sleep(watch_every_s)

@@ -56,6 +56,7 @@ TABLE: dict[str, tuple[str, frozenset[str]]] = {
 # Added beside the table (it allows more): what AgentFleetNoCycle measures lateness by.
 ADDED: dict[str, tuple[str, frozenset[str]]] = {
     "agent_fleet_schedule_interval_seconds": ("gauge", frozenset()),
+    "agent_fleet_judgment_across_cycles": ("gauge", frozenset({"judgment"})),
 }
 
 

@@ -34,6 +34,7 @@ from docker.types import ContainerSpec, EndpointSpec, Placement, RestartPolicy, 
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator import labels
+from coordinator.across_cycles import JUDGMENTS
 from coordinator.fleet import Mode
 from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
 from coordinator.status import parse_reports
@@ -308,8 +309,21 @@ def test_prometheus_scrapes_a_coordinator_running_real_cycles_and_answers_with_t
         label_values = {value for family in text_string_to_metric_families(scraped) for sample in family.samples
                         for name, value in sample.labels.items() if name != "le"}
         vocabulary = {"spawned", "failed", "deferred", "waiting", "healthy", "degraded", "broken",
-                      "inventory", "reconcile", "merge", "health", "report", "cycle", "timeout", "other"}
+                      "inventory", "reconcile", "merge", "health", "report", "cycle", "timeout", "other", *JUDGMENTS}
         assert label_values <= set(desired) | vocabulary, sorted(label_values - set(desired) - vocabulary)
+
+        # The status page and /reports.json on the same port, from the cycles this scheduler ran, with no secret.
+        base = f"http://127.0.0.1:{metrics_port}"
+        with urllib.request.urlopen(f"{base}/reports.json", timeout=10) as response:
+            served = json.loads(response.read())["reports"]
+        with urllib.request.urlopen(f"{base}/", timeout=10) as response:
+            page = response.read().decode()
+        # One timeline mark per report (a cycle may have reported between the two reads).
+        assert f"Fleet {fleet_id}: " in page and len(served) <= page.count('class="cycle"') <= len(served) + 1
+        assert all(report["fleet"] == fleet_id for report in served)
+        for secret in (TOKEN, URL_SECRET, TITLE, "Title-sentinel", health_url):
+            assert secret not in page, f"{secret!r} is on the status page"
+            assert secret not in json.dumps(served), f"{secret!r} is in /reports.json"
 
     # The cycles' output still reaches the scheduler's stdout (the container log) whole: `coordinator status`
     # reads the same reports it read before the scheduler teed them.

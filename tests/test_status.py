@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import docker
@@ -134,7 +138,7 @@ def test_status_json_is_the_reports_and_the_current_advice(
 ) -> None:
     container = start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
     out = io.StringIO()
-    assert run_status(fleet_id=fleet_id, as_json=True, out=out, runtime=DockerRuntime()) == 0
+    assert run_status(fleet_id=fleet_id, output="json", out=out, runtime=DockerRuntime()) == 0
     data = json.loads(out.getvalue())
     assert data["source"] == f"container {container.name}"
     assert data["verdict"] == "degraded"
@@ -195,7 +199,7 @@ def test_python_m_coordinator_status(docker_client: docker.DockerClient, base_im
     start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
     env = {**os.environ, "FLEET_ID": fleet_id}
     result = subprocess.run(
-        [sys.executable, "-m", "coordinator", "status", "--last", "1"],
+        [sys.executable, "-m", "coordinator", "status", "--last", "1", "--format", "text"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -239,5 +243,113 @@ def test_render_status_says_why_the_latest_cycle_is_not_healthy() -> None:
     degraded = report_line("f", 5, errors=[StepError("merge", "GitHub answered 502")],
                            verdict_reasons=["errors in merge"])
     text = render_status(parse_reports([healthy, degraded]))
-    assert text.splitlines()[1] == "because: errors in merge"
+    assert text.splitlines()[1] == "the latest cycle's own verdict: degraded, because: errors in merge"
+    assert text.splitlines()[2] == "across the last hour's cycles: healthy"
     assert "because" not in render_status(parse_reports([healthy]))
+
+
+# --- output that fits where it goes: a terminal, a pipe --------------------------------------------
+
+
+class Terminal:
+    """A command on a pseudo-terminal (its stdin, stdout and stderr), its screen read as it comes."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self._master, slave = os.openpty()
+        self.process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT,
+                                        start_new_session=True)
+        os.close(slave)
+        self.output = ""
+
+    def read_until(self, condition: Callable[[str], bool], what: str, timeout: float = 60) -> str:
+        """Read until `condition(everything read so far)`; the bound only turns a hang into a failure."""
+        deadline = time.monotonic() + timeout
+        while not condition(self.output):
+            if time.monotonic() > deadline:
+                pytest.fail(f"gave up waiting for {what}; the terminal shows:\n{self.output}")
+            ready, _, _ = select.select([self._master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(self._master, 65536)
+                except OSError:  # EIO: every process on the terminal has closed it
+                    chunk = b""
+                if not chunk and self.process.poll() is not None:
+                    if not condition(self.output):
+                        pytest.fail(f"the command exited before {what}; the terminal shows:\n{self.output}")
+                    break
+                self.output += chunk.decode(errors="replace")
+        return self.output
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        os.close(self._master)
+
+
+def status_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "coordinator", "status", *args]
+
+
+@pytest.mark.docker
+def test_status_is_a_table_on_a_terminal_and_json_through_a_pipe(
+    docker_client: docker.DockerClient, base_image: str, fleet_id: str
+) -> None:
+    start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
+    env = {**os.environ, "FLEET_ID": fleet_id}
+
+    terminal = Terminal(status_command(), env)
+    try:
+        screen = terminal.read_until(lambda text: terminal.process.poll() is not None and "advice" in text,
+                                     "the table")
+    finally:
+        terminal.close()
+    assert terminal.process.returncode == 0
+    assert f"fleet {fleet_id}: degraded at 2025-03-01 12:10:00 UTC" in screen
+    assert len(table_rows(screen.replace("\r\n", "\n"))) == 3
+    assert "\x1b[" not in screen  # no screen control without --watch
+
+    piped = subprocess.run(status_command(), env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert piped.returncode == 0, piped.stderr
+    data = json.loads(piped.stdout)
+    assert (data["verdict"], data["verdict_now"], data["across_cycles"]["verdict"]) == ("degraded", "degraded",
+                                                                                         "healthy")
+    assert [r["verdict"] for r in data["reports"]] == ["healthy", "broken", "degraded"]
+
+    # --format overrides both ways.
+    as_text = subprocess.run(status_command("--format", "text"), env=env, cwd=ROOT, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert len(table_rows(as_text.stdout)) == 3
+    terminal = Terminal(status_command("--format", "json"), env)
+    try:
+        screen = terminal.read_until(lambda text: terminal.process.poll() is not None and text.rstrip().endswith("}"),
+                                     "the JSON")
+    finally:
+        terminal.close()
+    assert json.loads(screen)["verdict"] == "degraded"
+
+
+@pytest.mark.docker
+def test_status_watch_redraws_when_a_new_cycle_has_reported(
+    docker_client: docker.DockerClient, base_image: str, fleet_id: str
+) -> None:
+    start_coordinator(docker_client, base_image, fleet_id, crafted_log(fleet_id))
+    env = {**os.environ, "FLEET_ID": fleet_id}
+    clear = "\x1b[H\x1b[2J"
+    terminal = Terminal(status_command("--watch", "--every", "0.3"), env)
+    try:
+        terminal.read_until(lambda text: "12:10:00" in text and "advice" in text, "the first drawing")
+        time.sleep(1)  # reads of an unchanged log draw nothing more
+        assert terminal.output.count(clear) == 1
+        # The next cycle reports (a newer coordinator's log, as after `pulumi up` replaced it).
+        start_coordinator(docker_client, base_image, fleet_id, [*crafted_log(fleet_id), report_line(fleet_id, 15)])
+        screen = terminal.read_until(lambda text: "12:15:00" in text and text.rstrip().endswith("advice: none"),
+                                     "the drawing after the new cycle")
+        assert screen.count(clear) == 2
+        latest = screen.split(clear)[-1]
+        assert f"fleet {fleet_id}: healthy at 2025-03-01 12:15:00 UTC" in latest
+        assert len(table_rows(latest.replace("\r\n", "\n"))) == 4
+        terminal.process.send_signal(signal.SIGINT)  # Ctrl-C ends the watch
+        assert terminal.process.wait(timeout=30) == 0
+    finally:
+        terminal.close()
