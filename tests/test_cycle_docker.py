@@ -25,6 +25,7 @@ from tests.fleet_harness import (
     cycle_env,
     desired,
     fleet_containers,
+    parse_lines,
     present_by_role,
     role_spec,
     run_cycle,
@@ -34,6 +35,7 @@ from tests.fleet_harness import (
     start_cycle,
     write_roster,
 )
+from tests.terminal import Terminal
 
 pytestmark = pytest.mark.docker
 
@@ -283,15 +285,34 @@ def test_spawn_budget_bounds_spawns_per_hour(tmp_path, base_image, docker_client
     assert len(fleet_containers(docker_client, fleet_id)) == 7
 
 
-def test_plan_changes_nothing(fleet, docker_client, fleet_id) -> None:  # type: ignore[no-untyped-def]
+def test_plan_changes_nothing_and_prints_text_on_a_terminal_and_json_through_a_pipe(  # type: ignore[no-untyped-def]
+    fleet, docker_client, fleet_id
+) -> None:
     _, _, env = fleet
-    proc = subprocess.run(
+    terminal = Terminal([os.sys.executable, "-m", "coordinator", "plan"], env)
+    try:
+        screen = terminal.read_until(lambda text: terminal.process.poll() is not None and "health:" in text,
+                                     "the plan's report", timeout=120)
+    finally:
+        terminal.close()
+    assert terminal.process.returncode == 0, screen
+    assert "plan: nothing was changed" in screen
+    assert "0 running of 5 desired, 5 would be spawned" in screen
+    assert "builder" in screen
+
+    piped = subprocess.run(
         [os.sys.executable, "-m", "coordinator", "plan"], env=env, capture_output=True, text=True, timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert "plan: nothing was changed" in proc.stdout
-    assert "0 running of 5 desired, 5 would be spawned" in proc.stdout
-    assert "builder" in proc.stdout
+    assert piped.returncode == 0, piped.stderr
+    lines = parse_lines(piped.stdout)
+    assert lines[-1]["event"] == "cycle.report" and lines[-1]["dry_run"] is True
+    assert lines[-1]["spawned"] == 5 and len([line for line in lines if line["event"] == "agent.would_spawn"]) == 5
+
+    as_text = subprocess.run(
+        [os.sys.executable, "-m", "coordinator", "plan", "--format", "text"], env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert "plan: nothing was changed" in as_text.stdout
     assert fleet_containers(docker_client, fleet_id) == []
 
 

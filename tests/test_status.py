@@ -5,12 +5,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import docker
@@ -34,6 +32,7 @@ from coordinator.runtimes.docker import DockerRuntime
 from coordinator.status import parse_reports, render_status, run_status
 from coordinator.verdict import advise, judge
 from tests.conftest import ROOT
+from tests.terminal import Terminal
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 UP = HealthReport(status=HealthStatus.UP, code=200, latency_ms=41.7, attempts=1)
@@ -249,42 +248,6 @@ def test_render_status_says_why_the_latest_cycle_is_not_healthy() -> None:
 
 
 # --- output that fits where it goes: a terminal, a pipe --------------------------------------------
-
-
-class Terminal:
-    """A command on a pseudo-terminal (its stdin, stdout and stderr), its screen read as it comes."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        self._master, slave = os.openpty()
-        self.process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT,
-                                        start_new_session=True)
-        os.close(slave)
-        self.output = ""
-
-    def read_until(self, condition: Callable[[str], bool], what: str, timeout: float = 60) -> str:
-        """Read until `condition(everything read so far)`; the bound only turns a hang into a failure."""
-        deadline = time.monotonic() + timeout
-        while not condition(self.output):
-            if time.monotonic() > deadline:
-                pytest.fail(f"gave up waiting for {what}; the terminal shows:\n{self.output}")
-            ready, _, _ = select.select([self._master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(self._master, 65536)
-                except OSError:  # EIO: every process on the terminal has closed it
-                    chunk = b""
-                if not chunk and self.process.poll() is not None:
-                    if not condition(self.output):
-                        pytest.fail(f"the command exited before {what}; the terminal shows:\n{self.output}")
-                    break
-                self.output += chunk.decode(errors="replace")
-        return self.output
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=30)
-        os.close(self._master)
 
 
 def status_command(*args: str) -> list[str]:
