@@ -299,9 +299,17 @@ class FleetMetrics:
             return Response(200, page.encode(), "text/html; charset=utf-8",
                             {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-store"})
 
+        # A day of reports is megabytes to scrub and serialise: done once per new report, not once per request.
+        cached: dict[tuple[int, object, object], bytes] = {}
+
         def reports_json(request: Request) -> Response:
-            reports = scrub_values(self.history.last_day(datetime.now(UTC)), known)
-            return Response(200, json.dumps({"reports": reports}).encode(), "application/json")
+            reports = self.history.last_day(datetime.now(UTC))
+            key = (len(reports), reports[0].get("started_at") if reports else None,
+                   reports[-1].get("started_at") if reports else None)
+            if key not in cached:
+                cached.clear()
+                cached[key] = json.dumps({"reports": scrub_values(reports, known)}).encode()
+            return Response(200, cached[key], "application/json")
 
         return HttpServer({"/metrics": self.metrics_page, "/": status_page, "/reports.json": reports_json}).start(
             port, addr)
