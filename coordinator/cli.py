@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
@@ -21,8 +22,9 @@ from coordinator.redact import scrub
 from coordinator.report import EventLog, render_text
 from coordinator.settings import ConfigError, Settings, env_value, known_secrets, load_settings
 
-if TYPE_CHECKING:  # the metrics import this module's exit codes
-    from coordinator.metrics import FleetMetrics
+if TYPE_CHECKING:  # these import this module's exit codes
+    from coordinator.history import ReportHistory
+    from coordinator.runtime import AgentRuntime
 
 # The exit codes of every command, defined once (status.py and heartbeat.py import them).
 EXIT_OK = 0  # done; every step succeeded (skipped counts as success); healthy
@@ -85,8 +87,6 @@ def _cycle(settings: Settings, *, dry_run: bool, text: bool) -> int:
 
 
 def _schedule(settings: Settings) -> int:
-    import threading
-
     from coordinator.metrics import FleetMetrics, MetricsServer
     from coordinator.schedule import install_signal_handlers, run_schedule
 
@@ -107,7 +107,7 @@ def _schedule(settings: Settings) -> int:
             metrics = None
         else:
             log.emit("schedule.metrics_serving", port=server.port, path="/metrics", page="/", reports="/reports.json")
-            _read_back_history(settings, metrics, log)
+            read_back_history(settings.fleet_id, metrics.history, log)
     try:
         return run_schedule(
             schedule=settings.schedule,
@@ -123,14 +123,14 @@ def _schedule(settings: Settings) -> int:
             server.stop()
 
 
-def _read_back_history(settings: Settings, metrics: FleetMetrics, log: EventLog) -> None:
-    """The last day's reports from the coordinator's own log, as `status` reads them, for the page and the judgments.
+def read_back_history(fleet_id: str, history: ReportHistory, log: EventLog,
+                      runtime: AgentRuntime | None = None) -> threading.Thread:
+    """Start reading the last day's reports back from the coordinator's own log into `history`, as `status` reads them.
 
-    A restarted scheduler so shows the day it has not seen itself. In a thread of its own: reading a day of
-    log must not hold up the first cycle. Failing to read it costs only the page's past.
+    A restarted scheduler so shows the day it has not seen itself on its page and in its judgments. In a thread
+    of its own (returned, started): reading a day of log must not hold up the first cycle. Failing to read it
+    costs only the page's past, and is logged.
     """
-    import threading
-
     from coordinator.history import MAX_REPORTS
     from coordinator.runtime import RuntimeFailure
     from coordinator.settings import load_runtime_settings
@@ -138,17 +138,22 @@ def _read_back_history(settings: Settings, metrics: FleetMetrics, log: EventLog)
 
     def read_back() -> None:
         try:
-            from coordinator.runtimes import open_runtime
+            if runtime is None:
+                from coordinator.runtimes import open_runtime
 
-            runtime = open_runtime(load_runtime_settings(os.environ))
-            _, reports = read_reports(runtime, fleet_id=settings.fleet_id, source=None, last=MAX_REPORTS)
+                reader = open_runtime(load_runtime_settings(os.environ))
+            else:
+                reader = runtime
+            _, reports = read_reports(reader, fleet_id=fleet_id, source=None, last=MAX_REPORTS)
         except (RuntimeFailure, ConfigError, OSError) as exc:
             log.emit("schedule.history_unavailable", error=str(exc), effect="the status page starts from this cycle")
             return
-        metrics.history.add(reports)
+        history.add(reports)
         log.emit("schedule.history_read", reports=len(reports))
 
-    threading.Thread(target=read_back, name="history-read-back", daemon=True).start()
+    thread = threading.Thread(target=read_back, name="history-read-back", daemon=True)
+    thread.start()
+    return thread
 
 
 def main(argv: Sequence[str] | None = None) -> int:

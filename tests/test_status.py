@@ -316,3 +316,33 @@ def test_status_watch_redraws_when_a_new_cycle_has_reported(
         assert terminal.process.wait(timeout=30) == 0
     finally:
         terminal.close()
+
+
+# --- the scheduler's read-back of the day's reports, for its page ----------------------------------
+
+
+@pytest.mark.docker
+def test_the_scheduler_reads_the_reports_back_from_the_coordinators_log_as_status_does(
+    docker_client: docker.DockerClient, base_image: str, fleet_id: str
+) -> None:
+    from coordinator.cli import read_back_history
+    from coordinator.history import ReportHistory
+    from coordinator.report import EventLog
+
+    history, events = ReportHistory(), io.StringIO()
+    missing = read_back_history(fleet_id, history, EventLog(fleet_id, stream=events), runtime=DockerRuntime())
+    missing.join(timeout=60)
+    assert [json.loads(line)["event"] for line in events.getvalue().splitlines()] == ["schedule.history_unavailable"]
+    assert history.held() == []
+
+    plan = report_line(fleet_id, 12, dry_run=True)  # a plan's report is no cycle
+    start_coordinator(docker_client, base_image, fleet_id, [*crafted_log(fleet_id), plan])
+    events = io.StringIO()
+    found = read_back_history(fleet_id, history, EventLog(fleet_id, stream=events), runtime=DockerRuntime())
+    found.join(timeout=60)
+    assert json.loads(events.getvalue().splitlines()[-1])["event"] == "schedule.history_read"
+    assert [r["started_at"] for r in history.held()] == [
+        "2025-03-01T12:00:00Z", "2025-03-01T12:05:00Z", "2025-03-01T12:10:00Z"]
+    # The same report seen again, as from the cycle that wrote it, is kept once.
+    history.add(parse_reports(crafted_log(fleet_id))[-1:])
+    assert len(history.held()) == 3
