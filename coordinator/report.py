@@ -213,7 +213,7 @@ def render_text(report: CycleReport) -> str:
     lines = [
         f"cycle of fleet {report.fleet} at {_plain(report.started_at)} "
         f"({report.duration_s:.1f}s){' [plan: nothing was changed]' if report.dry_run else ''}",
-        f"verdict: {report.verdict.value}"
+        f"verdict of this cycle: {report.verdict.value}"
         + (f" ({'; '.join(report.verdict_reasons)})" if report.verdict_reasons else ""),
         "",
         f"agents: {report.running} running of {report.desired} desired, "
