@@ -2,8 +2,11 @@
 
 `FleetMetrics` owns a registry of its own (never prometheus_client's global one) and is fed two
 ways by the scheduler: `observe_report` with each cycle's parsed `cycle.report`, and
-`observe_cycle` with how each cycle process ended. `serve` exposes the registry over HTTP;
-`last_report` picks the report out of a cycle's output lines.
+`observe_cycle` with how each cycle process ended. It keeps the reports it is given (`history`, the
+last day's) for the judgments across cycles (`agent_fleet_judgment_across_cycles`, computed at scrape
+time) and the status page. `serve` exposes the registry at /metrics, the page at / and the reports at
+/reports.json, on the bounded server of `coordinator.web`; `last_report` picks the report out of a
+cycle's output lines.
 
 The gauges are a picture of the latest report, swapped whole on each one, so a scrape never sees
 half of one report and half of another (the verdict stays one-hot). A value the latest report

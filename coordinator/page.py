@@ -191,7 +191,7 @@ def _roles(latest: Report, text: Callable[[object], str]) -> str:
             f"<td class=\"num\">{idle_cell}</td></tr>"
         )
     return ("<section id=\"roles\"><h2>Roles: agents present after the latest cycle, against desired</h2>"
-            "<table><tr><th>role</th><th>present / desired</th><th class=\"num\">count</th><th>crash loop</th>"
+            "<table><tr><th>role</th><th>agents</th><th class=\"num\">present / desired</th><th>crash loop</th>"
             f"<th class=\"num\">idle exits</th></tr>{''.join(rows)}</table></section>")
 
 

@@ -112,9 +112,9 @@ def deploy(client: docker.DockerClient, spec: CoordinatorSpec, image: str, files
     return container
 
 
-def scrape(port: int) -> str:
+def scrape(port: int, path: str = "/metrics") -> str:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
             return str(answer.read().decode())
     except OSError:
         return ""
@@ -235,8 +235,18 @@ def test_declared_container_runs_cycles_and_a_replacement_converges_without_stop
             metrics = wait_for("the metrics endpoint answers", lambda: scrape(metrics_port))
             assert "agent_fleet_" in metrics and TOKEN not in metrics
 
-            # `coordinator status`, run where an operator would: inside the coordinator container.
-            code, output = first.exec_run(["python", "-m", "coordinator", "status", "--last", "5"])
+            # The status page on the same port, drawn from this coordinator's reports; at its start the scheduler
+            # read the earlier ones back from its own log through the engine, as `status` does.
+            page = wait_for("the status page answers", lambda: scrape(metrics_port, "/"))
+            assert f"Fleet {fleet_id}: " in page and 'class="cycle"' in page and TOKEN not in page
+            read_back = wait_for("the read-back's event", lambda: [
+                e["event"] for e in events(first)
+                if e["event"] in ("schedule.history_read", "schedule.history_unavailable")])
+            assert read_back == ["schedule.history_read"], read_back
+
+            # `coordinator status`, run where an operator would: inside the coordinator container, on a terminal
+            # (`docker exec -it`); through a pipe it prints JSON.
+            code, output = first.exec_run(["python", "-m", "coordinator", "status", "--last", "5"], tty=True)
             text = output.decode()
             assert code == 0, text
             assert f"coordinator container {spec.name}" in text and "time (UTC)" in text, text
