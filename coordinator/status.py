@@ -187,14 +187,12 @@ def run_status(
     runtime: AgentRuntime | None = None,
     err: TextIO | None = None,
     watch_every_s: float | None = None,
-    max_draws: int | None = None,
 ) -> int:
     """Print the last `last` cycles of the coordinator as `output` ("text" or "json"); 0 when shown, 1 when
     they cannot be read.
 
     With `watch_every_s`, read the log again every that many seconds and draw again whenever a new cycle has
-    reported (text: the screen cleared first, on a terminal; json: one object a line), until interrupted or
-    `max_draws` drawings.
+    reported (text: the screen cleared first, on a terminal; json: one object a line), until interrupted.
     """
     from coordinator.across_cycles import REVIEW_QUEUE_RISING_CYCLES
 
@@ -207,8 +205,7 @@ def run_status(
         return EXIT_USAGE
     # The judgments across cycles need the cycles before the last shown, up to the longest run they look at.
     wanted = max(last, REVIEW_QUEUE_RISING_CYCLES + 1)
-    drawn: object = None
-    draws = 0
+    drawn: object = None  # the source and latest report last drawn
     clear = output == "text" and watch_every_s is not None and bool(getattr(out, "isatty", lambda: False)())
     while True:
         try:
@@ -219,9 +216,9 @@ def run_status(
             found, reports = read_reports(runtime, fleet_id=fleet_id, source=source, last=wanted)
         except (RuntimeFailure, ConfigError) as exc:
             err.write(f"coordinator status: {exc}\n")
-            if watch_every_s is None or draws == 0:
+            if watch_every_s is None or drawn is None:
                 return EXIT_FAILED
-            reports, found = [], ""  # a passing failure while watching: try again at the next read
+            # A passing failure while watching (the engine restarting): the screen stays, the next read tries again.
         else:
             shown, earlier = reports[-last:], reports[:-last]
             newest = (found, reports[-1].get("started_at") if reports else None)
@@ -234,7 +231,6 @@ def run_status(
                 out.write(text)
                 out.flush()
                 drawn = newest
-                draws += 1
-        if watch_every_s is None or (max_draws is not None and draws >= max_draws):
+        if watch_every_s is None:
             return EXIT_OK
         time.sleep(watch_every_s)
