@@ -275,7 +275,8 @@ def _activity(timed: Timed, now: datetime) -> str:
 
 
 def _lines(series: list[tuple[str, str, list[tuple[datetime, float]]]], now: datetime, unit: str,
-           chart_id: str) -> str:
+           chart_id: str, marks: str = "") -> str:
+    """A line per series over the day, on one scale; `marks` is more SVG drawn over them."""
     top = max([value for _, _, points in series for _, value in points] + [1.0])
     drawn = []
     for _, colour, points in series:
@@ -287,7 +288,8 @@ def _lines(series: list[tuple[str, str, list[tuple[datetime, float]]]], now: dat
     return (f"<svg id=\"{chart_id}\" viewBox=\"0 0 {WIDTH} {CHART_HEIGHT + 16}\" width=\"{WIDTH}\" "
             f"height=\"{CHART_HEIGHT + 16}\" role=\"img\" aria-label=\"{chart_id}\">"
             f"<line x1=\"0\" y1=\"{CHART_HEIGHT}\" x2=\"{WIDTH}\" y2=\"{CHART_HEIGHT}\" stroke=\"#ccc\"/>"
-            f"<text x=\"2\" y=\"10\">{top:.0f}{unit}</text>{''.join(drawn)}{_hour_axis(now, CHART_HEIGHT + 13)}</svg>"
+            f"<text x=\"2\" y=\"10\">{top:.0f}{unit}</text>{''.join(drawn)}{marks}"
+            f"{_hour_axis(now, CHART_HEIGHT + 13)}</svg>"
             f"<p class=\"legend\">{legend}</p>")
 
 
@@ -324,8 +326,7 @@ def _production(timed: Timed, now: datetime, text: Callable[[object], str]) -> s
         f"fill=\"#c62828\" opacity=\"0.5\"><title>{moment:%H:%M} down: {text(error)}</title></rect>"
         for moment, error in downs
     )
-    chart = _lines([("latency (ms)", "#00838f", latency)], now, " ms", "latency-chart")
-    chart = chart.replace("</svg>", marks + "</svg>", 1)
+    chart = _lines([("latency (ms)", "#00838f", latency)], now, " ms", "latency-chart", marks)
     last_down = f"; last down at {downs[-1][0]:%H:%M} UTC ({text(downs[-1][1])})" if downs else ""
     return (f"<section id=\"production\"><h2>Production <span class=\"muted\">(up in {len(latency)} of {checked} "
             f"checks{last_down})</span></h2>{chart}<p class=\"legend\"><span><i style=\"background:#c62828\"></i>"
