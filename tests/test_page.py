@@ -199,6 +199,8 @@ def test_chromium_renders_the_served_page_with_the_fleet_and_nothing_else(
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
     dom = Dom(dumped.stdout)
+    # It reloads itself each schedule interval (the scheduler's, 5 minutes here).
+    assert dom.all("meta", http_equiv="refresh")[0]["content"] == "300"
     # The roles with their counts, as the latest report has them.
     latest = reports[-1]
     roles = rows_by_role(dom)
