@@ -141,14 +141,3 @@ def shown(value: object, *, url: bool = False, secrets: Iterable[str] = ()) -> s
             REDACTED + segment[segment.rfind("@"):] if "@" in segment else segment for segment in text.split("/")
         )
     return repr(_cut(text))
-
-
-def scrub_values(value: object, secrets: Iterable[str] = ()) -> object:
-    """A parsed JSON value with every string in it scrubbed; keys, numbers and structure stay as they were."""
-    if isinstance(value, str):
-        return scrub(value, secrets)
-    if isinstance(value, dict):
-        return {key: scrub_values(item, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [scrub_values(item, secrets) for item in value]
-    return value
