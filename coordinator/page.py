@@ -243,11 +243,21 @@ def _per_hour(timed: Timed, now: datetime) -> dict[str, list[int]]:
             continue
         hour = min(HOURS - 1, int((moment - (now - DAY)) / timedelta(hours=1)))
         bins["merged"][hour] += len(_list(_mapping(report.get("merge")).get("merged")))
-        for tally in _mapping(report.get("roles")).values():
-            if isinstance(tally, dict):
-                bins["spawned"][hour] += _count(tally.get("spawned"))
-                bins["failed"][hour] += _count(tally.get("failed"))
+        roles = _mapping(report.get("roles")).values()
+        # The report's own total of spawns when it has one; failures are counted per role (the hot loop of the page).
+        total = report.get("spawned")
+        bins["spawned"][hour] += total if type(total) is int and total > 0 else _role_sum(roles, "spawned")
+        bins["failed"][hour] += _role_sum(roles, "failed")
     return bins
+
+
+def _role_sum(tallies: Iterable[object], key: str) -> int:
+    total = 0
+    for tally in tallies:
+        value = tally.get(key) if isinstance(tally, dict) else None
+        if type(value) is int and value > 0:
+            total += value
+    return total
 
 
 def _bars(title: str, bins: list[int], colour: str, now: datetime, chart_id: str) -> str:
