@@ -153,7 +153,10 @@ class HttpServer:
                     if key.data is None:
                         self._accept()
                     else:
-                        self._serve(key.data)
+                        try:
+                            self._serve(key.data)
+                        except Exception:  # a fault with one connection must not end the server for all the others
+                            self._drop(key.fd)
                 now = time.monotonic()
                 for fd in [fd for fd, conn in self._open.items() if conn.deadline <= now]:
                     self._drop(fd)  # silent, slow, or not taking its response: dropped

@@ -3,6 +3,7 @@ slow and too many connections. The thousand idle sockets against a real schedule
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
 import urllib.error
@@ -116,5 +117,21 @@ def test_a_large_response_reaches_a_client_whole() -> None:
     served = HttpServer({"/big": lambda request: Response(200, body, "application/octet-stream")}).start(0, "127.0.0.1")
     try:
         assert get(served, "/big") == (200, body)
+    finally:
+        served.stop()
+
+
+def test_a_fault_in_one_page_or_its_response_leaves_the_server_serving() -> None:
+    def broken(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    routes = {"/hello": hello, "/broken": broken, "/unsendable": lambda request: Response(999, b"")}
+    served = HttpServer(routes).start(0, "127.0.0.1")
+    try:
+        status, body = get(served, "/broken")
+        assert (status, body) == (500, b"internal error: RuntimeError\n")
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            get(served, "/unsendable")
+        assert get(served, "/hello?who=still") == (200, b"hello still\n")
     finally:
         served.stop()
