@@ -145,8 +145,12 @@ def read_back_history(fleet_id: str, history: ReportHistory, log: EventLog,
             else:
                 reader = runtime
             _, reports = read_reports(reader, fleet_id=fleet_id, source=None, last=MAX_REPORTS)
-        except (RuntimeFailure, ConfigError, OSError) as exc:
+        except (RuntimeFailure, ConfigError, OSError) as exc:  # no engine, no coordinator found, no log
             log.emit("schedule.history_unavailable", error=str(exc), effect="the status page starts from this cycle")
+            return
+        except Exception as exc:  # anything else: the page's past is an extra, so the thread ends quietly all the same
+            log.emit("schedule.history_unavailable", error=type(exc).__name__,
+                     effect="the status page starts from this cycle")
             return
         history.add(reports)
         log.emit("schedule.history_read", reports=len(reports))
