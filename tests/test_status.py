@@ -29,7 +29,7 @@ from coordinator.report import (
     to_dict,
 )
 from coordinator.runtimes.docker import DockerRuntime
-from coordinator.status import parse_reports, render_status, run_status
+from coordinator.status import parse_reports, render_status, run_status, status_json
 from coordinator.verdict import advise, judge
 from tests.conftest import ROOT
 from tests.terminal import Terminal
@@ -245,6 +245,26 @@ def test_render_status_says_why_the_latest_cycle_is_not_healthy() -> None:
     assert text.splitlines()[1] == "the latest cycle's own verdict: degraded, because: errors in merge"
     assert text.splitlines()[2] == "across the last hour's cycles: healthy"
     assert "because" not in render_status(parse_reports([healthy]))
+
+
+def test_status_shows_the_judgment_across_cycles_beside_the_cycles_own_verdict_even_from_unshown_cycles() -> None:
+    failing = {"merge": MergeReport(status=StepStatus.FAILED), "errors": [StepError("merge", "GitHub answered 502")],
+               "steps": {"merge": StepResult(StepStatus.FAILED, "GitHub answered 502")},
+               "verdict_reasons": ["errors in merge"]}
+    reports = parse_reports([report_line("f", minute, **failing) for minute in (0, 5, 10)])
+    across = ("across the last hour's cycles: broken, because: GitHub API errors persisting across cycles: the merge "
+              "step failed in each of the last 3 cycles (latest: GitHub answered 502)")
+    # Only the latest is shown (--last 1); the two before it are read for the judgment.
+    text = render_status(reports[-1:], earlier=reports[:-1])
+    assert text.splitlines()[:3] == [
+        "fleet f: broken at 2025-03-01 12:10:00 UTC (last 1 cycle)",
+        "the latest cycle's own verdict: degraded, because: errors in merge",
+        across,
+    ]
+    data = status_json(reports[-1:], source="container c", earlier=reports[:-1])
+    assert (data["verdict"], data["verdict_now"]) == ("degraded", "broken")
+    assert data["across_cycles"]["judgments"][0]["name"] == "github_errors_persisting"
+    assert len(data["reports"]) == 1
 
 
 # --- output that fits where it goes: a terminal, a pipe --------------------------------------------
