@@ -12,8 +12,8 @@ one holds every connection in a single thread (a `selectors` loop), so threads s
   (refusing the newcomer instead would let 64 idle sockets lock every scrape out);
 - a request head is at most MAX_HEAD_BYTES, and no request body is read.
 
-So open files stay under MAX_CONNECTIONS + the listening socket, whatever a client does. A route is a
-plain function of the request to a `Response`, run in the loop's thread: each answers in milliseconds.
+So its open files are at most MAX_CONNECTIONS, the listening socket and the selector, whatever a client does.
+A route is a plain function of the request to a `Response`, run in the loop's thread: each answers in milliseconds.
 """
 
 from __future__ import annotations
