@@ -338,8 +338,9 @@ def test_declared_service_runs_the_fleet_over_the_swarm_and_an_update_converges_
                 assert "agent_fleet_" in metrics
                 assert_no_secret_in(metrics, "the metrics")
 
-                # `coordinator status` inside the service's container: the cycles, from the service's log.
-                code, output = first.exec_run(["python", "-m", "coordinator", "status", "--last", "5"])
+                # `coordinator status` inside the service's container, on a terminal (`docker exec -it`): the cycles,
+                # from the service's log.
+                code, output = first.exec_run(["python", "-m", "coordinator", "status", "--last", "5"], tty=True)
                 text = output.decode()
                 assert code == 0, text
                 assert f"fleet {fleet_id}: " in text and "time (UTC)" in text, text
