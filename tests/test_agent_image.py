@@ -82,7 +82,7 @@ def servers() -> Iterator[tuple[FakeGitServer, FakeGitHub]]:
 def agent_env(git: FakeGitServer, github: FakeGitHub, **extra: str) -> dict[str, str]:
     """What the coordinator hands an agent (docs/agents.md), pointed at the local servers."""
     return {
-        "AGENT_ROLE": "builder", "AGENT_BRIEF": BRIEF, "AGENT_MODE": "Task-driven", "AGENT_SLOT": "2",
+        "AGENT_ROLE": "builder", "AGENT_BRIEF": BRIEF, "AGENT_MODE": "Self-directed", "AGENT_SLOT": "2",
         "GITHUB_REPOSITORY": github.repository, "GITHUB_API_URL": github.api_url, "GITHUB_SERVER_URL": git.url,
         **extra,
     }

@@ -44,6 +44,26 @@ SEED_AUTHOR = {
 }
 
 
+# GitHub refuses a push that creates or updates a workflow from a token without the `workflows` permission
+# (classic scope `workflow`); the words are GitHub's.
+WORKFLOWS_HOOK = """#!/bin/sh
+zero=0000000000000000000000000000000000000000
+while read old new ref; do
+  [ "$new" = "$zero" ] && continue
+  if [ "$old" = "$zero" ]; then range="$new --not --all"; else range="$old..$new"; fi
+  for commit in $(git rev-list $range); do
+    changed=$(git diff-tree --no-commit-id --name-only -r --root "$commit" | grep '^\\.github/workflows/' | head -n 1)
+    if [ -n "$changed" ]; then
+      echo "refusing to allow a GitHub App to create or update workflow \\`$changed\\`" \\
+        "without \\`workflows\\` permission" >&2
+      exit 1
+    fi
+  done
+done
+exit 0
+"""
+
+
 @dataclass(frozen=True)
 class GitRequest:
     method: str
@@ -69,6 +89,7 @@ class FakeGitServer:
         token: str = "git-token-0123456789abcdef",
         default_branch: str = "main",
         files: Mapping[str, str] | None = None,
+        workflows_write: bool = True,
     ) -> None:
         self.owner, self.name, self.token, self.default_branch = owner, name, token, default_branch
         self.requests: list[GitRequest] = []
@@ -76,6 +97,8 @@ class FakeGitServer:
         self._lock = threading.Lock()
         self._root = Path(tempfile.mkdtemp(prefix="fake-git-"))
         self.path = self._root / owner / f"{name}.git"
+        # False: the token lacks GitHub's `workflows` permission, so a push changing .github/workflows is refused.
+        self.workflows_write = workflows_write
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._init(dict(files or {"README.md": f"# {name}\n"}))
@@ -102,6 +125,31 @@ class FakeGitServer:
         tree = self.git("mktree", input=("\n".join(entries) + "\n").encode())
         commit = self.git("commit-tree", tree, "-m", "Initial commit", env=SEED_AUTHOR)
         self.git("update-ref", f"refs/heads/{self.default_branch}", commit)
+        if not self.workflows_write:
+            hook = self.path / "hooks" / "pre-receive"
+            hook.write_text(WORKFLOWS_HOOK, encoding="utf-8")
+            hook.chmod(0o755)
+
+    def squash(self, base: str, head: str, message: str) -> str | None:
+        """GitHub's squash merge of `head` (a sha) into the branch `base`: one commit on top of base with the
+        three-way merged tree; the new base sha, or None when the two conflict (nothing changes then)."""
+        base_sha = self.head(base)
+        if base_sha is None:
+            return None
+        try:
+            tree = self.git("merge-tree", "--write-tree", base_sha, head).splitlines()[0]
+        except subprocess.CalledProcessError:  # exit 1: conflicts
+            return None
+        commit = self.git("commit-tree", tree, "-p", base_sha, "-m", message, env=SEED_AUTHOR)
+        self.git("update-ref", f"refs/heads/{base}", commit, base_sha)
+        return commit
+
+    def diff(self, base: str, head: str) -> str:
+        """What GitHub's pull request diff shows: head against its merge base with `base`."""
+        try:
+            return self.git("diff", f"{base}...{head}") + "\n"
+        except subprocess.CalledProcessError:
+            return ""
 
     def head(self, branch: str) -> str | None:
         """The head sha of `branch` (a name, `refs/heads/...` or `owner:name`), or None when there is none."""

@@ -316,6 +316,9 @@ class FakeGitHub:
         writers: Iterable[str] = ("alice", "bob", "carol", "dave"),
         resolve_branch: Callable[[str], str | None] | None = None,
         extra_tokens: Mapping[str, str] | None = None,
+        merge_branch: Callable[[str, str, str], str | None] | None = None,
+        diff: Callable[[str, str], str] | None = None,
+        labels: Iterable[str] = (),
     ) -> None:
         self.owner, self.name, self.token, self.default_branch = owner, name, token, default_branch
         # Who can push. On a public repository anyone may submit a review; GitHub counts only these
@@ -333,6 +336,14 @@ class FakeGitHub:
         self.resolve_branch = resolve_branch
         # Other accounts' tokens, token -> login (an agent's own token): accepted, acting as that login.
         self.extra_tokens: dict[str, str] = dict(extra_tokens or {})
+        # A git server's squash merge (base branch, head sha, message) -> new base sha, or None on a conflict:
+        # with it a merge changes the repository, as GitHub's does (e.g. FakeGitServer.squash).
+        self.merge_branch = merge_branch
+        # A pull request's diff (base branch, head sha) -> text, for Accept: application/vnd.github.diff.
+        self.diff = diff
+        # The repository's labels (casefolded -> name). Adding an unknown one to an issue creates it, as GitHub does.
+        self.labels: dict[str, str] = {}
+        self._comments: dict[int, list[dict[str, Any]]] = {}
         self._actor = "fleet-bot"  # the login of the request being handled (the state lock is held)
         self.requests: list[Call] = []
         self.graphql_documents: list[str] = []
@@ -352,6 +363,8 @@ class FakeGitHub:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()  # ends trickling answers when the server stops
+        for label in labels:
+            self.define_label(label)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -438,16 +451,57 @@ class FakeGitHub:
                 mergeable=mergeable, created_at=stamp, updated_at=stamp, author=author,
             )
             self._pulls[number] = pull
+            for label in pull.labels:
+                self.define_label(label)
             return pull
 
-    def add_issue(self, title: str = "A task", *, labels: Iterable[str] = (), state: str = "open") -> int:
+    def add_issue(self, title: str = "A task", *, labels: Iterable[str] = (), state: str = "open", body: str = "",
+                  author: str = "dev") -> int:
         """An issue (not a pull request): the backlog the coordinator counts by label. Numbered from 10001,
         apart from pull requests, so that tests can keep numbering those 1, 2, 3."""
         with self._lock:
             number = 10001 + len(self._issues)
+            stamp = self._tick()
             self._issues[number] = {"__typename": "Issue", "id": f"I_fake{number:08d}", "number": number,
-                                    "title": title, "labels": list(labels), "state": state.upper()}
+                                    "title": title, "labels": list(labels), "state": state.upper(), "body": body,
+                                    "author": author, "created_at": stamp, "updated_at": stamp,
+                                    "closed_at": stamp if state.lower() == "closed" else None,
+                                    "state_reason": "completed" if state.lower() == "closed" else None}
+            for label in labels:
+                self.define_label(label)
             return number
+
+    def issue(self, number: int) -> dict[str, Any]:
+        """An issue's state: title, body, labels, state ("OPEN" | "CLOSED"), author, closed_at."""
+        with self._lock:
+            try:
+                return dict(self._issues[number])
+            except KeyError:
+                raise KeyError(f"no issue #{number} in the fake (it has {sorted(self._issues)})") from None
+
+    @property
+    def issues(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(issue) for issue in self._issues.values()]
+
+    def comments(self, number: int) -> list[dict[str, Any]]:
+        """The comments on an issue or a pull request: id, user (login), body, created_at."""
+        with self._lock:
+            return [dict(comment) for comment in self._comments.get(number, [])]
+
+    def add_comment(self, number: int, body: str, author: str = "dev", created_at: datetime | None = None,
+                    ) -> dict[str, Any]:
+        """A comment on an issue or pull request, stamped with the wall clock (`created_at` to set another)."""
+        with self._lock:
+            stamp = _iso(created_at or datetime.now(UTC))
+            comment = {"id": next(self._ids), "user": author, "body": body, "created_at": stamp, "updated_at": stamp}
+            self._comments.setdefault(number, []).append(comment)
+            return dict(comment)
+
+    def define_label(self, name: str) -> None:
+        """A label of the repository (as the Pulumi program creates role:<key> ones)."""
+        with self._lock:
+            self.labels.setdefault(name.casefold(), name)
 
     def pull(self, number: int) -> FakePull:
         with self._lock:
@@ -702,11 +756,28 @@ class FakeGitHub:
             raise _Problem("UNPROCESSABLE", problem, 405)
         default_title = (f"{pull.title} (#{number})" if method == "squash"
                          else f"Merge pull request #{number} from {self.owner}/{pull.head_ref}")
+        merged_title = title or default_title
+        merged_message = message if message is not None else ("" if method == "squash" else pull.title)
+        if self.merge_branch is not None:
+            merged_sha = self.merge_branch(pull.base, pull.head_sha, f"{merged_title}\n\n{merged_message}".strip())
+            if merged_sha is None:
+                pull.mergeable = "CONFLICTING"
+                raise _Problem("UNPROCESSABLE", NOT_MERGEABLE, 405)
+            self._known_shas.add(merged_sha)
+        else:
+            merged_sha = self._new_sha("merge", number)
         stamp = self._tick()
-        self._base_sha = pull.merge_commit_sha = self._new_sha("merge", number)
+        pull.merge_commit_sha = merged_sha
+        if pull.base == self.default_branch:
+            self._base_sha = merged_sha
+            # Merged into the default branch, a pull request closes the issues its body says it closes.
+            for closed in closing_references(pull.body):
+                issue = self._issues.get(closed)
+                if issue is not None and issue["state"] == "OPEN":
+                    issue.update(state="CLOSED", state_reason="completed", closed_at=stamp, updated_at=stamp,
+                                 closed_by=number)
         pull.state, pull.merged, pull.merge_method = "closed", True, method
-        pull.merged_title = title or default_title
-        pull.merged_message = message if message is not None else ("" if method == "squash" else pull.title)
+        pull.merged_title, pull.merged_message = merged_title, merged_message
         pull.merged_at = pull.closed_at = pull.updated_at = stamp
         return pull
 
@@ -783,7 +854,8 @@ class FakeGitHub:
                 status, payload = 200, self._graphql(body)
                 extra: dict[str, str] = {}
             elif path.startswith(REST_PREFIX + "/"):
-                status, payload, extra = self._rest(method, path[len(REST_PREFIX):], parse_qs(query), body)
+                status, payload, extra = self._rest(method, path[len(REST_PREFIX):], parse_qs(query), body,
+                                                    headers)
             else:
                 status, payload, extra = 404, {"message": "Not Found", "documentation_url": DOCS}, {}
         except _Problem as problem:
@@ -804,7 +876,8 @@ class FakeGitHub:
 
     # ------------------------------------------------------------------ REST
 
-    def _rest(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any, dict[str, str]]:
+    def _rest(self, method: str, path: str, query: dict[str, list[str]], body: Any,
+              headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:
         repo = rf"/repos/(?i:{re.escape(self.owner)})/(?i:{re.escape(self.name)})"
         routes: list[tuple[str, str, Callable[..., tuple[int, Any, dict[str, str]]]]] = [
             ("GET", repo, self._rest_repo),
@@ -815,13 +888,22 @@ class FakeGitHub:
             ("PUT", repo + r"/pulls/(?P<number>\d+)/merge", self._rest_merge),
             ("POST", repo + r"/pulls", self._rest_create_pull),
             ("POST", repo + r"/issues/(?P<number>\d+)/labels", self._rest_add_labels),
+            ("GET", repo + r"/issues", self._rest_issues),
+            ("POST", repo + r"/issues", self._rest_create_issue),
+            ("GET", repo + r"/issues/(?P<number>\d+)", self._rest_issue),
+            ("GET", repo + r"/issues/(?P<number>\d+)/comments", self._rest_comments),
+            ("POST", repo + r"/issues/(?P<number>\d+)/comments", self._rest_create_comment),
+            ("GET", repo + r"/labels", self._rest_labels),
+            ("POST", repo + r"/pulls/(?P<number>\d+)/reviews", self._rest_create_review),
+            ("GET", r"/user", self._rest_user),
             ("GET", repo + r"/commits/(?P<ref>.+)/status", self._rest_combined_status),
             ("GET", repo + r"/commits/(?P<ref>.+)/check-runs", self._rest_check_runs),
         ]
         for route_method, pattern, handler in routes:
             match = re.fullmatch(pattern, path)
             if match and route_method == method:
-                return handler(path=path, query={k: v[0] for k, v in query.items()}, body=body, **match.groupdict())
+                return handler(path=path, query={k: v[0] for k, v in query.items()}, body=body,
+                               accept=(headers or {}).get("accept", ""), **match.groupdict())
         return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
 
     def _page(self, items: list[Any], path: str, query: dict[str, str]) -> tuple[list[Any], dict[str, str]]:
@@ -914,8 +996,13 @@ class FakeGitHub:
         page, headers = self._page(pulls, path, query)
         return 200, [self._pull_json(p, detail=False) for p in page], headers
 
-    def _rest_pull(self, number: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
-        return 200, self._pull_json(self._get_pull(number), detail=True), {}
+    def _rest_pull(self, number: str, accept: str = "", **_: Any) -> tuple[int, Any, dict[str, str]]:
+        pull = self._get_pull(number)
+        if "application/vnd.github.diff" in accept or "application/vnd.github.v3.diff" in accept:
+            text = self.diff(pull.base, pull.head_sha) if self.diff is not None else ""
+            return 200, text, {"content-type": "text/plain; charset=utf-8",
+                               "x-github-media-type": "github.v3; format=diff"}
+        return 200, self._pull_json(pull, detail=True), {}
 
     def _rest_reviews(self, number: str, path: str, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
         pull = self._get_pull(number)
@@ -986,16 +1073,175 @@ class FakeGitHub:
         return 201, data, {"location": data["url"]}
 
     def _rest_add_labels(self, number: str, body: Any, **_: Any) -> tuple[int, Any, dict[str, str]]:
-        """POST /repos/{o}/{r}/issues/{n}/labels: {"labels": [...]} or a bare list; answers the issue's labels."""
-        pull = self._get_pull(number)
+        """POST /repos/{o}/{r}/issues/{n}/labels: {"labels": [...]} or a bare list; answers the issue's labels.
+        A label the repository does not have is created, as GitHub does."""
         names = body.get("labels") if isinstance(body, dict) else body
         if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
             return 422, {"message": "Invalid request.\n\nNo labels were supplied.", "documentation_url": DOCS}, {}
+        issue = self._issues.get(int(number))
+        labels: list[str] = issue["labels"] if issue is not None else self._get_pull(number).labels
         for name in names:
-            if name.casefold() not in {label.casefold() for label in pull.labels}:
-                pull.labels.append(name)
-        pull.updated_at = self._tick()
-        return 200, self._pull_json(pull, detail=False)["labels"], {}
+            self.define_label(name)
+            if name.casefold() not in {label.casefold() for label in labels}:
+                labels.append(self.labels[name.casefold()])
+        if issue is not None:
+            issue["updated_at"] = self._tick()
+        else:
+            self._get_pull(number).updated_at = self._tick()
+        return 200, [self._label_json(label) for label in labels], {}
+
+    def _label_json(self, name: str) -> dict[str, Any]:
+        return {"id": int(_sha(name)[:6], 16), "node_id": f"LA_fake{name}", "name": name, "color": "ededed",
+                "default": False, "description": None,
+                "url": f"{self.api_url}/repos/{self.repository}/labels/{name}"}
+
+    def _rest_labels(self, path: str, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
+        page, headers = self._page(sorted(self.labels.values(), key=str.casefold), path, query)
+        return 200, [self._label_json(name) for name in page], headers
+
+    def _issue_json(self, issue: dict[str, Any]) -> dict[str, Any]:
+        number = issue["number"]
+        return {
+            "url": f"{self.api_url}/repos/{self.repository}/issues/{number}", "id": 200000 + number,
+            "node_id": issue["id"], "number": number, "title": issue["title"], "body": issue["body"],
+            "state": issue["state"].lower(), "state_reason": issue.get("state_reason"), "locked": False,
+            "user": self._user_json(issue["author"]), "labels": [self._label_json(n) for n in issue["labels"]],
+            "assignees": [], "comments": len(self._comments.get(number, [])), "created_at": issue["created_at"],
+            "updated_at": issue["updated_at"], "closed_at": issue["closed_at"], "author_association": "MEMBER",
+            "html_url": f"{self.root_url}/{self.repository}/issues/{number}",
+        }
+
+    def _pull_as_issue_json(self, pull: FakePull) -> dict[str, Any]:
+        """A pull request as the issues API shows it: an issue with a `pull_request` key."""
+        data = self._pull_json(pull, detail=False)
+        return {
+            "url": f"{self.api_url}/repos/{self.repository}/issues/{pull.number}", "id": data["id"],
+            "node_id": data["node_id"], "number": pull.number, "title": pull.title, "body": pull.body,
+            "state": pull.state, "state_reason": None, "locked": False, "user": data["user"],
+            "labels": data["labels"], "assignees": [], "comments": len(self._comments.get(pull.number, [])),
+            "created_at": pull.created_at, "updated_at": pull.updated_at, "closed_at": pull.closed_at,
+            "author_association": "MEMBER", "draft": pull.draft,
+            "html_url": f"{self.root_url}/{self.repository}/pull/{pull.number}",
+            "pull_request": {"url": data["url"], "html_url": data["html_url"], "merged_at": pull.merged_at,
+                             "diff_url": data["html_url"] + ".diff", "patch_url": data["html_url"] + ".patch"},
+        }
+
+    def _rest_issues(self, path: str, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
+        """GET /repos/{o}/{r}/issues: issues and pull requests (those carry `pull_request`); `labels` means all."""
+        state = query.get("state", "open")
+        if state not in ("open", "closed", "all"):
+            raise _Problem("UNPROCESSABLE", "Validation Failed", 422)
+        wanted = {n.strip().casefold() for n in query.get("labels", "").split(",") if n.strip()}
+        rows: list[tuple[str, int, dict[str, Any]]] = []
+        for issue in self._issues.values():
+            rows.append((issue["created_at"], issue["number"], self._issue_json(issue)))
+        for pull in self._pulls.values():
+            rows.append((pull.created_at, pull.number, self._pull_as_issue_json(pull)))
+        rows = [row for row in rows if (state == "all" or row[2]["state"] == state)
+                and wanted <= {label["name"].casefold() for label in row[2]["labels"]}]
+        descending = query.get("direction", "desc") == "desc"
+        rows.sort(key=lambda row: (row[0], row[1]), reverse=descending)
+        page, headers = self._page([row[2] for row in rows], path, query)
+        return 200, page, headers
+
+    def _rest_issue(self, number: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        issue = self._issues.get(int(number))
+        if issue is not None:
+            return 200, self._issue_json(issue), {}
+        return 200, self._pull_as_issue_json(self._get_pull(number)), {}
+
+    def _rest_create_issue(self, body: Any, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        """POST /repos/{o}/{r}/issues: title (required, at most 256 characters), body, labels (created if new)."""
+        if not isinstance(body, dict):
+            return 422, {"message": "Invalid request.\n\nBody is not a JSON object.", "documentation_url": DOCS}, {}
+        title = body.get("title")
+        if not isinstance(title, str) or not title.strip():
+            return 422, {"message": "Validation Failed", "errors": [
+                {"resource": "Issue", "field": "title", "code": "missing_field"}], "documentation_url": DOCS}, {}
+        text = body.get("body") if isinstance(body.get("body"), str) else ""
+        for field_name, value, limit in (("title", title, 256), ("body", text, 65536)):
+            if len(value) > limit:
+                return 422, {"message": "Validation Failed", "errors": [
+                    {"resource": "Issue", "field": field_name, "code": "custom",
+                     "message": f"{field_name} is too long (maximum is {limit} characters)"}],
+                    "documentation_url": DOCS}, {}
+        labels = body.get("labels") or []
+        if not isinstance(labels, list) or not all(isinstance(n, str) for n in labels):
+            return 422, {"message": "Invalid request.\n\nFor 'properties/labels', the value is not an array of "
+                                    "strings.", "documentation_url": DOCS}, {}
+        for name in labels:
+            self.define_label(name)
+        number = self.add_issue(title, labels=[self.labels[n.casefold()] for n in labels], body=text,
+                                author=self._actor)
+        data = self._issue_json(self._issues[number])
+        return 201, data, {"location": data["url"]}
+
+    def _comment_json(self, number: int, comment: dict[str, Any]) -> dict[str, Any]:
+        return {"id": comment["id"], "node_id": f"IC_fake{comment['id']}", "body": comment["body"],
+                "user": self._user_json(comment["user"]), "created_at": comment["created_at"],
+                "updated_at": comment["updated_at"], "author_association": "MEMBER",
+                "url": f"{self.api_url}/repos/{self.repository}/issues/comments/{comment['id']}",
+                "html_url": f"{self.root_url}/{self.repository}/issues/{number}#issuecomment-{comment['id']}",
+                "issue_url": f"{self.api_url}/repos/{self.repository}/issues/{number}"}
+
+    def _issue_or_pull_exists(self, number: str) -> int:
+        if int(number) not in self._issues:
+            self._get_pull(number)
+        return int(number)
+
+    def _rest_comments(self, number: str, path: str, query: dict[str, str], **_: Any) -> tuple[
+            int, Any, dict[str, str]]:
+        found = self._issue_or_pull_exists(number)
+        page, headers = self._page(self._comments.get(found, []), path, query)
+        return 200, [self._comment_json(found, c) for c in page], headers
+
+    def _rest_create_comment(self, number: str, body: Any, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        found = self._issue_or_pull_exists(number)
+        text = body.get("body") if isinstance(body, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            return 422, {"message": "Validation Failed", "errors": [
+                {"resource": "IssueComment", "field": "body", "code": "missing_field"}], "documentation_url": DOCS}, {}
+        comment = self.add_comment(found, text, author=self._actor)
+        data = self._comment_json(found, comment)
+        return 201, data, {"location": data["url"]}
+
+    def _rest_user(self, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        return 200, self._user_json(self._actor, "Bot" if self._actor.endswith("[bot]") else "User"), {}
+
+    def _rest_create_review(self, number: str, body: Any, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        """POST /repos/{o}/{r}/pulls/{n}/reviews: event APPROVE | REQUEST_CHANGES | COMMENT (none: PENDING),
+        body (required but for APPROVE), commit_id (default: the head). The author may not approve or request
+        changes on their own pull request (422), as on GitHub."""
+        pull = self._get_pull(number)
+        body = body if isinstance(body, dict) else {}
+        event = body.get("event")
+        states = {"APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED", "COMMENT": "COMMENTED",
+                  None: "PENDING"}
+        if event not in states:
+            return 422, {"message": "Unprocessable Entity", "errors": [f"Event {event!r} is not valid"],
+                         "documentation_url": DOCS}, {}
+        if pull.state != "open":
+            return 422, {"message": "Unprocessable Entity", "errors": ["Pull request is closed"],
+                         "documentation_url": DOCS}, {}
+        if self._actor == pull.author and event in ("APPROVE", "REQUEST_CHANGES"):
+            what = "approve" if event == "APPROVE" else "request changes on"
+            return 422, {"message": "Unprocessable Entity", "errors": [f"Can not {what} your own pull request"],
+                         "documentation_url": DOCS}, {}
+        text = body.get("body") if isinstance(body.get("body"), str) else ""
+        if event in ("REQUEST_CHANGES", "COMMENT") and not text.strip():
+            return 422, {"message": "Unprocessable Entity", "errors": [
+                f"Review body is required when the event is {event}"], "documentation_url": DOCS}, {}
+        commit_id = body.get("commit_id") or pull.head_sha
+        if commit_id not in self._known_shas:
+            return 422, {"message": "Unprocessable Entity", "errors": [f"No commit found for SHA: {commit_id}"],
+                         "documentation_url": DOCS}, {}
+        review = FakeReview(next(self._ids), self._actor, states[event], commit_id, self._tick(), text)
+        pull.reviews.append(review)
+        return 200, {"id": review.id, "node_id": review.node_id, "user": self._user_json(review.reviewer),
+                     "body": text, "state": review.state, "commit_id": commit_id, "submitted_at": review.submitted_at,
+                     "html_url": f"{self.root_url}/{self.repository}/pull/{pull.number}#pullrequestreview-{review.id}",
+                     "pull_request_url": f"{self.api_url}/repos/{self.repository}/pulls/{pull.number}",
+                     "author_association": "MEMBER"}, {}
 
     def _resolve_ref(self, ref: str) -> str:
         if ref in self._known_shas:
@@ -1077,6 +1323,15 @@ class FakeGitHub:
         if result.errors:
             answer["errors"] = [_format_error(error) for error in result.errors]
         return answer
+
+
+# The keywords that make a pull request close an issue when it merges into the default branch.
+CLOSING_REFERENCE = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#(\d+)\b", re.IGNORECASE)
+
+
+def closing_references(text: str) -> list[int]:
+    """The issue numbers `text` says it closes ("Closes #12", "fixes #3", "Resolved: #7"), as GitHub reads them."""
+    return list(dict.fromkeys(int(n) for n in CLOSING_REFERENCE.findall(text or "")))
 
 
 # --------------------------------------------------------------------------------------------- GraphQL resolvers
