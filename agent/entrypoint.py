@@ -746,7 +746,7 @@ class GitHub:
         return status, payload
 
     def get(self, path: str, what: str) -> Any:
-        url = f"{self.repo_url}{path}" if path.startswith("/") else path
+        url = f"{self.repo_url}{path}" if path.startswith("/") or not path else path
         try:
             status, payload = self.call("GET", url)
         except (OSError, ValueError) as exc:
@@ -1433,9 +1433,9 @@ def run(argv: Sequence[str], env: Mapping[str, str], output: Output) -> str:
     outbox = Path(env["AGENT_OUTBOX"]) if env.get("AGENT_OUTBOX", "").strip() else \
         Path(tempfile.mkdtemp(prefix="outbox-", dir=work))
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    # A suffix of its own: two agents of a slot started within one second never share a branch or a claim.
     agent_id = f"{settings.role}-{settings.slot}-{stamp}-{random_tokens.token_hex(3)}"
-    current = Run(settings, output, GitHub(settings, output), work, outbox,
-                  f"agent/{settings.role}-{settings.slot}-{stamp}", stamp, agent_id)
+    current = Run(settings, output, GitHub(settings, output), work, outbox, f"agent/{agent_id}", stamp, agent_id)
     try:
         outcome = MODE_STEPS[settings.mode](current)
     except Stop as stop:

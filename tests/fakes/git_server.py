@@ -90,6 +90,7 @@ class FakeGitServer:
         default_branch: str = "main",
         files: Mapping[str, str] | None = None,
         workflows_write: bool = True,
+        extra_tokens: tuple[str, ...] = (),
     ) -> None:
         self.owner, self.name, self.token, self.default_branch = owner, name, token, default_branch
         self.requests: list[GitRequest] = []
@@ -99,6 +100,7 @@ class FakeGitServer:
         self.path = self._root / owner / f"{name}.git"
         # False: the token lacks GitHub's `workflows` permission, so a push changing .github/workflows is refused.
         self.workflows_write = workflows_write
+        self.extra_tokens = extra_tokens  # other identities' tokens (a reviewer's), accepted as well
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._init(dict(files or {"README.md": f"# {name}\n"}))
@@ -230,7 +232,9 @@ class FakeGitServer:
             credential = decoded.partition(":")[2]
         elif scheme.lower() not in ("bearer", "token"):
             return False
-        return bool(credential) and hmac.compare_digest(credential.encode(), self.token.encode())
+        tokens = (self.token, *self.extra_tokens)
+        matches = [hmac.compare_digest(credential.encode(), token.encode()) for token in tokens]
+        return bool(credential) and any(matches)
 
     def _record(self, request: GitRequest) -> None:
         with self._lock:
