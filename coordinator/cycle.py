@@ -333,6 +333,10 @@ def _reconcile(
         secrets=settings.agent_secrets,
         network=settings.spawn.network,
         placement=settings.runtime.placement,
+        health_url=settings.health.url if settings.health is not None else None,
+        health_expect=",".join(f"{low}-{high}" if low != high else str(low) for low, high in settings.health.expect)
+        if settings.health is not None else None,
+        backlog_labels=settings.github.backlog_labels if settings.github is not None else (),
     )
     execution = execute_plan(plan, adapters.runtime(), context, concurrency=settings.spawn.concurrency,
                              on_result=record)

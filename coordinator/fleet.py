@@ -66,7 +66,7 @@ MAX_AGENTS_CEILING = 5000
 
 # Environment names an agent gets from the coordinator; a role's own `env` may not override them.
 RESERVED_AGENT_ENV = frozenset(
-    {"AGENT_ROLE", "AGENT_BRIEF", "AGENT_MODE", "AGENT_SLOT", "GITHUB_REPOSITORY", "GITHUB_API_URL",
+    {"AGENT_ROLE", "AGENT_BRIEF", "AGENT_MODE", "AGENT_SLOT", "AGENT_COUNT", "GITHUB_REPOSITORY", "GITHUB_API_URL",
      "GITHUB_SERVER_URL"}
 )
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

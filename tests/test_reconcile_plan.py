@@ -20,6 +20,7 @@ from coordinator.steps.reconcile import (
     Spawn,
     SpawnOutcome,
     SpawnResult,
+    agent_env,
     execute_plan,
     plan_reconcile,
     slow_start_groups,
@@ -373,3 +374,21 @@ def test_slow_start_groups_by_image_and_puts_slots_that_never_started_last() -> 
     ]
     groups = slow_start_groups(spawns)
     assert [[s.name for s in group] for group in groups] == [["f-ui-1", "f-api-2", "f-api-1"], ["f-own-1"]]
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        (Mode.TASK_DRIVEN, {"AGENT_COUNT": "3", "BACKLOG_LABELS": "feature,bug"}),
+        (Mode.SENTINEL, {"AGENT_COUNT": "3", "HEALTH_URL": "https://example.com/healthz", "HEALTH_EXPECT": "200-399"}),
+        (Mode.REVIEWER, {"AGENT_COUNT": "3"}),
+    ],
+)
+def test_an_agent_is_told_its_roles_count_and_what_its_mode_needs(mode: Mode, expected: dict[str, str]) -> None:
+    role = Role("worker", "Worker", 3, Department.ENGINEERING, mode, "The brief.")
+    context = AgentContext("f", repository="acme/webapp", health_url="https://example.com/healthz",
+                           health_expect="200-399", backlog_labels=("feature", "bug"))
+    env = agent_env(Spawn(RoleSpec(role, "agent:1"), 2, "f-worker-2"), context)
+    optional = {"AGENT_COUNT", "BACKLOG_LABELS", "HEALTH_URL", "HEALTH_EXPECT"}
+    assert {k: v for k, v in env.items() if k in optional} == expected
+    assert env["AGENT_SLOT"] == "2"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from coordinator.fleet import Resources, RoleSpec
+from coordinator.fleet import Mode, Resources, RoleSpec
 from coordinator.report import SpawnBudget
 from coordinator.runtime import (
     MAX_STREAK,
@@ -227,6 +227,9 @@ class AgentContext:
     secrets: Mapping[str, Secret] = field(default_factory=dict)
     network: str | None = None
     placement: tuple[str, ...] = ()
+    health_url: str | None = None  # production, for Sentinel roles (HEALTH_URL)
+    health_expect: str | None = None  # its codes that count as up (HEALTH_EXPECT)
+    backlog_labels: tuple[str, ...] = ()  # BACKLOG_LABELS, for Task-driven roles
 
 
 def agent_env(spawn: Spawn, context: AgentContext) -> dict[str, str]:
@@ -237,12 +240,18 @@ def agent_env(spawn: Spawn, context: AgentContext) -> dict[str, str]:
         "AGENT_BRIEF": role.brief,
         "AGENT_MODE": role.mode.value,
         "AGENT_SLOT": str(spawn.slot),
+        # Beside the slot, so that agents of a role started together choose their work apart (docs/agents.md).
+        "AGENT_COUNT": str(role.count),
     }
     optional = {
         "GITHUB_REPOSITORY": context.repository,
         "GITHUB_API_URL": context.github_api_url,
         "GITHUB_SERVER_URL": context.github_server_url,
     }
+    if role.mode is Mode.SENTINEL:
+        optional |= {"HEALTH_URL": context.health_url, "HEALTH_EXPECT": context.health_expect}
+    if role.mode is Mode.TASK_DRIVEN and context.backlog_labels:
+        optional["BACKLOG_LABELS"] = ",".join(context.backlog_labels)
     env.update({name: value for name, value in optional.items() if value})
     return env
 
