@@ -472,12 +472,17 @@ class Settings:
         self.command = list(argv)
         self.secrets_dir = Path(env.get("AGENT_SECRETS_DIR") or SECRETS_DIR)
         self.mode = env.get("AGENT_MODE", "").strip() or SELF_DIRECTED
+        # The secret holding the GitHub token: GITHUB_TOKEN, or another a role names (a reviewer's own identity
+        # delivered as a per-role agent secret, e.g. REVIEWER_GITHUB_TOKEN).
+        self.token_secret = env.get("AGENT_GITHUB_TOKEN_SECRET", "").strip() or TOKEN_SECRET
+        if not ENV_NAME_PATTERN.fullmatch(self.token_secret):
+            raise misconfigured(f"AGENT_GITHUB_TOKEN_SECRET={self.token_secret!r} is not a secret's name")
         missing_vars = [name for name in ("AGENT_ROLE", "AGENT_SLOT", "AGENT_BRIEF", "GITHUB_REPOSITORY")
                         if not env.get(name, "").strip()]
         if self.mode == SENTINEL and not env.get("HEALTH_URL", "").strip():
             missing_vars.append("HEALTH_URL")
         uses_default_cli = not self.command and self.mode != SENTINEL
-        needed = [TOKEN_SECRET] + ([MODEL_SECRET] if uses_default_cli else [])
+        needed = [self.token_secret] + ([MODEL_SECRET] if uses_default_cli else [])
         found = {name: self._secret_problem(name) for name in needed}
         missing_secrets = [name for name, problem in found.items() if problem == "missing"]
         problems = [f"secret {name} {problem}" for name, problem in found.items() if problem not in (None, "missing")]
@@ -538,7 +543,7 @@ class Settings:
         except ValueError:
             raise misconfigured(f"HEALTH_EXPECT={env.get('HEALTH_EXPECT')!r} is not status codes and ranges like "
                                 f"{DEFAULT_HEALTH_EXPECT} or 200,204") from None
-        self.token = self.secret(TOKEN_SECRET)
+        self.token = self.secret(self.token_secret)
 
     def _secret_problem(self, name: str) -> str | None:
         """None when the secret's file holds a value; "missing" when it is absent or empty; else what is wrong."""
@@ -570,7 +575,7 @@ class Settings:
                 continue
             if len(value) >= 4:  # a shorter "secret" would scrub ordinary text
                 values.append(value)
-                if path.name == TOKEN_SECRET:  # and as git's Authorization header carries it
+                if path.name in (TOKEN_SECRET, self.token_secret):  # and as git's Authorization header has it
                     values.append(base64.b64encode(f"x-access-token:{value}".encode()).decode())
         return sorted(set(values), key=len, reverse=True)
 
@@ -580,7 +585,8 @@ class Settings:
         if not self.secrets_dir.is_dir():
             return found
         for path in sorted(self.secrets_dir.iterdir()):
-            if path.name == TOKEN_SECRET or not ENV_NAME_PATTERN.fullmatch(path.name) or not path.is_file():
+            tokens = (TOKEN_SECRET, self.token_secret)
+            if path.name in tokens or not ENV_NAME_PATTERN.fullmatch(path.name) or not path.is_file():
                 continue
             try:
                 value = self.secret(path.name)
@@ -670,8 +676,9 @@ class Git:
                 raise misconfigured(f"{doing} was refused for changing .github/workflows: the token lacks "
                                     "workflows write")
             if authenticated and any(sign in proc.stderr for sign in REFUSED_SIGNS):
-                raise misconfigured(f"{doing} failed: {self.settings.server_url} refused the {TOKEN_SECRET} "
-                                    f"secret (check the token and its access to {self.settings.repository})")
+                raise misconfigured(f"{doing} failed: {self.settings.server_url} refused the "
+                                    f"{self.settings.token_secret} secret (check the token and its access to "
+                                    f"{self.settings.repository})")
             raise failed(f"{doing} failed (git exit {proc.returncode}): {detail}")
         return proc.stdout.strip() if proc.returncode == 0 else ""
 

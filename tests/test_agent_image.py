@@ -36,14 +36,16 @@ import docker
 import docker.errors
 import pytest
 
-from coordinator.fleet import MAX_AGENT_SECRET_BYTES
+from coordinator.fleet import MAX_AGENT_SECRET_BYTES, Department, Mode, Role, RoleSpec
 from coordinator.redact import MIN_SECRET_CHARS
 from tests.fakes.git_server import FakeGitServer
 from tests.fakes.github import FakeGitHub
+from tests.fakes.production import production
 from tests.fleet_harness import ROOT, cycle_env, fleet_containers, role_spec, run_cycle, write_roster
 
-AGENT_IMAGE = "agent-fleet/agent:test"
-STAND_IN_IMAGE = "agent-fleet/agent-stand-in:test"
+# Tags of this session's own: a run of these tests beside another (another checkout's) never uses its image.
+AGENT_IMAGE = f"agent-fleet/agent:test-{os.getpid()}"
+STAND_IN_IMAGE = f"agent-fleet/agent-stand-in:test-{os.getpid()}"
 ENTRYPOINT = ROOT / "agent" / "entrypoint.py"
 AGENT_TOKEN = "agent-token-0aB1cD2eF3gH4iJ5kL6mN7"  # the agent's own token; the git server knows only this one
 COORDINATOR_TOKEN = "coordinator-token-9zY8xW7vU6tS5rQ4"  # the coordinator's: never handed to an agent
@@ -384,25 +386,29 @@ def _build_log(exc: docker.errors.BuildError) -> str:
 
 
 @pytest.fixture(scope="module")
-def agent_image(docker_client: docker.DockerClient, base_image: str) -> str:
+def agent_image(docker_client: docker.DockerClient, base_image: str) -> Iterator[str]:
     """agent/Dockerfile, built in full (Claude Code included) on the base image, as the program builds it."""
     try:
         docker_client.images.build(path=str(ROOT / "agent"), buildargs={"BASE_IMAGE": base_image}, tag=AGENT_IMAGE,
                                    rm=True, forcerm=True)
     except docker.errors.BuildError as exc:
         pytest.fail(f"agent/Dockerfile does not build: {exc}\n{_build_log(exc)}", pytrace=False)
-    return AGENT_IMAGE
+    yield AGENT_IMAGE
+    with contextlib.suppress(docker.errors.DockerException):  # the tag only: the layers stay cached
+        docker_client.images.remove(AGENT_IMAGE, noprune=True)
 
 
 @pytest.fixture(scope="module")
-def stand_in_image(docker_client: docker.DockerClient, agent_image: str) -> str:
+def stand_in_image(docker_client: docker.DockerClient, agent_image: str) -> Iterator[str]:
     """The agent image with a scripted `claude` ahead of the real one on PATH: the default CMD, model-free."""
     dockerfile = (f"FROM {agent_image}\nCOPY claude /opt/stand-in/claude\n"
                   "ENV PATH=/opt/stand-in:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n")
     context = _tar({"Dockerfile": (dockerfile.encode(), 0o644), "claude": (CLAUDE_STUB.encode(), 0o755)})
     docker_client.images.build(fileobj=io.BytesIO(context), custom_context=True, tag=STAND_IN_IMAGE, rm=True,
                                forcerm=True)
-    return STAND_IN_IMAGE
+    yield STAND_IN_IMAGE
+    with contextlib.suppress(docker.errors.DockerException):
+        docker_client.images.remove(STAND_IN_IMAGE, noprune=True)
 
 
 @dataclass
@@ -575,7 +581,8 @@ def test_a_real_cycle_spawns_the_agent_which_opens_a_pull_request_that_the_next_
     fleet_id: str, tmp_path: Path,
 ) -> None:
     git, github = servers
-    roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 1, agent_image, command=EDITS)])
+    roster = write_roster(tmp_path / "roster.json",
+                          [role_spec("builder", 1, agent_image, command=EDITS, mode=Mode.SELF_DIRECTED)])
     secrets_file = tmp_path / "agent-secrets.json"
     secrets_file.write_text(json.dumps({"GITHUB_TOKEN": AGENT_TOKEN}), encoding="utf-8")
     env = cycle_env(
@@ -606,3 +613,100 @@ def test_a_real_cycle_spawns_the_agent_which_opens_a_pull_request_that_the_next_
     assert second.returncode == 0, second.stdout + second.stderr
     assert pull.number in second.report["merge"]["merged"], second.report["merge"]
     assert github.pull(pull.number).merged
+
+
+REVIEWER_TOKEN = "reviewer-token-1qW2eR3tY4uI5oP6aS7"  # a second identity: the reviewer's own
+REVIEWER_LOGIN = "fleet-reviewer[bot]"
+# The scripted model of each role, as its `command` (docs/agents.md: the outbox).
+THINKER_SAYS = ("sh", "-c", 'grep -q "Hello" README.md || printf "Greet the reader\\nThe README should say Hello.\\n'
+                'Labels: role:builder\\n" > "$AGENT_OUTBOX/issues/greeting.md"')
+BUILDER_DOES = ("sh", "-c", 'printf "Hello (#%s)\\n" "$AGENT_ISSUE_NUMBER" >> README.md')
+REVIEWER_SAYS = ("sh", "-c", 'printf "APPROVE\\nCorrect: the README says Hello.\\n" > "$AGENT_OUTBOX/review.md"')
+
+
+def _loop_role(key: str, mode: Mode, image: str, command: Sequence[str] | None, secret: str,
+               **env: str) -> RoleSpec:
+    role = Role(key, key.title(), 1, Department.ENGINEERING, mode, f"The {key} agent.", secrets=(secret,))
+    return RoleSpec(role, image=image, command=tuple(command) if command else None, env=env)
+
+
+@pytest.mark.docker
+def test_the_whole_loop_by_real_cycles_issue_to_merge_and_one_revert_when_production_falls(
+    docker_client: docker.DockerClient, agent_image: str, fleet_id: str, tmp_path: Path,
+    record_property: Any,
+) -> None:
+    """Thinker -> issue for role:builder -> builder's pull request closing it -> the reviewer (another identity)
+    approves at its head -> the next cycle merges it -> the issue is closed; then production answers 503 and the
+    Sentinel opens one revert pull request however many cycles run. Agents get their tokens as per-role agent
+    secrets (the reviewer's named by AGENT_GITHUB_TOKEN_SECRET)."""
+    with FakeGitServer(token=AGENT_TOKEN, extra_tokens=(REVIEWER_TOKEN,)) as git, FakeGitHub(
+        token=COORDINATOR_TOKEN, required_checks=("ci",), resolve_branch=git.head, merge_branch=git.squash,
+        diff=git.diff, extra_tokens={AGENT_TOKEN: AGENT_LOGIN, REVIEWER_TOKEN: REVIEWER_LOGIN},
+        writers=(AGENT_LOGIN, REVIEWER_LOGIN), labels=("role:builder", "role:thinker", "role:reviewer",
+                                                       "role:sentinel", "revert"),
+    ) as github, production(200) as prod:
+        roster = write_roster(tmp_path / "roster.json", [
+            _loop_role("thinker", Mode.THINKER, agent_image, THINKER_SAYS, "GITHUB_TOKEN"),
+            _loop_role("builder", Mode.TASK_DRIVEN, agent_image, BUILDER_DOES, "GITHUB_TOKEN"),
+            _loop_role("reviewer", Mode.REVIEWER, agent_image, REVIEWER_SAYS, "REVIEWER_TOKEN",
+                       AGENT_GITHUB_TOKEN_SECRET="REVIEWER_TOKEN"),
+            _loop_role("sentinel", Mode.SENTINEL, agent_image, None, "GITHUB_TOKEN", AGENT_HEALTH_RECHECK_S="1"),
+        ])
+        secrets_file = tmp_path / "agent-secrets.json"
+        secrets_file.write_text(json.dumps({"GITHUB_TOKEN": AGENT_TOKEN, "REVIEWER_TOKEN": REVIEWER_TOKEN}))
+        env = cycle_env(
+            fleet_id, roster, GITHUB_REPOSITORY=github.repository, GITHUB_TOKEN=COORDINATOR_TOKEN,
+            GITHUB_API_URL=github.api_url, GITHUB_SERVER_URL=git.url, AGENT_SECRETS_FILE=str(secrets_file),
+            AGENT_NETWORK="host", REQUIRED_CHECKS="ci", HEALTH_URL=prod.url,
+        )
+
+        def cycle() -> dict[str, Any]:
+            """One real cycle, then its agents run to their end; CI passes on every open pull request's head."""
+            done = run_cycle(env)
+            assert done.returncode == 0, done.stdout + done.stderr
+            _wait_for("the cycle's agents to finish", lambda: all(
+                c.status == "exited" for c in fleet_containers(docker_client, fleet_id)))
+            for container in fleet_containers(docker_client, fleet_id):
+                state = docker_client.api.inspect_container(container.id)["State"]
+                logs = docker_client.api.logs(container.id).decode("utf-8", errors="replace")
+                assert state["ExitCode"] == 0, logs
+                assert AGENT_TOKEN not in logs and REVIEWER_TOKEN not in logs
+            for pull in github.pulls:
+                if pull.state == "open" and not pull.title.startswith("Revert"):
+                    github.add_check_run(pull.number, "ci")
+            return done.report
+
+        opened_at = merged_at = None
+        for number in range(1, 9):
+            report = cycle()
+            if opened_at is None and github.issues:
+                opened_at = number
+            if github.pulls and github.pull(1).merged:
+                merged_at = number
+                assert 1 in report["merge"]["merged"], report["merge"]
+                break
+        assert opened_at is not None and merged_at is not None, (github.issues, github.pulls)
+        record_property("cycles_from_issue_to_merge", merged_at - opened_at)
+        print(f"\nissue opened in cycle {opened_at}, its pull request merged in cycle {merged_at}: "
+              f"{merged_at - opened_at} cycles")
+
+        [issue] = github.issues
+        pull = github.pull(1)
+        assert issue["labels"] == ["role:builder"] and issue["author"] == AGENT_LOGIN
+        assert issue["state"] == "CLOSED" and issue["closed_by"] == 1
+        assert f"Closes #{issue['number']}" in pull.body and pull.author == AGENT_LOGIN
+        [approval] = [r for r in pull.reviews if r.state == "APPROVED"]
+        assert approval.reviewer == REVIEWER_LOGIN and approval.commit_id == pull.head_sha
+        assert git.file_at("main", "README.md") == f"# webapp\nHello (#{issue['number']})"
+        assert any("agent-fleet:claim" in c["body"] for c in github.comments(issue["number"]))
+
+        # production falls after the merge: one revert pull request, however many cycles run
+        prod.answer(503)
+        for _ in range(3):
+            cycle()
+        reverts = [p for p in github.pulls if p.title.startswith("Revert")]
+        assert [p.title for p in reverts] == [f"Revert #1: {pull.title}"], [p.title for p in github.pulls]
+        [revert] = reverts
+        assert sorted(revert.labels) == ["revert", "role:sentinel"] and "HTTP 503" in revert.body
+        assert git.file_at(revert.head_sha, "README.md") == "# webapp"
+        assert len(github.issues) == 1  # the Thinker saw the greeting merged: nothing more to ask

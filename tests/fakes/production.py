@@ -49,6 +49,14 @@ class ProductionServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/health"
 
+    def answer(self, *behaviours: Behaviour) -> None:
+        """From now on, answer as told (the last one repeating): production changing under a running fleet."""
+        if not behaviours:
+            raise ValueError("give at least one behaviour")
+        with self._lock:
+            self._behaviours = list(behaviours)
+            self.requests.clear()
+
     def _next_behaviour(self, path: str) -> Behaviour:
         with self._lock:
             index = min(len(self.requests), len(self._behaviours) - 1)
