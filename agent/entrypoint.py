@@ -16,7 +16,8 @@ done on GitHub (`issues/*.md`, `review.md`), which the entrypoint validates befo
                    (or an `incident` issue when the revert conflicts), unless a revert is already open
 
 Exit codes: 0 done (or nothing to do); 1 a step failed; 78 (EX_CONFIG) the configuration is wrong: a secret
-or variable missing or malformed, the token refused by the git server or lacking workflows write, or the
+or variable missing or malformed (a secret it cannot take whole: under MIN_SECRET_CHARS, over MAX_SECRET_BYTES,
+not UTF-8 text), the token refused by the git server or lacking workflows write, or the
 CLI's program not in the image. Stdout is JSON lines, one per step, the last always `agent.exit`. Every line
 either stream gets, and everything sent to GitHub, is scrubbed of the secrets' values. The GitHub token
 reaches git alone (an HTTP header in git's environment) and the REST calls this script makes.
@@ -57,6 +58,11 @@ DEFAULT_SERVER_URL = "https://github.com"
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_AUTHOR = ("agent-fleet", "agent@users.noreply")
 HTTP_TIMEOUT_S = 30.0
+# An agent secret's bounds, the coordinator's too (coordinator.redact MIN_SECRET_CHARS, coordinator.fleet
+# MAX_AGENT_SECRET_BYTES; this image does not import the coordinator, a test holds them equal). A shorter value
+# is no secret, and scrubbing it would blank ordinary text (and show the value by the gaps); a larger one is no
+# key or token, and every secret but the token must fit one environment variable of the CLI (Linux allows 128 KiB).
+MIN_SECRET_CHARS = 8
 MAX_SECRET_BYTES = 64 * 1024
 MAX_SUMMARY_CHARS = 8000  # of the CLI's output, quoted in the pull request's body
 MAX_TITLE_CHARS = 200
@@ -435,8 +441,20 @@ class Output:
             text = text.replace(secret, "***")
         return text
 
+    def scrub_values(self, value: Any) -> Any:
+        """`value` with every string in it scrubbed; keys, numbers and the JSON around them left as they are."""
+        if isinstance(value, str):
+            return self.scrub(value)
+        if isinstance(value, dict):
+            return {key: self.scrub_values(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.scrub_values(item) for item in value]
+        return value
+
     def event(self, name: str, **fields: Any) -> None:
-        line = self.scrub(json.dumps({"event": f"agent.{name}", **fields}, ensure_ascii=False))
+        # The fields are scrubbed before they are serialised, the event's name (this script's own) not at all: a
+        # line scrubbed after could lose its quotes, keys or numbers to a secret, and stop being JSON.
+        line = json.dumps({"event": f"agent.{name}", **self.scrub_values(fields)}, ensure_ascii=False)
         with self._lock:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
@@ -465,12 +483,14 @@ def _number(env: Mapping[str, str], name: str, minimum: float, integer: bool = T
 
 
 class Settings:
-    """What the coordinator hands over: the environment and the secret files."""
+    """What the coordinator hands over: the environment and the secret files (`SecretFiles`)."""
 
-    def __init__(self, env: Mapping[str, str], argv: Sequence[str], started: float | None = None) -> None:
+    def __init__(self, env: Mapping[str, str], argv: Sequence[str], secrets: SecretFiles,
+                 started: float | None = None) -> None:
         self.env = env
         self.command = list(argv)
-        self.secrets_dir = Path(env.get("AGENT_SECRETS_DIR") or SECRETS_DIR)
+        self.secrets_dir = secrets.directory
+        self.secrets = secrets.values
         self.mode = env.get("AGENT_MODE", "").strip() or SELF_DIRECTED
         # The secret holding the GitHub token: GITHUB_TOKEN, or another a role names (a reviewer's own identity
         # delivered as a per-role agent secret, e.g. REVIEWER_GITHUB_TOKEN).
@@ -483,9 +503,8 @@ class Settings:
             missing_vars.append("HEALTH_URL")
         uses_default_cli = not self.command and self.mode != SENTINEL
         needed = [self.token_secret] + ([MODEL_SECRET] if uses_default_cli else [])
-        found = {name: self._secret_problem(name) for name in needed}
-        missing_secrets = [name for name, problem in found.items() if problem == "missing"]
-        problems = [f"secret {name} {problem}" for name, problem in found.items() if problem not in (None, "missing")]
+        missing_secrets = [name for name in needed if name not in secrets.values and name not in secrets.problems]
+        problems = [f"secret {name} {problem}" for name, problem in secrets.problems.items()]
         if missing_secrets:
             noun = "secret" if len(missing_secrets) == 1 else "secrets"
             problems.insert(0, f"missing {noun} {', '.join(missing_secrets)} (a non-empty file "
@@ -543,58 +562,11 @@ class Settings:
         except ValueError:
             raise misconfigured(f"HEALTH_EXPECT={env.get('HEALTH_EXPECT')!r} is not status codes and ranges like "
                                 f"{DEFAULT_HEALTH_EXPECT} or 200,204") from None
-        self.token = self.secret(self.token_secret)
-
-    def _secret_problem(self, name: str) -> str | None:
-        """None when the secret's file holds a value; "missing" when it is absent or empty; else what is wrong."""
-        try:
-            return None if self.secret(name) else "missing"
-        except FileNotFoundError:
-            return "missing"
-        except OSError as exc:
-            return f"unreadable by uid {os.getuid()} ({exc.strerror or type(exc).__name__})"
-
-    def secret(self, name: str) -> str:
-        """A secret's value: its file's text, stripped. Raises OSError when unreadable, Stop when not text."""
-        with open(self.secrets_dir / name, "rb") as file:
-            data = file.read(MAX_SECRET_BYTES + 1)
-        if len(data) > MAX_SECRET_BYTES:
-            raise misconfigured(f"secret {name} is larger than {MAX_SECRET_BYTES} bytes")
-        try:
-            return data.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise misconfigured(f"secret {name} is not UTF-8 text") from None
-
-    def secret_values(self) -> list[str]:
-        """Every secret's value, longest first (so that one containing another is scrubbed whole)."""
-        values = []
-        for path in sorted(self.secrets_dir.glob("*")) if self.secrets_dir.is_dir() else ():
-            try:
-                value = self.secret(path.name)
-            except (OSError, Stop):
-                continue
-            if len(value) >= 4:  # a shorter "secret" would scrub ordinary text
-                values.append(value)
-                if path.name in (TOKEN_SECRET, self.token_secret):  # and as git's Authorization header has it
-                    values.append(base64.b64encode(f"x-access-token:{value}".encode()).decode())
-        return sorted(set(values), key=len, reverse=True)
+        self.token = self.secrets[self.token_secret]
 
     def cli_secrets(self) -> dict[str, str]:
         """The secrets the CLI gets as environment variables: all but the GitHub token (the model's key...)."""
-        found: dict[str, str] = {}
-        if not self.secrets_dir.is_dir():
-            return found
-        for path in sorted(self.secrets_dir.iterdir()):
-            tokens = (TOKEN_SECRET, self.token_secret)
-            if path.name in tokens or not ENV_NAME_PATTERN.fullmatch(path.name) or not path.is_file():
-                continue
-            try:
-                value = self.secret(path.name)
-            except (OSError, Stop):
-                continue
-            if value:
-                found[path.name] = value
-        return found
+        return {name: value for name, value in self.secrets.items() if name not in (TOKEN_SECRET, self.token_secret)}
 
     def left_s(self) -> float:
         return self.deadline - time.time()
@@ -610,6 +582,67 @@ class Settings:
     @property
     def role_label(self) -> str:
         return f"role:{self.role}"
+
+
+class SecretFiles:
+    """Every file of the secrets' directory: its value (the text, stripped), or what is wrong with it.
+
+    Each one is either taken whole (given to the CLI, but the token, and scrubbed) or a problem that stops the run
+    (exit 78, naming the secret, never its value): none is dropped. An empty file counts as no file.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.values: dict[str, str] = {}
+        self.problems: dict[str, str] = {}
+        if not directory.is_dir():
+            return
+        for path in sorted(directory.iterdir()):
+            try:
+                value = secret_text(path)
+            except OSError as exc:
+                self.problems[path.name] = f"is unreadable by uid {os.getuid()} ({exc.strerror or type(exc).__name__})"
+                continue
+            except ValueError as exc:
+                self.problems[path.name] = str(exc)
+                continue
+            if not value:
+                continue
+            if not ENV_NAME_PATTERN.fullmatch(path.name):
+                self.problems[path.name] = "is not named as an environment variable (A-Z, a-z, 0-9 and _)"
+            elif len(value) < MIN_SECRET_CHARS:
+                self.problems[path.name] = (f"is shorter than {MIN_SECRET_CHARS} characters, too short to be a "
+                                            "secret (scrubbing it would blank ordinary text)")
+            else:
+                self.values[path.name] = value
+
+    def scrubbed_forms(self, token_secret: str = TOKEN_SECRET) -> list[str]:
+        """What output is scrubbed of, longest first (so that one containing another is scrubbed whole): every
+        value as it is, as JSON writes it, and each line of it long enough to be a secret (the CLI's output is
+        relayed line by line); the token also as git's Authorization header carries it."""
+        forms: set[str] = set()
+        for name, value in self.values.items():
+            for text in (value, *value.splitlines()):
+                text = text.strip()
+                if len(text) >= MIN_SECRET_CHARS:
+                    forms |= {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+            if name in (TOKEN_SECRET, token_secret):
+                forms.add(base64.b64encode(f"x-access-token:{value}".encode()).decode())
+        return sorted(forms, key=len, reverse=True)
+
+
+def secret_text(path: Path) -> str:
+    """A secret file's text, stripped. OSError when unreadable, ValueError (the reason) when it cannot be taken."""
+    if not path.is_file():
+        raise ValueError("is not a file")
+    with open(path, "rb") as file:
+        data = file.read(MAX_SECRET_BYTES + 1)
+    if len(data) > MAX_SECRET_BYTES:
+        raise ValueError(f"is larger than {MAX_SECRET_BYTES} bytes, the limit of an agent secret")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text") from None
 
 
 def github_urls(env: Mapping[str, str]) -> tuple[str, str]:
@@ -1429,8 +1462,10 @@ MODE_STEPS: dict[str, Callable[[Run], str]] = {
 
 def run(argv: Sequence[str], env: Mapping[str, str], output: Output) -> str:
     """The whole run; returns the outcome of a successful one, raises Stop otherwise."""
-    settings = Settings(env, argv)
-    output.secrets = settings.secret_values()
+    secrets = SecretFiles(Path(env.get("AGENT_SECRETS_DIR") or SECRETS_DIR))
+    # Before anything is checked: an error message is scrubbed too.
+    output.secrets = secrets.scrubbed_forms(env.get("AGENT_GITHUB_TOKEN_SECRET", "").strip() or TOKEN_SECRET)
+    settings = Settings(env, argv, secrets)
     output.event("start", role=settings.role, slot=int(settings.slot), mode=settings.mode, count=settings.count,
                  repository=settings.repository, server=settings.server_url,
                  cli=None if settings.mode == SENTINEL else (settings.command[0] if settings.command else "claude"),
