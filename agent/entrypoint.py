@@ -384,18 +384,22 @@ REVERT_TITLE = re.compile(r"^Revert #(\d+)\b")
 
 
 def sentinel_action(probes: Sequence[Probe], open_reverts: Sequence[int], merged: Sequence[MergedPull],
-                    reverted: Iterable[int]) -> SentinelAction:
+                    reverted: Iterable[int], declined: Iterable[int] = ()) -> SentinelAction:
     """Down means every probe failed (two, a few seconds apart). Then, unless a revert pull request is open,
-    revert the newest pull request merged into the default branch that is not a revert and was never
-    reverted before."""
+    revert the newest pull request merged into the default branch that is not a revert and not reverted
+    already (production still down after a merged revert: the one before it). A revert someone closed unmerged
+    was declined by a person: nothing older is reverted in its place."""
     if not probes or any(probe.up for probe in probes):
         return SentinelAction("up")
     if open_reverts:
         return SentinelAction("revert_open", open_revert=min(open_reverts))
-    done = set(reverted)
+    done, refused = set(reverted), set(declined)
     for pull in sorted(merged, key=lambda p: (p.merged_at, p.number), reverse=True):
-        if REVERT_LABEL not in pull.labels and pull.number not in done:
-            return SentinelAction("revert", pull=pull)
+        if REVERT_LABEL in pull.labels or pull.number in done:
+            continue
+        if pull.number in refused:
+            return SentinelAction("nothing_to_revert")
+        return SentinelAction("revert", pull=pull)
     return SentinelAction("nothing_to_revert")
 
 
@@ -1405,15 +1409,17 @@ def sentinel(run: Run) -> str:
     merged = [MergedPull(int(p["number"]), str(p.get("title") or ""), str(p.get("merge_commit_sha") or ""),
                          str(p.get("merged_at")), tuple(str(la.get("name")) for la in p.get("labels") or []))
               for p in closed if p.get("merged_at") and p.get("merge_commit_sha")]
-    reverted = {int(m.group(1)) for p in [*closed, *[{"title": o.title} for o in open_pulls]]
+    reverted = {int(m.group(1)) for p in closed if p.get("merged_at")
                 if (m := REVERT_TITLE.match(str(p.get("title") or "")))}
-    action = sentinel_action(probes, open_reverts, merged, reverted)
+    declined = {int(m.group(1)) for p in closed if not p.get("merged_at")
+                if (m := REVERT_TITLE.match(str(p.get("title") or "")))}
+    action = sentinel_action(probes, open_reverts, merged, reverted, declined)
     if action.kind == "revert_open":
         run.output.event("revert_pending", pull=action.open_revert)
         return "revert_pending"
     if action.kind == "nothing_to_revert" or action.pull is None:
         run.output.event("nothing_to_revert", reason="production is down, but no merged pull request is left to "
-                                                     "revert")
+                                                     "revert (or a person closed its revert unmerged)")
         return "down"
     target = action.pull
     failures = "\n".join(f"- {p.describe()}" for p in probes)

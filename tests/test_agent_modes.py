@@ -194,19 +194,20 @@ MERGED = [agent.MergedPull(1, "Old", "a" * 40, "2026-01-01T10:00:00Z"),
 
 
 @pytest.mark.parametrize(
-    ("probes", "open_reverts", "reverted", "kind", "number"),
+    ("probes", "open_reverts", "reverted", "declined", "kind", "number"),
     [
-        ([_probe(True, 200)], [], set(), "up", None),
-        ([_probe(False), _probe(True, 200)], [], set(), "up", None),  # one failed check is not down
-        ([_probe(False), _probe(False, None)], [], set(), "revert", 2),  # the newest merge that is no revert
-        ([_probe(False), _probe(False)], [9], set(), "revert_open", None),
-        ([_probe(False), _probe(False)], [], {2}, "revert", 1),
-        ([_probe(False), _probe(False)], [], {1, 2}, "nothing_to_revert", None),
+        ([_probe(True, 200)], [], set(), set(), "up", None),
+        ([_probe(False), _probe(True, 200)], [], set(), set(), "up", None),  # one failed check is not down
+        ([_probe(False), _probe(False, None)], [], set(), set(), "revert", 2),  # the newest merge, not a revert
+        ([_probe(False), _probe(False)], [9], set(), set(), "revert_open", None),
+        ([_probe(False), _probe(False)], [], {2}, set(), "revert", 1),  # reverted and still down: the one before
+        ([_probe(False), _probe(False)], [], {1, 2}, set(), "nothing_to_revert", None),
+        ([_probe(False), _probe(False)], [], set(), {2}, "nothing_to_revert", None),  # a person declined it
     ],
 )
-def test_sentinel_action(probes: list[Any], open_reverts: list[int], reverted: set[int], kind: str,
-                         number: int | None) -> None:
-    action = agent.sentinel_action(probes, open_reverts, MERGED, reverted)
+def test_sentinel_action(probes: list[Any], open_reverts: list[int], reverted: set[int], declined: set[int],
+                         kind: str, number: int | None) -> None:
+    action = agent.sentinel_action(probes, open_reverts, MERGED, reverted, declined)
     assert action.kind == kind
     assert (action.pull.number if action.pull else None) == number
 

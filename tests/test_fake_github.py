@@ -445,3 +445,61 @@ def test_concurrent_requests_are_all_counted(gh: FakeGitHub) -> None:
         thread.join()
     assert gh.calls("GET", "/pulls/1") == 60 and gh.calls("POST", "/api/graphql") == 60
     assert rest(gh, "GET", "/rate_limit").json()["resources"]["core"]["remaining"] == 5000 - 60
+
+
+# ------------------------------------------------------------------------------------------------ issues and reviews
+
+
+def test_issues_through_pygithub_list_pull_requests_too_and_labels_mean_all_of_them() -> None:
+    with FakeGitHub(labels=("bug",), extra_tokens={"builder-token-123456": "builder[bot]"}) as gh:
+        gh.add_pull("A pull request", labels=("bug",))
+        repo = Github(auth=Auth.Token("builder-token-123456"), base_url=gh.api_url,
+                      seconds_between_requests=0).get_repo(gh.repository)
+        opened = repo.create_issue("Broken login", body="It fails.", labels=["bug", "new-label"])
+        assert (opened.user.login, opened.state, [la.name for la in opened.labels]) == (
+            "builder[bot]", "open", ["bug", "new-label"])
+        assert "new-label" in gh.labels.values()  # created on use, as GitHub does
+        listed = list(repo.get_issues(state="open", labels=[repo.get_label("bug")]))
+        assert sorted((i.number, i.pull_request is not None) for i in listed) == [(1, True), (opened.number, False)]
+        assert [i.number for i in repo.get_issues(state="open", labels=["bug", "new-label"])] == [opened.number]
+        comment = opened.create_comment("Taken.")
+        assert [(c.id, c.user.login, c.body) for c in opened.get_comments()] == [(comment.id, "builder[bot]", "Taken.")]
+        assert repo.get_issue(1).pull_request is not None
+
+
+def test_reviews_through_rest_as_github_answers_them() -> None:
+    with FakeGitHub(extra_tokens={"author-token-1234567": "author", "other-token-1234567": "other"}) as gh:
+        pull = gh.add_pull("Change", author="author")
+
+        def review(token: str, **body: Any) -> requests.Response:
+            return requests.post(f"{gh.api_url}/repos/{gh.repository}/pulls/{pull.number}/reviews", json=body,
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+        refused = review("author-token-1234567", event="APPROVE")
+        assert refused.status_code == 422 and refused.json()["errors"] == ["Can not approve your own pull request"]
+        assert review("other-token-1234567", event="REQUEST_CHANGES").status_code == 422  # a body is required
+        assert review("other-token-1234567", event="APPROVE", commit_id="f" * 40).status_code == 422  # unknown sha
+        old_head = pull.head_sha
+        gh.push(pull.number)
+        approved = review("other-token-1234567", event="APPROVE", commit_id=old_head)
+        assert approved.status_code == 200 and approved.json()["commit_id"] == old_head
+        assert [(r.reviewer, r.state, r.commit_id) for r in gh.pull(pull.number).reviews] == [
+            ("other", "APPROVED", old_head)]
+        diff = requests.get(f"{gh.api_url}/repos/{gh.repository}/pulls/{pull.number}", timeout=10,
+                            headers={"Authorization": f"Bearer {gh.token}", "Accept": "application/vnd.github.diff"})
+        assert diff.status_code == 200 and diff.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize(("body", "closed"), [("Closes #10001", True), ("Refers to #10001", False)])
+def test_a_merge_into_the_default_branch_closes_the_issues_the_pull_request_says_it_closes(
+    body: str, closed: bool,
+) -> None:
+    with FakeGitHub(require_review=False) as gh:
+        number = gh.add_issue("Broken login")
+        other = gh.add_issue("Another")
+        pull = gh.add_pull("Fix login", body=body)
+        side = gh.add_pull("Into a branch", body="Closes #10002", base="release")
+        gh._merge(side.number, "squash", None, None, None)
+        gh._merge(pull.number, "squash", None, None, None)
+        assert gh.issue(number)["state"] == ("CLOSED" if closed else "OPEN")
+        assert gh.issue(other)["state"] == "OPEN"  # merged into another branch: GitHub closes nothing

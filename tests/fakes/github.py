@@ -35,6 +35,15 @@ with its own token: ``FakeGitHub(extra_tokens={agent_token: "fleet-agent[bot]"})
 
     FakeGitHub(resolve_branch=git_server.head, extra_tokens={"agent-token-...": "fleet-agent[bot]"})
 
+Issues (``GET/POST .../issues`` listing pull requests too, with ``pull_request``; comments; labels, created when
+an unknown one is applied, as GitHub does; ``GET /labels``), reviews (``POST .../pulls/{n}/reviews`` with
+``commit_id``, refusing the author's own approval with 422), ``GET /user`` and a pull request's diff
+(``Accept: application/vnd.github.diff``) are served for agents. With a git server, merges are real::
+
+    FakeGitHub(resolve_branch=git.head, merge_branch=git.squash, diff=git.diff, labels=("role:builder",))
+
+and a merge into the default branch closes the issues the pull request's body says it closes (``Closes #N``).
+
 Semantics follow GitHub's REST and GraphQL documentation: ``reviewDecision`` (null when no review is required),
 ``statusCheckRollup`` (null when nothing reported), ``mergeStateStatus``, merges that check the pinned head
 (409 / GraphQL error), the method the repository allows (405) and branch protection (405). Connections reject
@@ -65,7 +74,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from graphql import (
     DocumentNode,
@@ -894,6 +903,7 @@ class FakeGitHub:
             ("GET", repo + r"/issues/(?P<number>\d+)/comments", self._rest_comments),
             ("POST", repo + r"/issues/(?P<number>\d+)/comments", self._rest_create_comment),
             ("GET", repo + r"/labels", self._rest_labels),
+            ("GET", repo + r"/labels/(?P<name>[^/]+)", self._rest_label),
             ("POST", repo + r"/pulls/(?P<number>\d+)/reviews", self._rest_create_review),
             ("GET", r"/user", self._rest_user),
             ("GET", repo + r"/commits/(?P<ref>.+)/status", self._rest_combined_status),
@@ -1098,6 +1108,12 @@ class FakeGitHub:
     def _rest_labels(self, path: str, query: dict[str, str], **_: Any) -> tuple[int, Any, dict[str, str]]:
         page, headers = self._page(sorted(self.labels.values(), key=str.casefold), path, query)
         return 200, [self._label_json(name) for name in page], headers
+
+    def _rest_label(self, name: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        found = self.labels.get(unquote(name).casefold())
+        if found is None:
+            raise _Problem("NOT_FOUND", "Not Found", 404)
+        return 200, self._label_json(found), {}
 
     def _issue_json(self, issue: dict[str, Any]) -> dict[str, Any]:
         number = issue["number"]
