@@ -648,3 +648,15 @@ def test_the_budget_reaches_claude_codes_own_cap_and_the_cost_is_reported(
     argv = (outbox / "argv").read_text().splitlines()
     assert argv[argv.index("--max-budget-usd") + 1] == "2.5"
     assert named(found, "cli")[0]["cost_usd"] == 0.42 and found[-1]["cost_usd"] == 0.42
+
+
+def test_a_pull_request_created_without_an_answer_is_found_by_its_branch_not_opened_twice(
+    servers: tuple[FakeGitServer, FakeGitHub],
+) -> None:
+    git, github = servers
+    github.fail("POST", r"/pulls$", 502, after=True)  # created, then answered 502
+    code, found, _ = run_agent(env_for(git, github, "Self-directed"), sh("echo x > x.txt"))
+    assert code == 0, found
+    [pull] = github.pulls
+    assert pull.labels == ["role:builder"] and named(found, "pull_request")[0]["number"] == pull.number
+    assert github.calls("POST", "/pulls") == 1
