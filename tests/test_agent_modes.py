@@ -660,3 +660,27 @@ def test_a_pull_request_created_without_an_answer_is_found_by_its_branch_not_ope
     [pull] = github.pulls
     assert pull.labels == ["role:builder"] and named(found, "pull_request")[0]["number"] == pull.number
     assert github.calls("POST", "/pulls") == 1
+
+
+def test_a_builder_whose_claim_came_second_releases_it_and_takes_nothing(
+    servers: tuple[FakeGitServer, FakeGitHub],
+) -> None:
+    git, github = servers
+    number = github.add_issue("Contested", labels=("role:builder",))
+    raced: list[str] = []
+
+    def another_agent_claims(method: str, path: str) -> None:
+        # right after the builder read the claims (none), another agent's claim lands, stamped before its own
+        if method == "GET" and path.endswith(f"/issues/{number}/comments") and not raced:
+            raced.append(path)
+            github.add_comment(number, "<!-- agent-fleet:claim agent=builder-2-other -->\nTaken", author=AUTHOR,
+                               created_at=datetime.now(UTC) - timedelta(seconds=30))
+
+    github.after_rest = another_agent_claims
+    code, found, _ = run_agent(env_for(git, github, "Task-driven"), BUILD)
+    assert code == 0 and found[-1]["outcome"] == "idle", found
+    assert "claimed first by another agent" in named(found, "idle")[0]["reason"]
+    other, mine, released = github.comments(number)
+    assert "builder-2-other" in other["body"] and "agent-fleet:claim" in mine["body"]
+    assert "agent-fleet:release" in released["body"] and "claimed #" in released["body"]
+    assert github.pulls == [] and list(git.branches()) == ["main"]

@@ -341,6 +341,9 @@ class FakeGitHub:
         self.allow_rebase_merge = allow_rebase_merge
         self.on_merge: Callable[[int], object] | None = None
         self.after_query: Callable[[str | None], object] | None = None
+        # after_rest runs (lock held) once a REST answer is computed, given the method and path: a change mid-race
+        # (another agent's claim landing between an agent's read and its write).
+        self.after_rest: Callable[[str, str], object] | None = None
         # A branch's head sha (None: no such branch), for pull requests opened through REST: a git server's.
         self.resolve_branch = resolve_branch
         # Other accounts' tokens, token -> login (an agent's own token): accepted, acting as that login.
@@ -865,6 +868,8 @@ class FakeGitHub:
             elif path.startswith(REST_PREFIX + "/"):
                 status, payload, extra = self._rest(method, path[len(REST_PREFIX):], parse_qs(query), body,
                                                     headers)
+                if self.after_rest is not None:
+                    self.after_rest(method, path[len(REST_PREFIX):])
             else:
                 status, payload, extra = 404, {"message": "Not Found", "documentation_url": DOCS}, {}
         except _Problem as problem:
