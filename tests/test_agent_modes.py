@@ -684,3 +684,47 @@ def test_a_builder_whose_claim_came_second_releases_it_and_takes_nothing(
     assert "builder-2-other" in other["body"] and "agent-fleet:claim" in mine["body"]
     assert "agent-fleet:release" in released["body"] and "claimed #" in released["body"]
     assert github.pulls == [] and list(git.branches()) == ["main"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "named_in_reason"),
+    [
+        ({"AGENT_MODE": "Builder"}, "AGENT_MODE='Builder' is not a mode"),
+        ({"AGENT_COUNT": "0"}, "AGENT_COUNT='0' is not a whole number of at least 1"),
+        ({"AGENT_MAX_ISSUES": "many"}, "AGENT_MAX_ISSUES='many'"),
+        ({"AGENT_MAX_BUDGET_USD": "-1"}, "AGENT_MAX_BUDGET_USD='-1' is not a positive number"),
+        ({"GITHUB_TOKEN_EXPIRES_AT": "tomorrow"}, "GITHUB_TOKEN_EXPIRES_AT='tomorrow' is not an ISO 8601 time"),
+        ({"AGENT_MODE": "Sentinel"}, "missing variable HEALTH_URL"),
+        ({"AGENT_MODE": "Sentinel", "HEALTH_URL": "http://x", "HEALTH_EXPECT": "2xx"}, "HEALTH_EXPECT='2xx'"),
+        ({"AGENT_GITHUB_TOKEN_SECRET": "no such/name"}, "AGENT_GITHUB_TOKEN_SECRET='no such/name'"),
+        ({"AGENT_GITHUB_TOKEN_SECRET": "REVIEWER_GITHUB_TOKEN"}, "missing secret REVIEWER_GITHUB_TOKEN"),
+    ],
+)
+def test_a_bad_setting_exits_78_at_once_naming_it_and_its_value(
+    servers: tuple[FakeGitServer, FakeGitHub], extra: dict[str, str], named_in_reason: str,
+) -> None:
+    git, github = servers
+    code, found, _ = run_agent({**env_for(git, github, "Self-directed"), **extra}, BUILD)
+    assert code == 78 and named_in_reason in found[-1]["reason"], found
+    assert [e["event"] for e in found] == ["agent.exit"]  # one line, nothing done
+    assert git.requests == [] and github.requests == []
+
+
+def test_a_role_token_from_another_secret_is_the_github_token_and_never_reaches_the_cli(
+    servers: tuple[FakeGitServer, FakeGitHub],
+) -> None:
+    git, github = servers
+    number = open_pull(git, github, "feature/z", "z.txt", "z")
+    leaky = sh('env > "$AGENT_OUTBOX/env"; cat "$AGENT_SECRETS_DIR/REVIEWER_GITHUB_TOKEN"; '
+               "printf 'APPROVE\\n' > \"$AGENT_OUTBOX/review.md\"")
+    outbox = Path(tempfile.mkdtemp(prefix="outbox-"))
+    env = env_for(git, github, "Reviewer", role="reviewer", AGENT_GITHUB_TOKEN_SECRET="REVIEWER_GITHUB_TOKEN",
+                  AGENT_OUTBOX=str(outbox))
+    proc = start(env, leaky, token="unused-builder-token-000", secrets={"REVIEWER_GITHUB_TOKEN": REVIEWER_TOKEN})
+    code, found, err = finish(proc)
+    assert code == 0, (found, err)
+    [review] = github.pull(number).reviews
+    assert review.reviewer == REVIEWER_LOGIN and review.state == "APPROVED"
+    cli_env = (outbox / "env").read_text()
+    assert REVIEWER_TOKEN not in cli_env and "unused-builder-token-000" not in cli_env
+    assert REVIEWER_TOKEN not in json.dumps(found) + err and "***" in err  # printed by the CLI: scrubbed
