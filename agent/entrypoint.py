@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 EXIT_DONE = 0
 EXIT_FAILED = 1
@@ -281,7 +281,10 @@ def live_claims(comments: Sequence[Mapping[str, Any]], now: datetime, ttl_s: flo
     return sorted(claims, key=lambda claim: (claim.at, claim.comment_id))
 
 
-def choose_by_slot(candidates: Sequence[Any], slot: int, count: int) -> Any | None:
+Candidate = TypeVar("Candidate")
+
+
+def choose_by_slot(candidates: Sequence[Candidate], slot: int, count: int) -> Candidate | None:
     """Slot s of a role of n agents takes the ((s-1) mod n)-th candidate, wrapping round when there are fewer
     candidates than agents: agents started together choose apart before any claim is written; a wrap-around
     is settled by the claim check after it."""
@@ -1335,7 +1338,7 @@ def reviewer(run: Run) -> str:
             failing.add(pull.number)
     waiting = pulls_to_review(pulls, me, failing, reviewed)
     chosen = choose_by_slot(waiting, int(s.slot), s.count)
-    if not isinstance(chosen, PullSummary):
+    if chosen is None:
         run.output.event("idle", reason="no open pull request waits for this reviewer", open=len(pulls),
                          failing=len(failing), reviewed=len(reviewed))
         return "idle"
