@@ -30,6 +30,7 @@ from coordinator.fleet import (
     MAX_AGENTS_PER_ROLE_CEILING,
     MAX_SECRET_NAME_CHARS,
     FleetLimits,
+    Mode,
     Role,
     RoleSpec,
     SecretsFault,
@@ -470,8 +471,9 @@ def _check_registry(config: StackConfig) -> None:
 
 
 # What the reference agent image (agent/Dockerfile, docs/agents.md) exits 78 without: the agent's own GitHub token,
-# and the model's key for the default CLI.
+# and the model's key for the default CLI (a Sentinel runs no CLI, so it needs no key).
 REFERENCE_AGENT_SECRETS = ("GITHUB_TOKEN", "ANTHROPIC_API_KEY")
+MODEL_FREE_MODES = frozenset({Mode.SENTINEL})
 
 
 def missing_reference_secrets(roles: Iterable[Role], config: StackConfig) -> dict[str, list[str]]:
@@ -482,6 +484,8 @@ def missing_reference_secrets(roles: Iterable[Role], config: StackConfig) -> dic
             continue
         receives = config.agent_secret_names if role.secrets is None else role.secrets
         for name in REFERENCE_AGENT_SECRETS:
+            if name == "ANTHROPIC_API_KEY" and role.mode in MODEL_FREE_MODES:
+                continue
             if name not in receives:
                 missing.setdefault(name, []).append(role.key)
     return missing

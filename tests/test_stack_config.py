@@ -222,6 +222,8 @@ def test_the_reference_image_s_missing_secrets_are_named_per_secret() -> None:
     assert missing_reference_secrets(roles, config) == {"ANTHROPIC_API_KEY": ["scoped"]}
     bare = parse_stack_config(MINIMAL, roles[:1])
     assert missing_reference_secrets(roles[:1], bare) == {"GITHUB_TOKEN": ["builder"], "ANTHROPIC_API_KEY": ["builder"]}
+    sentinel = [Role("sentinel", "Sentinel", 1, Department.GATES, Mode.SENTINEL, "Watch.", secrets=("GITHUB_TOKEN",))]
+    assert missing_reference_secrets(sentinel, config) == {}  # it runs no model: no key needed
     [token, key] = reference_secret_warnings(ROSTER, parse())
     assert token.startswith("the reference agent image needs the agent secret GITHUB_TOKEN, which product_designer, "
                             "system_architect, uiux_designer and 22 more do not receive: their agents will exit 78")
