@@ -506,8 +506,6 @@ class Settings:
             raise misconfigured(f"AGENT_GITHUB_TOKEN_SECRET={self.token_secret!r} is not a secret's name")
         missing_vars = [name for name in ("AGENT_ROLE", "AGENT_SLOT", "AGENT_BRIEF", "GITHUB_REPOSITORY")
                         if not env.get(name, "").strip()]
-        if self.mode == SENTINEL and not env.get("HEALTH_URL", "").strip():
-            missing_vars.append("HEALTH_URL")
         uses_default_cli = not self.command and self.mode != SENTINEL
         needed = [self.token_secret] + ([MODEL_SECRET] if uses_default_cli else [])
         missing_secrets = [name for name in needed if name not in secrets.values and name not in secrets.problems]
@@ -1395,6 +1393,10 @@ def probe(url: str, expect: Sequence[tuple[int, int]], timeout: float) -> Probe:
 
 def sentinel(run: Run) -> str:
     s, github = run.settings, run.github
+    if not s.health_url:  # no production to watch: nothing meaningful to do (the advice will say lower the count)
+        run.output.event("idle", reason="HEALTH_URL is not set: nothing to watch (set the stack's healthUrl, or "
+                                        "this role's count to 0)")
+        return "idle"
     probes = [probe(s.health_url, s.health_expect, 10.0)]
     if not probes[0].up:
         time.sleep(min(s.health_recheck_s, max(0.0, s.left_s() - 30)))

@@ -694,7 +694,6 @@ def test_a_builder_whose_claim_came_second_releases_it_and_takes_nothing(
         ({"AGENT_MAX_ISSUES": "many"}, "AGENT_MAX_ISSUES='many'"),
         ({"AGENT_MAX_BUDGET_USD": "-1"}, "AGENT_MAX_BUDGET_USD='-1' is not a positive number"),
         ({"GITHUB_TOKEN_EXPIRES_AT": "tomorrow"}, "GITHUB_TOKEN_EXPIRES_AT='tomorrow' is not an ISO 8601 time"),
-        ({"AGENT_MODE": "Sentinel"}, "missing variable HEALTH_URL"),
         ({"AGENT_MODE": "Sentinel", "HEALTH_URL": "http://x", "HEALTH_EXPECT": "2xx"}, "HEALTH_EXPECT='2xx'"),
         ({"AGENT_GITHUB_TOKEN_SECRET": "no such/name"}, "AGENT_GITHUB_TOKEN_SECRET='no such/name'"),
         ({"AGENT_GITHUB_TOKEN_SECRET": "REVIEWER_GITHUB_TOKEN"}, "missing secret REVIEWER_GITHUB_TOKEN"),
@@ -728,3 +727,13 @@ def test_a_role_token_from_another_secret_is_the_github_token_and_never_reaches_
     cli_env = (outbox / "env").read_text()
     assert REVIEWER_TOKEN not in cli_env and "unused-builder-token-000" not in cli_env
     assert REVIEWER_TOKEN not in json.dumps(found) + err and "***" in err  # printed by the CLI: scrubbed
+
+
+def test_a_sentinel_without_health_url_has_nothing_to_watch_and_exits_0_at_once(
+    servers: tuple[FakeGitServer, FakeGitHub],
+) -> None:
+    git, github = servers
+    code, found, _ = run_agent(env_for(git, github, "Sentinel", role="sentinel"), ())
+    assert code == 0 and found[-1]["outcome"] == "idle"
+    assert "HEALTH_URL is not set" in named(found, "idle")[0]["reason"]
+    assert git.requests == [] and github.requests == []
