@@ -88,6 +88,8 @@ class _Picture:
     desired: Mapping[str, int] = field(default_factory=dict)
     review_queue: int | None = None
     conflicting: int | None = None
+    queued: int | None = None
+    queue_failed: int | None = None
     health_up: int | None = None
     health_latency_s: float | None = None
     verdict: str | None = None
@@ -146,6 +148,10 @@ def _gauge_families(picture: _Picture, last_cycle_at: float | None,
     yield _gauge("agent_fleet_review_queue", "Open, non-draft pull requests awaiting a review.", picture.review_queue)
     yield _gauge("agent_fleet_conflicting_pulls", "Open pull requests that conflict with their base.",
                  picture.conflicting)
+    yield _gauge("agent_fleet_queued_pulls", "Open pull requests in the merge queue (enqueued by the coordinator or "
+                 "before), as the last merge step saw them.", picture.queued)
+    yield _gauge("agent_fleet_queue_failed_pulls", "Open pull requests whose merge queue entry is UNMERGEABLE (the "
+                 "queue's checks failed on the merged result).", picture.queue_failed)
     yield _gauge("agent_fleet_health_up", "1 when production answered the health check, 0 when it did not; "
                  "absent when the check is not configured.", picture.health_up)
     yield _gauge("agent_fleet_health_latency_seconds", "How long production took to answer the health check.",
@@ -182,6 +188,11 @@ class FleetMetrics:
         )
         self._merged = Counter(
             "agent_fleet_merged_pulls_total", "Pull requests the coordinator merged.", registry=self.registry
+        )
+        self._updated = Counter(
+            "agent_fleet_branch_updates_total",
+            "Pull request branches the coordinator brought up to date with their base (the up-to-date policy).",
+            registry=self.registry,
         )
         self._errors = Counter(
             "agent_fleet_cycle_errors_total",
@@ -230,6 +241,7 @@ class FleetMetrics:
 
         merge = _mapping(report.get("merge"))
         self._merged.inc(_merged_count(merge))
+        self._updated.inc(_listed(merge.get("updated")))
         merge_ran = merge.get("status") == "ok"
 
         health = _mapping(report.get("health"))
@@ -247,6 +259,8 @@ class FleetMetrics:
             desired=desired,
             review_queue=_count(merge.get("review_queue")) if merge_ran else None,
             conflicting=_count(merge.get("conflicting")) if merge_ran else None,
+            queued=_listed(merge.get("queued")) if merge_ran else None,
+            queue_failed=_listed(merge.get("queue_failed")) if merge_ran else None,
             health_up=health_up,
             health_latency_s=latency_ms / 1000 if latency_ms is not None else None,
             # An unknown verdict word sets all three to 0: the fleet is in none of the states we know.
@@ -357,6 +371,11 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         return None
     return float(value)
+
+
+def _listed(value: object) -> int:
+    """How many pull request numbers a report's list holds (queued, queue_failed, updated); 0 when absent."""
+    return len(value) if isinstance(value, list) else 0
 
 
 def _merged_count(merge: Mapping[str, object]) -> int:

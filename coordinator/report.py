@@ -42,6 +42,9 @@ class MergeOutcome(StrEnum):
     MERGED = "merged"
     SKIPPED = "skipped"  # not eligible this cycle; `reason` says why
     FAILED = "failed"  # eligible, but the merge call was refused or failed
+    QUEUED = "queued"  # in its base branch's merge queue (enqueued this cycle or before): GitHub merges it
+    QUEUE_FAILED = "queue failed"  # its merge queue entry is UNMERGEABLE: the queue's checks failed
+    UPDATED = "updated"  # behind its base under the up-to-date policy: its branch was brought up to date
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,18 @@ class MergeReport:
     @property
     def merged(self) -> list[int]:
         return [p.number for p in self.pulls if p.outcome is MergeOutcome.MERGED]
+
+    @property
+    def queued(self) -> list[int]:
+        return [p.number for p in self.pulls if p.outcome is MergeOutcome.QUEUED]
+
+    @property
+    def queue_failed(self) -> list[int]:
+        return [p.number for p in self.pulls if p.outcome is MergeOutcome.QUEUE_FAILED]
+
+    @property
+    def updated(self) -> list[int]:
+        return [p.number for p in self.pulls if p.outcome is MergeOutcome.UPDATED]
 
 
 @dataclass(frozen=True)
@@ -200,6 +215,10 @@ def to_dict(report: CycleReport) -> dict[str, Any]:
     """The `cycle.report` event: one JSON object, stable keys, times in UTC ISO 8601."""
     body = _plain(asdict(report))
     body["merge"]["merged"] = report.merge.merged
+    # Pull request numbers by what the merge step did; each one's reason is in merge.pulls.
+    body["merge"]["queued"] = report.merge.queued
+    body["merge"]["queue_failed"] = report.merge.queue_failed
+    body["merge"]["updated"] = report.merge.updated
     for key, tally in report.roles.items():
         body["roles"][key]["present"] = tally.present
     body["running"] = report.running
@@ -244,7 +263,11 @@ def render_text(report: CycleReport) -> str:
     merge = report.merge
     lines += [
         "",
-        f"merge: {merge.status.value}; {len(merge.merged)} merged, {merge.open} open, "
+        f"merge: {merge.status.value}; {len(merge.merged)} merged, "
+        + (f"{len(merge.queued)} queued, " if merge.queued else "")
+        + (f"{len(merge.queue_failed)} failed in the queue, " if merge.queue_failed else "")
+        + (f"{len(merge.updated)} brought up to date, " if merge.updated else "")
+        + f"{merge.open} open, "
         f"review queue {merge.review_queue}, {merge.conflicting} conflicting"
         + (f"; stopped early: {merge.stopped}" if merge.stopped else ""),
     ]

@@ -73,6 +73,10 @@ MAX_BACKOFF_MAX_S = 7 * 24 * 3600.0
 MAX_MERGES_PER_CYCLE = 500  # GitHub's secondary limit: 500 content-creating requests an hour
 # 40 a cycle under the default */5 schedule is at most 480 merges an hour, inside that limit.
 DEFAULT_MERGES_PER_CYCLE = 40
+# Under the up-to-date policy, one branch update a cycle: each merge makes every other pull request behind
+# again, so updating more at once mostly spends CI on heads that are stale by the time they are green.
+DEFAULT_UPDATES_PER_CYCLE = 1
+MAX_UPDATES_PER_CYCLE = 100
 MAX_SPAWN_CONCURRENCY = 100
 MAX_SPAWNS_PER_HOUR = 100_000
 # A token file is a few dozen bytes; anything much bigger is the wrong file.
@@ -108,6 +112,11 @@ VARIABLES: dict[str, str] = {
     "a value that names no label is refused.",
     "MERGE_MAX_PER_CYCLE": f"Most pull requests merged in one cycle. Default {DEFAULT_MERGES_PER_CYCLE}, at most "
     f"{MAX_MERGES_PER_CYCLE} (GitHub allows about 500 merges an hour).",
+    "MERGE_REQUIRE_UP_TO_DATE": "true when the default branch's ruleset requires branches to be up to date "
+    "(the stack's requireUpToDate): pull requests that are eligible but behind are then brought up to date "
+    "(PUT .../update-branch), MERGE_UPDATES_PER_CYCLE a cycle. Default false: the coordinator never updates a branch.",
+    "MERGE_UPDATES_PER_CYCLE": "With MERGE_REQUIRE_UP_TO_DATE, most pull requests brought up to date per cycle, "
+    f"oldest approval first. Default {DEFAULT_UPDATES_PER_CYCLE}, at most {MAX_UPDATES_PER_CYCLE}.",
     "HEALTH_URL": "Production URL to GET. Unset: the health step is skipped.",
     "HEALTH_TIMEOUT_S": f"Time budget of the health check, seconds. Default 10, at most {MAX_HEALTH_TIMEOUT_S:g}.",
     "HEALTH_EXPECT": f"Status codes that count as up, e.g. 200-399 or 200,204. Default {DEFAULT_HEALTH_EXPECT}.",
@@ -177,6 +186,8 @@ class GitHubSettings:
     blocking_labels: tuple[str, ...] = (BLOCKING_LABEL,)
     max_merges_per_cycle: int = DEFAULT_MERGES_PER_CYCLE
     backlog_labels: tuple[str, ...] = ()  # BACKLOG_LABELS, besides the Task-driven roles' own labels
+    require_up_to_date: bool = False  # MERGE_REQUIRE_UP_TO_DATE
+    updates_per_cycle: int = DEFAULT_UPDATES_PER_CYCLE
 
     def __post_init__(self) -> None:
         # No blocking label would merge a pull request labelled do-not-merge: never, however built.
@@ -324,6 +335,14 @@ def derive_graphql_url(api_url: str) -> str:
     if base.endswith("/api/v3"):
         return base[: -len("/v3")] + "/graphql"
     return base + "/graphql"
+
+
+def parse_switch(raw: str) -> bool:
+    """true or false (any case)."""
+    value = {"true": True, "false": False}.get(raw.lower())
+    if value is None:
+        raise ValueProblem("is neither true nor false", "use true or false")
+    return value
 
 
 def parse_expect(raw: str) -> tuple[tuple[int, int], ...]:
@@ -475,6 +494,12 @@ def _load_github(
         DEFAULT_MERGES_PER_CYCLE,
     )
     backlog_labels = _read(env, "BACKLOG_LABELS", partial(parse_list, what="label", example="feature,bug"), ())
+    require_up_to_date = _read(env, "MERGE_REQUIRE_UP_TO_DATE", parse_switch, False)
+    updates = _read(
+        env, "MERGE_UPDATES_PER_CYCLE",
+        partial(parse_int, minimum=1, maximum=MAX_UPDATES_PER_CYCLE, example=DEFAULT_UPDATES_PER_CYCLE),
+        DEFAULT_UPDATES_PER_CYCLE,
+    )
     if repository is None:
         skipped["merge"] = "GITHUB_REPOSITORY is not set"
         return None
@@ -490,6 +515,8 @@ def _load_github(
         blocking_labels=blocking_labels,
         max_merges_per_cycle=max_merges,
         backlog_labels=backlog_labels,
+        require_up_to_date=require_up_to_date,
+        updates_per_cycle=updates,
     )
 
 

@@ -105,6 +105,23 @@ def _row(report: Report) -> list[str]:
 HEADER = ["time (UTC)", "agents", "spawned", "merged", "health", "verdict", "errors"]
 
 
+# The merge step's outcomes that are neither a merge nor a skip, as `status` lists them, each with its reason.
+QUEUE_OUTCOMES = {"queue failed": "failed in the merge queue", "queued": "in the merge queue",
+                  "updated": "brought up to date"}
+
+
+def _queue_lines(report: Report) -> list[str]:
+    """The latest cycle's merge queue and branch updates: each pull request with its reason; none when empty."""
+    pulls = [p for p in (report.get("merge") or {}).get("pulls") or [] if isinstance(p, dict)]
+    lines: list[str] = []
+    for outcome, title in QUEUE_OUTCOMES.items():
+        found = [p for p in pulls if p.get("outcome") == outcome]
+        if found:
+            lines += ["", f"{title} (latest cycle): {len(found)}"]
+            lines += [f"  #{p.get('number', '?')}: {p.get('reason', '')}" for p in found]
+    return lines
+
+
 def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> str:
     """The last cycles as a table, oldest first, then the latest cycle's errors and advice.
 
@@ -133,6 +150,7 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
     ]
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    lines += _queue_lines(latest)
     errors = latest.get("errors") or []
     if errors:
         lines += ["", "errors in the latest cycle:"]

@@ -21,6 +21,7 @@ from coordinator.edges.github import (
     MalformedAnswer,
     snapshot_from_node,
 )
+from coordinator.report import MergeOutcome
 from coordinator.steps.merge import (
     CheckConclusion,
     CheckRun,
@@ -28,9 +29,11 @@ from coordinator.steps.merge import (
     CommitStatus,
     Mergeable,
     MergePolicy,
+    MergeQueueEntryState,
     MergeStateStatus,
     PullSnapshot,
     PullState,
+    QueueEntry,
     Refusal,
     Review,
     ReviewDecision,
@@ -40,6 +43,7 @@ from coordinator.steps.merge import (
     commit_title,
     decide,
     plan_merges,
+    queue_reason,
 )
 from tests.fakes.github import github_schema
 
@@ -465,6 +469,7 @@ def test_both_reads_select_the_same_fields_through_one_fragment() -> None:
 
 def node(**changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
+        "id": "PR_kwDOAbc12",
         "number": 12,
         "title": "Add a thing",
         "createdAt": "2026-01-01T00:00:00Z",
@@ -475,10 +480,13 @@ def node(**changes: Any) -> dict[str, Any]:
         "mergeable": "MERGEABLE",
         "mergeStateStatus": "CLEAN",
         "reviewDecision": None,
+        "isMergeQueueEnabled": False,
+        "isInMergeQueue": False,
+        "mergeQueueEntry": None,
         "labels": {"pageInfo": {"hasNextPage": False}, "nodes": [{"name": "bug"}]},
         "latestOpinionatedReviews": {
             "pageInfo": {"hasNextPage": False},
-            "nodes": [{"state": "APPROVED", "authorCanPushToRepository": True}],
+            "nodes": [{"state": "APPROVED", "authorCanPushToRepository": True, "submittedAt": "2026-01-01T01:00:00Z"}],
         },
         "commits": {
             "nodes": [
@@ -509,8 +517,10 @@ def test_a_node_becomes_a_snapshot() -> None:
     pull = snapshot_from_node(node())
     assert pull == ready(
         number=12,
+        node_id="PR_kwDOAbc12",
         labels=("bug",),
         review_decision=None,
+        latest_reviews=(Review(ReviewState.APPROVED, author_can_push=True, submitted_at=T0 + timedelta(hours=1)),),
         checks=(
             CheckRun("ci", CheckStatus.COMPLETED, CheckConclusion.SUCCESS),
             CommitStatus("legacy", StatusState.SUCCESS),
@@ -550,3 +560,90 @@ def test_more_labels_than_one_page_is_truncated() -> None:
 def test_a_malformed_node_is_a_clear_error(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(MalformedAnswer, match=message):
         snapshot_from_node(node(**changes), "pr")
+
+
+# ----------------------------------------------------------------------------- merge queue and up-to-date
+
+
+BEHIND = {"merge_state_status": MergeStateStatus.BEHIND}
+PENDING = (CheckRun("ci", CheckStatus.IN_PROGRESS, None),)
+
+# Behind its base and something else: never brought up to date.
+NOT_UPDATED = {
+    "draft": ready(number=2, is_draft=True, **BEHIND),
+    "conflicting": ready(number=2, mergeable=Mergeable.CONFLICTING, **BEHIND),
+    "failing": ready(number=2, rollup_state=StatusState.FAILURE,
+                     checks=(CheckRun("ci", CheckStatus.COMPLETED, CheckConclusion.FAILURE),), **BEHIND),
+    "unapproved": ready(number=2, review_decision=ReviewDecision.REVIEW_REQUIRED, latest_reviews=(), **BEHIND),
+    "changes requested": ready(number=2, review_decision=ReviewDecision.CHANGES_REQUESTED, **BEHIND),
+    "labelled": ready(number=2, labels=("do-not-merge",), **BEHIND),
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_UPDATED))
+def test_only_a_pull_request_eligible_but_for_being_behind_is_brought_up_to_date(kind: str) -> None:
+    plan = plan_merges([NOT_UPDATED[kind]], POLICY, 40, updates_per_cycle=5)
+    assert plan.to_update == () and len(plan.refused) == 1
+
+
+def approved(number: int, at_hour: int, **changes: Any) -> PullSnapshot:
+    review = Review(ReviewState.APPROVED, author_can_push=True, submitted_at=T0 + timedelta(hours=at_hour))
+    return ready(number=number, created_at=T0 + timedelta(minutes=number), latest_reviews=(review,), **changes)
+
+
+def test_updates_go_oldest_approval_first_at_most_the_cycles_number() -> None:
+    pulls = [approved(1, 5, **BEHIND), approved(2, 1, **BEHIND), approved(3, 3, **BEHIND)]
+    assert [p.number for p in plan_merges(pulls, POLICY, 40, updates_per_cycle=1).to_update] == [2]
+    assert [p.number for p in plan_merges(pulls, POLICY, 40, updates_per_cycle=2).to_update] == [2, 3]
+    assert plan_merges(pulls, POLICY, 40).to_update == ()  # the default: never
+    refused = plan_merges(pulls, POLICY, 40, updates_per_cycle=1).refused
+    assert [(p.number, d.reason) for p, d in refused] == [(1, "behind the base branch"), (3, "behind the base branch")]
+
+
+def test_no_update_while_an_up_to_date_pull_request_waits_for_its_checks() -> None:
+    in_flight = approved(9, 0, rollup_state=StatusState.PENDING, checks=PENDING,
+                         merge_state_status=MergeStateStatus.BLOCKED)
+    behind = approved(1, 1, **BEHIND)
+    assert plan_merges([behind, in_flight], POLICY, 40, updates_per_cycle=1).to_update == ()
+    assert [p.number for p in plan_merges([behind, in_flight], POLICY, 40, updates_per_cycle=2).to_update] == [1]
+    # A pending pull request nobody approved is not in flight: it would not merge next.
+    unapproved = replace(in_flight, review_decision=ReviewDecision.REVIEW_REQUIRED, latest_reviews=())
+    assert [p.number for p in plan_merges([behind, unapproved], POLICY, 40, updates_per_cycle=1).to_update] == [1]
+
+
+def test_on_a_queue_branch_being_behind_does_not_matter_the_queue_tests_the_merged_result() -> None:
+    assert refusals(ready(merge_queue_enabled=True, **BEHIND)) == ()
+    assert refusals(ready(**BEHIND)) == (Refusal.BEHIND,)
+
+
+def test_pull_requests_already_in_the_queue_are_left_to_it() -> None:
+    entry = QueueEntry(MergeQueueEntryState.QUEUED, 2)
+    queued = ready(number=1, merge_queue_enabled=True, in_merge_queue=True, queue_entry=entry)
+    fresh = ready(number=2, merge_queue_enabled=True)
+    plan = plan_merges([queued, fresh], POLICY, 40)
+    assert plan.in_queue == (queued,) and plan.to_merge == (fresh,)
+    assert plan.considered == (queued, fresh)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (QueueEntry(MergeQueueEntryState.AWAITING_CHECKS, 1),
+         (MergeOutcome.QUEUED, "in the merge queue (AWAITING_CHECKS, position 1)")),
+        (QueueEntry(MergeQueueEntryState.MERGEABLE, 3),
+         (MergeOutcome.QUEUED, "in the merge queue (MERGEABLE, position 3)")),
+        (QueueEntry(MergeQueueEntryState.UNMERGEABLE, 2), (MergeOutcome.QUEUE_FAILED, "merge queue entry unmergeable")),
+        (None, (MergeOutcome.QUEUED, "in the merge queue")),
+    ],
+)
+def test_a_queue_entry_is_reported_with_its_state(entry: QueueEntry | None, expected: tuple[MergeOutcome, str]) -> None:
+    assert queue_reason(ready(in_merge_queue=True, queue_entry=entry)) == expected
+
+
+def test_a_queue_entry_in_a_node_is_read() -> None:
+    pull = snapshot_from_node(node(isMergeQueueEnabled=True, isInMergeQueue=True,
+                                   mergeQueueEntry={"state": "LOCKED", "position": 4}))
+    assert (pull.merge_queue_enabled, pull.in_merge_queue) == (True, True)
+    assert pull.queue_entry == QueueEntry(MergeQueueEntryState.LOCKED, 4)
+    odd = snapshot_from_node(node(isInMergeQueue=True, mergeQueueEntry={"state": "SIDEWAYS", "position": 1}))
+    assert odd.unrecognized() == (Unrecognized("MergeQueueEntry.state", "SIDEWAYS"),)

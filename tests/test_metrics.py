@@ -53,10 +53,14 @@ TABLE: dict[str, tuple[str, frozenset[str]]] = {
     "agent_fleet_cycle_errors_total": ("counter", frozenset({"step"})),
     "agent_fleet_github_rate_limit_remaining": ("gauge", frozenset()),
 }
-# Added beside the issue's table (it allows more): what AgentFleetNoCycle measures lateness by.
+# Added beside the issue's table (it allows more): what AgentFleetNoCycle measures lateness by; the merge queue
+# and the up-to-date policy (issue 24).
 ADDED: dict[str, tuple[str, frozenset[str]]] = {
     "agent_fleet_schedule_interval_seconds": ("gauge", frozenset()),
     "agent_fleet_judgment_across_cycles": ("gauge", frozenset({"judgment"})),
+    "agent_fleet_queued_pulls": ("gauge", frozenset()),
+    "agent_fleet_queue_failed_pulls": ("gauge", frozenset()),
+    "agent_fleet_branch_updates_total": ("counter", frozenset()),
 }
 
 
@@ -79,6 +83,10 @@ def report(
     """A `cycle.report` as the cycle writes it (through `to_dict` and JSON), plus the coming rate-limit field."""
     pulls = [PullOutcome(number, MergeOutcome.MERGED, "merged") for number in merged]
     pulls.append(PullOutcome(9, MergeOutcome.SKIPPED, "checks pending"))
+    pulls += [PullOutcome(11, MergeOutcome.QUEUED, "enqueued (AWAITING_CHECKS, position 1)"),
+              PullOutcome(12, MergeOutcome.QUEUED, "in the merge queue (QUEUED, position 2)"),
+              PullOutcome(13, MergeOutcome.QUEUE_FAILED, "merge queue entry unmergeable"),
+              PullOutcome(14, MergeOutcome.UPDATED, "brought up to date; merges once its checks pass on the new head")]
     cycle = CycleReport(
         fleet="f",
         started_at=T0 + timedelta(minutes=minute),
@@ -178,6 +186,9 @@ def test_every_metric_of_the_table_is_served_with_its_type_and_labels(
     assert value(samples, "agent_fleet_merged_pulls_total") == 1
     assert value(samples, "agent_fleet_review_queue") == 2
     assert value(samples, "agent_fleet_conflicting_pulls") == 1
+    assert value(samples, "agent_fleet_queued_pulls") == 2
+    assert value(samples, "agent_fleet_queue_failed_pulls") == 1
+    assert value(samples, "agent_fleet_branch_updates_total") == 1
     assert value(samples, "agent_fleet_health_up") == 1
     assert value(samples, "agent_fleet_health_latency_seconds") == pytest.approx(0.0125)
     assert value(samples, "agent_fleet_verdict", verdict="healthy") == 1

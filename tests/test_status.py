@@ -366,3 +366,18 @@ def test_the_scheduler_reads_the_reports_back_from_the_coordinators_log_as_statu
     # The same report seen again, as from the cycle that wrote it, is kept once.
     history.add(parse_reports(crafted_log(fleet_id))[-1:])
     assert len(history.held()) == 3
+
+
+def test_render_status_lists_the_merge_queue_and_branch_updates_with_their_reasons() -> None:
+    merge = MergeReport(status=StepStatus.OK, pulls=[
+        PullOutcome(3, MergeOutcome.QUEUED, "enqueued (AWAITING_CHECKS, position 1)"),
+        PullOutcome(4, MergeOutcome.QUEUE_FAILED, "merge queue entry unmergeable"),
+        PullOutcome(5, MergeOutcome.UPDATED, "brought up to date; merges once its checks pass on the new head"),
+        PullOutcome(6, MergeOutcome.SKIPPED, "not approved"),
+    ])
+    text = render_status(parse_reports([report_line("f", 0), report_line("f", 5, merge=merge)]))
+    assert "failed in the merge queue (latest cycle): 1\n  #4: merge queue entry unmergeable\n" in text
+    assert "in the merge queue (latest cycle): 1\n  #3: enqueued (AWAITING_CHECKS, position 1)\n" in text
+    assert "brought up to date (latest cycle): 1\n  #5: brought up to date;" in text
+    assert "#6" not in text
+    assert "merge queue" not in render_status(parse_reports([report_line("f", 0)]))

@@ -39,21 +39,26 @@ from coordinator.edges.http import NO_RETRY, Attempts, mount, read_retry, send
 from coordinator.redact import scrub
 from coordinator.settings import GitHubSettings
 from coordinator.steps.merge import (
+    BranchUpdated,
     CheckConclusion,
     CheckRun,
     CheckStatus,
     CommitStatus,
+    Enqueued,
+    EnqueueResult,
     GitHubError,
     GitHubPort,
     Mergeable,
     Merged,
     MergeFailure,
+    MergeQueueEntryState,
     MergeRefused,
     MergeResult,
     MergeStateStatus,
     OpenPulls,
     PullSnapshot,
     PullState,
+    QueueEntry,
     RateLimited,
     ReportedCheck,
     Review,
@@ -61,10 +66,12 @@ from coordinator.steps.merge import (
     ReviewState,
     StatusState,
     Unrecognized,
+    UpdateResult,
     parse_enum,
 )
 
 __all__ = [
+    "ENQUEUE_MUTATION",
     "MERGE_FACTS_FRAGMENT",
     "OPEN_PULLS_QUERY",
     "PULL_BEFORE_MERGE_QUERY",
@@ -86,6 +93,7 @@ PAGE_SIZE = 100  # GitHub's maximum for `first`
 # reviews, checks) are read as one page each; a pull request with more is refused as truncated.
 MERGE_FACTS_FRAGMENT = """
 fragment MergeFacts on PullRequest {
+  id
   number
   title
   createdAt
@@ -96,10 +104,13 @@ fragment MergeFacts on PullRequest {
   mergeable
   mergeStateStatus
   reviewDecision
+  isMergeQueueEnabled
+  isInMergeQueue
+  mergeQueueEntry { state position }
   labels(first: 100) { pageInfo { hasNextPage } nodes { name } }
   latestOpinionatedReviews(first: 100, writersOnly: true) {
     pageInfo { hasNextPage }
-    nodes { state authorCanPushToRepository }
+    nodes { state authorCanPushToRepository submittedAt }
   }
   commits(last: 1) {
     nodes {
@@ -151,6 +162,18 @@ query PullRequestBeforeMerge($owner: String!, $name: String!, $number: Int!) {
 }
 """ + MERGE_FACTS_FRAGMENT
 PULL_PATH = ["repository", "pullRequest"]  # where PULL_BEFORE_MERGE_QUERY's NOT_FOUND points
+
+# Adds a pull request to its base branch's merge queue, pinned to the head the decision saw: no merge method or
+# title (the queue's rule sets those). Sent once, never retried: a repeat could jump the entry to the back.
+ENQUEUE_MUTATION = """
+mutation EnqueuePullRequest($pullRequestId: ID!, $expectedHeadOid: GitObjectID!) {
+  enqueuePullRequest(input: {pullRequestId: $pullRequestId, expectedHeadOid: $expectedHeadOid}) {
+    mergeQueueEntry { state position }
+  }
+}
+"""
+# GitHub's answer to a direct merge on a branch whose ruleset requires the merge queue (HTTP 405).
+QUEUE_REQUIRED_MESSAGE = "Changes must be made through the merge queue"
 
 
 class BadCredentials(GitHubError):
@@ -263,9 +286,21 @@ def _check(node: object, path: str) -> ReportedCheck:
 
 def _review(node: object, path: str) -> Review:
     body = _obj(node, path)
+    submitted = body.get("submittedAt")  # null while a review is pending
     return Review(
         state=parse_enum(ReviewState, _str(body.get("state"), f"{path}.state"), "PullRequestReview.state"),
         author_can_push=_bool(body.get("authorCanPushToRepository"), f"{path}.authorCanPushToRepository"),
+        submitted_at=None if submitted is None else _time(submitted, f"{path}.submittedAt"),
+    )
+
+
+def _queue_entry(node: object, path: str) -> QueueEntry | None:
+    if node is None:
+        return None
+    body = _obj(node, path)
+    return QueueEntry(
+        state=parse_enum(MergeQueueEntryState, _str(body.get("state"), f"{path}.state"), "MergeQueueEntry.state"),
+        position=_int(body.get("position"), f"{path}.position"),
     )
 
 
@@ -326,6 +361,10 @@ def snapshot_from_node(node: object, path: str = "pullRequest") -> PullSnapshot:
         review_decision=None if decision is None else parse_enum(ReviewDecision, decision, "reviewDecision"),
         latest_reviews=reviews,
         truncated=tuple(truncated),
+        node_id=_str(pr.get("id"), f"{path}.id"),
+        merge_queue_enabled=_bool(pr.get("isMergeQueueEnabled"), f"{path}.isMergeQueueEnabled"),
+        in_merge_queue=_bool(pr.get("isInMergeQueue"), f"{path}.isInMergeQueue"),
+        queue_entry=_queue_entry(pr.get("mergeQueueEntry"), f"{path}.mergeQueueEntry"),
     )
 
 
@@ -420,13 +459,16 @@ class GitHubClient:
         self._reads = mount(
             requests.Session(), read_retry(attempts=max_attempts, backoff_s=backoff_s, methods=("GET", "POST"))
         )
-        self._reads.headers.update(
-            {
-                "Authorization": f"bearer {self._token}",
-                "Accept": "application/json",
-                "User-Agent": "agent-fleet-coordinator",
-            }
-        )
+        # Mutations other than the merge (enqueue, branch update): never retried, like the merge.
+        self._writes = mount(requests.Session(), NO_RETRY)
+        for session in (self._reads, self._writes):
+            session.headers.update(
+                {
+                    "Authorization": f"bearer {self._token}",
+                    "Accept": "application/json",
+                    "User-Agent": "agent-fleet-coordinator",
+                }
+            )
         # lazy: get_repo/get_pull build objects without a request, so a merge is exactly one PUT.
         self._gh = Github(
             auth=Auth.Token(self._token),
@@ -702,6 +744,8 @@ class GitHubClient:
         if exc.status == 409:
             return MergeRefused(MergeFailure.HEAD_MOVED, detail)
         if exc.status == 405:
+            if QUEUE_REQUIRED_MESSAGE.lower() in self._message(exc.data).lower():
+                return MergeRefused(MergeFailure.QUEUE_REQUIRED, detail)
             return MergeRefused(MergeFailure.NOT_MERGEABLE, detail)
         if exc.status == 422:
             return MergeRefused(MergeFailure.REJECTED, detail)
@@ -727,3 +771,94 @@ class GitHubClient:
                 raise GitHubUnavailable(f"{cut_off}; #{number} is not merged yet, but that merge may still land")
             return None
         return _str(body.get("merge_commit_sha"), f"pulls/{number}.merge_commit_sha")
+
+    # ---------------------------------------------------------------------------------- queue and updates
+
+    def _write(
+        self, method: str, url: str, deadline: float | None, *, what: str, resource: str, **kwargs: Any
+    ) -> tuple[requests.Response, dict[str, str], object] | MergeRefused:
+        """One mutation, sent once in the merge slot: its answer, headers and JSON body (401 and rate limits
+        raised), or an UNCERTAIN refusal when no answer came (it may have landed; the next cycle's read shows it)."""
+        if not self._slot_taken:
+            self.wait_for_merge_slot(deadline=deadline)
+        self._slot_taken = False
+        self._check_budget(resource)
+        if not self._has_time(deadline, 2 * self._min_request_s):
+            raise TimeBudgetSpent()
+        attempts = Attempts()
+        try:
+            response = send(self._writes, method, url, deadline=self._request_deadline(deadline), what=what,
+                            attempts=attempts, min_attempt_s=self._min_request_s, **kwargs)
+        except DeadlineExceeded as exc:
+            return MergeRefused(MergeFailure.UNCERTAIN, str(exc))
+        except requests.RequestException as exc:
+            return MergeRefused(MergeFailure.UNCERTAIN, f"{what}: no answer ({type(exc).__name__})")
+        finally:
+            self._calls += attempts.count
+            self._last_write = time.monotonic()
+        headers = _lower(response.headers)
+        self._note_budget(resource, headers)
+        try:
+            body: object = response.json()
+        except ValueError:
+            body = None
+        if response.status_code == 401:
+            raise BadCredentials("bad credentials: GitHub answered 401; check GITHUB_TOKEN")
+        stop = rate_limit_stop(response.status_code, headers, self._now(), body)
+        if stop is not None:
+            raise stop
+        return response, headers, body
+
+    def enqueue(self, number: int, *, pull_id: str, head_sha: str, deadline: float | None = None) -> EnqueueResult:
+        answer = self._write(
+            "POST", self._settings.graphql_url, deadline, what=f"enqueueing #{number}", resource="graphql",
+            json={"query": ENQUEUE_MUTATION, "variables": {"pullRequestId": pull_id, "expectedHeadOid": head_sha}},
+        )
+        if isinstance(answer, MergeRefused):
+            return answer
+        response, headers, body = answer
+        if response.status_code >= 500 or not isinstance(body, Mapping):
+            return MergeRefused(MergeFailure.UNCERTAIN, f"HTTP {response.status_code}")
+        if response.status_code != 200:
+            return self._refusal_for(response.status_code, body)
+        errors = body.get("errors")
+        if errors:
+            found = [e for e in errors if isinstance(e, Mapping)] if isinstance(errors, list) else []
+            if any(e.get("type") == "RATE_LIMITED" for e in found):
+                raise RateLimited("GitHub GraphQL rate limit (RATE_LIMITED)", _reset_at(headers))
+            messages = "; ".join(str(e.get("message", ""))[:200] for e in found) or repr(errors)[:200]
+            detail = scrub(messages, self._secrets)
+            if "head branch was modified" in messages.lower() or "expected head" in messages.lower():
+                return MergeRefused(MergeFailure.HEAD_MOVED, detail)
+            if any(e.get("type") == "NOT_FOUND" for e in found):
+                return MergeRefused(MergeFailure.NOT_FOUND, detail)
+            if any(e.get("type") == "FORBIDDEN" for e in found):
+                return MergeRefused(MergeFailure.FORBIDDEN, detail)
+            return MergeRefused(MergeFailure.REJECTED, detail)
+        data = _obj(body.get("data"), "data")
+        payload = data.get("enqueuePullRequest")
+        if payload is None:
+            return MergeRefused(MergeFailure.UNCERTAIN, "malformed answer to the enqueue")
+        payload = _obj(payload, "data.enqueuePullRequest")
+        return Enqueued(_queue_entry(payload.get("mergeQueueEntry"), "data.enqueuePullRequest.mergeQueueEntry"))
+
+    def update_branch(self, number: int, *, head_sha: str, deadline: float | None = None) -> UpdateResult:
+        url = f"{self._settings.api_url.rstrip('/')}/repos/{self._settings.repository}/pulls/{number}/update-branch"
+        answer = self._write(
+            "PUT", url, deadline, what=f"updating the branch of #{number}", resource="core",
+            headers={"Accept": "application/vnd.github+json"}, json={"expected_head_sha": head_sha},
+        )
+        if isinstance(answer, MergeRefused):
+            return answer
+        response, _headers, body = answer
+        if response.status_code == 202:
+            return BranchUpdated()
+        return self._refusal_for(response.status_code, body)
+
+    def _refusal_for(self, status: int, body: object) -> MergeRefused:
+        detail = scrub(f"HTTP {status}" + (f": {m}" if (m := self._message(body)) else ""), self._secrets)
+        if status == 422 and "expected" in detail.lower() and "head" in detail.lower():
+            return MergeRefused(MergeFailure.HEAD_MOVED, detail)  # update-branch: expected_head_sha no longer the head
+        failure = {403: MergeFailure.FORBIDDEN, 404: MergeFailure.NOT_FOUND, 405: MergeFailure.NOT_MERGEABLE,
+                   409: MergeFailure.HEAD_MOVED, 422: MergeFailure.REJECTED}.get(status, MergeFailure.UNCERTAIN)
+        return MergeRefused(failure, detail)

@@ -82,6 +82,14 @@ class StatusState(StrEnum):
     ERROR = "ERROR"
 
 
+class MergeQueueEntryState(StrEnum):
+    AWAITING_CHECKS = "AWAITING_CHECKS"
+    LOCKED = "LOCKED"
+    MERGEABLE = "MERGEABLE"
+    QUEUED = "QUEUED"
+    UNMERGEABLE = "UNMERGEABLE"  # the queue's checks failed on the merged result: the entry will not land
+
+
 class CheckStatus(StrEnum):
     COMPLETED = "COMPLETED"
     IN_PROGRESS = "IN_PROGRESS"
@@ -157,6 +165,15 @@ class Review:
 
     state: ReviewState | Unrecognized
     author_can_push: bool
+    submitted_at: datetime | None = None  # orders the up-to-date updates: oldest approval first
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """The pull request's entry in its base branch's merge queue."""
+
+    state: MergeQueueEntryState | Unrecognized
+    position: int
 
 
 @dataclass(frozen=True)
@@ -180,9 +197,15 @@ class PullSnapshot:
     # Connections that had more items than one page holds (labels, reviews, checks): what is unread
     # might be a blocking label, a change request or a failing check, so a truncated snapshot refuses.
     truncated: tuple[str, ...] = ()
+    node_id: str = ""  # GraphQL's id, what enqueuePullRequest takes
+    # The base branch requires GitHub's merge queue (a ruleset's merge_queue rule): enqueue, never merge.
+    merge_queue_enabled: bool = False
+    in_merge_queue: bool = False
+    queue_entry: QueueEntry | None = None
 
     def unrecognized(self) -> tuple[Unrecognized, ...]:
         values: list[object] = [
+            self.queue_entry.state if self.queue_entry is not None else None,
             self.state,
             self.rollup_state,
             self.mergeable,
@@ -453,7 +476,8 @@ def _merge_state_rule(pull: PullSnapshot) -> tuple[Refusal, ...]:
     if status in (MergeStateStatus.CLEAN, MergeStateStatus.HAS_HOOKS):
         return ()
     if status is MergeStateStatus.BEHIND:
-        return (Refusal.BEHIND,)
+        # A merge queue tests each entry merged onto the latest base itself: being behind does not matter there.
+        return () if pull.merge_queue_enabled else (Refusal.BEHIND,)
     if status is MergeStateStatus.BLOCKED:
         return (Refusal.BLOCKED,)
     if status is MergeStateStatus.DIRTY:
@@ -495,45 +519,110 @@ def decide(pull: PullSnapshot, policy: MergePolicy) -> MergeDecision:
 LIMIT_REACHED = "merge limit reached"
 STOPPED_EARLY = "stopped early"
 DRY_RUN = "would merge (dry run)"
+DRY_RUN_ENQUEUE = "would enqueue (dry run)"
+DRY_RUN_UPDATE = "would bring up to date (dry run)"
+ENQUEUED = "enqueued"
+UPDATED = "brought up to date; merges once its checks pass on the new head"
+QUEUE_ENTRY_FAILED = "merge queue entry unmergeable"
+
+
+def queue_reason(pull: PullSnapshot) -> tuple[MergeOutcome, str]:
+    """How the report shows a pull request already in the merge queue: queued with its entry's state and place,
+    or a failed entry (UNMERGEABLE: the queue's checks failed on the merged result)."""
+    entry = pull.queue_entry
+    if entry is None:
+        return MergeOutcome.QUEUED, "in the merge queue"
+    if entry.state is MergeQueueEntryState.UNMERGEABLE:
+        return MergeOutcome.QUEUE_FAILED, QUEUE_ENTRY_FAILED
+    return MergeOutcome.QUEUED, f"in the merge queue ({entry.state}, position {entry.position})"
 
 
 @dataclass(frozen=True)
 class MergePlan:
-    to_merge: tuple[PullSnapshot, ...]  # eligible, oldest first, at most max_per_cycle
+    # Eligible, oldest first, at most max_per_cycle: merged, or enqueued where the base requires the merge queue.
+    to_merge: tuple[PullSnapshot, ...]
     over_limit: tuple[PullSnapshot, ...]  # eligible, but past this cycle's cap: next cycle
     refused: tuple[tuple[PullSnapshot, MergeDecision], ...]
     open: int
     review_queue: int  # open, not draft, awaiting a review (neither approved nor changes requested)
     conflicting: int
+    in_queue: tuple[PullSnapshot, ...] = ()  # already in the merge queue: GitHub merges them, nothing to do
+    # Under the up-to-date policy: eligible but for being behind, oldest approval first, at most
+    # updates_per_cycle; their branches are brought up to date and they merge on a later cycle.
+    to_update: tuple[PullSnapshot, ...] = ()
 
     @property
     def considered(self) -> tuple[PullSnapshot, ...]:
-        return tuple(sorted(self.to_merge + self.over_limit + tuple(p for p, _ in self.refused), key=_age))
+        everyone = self.to_merge + self.over_limit + self.in_queue + self.to_update + tuple(p for p, _ in self.refused)
+        return tuple(sorted(everyone, key=_age))
 
 
 def _age(pull: PullSnapshot) -> tuple[datetime, int]:
     return (pull.created_at, pull.number)
 
 
-def plan_merges(pulls: Iterable[PullSnapshot], policy: MergePolicy, max_per_cycle: int) -> MergePlan:
+def approved_at(pull: PullSnapshot) -> datetime:
+    """When the pull request was first approved among the opinions that still count (its creation if unknown)."""
+    times = [r.submitted_at for r in pull.latest_reviews
+             if r.state is ReviewState.APPROVED and r.author_can_push and r.submitted_at is not None]
+    return min(times, default=pull.created_at)
+
+
+def only_behind(decision: MergeDecision) -> bool:
+    """Eligible but for being behind its base: approved, green, mergeable, not a draft. Only such a pull request
+    is ever brought up to date (never a draft, a conflicting, failing or unapproved one)."""
+    return decision.refusals == (Refusal.BEHIND,)
+
+
+# What a pull request that was brought up to date shows while its checks run on the new head.
+_WAITING_FOR_CHECKS = frozenset({Refusal.CHECKS_PENDING, Refusal.REQUIRED_CHECK_MISSING, Refusal.BLOCKED,
+                                 Refusal.UNSTABLE})
+
+
+def waiting_for_checks(pull: PullSnapshot, decision: MergeDecision) -> bool:
+    """Up to date, approved, mergeable, and held back only by checks still running: the pull request in flight.
+    While one is, no other is brought up to date (Kodiak's one at a time): the merge it is about to make would leave
+    the other behind again, its checks spent on a head already stale."""
+    found = set(decision.refusals)
+    return Refusal.CHECKS_PENDING in found and found <= _WAITING_FOR_CHECKS
+
+
+def plan_merges(
+    pulls: Iterable[PullSnapshot], policy: MergePolicy, max_per_cycle: int, updates_per_cycle: int = 0
+) -> MergePlan:
     if max_per_cycle < 1:
         raise ValueError(f"max_per_cycle must be at least 1, not {max_per_cycle}")
+    if updates_per_cycle < 0:
+        raise ValueError(f"updates_per_cycle must be at least 0, not {updates_per_cycle}")
     ordered = sorted(pulls, key=_age)  # oldest first: the longest waiting goes first
     eligible: list[PullSnapshot] = []
+    in_queue: list[PullSnapshot] = []
+    behind: list[PullSnapshot] = []
+    in_flight = 0
     refused: list[tuple[PullSnapshot, MergeDecision]] = []
     for pull in ordered:
+        if pull.in_merge_queue:
+            in_queue.append(pull)
+            continue
         decision = decide(pull, policy)
         if decision.eligible:
             eligible.append(pull)
         else:
             refused.append((pull, decision))
+            if only_behind(decision):
+                behind.append(pull)
+            in_flight += waiting_for_checks(pull, decision)
+    room = max(0, updates_per_cycle - in_flight)
+    to_update = tuple(sorted(behind, key=lambda p: (approved_at(p), *_age(p)))[:room])
     return MergePlan(
         to_merge=tuple(eligible[:max_per_cycle]),
         over_limit=tuple(eligible[max_per_cycle:]),
-        refused=tuple(refused),
+        refused=tuple((p, d) for p, d in refused if p not in to_update),
         open=len(ordered),
         review_queue=sum(1 for p in ordered if not p.is_draft and review_status(p) is ReviewStatus.AWAITING),
         conflicting=sum(1 for p in ordered if p.mergeable is Mergeable.CONFLICTING),
+        in_queue=tuple(in_queue),
+        to_update=to_update,
     )
 
 
@@ -581,6 +670,8 @@ class MergeFailure(StrEnum):
     UNCERTAIN = "merge outcome unknown"  # 5xx, timeout, malformed answer: GitHub may have merged
     FAILED = "merge failed"  # UNCERTAIN, then a re-read showed it was not merged
     NOT_REREAD = "re-read failed"  # the read just before the merge failed: nothing was merged
+    # 405 "Changes must be made through the merge queue": a rule the listing did not show; enqueued instead.
+    QUEUE_REQUIRED = "merge queue required"
 
 
 @dataclass(frozen=True)
@@ -595,6 +686,20 @@ class MergeRefused:
 
 
 MergeResult = Merged | MergeRefused
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    entry: QueueEntry | None  # as enqueuePullRequest answered it
+
+
+@dataclass(frozen=True)
+class BranchUpdated:
+    """GitHub accepted the update (202): it merges the base into the branch, and the checks run on the new head."""
+
+
+EnqueueResult = Enqueued | MergeRefused
+UpdateResult = BranchUpdated | MergeRefused
 
 
 class GitHubPort(Protocol):
@@ -632,6 +737,16 @@ class GitHubPort(Protocol):
         """The merge commit if the pull request is merged, else None; raises RateLimited or GitHubError."""
         ...
 
+    def enqueue(self, number: int, *, pull_id: str, head_sha: str, deadline: float | None = None) -> EnqueueResult:
+        """One `enqueuePullRequest` pinned to head_sha (expectedHeadOid), never retried; raises RateLimited or
+        GitHubError."""
+        ...
+
+    def update_branch(self, number: int, *, head_sha: str, deadline: float | None = None) -> UpdateResult:
+        """One `PUT .../pulls/{n}/update-branch` pinned to head_sha (expected_head_sha), never retried; raises
+        RateLimited or GitHubError."""
+        ...
+
 
 # --------------------------------------------------------------------------------------------------
 # The step
@@ -666,9 +781,9 @@ def run_merge(
     backlog_labels: Sequence[str] = (),
     clock: Callable[[], float] = time.monotonic,
 ) -> MergeReport:
-    """Read, decide; then for each merge read that pull request again, decide again, merge. Ends cleanly
-    (report.stopped) on rate limits or the deadline; raises GitHubError when the step as a whole fails (bad
-    credentials, the pull list unreadable)."""
+    """Read, decide; then for each merge (or enqueue, or branch update) read that pull request again, decide
+    again, act. Ends cleanly (report.stopped) on rate limits or the deadline; raises GitHubError when the step as a
+    whole fails (bad credentials, the pull list unreadable)."""
     report = MergeReport(status=StepStatus.OK)
     run = PullOutcomes(log)
     try:
@@ -683,29 +798,41 @@ def run_merge(
     report.backlog = opened.backlog
 
     policy = policy_for(settings, opened.default_branch)
-    plan = plan_merges(opened.pulls, policy, settings.max_merges_per_cycle)
+    # Branches are brought up to date only where the stack asked for the up-to-date policy (requireUpToDate).
+    updates = settings.updates_per_cycle if settings.require_up_to_date else 0
+    plan = plan_merges(opened.pulls, policy, settings.max_merges_per_cycle, updates)
     report.open, report.review_queue, report.conflicting = plan.open, plan.review_queue, plan.conflicting
     for pull, decision in plan.refused:
         run.record(pull.number, MergeOutcome.SKIPPED, decision.reason)
         _note_unrecognized(log, pull)
     for pull in plan.over_limit:
         run.record(pull.number, MergeOutcome.SKIPPED, LIMIT_REACHED)
+    for pull in plan.in_queue:
+        run.record(pull.number, *queue_reason(pull))
+        _note_unrecognized(log, pull)
 
+    actions: list[tuple[PullSnapshot, Callable[[PullSnapshot], None]]] = [
+        *((pull, lambda listed: _act_on(github, listed, policy, run, deadline)) for pull in plan.to_merge),
+        *((pull, lambda listed: _update_one(github, listed, policy, run, deadline)) for pull in plan.to_update),
+    ]
     try:
-        for index, pull in enumerate(plan.to_merge):
+        for index, (pull, act) in enumerate(actions):
             if dry_run:
-                run.record(pull.number, MergeOutcome.SKIPPED, DRY_RUN)
-                log.emit("merge.planned", number=pull.number, sha=pull.head_oid)
+                updating = pull in plan.to_update
+                run.record(pull.number, MergeOutcome.SKIPPED,
+                           DRY_RUN_UPDATE if updating else DRY_RUN_ENQUEUE if pull.merge_queue_enabled else DRY_RUN)
+                log.emit("merge.planned", number=pull.number, sha=pull.head_oid,
+                         action="update" if updating else "enqueue" if pull.merge_queue_enabled else "merge")
                 continue
             if deadline is not None and clock() >= deadline:
                 report.stopped = "time budget spent"
-                _stop_rest(run, plan.to_merge[index:])
+                _stop_rest(run, [p for p, _ in actions[index:]])
                 break
             try:
-                _merge_one(github, pull, policy, run, deadline)
+                act(pull)
             except RateLimited as stop:
                 report.stopped = stop.describe()
-                _stop_rest(run, plan.to_merge[index:])
+                _stop_rest(run, [p for p, _ in actions[index:]])
                 break
     finally:
         report.api_calls = github.api_calls
@@ -728,10 +855,12 @@ def _note_unrecognized(log: EventLog, pull: PullSnapshot) -> None:
 
 
 def _read_again(
-    github: GitHubPort, listed: PullSnapshot, policy: MergePolicy, run: PullOutcomes, deadline: float | None
+    github: GitHubPort, listed: PullSnapshot, policy: MergePolicy, run: PullOutcomes, deadline: float | None,
+    *, up_to_date: bool = True,
 ) -> PullSnapshot | None:
-    """The pull request as GitHub has it now, if the same rules still say merge it; otherwise None, and why
-    is recorded. A failed read merges nothing: only a fresh "eligible" does."""
+    """The pull request as GitHub has it now, if the same rules still say act on it; otherwise None, and why is
+    recorded. A failed read changes nothing: only a fresh "eligible" does. One already in the merge queue is
+    recorded as such (nothing to do). With `up_to_date=False` (a branch update), being behind is what is expected."""
     number = listed.number
     try:
         pull = github.fetch_pull(number, deadline=deadline)
@@ -744,8 +873,11 @@ def _read_again(
         run.log.emit("merge.failed", number=number, reason=MergeFailure.NOT_FOUND,
                      detail=f"#{number} is no longer on GitHub")
         return None
+    if pull.in_merge_queue:
+        run.record(number, *queue_reason(pull))
+        return None
     decision = decide(pull, policy)
-    if not decision.eligible:
+    if not (only_behind(decision) if not up_to_date else decision.eligible):
         run.record(number, MergeOutcome.SKIPPED, decision.reason)
         run.log.emit("merge.changed", number=number, reasons=[r.value for r in decision.refusals],
                      listed_head=listed.head_oid, head=pull.head_oid)
@@ -754,13 +886,45 @@ def _read_again(
     return pull
 
 
-def _merge_one(
+def _act_on(
     github: GitHubPort, listed: PullSnapshot, policy: MergePolicy, run: PullOutcomes, deadline: float | None
 ) -> None:
-    github.wait_for_merge_slot(deadline=deadline)
-    pull = _read_again(github, listed, policy, run, deadline)
-    if pull is None:
-        return
+    """Merge it, or enqueue it where its base requires the merge queue; a merge refused with the queue's 405 (a rule
+    the reads did not show) is followed, in the same cycle, by an enqueue through the same wait, read and rules."""
+    queue_required = False
+    while True:
+        github.wait_for_merge_slot(deadline=deadline)
+        pull = _read_again(github, listed, policy, run, deadline)
+        if pull is None:
+            return
+        if pull.merge_queue_enabled or queue_required:
+            _enqueue(github, pull, run, deadline)
+            return
+        result = _merge(github, pull, run, deadline)
+        if not (isinstance(result, MergeRefused) and result.failure is MergeFailure.QUEUE_REQUIRED) or queue_required:
+            return
+        queue_required = True
+        run.log.emit("merge.queue_required", number=pull.number, detail=result.detail)
+
+
+def _enqueue(github: GitHubPort, pull: PullSnapshot, run: PullOutcomes, deadline: float | None) -> None:
+    # Pinned to the head just read and checked: GitHub refuses the entry if the branch moved since.
+    result = github.enqueue(pull.number, pull_id=pull.node_id, head_sha=pull.head_oid, deadline=deadline)
+    if isinstance(result, Enqueued):
+        entry = result.entry
+        run.record(pull.number, MergeOutcome.QUEUED,
+                   ENQUEUED if entry is None else f"{ENQUEUED} ({entry.state}, position {entry.position})")
+        run.log.emit("merge.enqueued", number=pull.number, head=pull.head_oid,
+                     state=None if entry is None else str(entry.state),
+                     position=None if entry is None else entry.position)
+    elif isinstance(result, MergeRefused):
+        run.record(pull.number, MergeOutcome.FAILED, result.failure.value)
+        run.log.emit("merge.failed", number=pull.number, reason=result.failure, detail=result.detail, action="enqueue")
+    else:
+        assert_never(result)
+
+
+def _merge(github: GitHubPort, pull: PullSnapshot, run: PullOutcomes, deadline: float | None) -> MergeResult:
     # Pinned to the head just read and checked, not the listing's: GitHub refuses (409) if it moves again.
     result = github.merge(pull.number, head_sha=pull.head_oid, title=commit_title(pull), deadline=deadline)
     if isinstance(result, MergeRefused) and result.failure is MergeFailure.UNCERTAIN:
@@ -770,7 +934,7 @@ def _merge_one(
         except GitHubError as exc:
             run.record(pull.number, MergeOutcome.FAILED, MergeFailure.UNCERTAIN.value)
             run.log.emit("merge.failed", number=pull.number, reason=MergeFailure.UNCERTAIN, detail=str(exc))
-            return
+            return result
         result = Merged(sha) if sha is not None else MergeRefused(MergeFailure.FAILED, result.detail)
     if isinstance(result, Merged):
         run.record(pull.number, MergeOutcome.MERGED, "merged")
@@ -778,5 +942,26 @@ def _merge_one(
     elif isinstance(result, MergeRefused):
         run.record(pull.number, MergeOutcome.FAILED, result.failure.value)
         run.log.emit("merge.failed", number=pull.number, reason=result.failure, detail=result.detail)
+    else:
+        assert_never(result)
+    return result
+
+
+def _update_one(
+    github: GitHubPort, listed: PullSnapshot, policy: MergePolicy, run: PullOutcomes, deadline: float | None
+) -> None:
+    """Bring one behind pull request up to date, if the read just before still finds it eligible but for being
+    behind; pinned to the head that read saw. It merges on a later cycle, once its checks pass on the new head."""
+    github.wait_for_merge_slot(deadline=deadline)
+    pull = _read_again(github, listed, policy, run, deadline, up_to_date=False)
+    if pull is None:
+        return
+    result = github.update_branch(pull.number, head_sha=pull.head_oid, deadline=deadline)
+    if isinstance(result, BranchUpdated):
+        run.record(pull.number, MergeOutcome.UPDATED, UPDATED)
+        run.log.emit("merge.updated", number=pull.number, head=pull.head_oid)
+    elif isinstance(result, MergeRefused):
+        run.record(pull.number, MergeOutcome.FAILED, result.failure.value)
+        run.log.emit("merge.failed", number=pull.number, reason=result.failure, detail=result.detail, action="update")
     else:
         assert_never(result)

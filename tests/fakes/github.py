@@ -29,6 +29,10 @@ Usage::
     gh.after_query = lambda op: gh.add_label(1, "do-not-merge") if op == "OpenPullRequests" else None
     gh.calls("PUT", "/merge"); gh.requests; gh.graphql_documents
 
+    FakeGitHub(merge_queue=True)       # the default branch requires the merge queue: a direct merge answers 405
+    gh.add_to_queue(n); gh.queue; gh.set_queue_state(n, "UNMERGEABLE"); gh.land_from_queue(n)
+    FakeGitHub(require_up_to_date=True)   # strict: BEHIND once the base moves; PUT .../update-branch catches up
+
 Agents open pull requests through REST (``POST /repos/{o}/{r}/pulls``, then ``POST .../issues/{n}/labels``), each
 with its own token: ``FakeGitHub(extra_tokens={agent_token: "fleet-agent[bot]"})`` accepts it, acting as that login.
 ``resolve_branch`` (e.g. ``FakeGitServer.head``) gives a new pull request its head sha; without it one is made up::
@@ -116,6 +120,11 @@ MERGEABLE_STATES = ("MERGEABLE", "CONFLICTING", "UNKNOWN")
 MERGE_METHODS = ("merge", "squash", "rebase")
 NOT_MERGEABLE = "Pull Request is not mergeable"
 HEAD_MODIFIED = "Head branch was modified. Review and try the merge again."
+# A direct merge where the base branch requires the merge queue (HTTP 405; reported in akuity/kargo#5405).
+QUEUE_REQUIRED = "Changes must be made through the merge queue"
+OUT_OF_DATE = "Head branch is out of date. Review and try the merge again."
+UPDATE_HEAD_MISMATCH = "expected head sha didn't match current head ref."
+QUEUE_ENTRY_STATES = ("AWAITING_CHECKS", "LOCKED", "MERGEABLE", "QUEUED", "UNMERGEABLE")
 
 
 # --------------------------------------------------------------------------------------------------------- schema
@@ -185,6 +194,15 @@ class FakeStatus:
 
 
 @dataclass
+class FakeQueueEntry:
+    id: int
+    state: str  # one of QUEUE_ENTRY_STATES
+    head_sha: str  # the head it was enqueued with
+    enqueued_at: str
+    typename: ClassVar[str] = "MergeQueueEntry"
+
+
+@dataclass
 class FakePull:
     number: int
     title: str
@@ -207,6 +225,8 @@ class FakePull:
     merged_at: str | None = None
     closed_at: str | None = None
     reviews: list[FakeReview] = field(default_factory=list)
+    base_sha: str = ""  # the base commit the branch contains: behind once the base moves on
+    queue_entry: FakeQueueEntry | None = None
     typename: ClassVar[str] = "PullRequest"
 
     @property
@@ -328,6 +348,8 @@ class FakeGitHub:
         merge_branch: Callable[[str, str, str], str | None] | None = None,
         diff: Callable[[str, str], str] | None = None,
         labels: Iterable[str] = (),
+        merge_queue: bool = False,
+        require_up_to_date: bool = False,
     ) -> None:
         self.owner, self.name, self.token, self.default_branch = owner, name, token, default_branch
         # Who can push. On a public repository anyone may submit a review; GitHub counts only these
@@ -339,6 +361,10 @@ class FakeGitHub:
         self.allow_squash_merge = allow_squash_merge
         self.allow_merge_commit = allow_merge_commit
         self.allow_rebase_merge = allow_rebase_merge
+        # The default branch's ruleset requires the merge queue: direct merges answer 405, enqueuePullRequest adds.
+        self.merge_queue = merge_queue
+        # The required checks' strict policy: a branch that lacks the base's latest commit is BEHIND, unmergeable.
+        self.require_up_to_date = require_up_to_date
         self.on_merge: Callable[[int], object] | None = None
         self.after_query: Callable[[str | None], object] | None = None
         # after_rest runs (lock held) once a REST answer is computed, given the method and path: a change mid-race
@@ -460,7 +486,7 @@ class FakeGitHub:
             pull = FakePull(
                 number=number, title=title, body=body, draft=draft, base=base or self.default_branch,
                 head_ref=head_ref or f"feature/{number}", head_sha=self._new_sha("head", number), labels=list(labels),
-                mergeable=mergeable, created_at=stamp, updated_at=stamp, author=author,
+                mergeable=mergeable, created_at=stamp, updated_at=stamp, author=author, base_sha=self._base_sha,
             )
             self._pulls[number] = pull
             for label in pull.labels:
@@ -583,6 +609,7 @@ class FakeGitHub:
             pull = self.pull(number)
             pull.head_sha = self._new_sha("push", number)
             pull.updated_at = self._tick()
+            pull.queue_entry = None  # GitHub takes a pull request whose branch changed out of the merge queue
             if mergeable is not None:
                 self.set_mergeable(number, mergeable)
             if self.dismiss_stale_reviews:
@@ -604,6 +631,54 @@ class FakeGitHub:
     def add_label(self, number: int, label: str) -> None:
         with self._lock:
             self.pull(number).labels.append(label)
+
+    # ------------------------------------------------------------------ the merge queue, as its owner sees it
+
+    @property
+    def queue(self) -> list[int]:
+        """The numbers of the pull requests in the merge queue, first to merge first."""
+        with self._lock:
+            entries = [(p.queue_entry.id, p.number) for p in self._pulls.values() if p.queue_entry is not None]
+            return [number for _, number in sorted(entries)]
+
+    def add_to_queue(self, number: int) -> FakeQueueEntry:
+        """Enqueue as someone else would (the merge button's "Merge when ready"), with GitHub's own checks."""
+        with self._lock:
+            self.pull(number)
+            return self._enqueue(number, None)
+
+    def set_queue_state(self, number: int, state: str) -> None:
+        """What the queue's checks made of the entry (UNMERGEABLE: they failed on the merged result)."""
+        if state not in QUEUE_ENTRY_STATES:
+            raise ValueError(f"state={state!r}; use one of {QUEUE_ENTRY_STATES}")
+        with self._lock:
+            entry = self.pull(number).queue_entry
+            if entry is None:
+                raise ValueError(f"#{number} is not in the merge queue")
+            entry.state = state
+
+    def land_from_queue(self, number: int) -> None:
+        """The queue merges the entry, as GitHub does once its merge group's checks pass."""
+        with self._lock:
+            pull = self.pull(number)
+            if pull.queue_entry is None:
+                raise ValueError(f"#{number} is not in the merge queue")
+            pull.queue_entry = None
+            stamp = self._tick()
+            self._base_sha = pull.merge_commit_sha = self._new_sha("merge", number)
+            pull.state, pull.merged, pull.merge_method = "closed", True, "squash"
+            pull.merged_title = f"{pull.title} (#{number})"
+            pull.merged_at = pull.closed_at = pull.updated_at = stamp
+
+    def _queue_enabled(self, pull: FakePull) -> bool:
+        return self.merge_queue and pull.base == self.default_branch
+
+    def _queue_position(self, entry: FakeQueueEntry) -> int:
+        ids = sorted(p.queue_entry.id for p in self._pulls.values() if p.queue_entry is not None)
+        return ids.index(entry.id) + 1
+
+    def _behind(self, pull: FakePull) -> bool:
+        return self.require_up_to_date and pull.base == self.default_branch and pull.base_sha != self._base_sha
 
     def close(self, number: int) -> None:
         with self._lock:
@@ -738,6 +813,8 @@ class FakeGitHub:
         review_missing = self.require_review and self._review_decision(pull) != "APPROVED"
         if review_missing or self._required_problem(pull.head_sha):
             return "BLOCKED"
+        if self._behind(pull):
+            return "BEHIND"
         if any(outcome != "success" for outcome in self._outcomes(pull.head_sha).values()):
             return "UNSTABLE"
         return "CLEAN"
@@ -756,16 +833,13 @@ class FakeGitHub:
         if not allowed[method]:
             what = {"merge": "Merge commits", "squash": "Squash merges", "rebase": "Rebase merges"}[method]
             raise _Problem("UNPROCESSABLE", f"{what} are not allowed on this repository.", 405)
+        if self._queue_enabled(pull):
+            raise _Problem("UNPROCESSABLE", QUEUE_REQUIRED, 405)
         if sha is not None and sha != pull.head_sha:
             raise _Problem("UNPROCESSABLE", HEAD_MODIFIED, 409)
-        if pull.draft or pull.mergeable != "MERGEABLE":
-            raise _Problem("UNPROCESSABLE", NOT_MERGEABLE, 405)
-        if self.require_review and self._review_decision(pull) != "APPROVED":
-            raise _Problem("UNPROCESSABLE", "At least 1 approving review is required by reviewers with write access.",
-                           405)
-        problem = self._required_problem(pull.head_sha)
-        if problem:
-            raise _Problem("UNPROCESSABLE", problem, 405)
+        self._check_requirements(pull)
+        if self._behind(pull):
+            raise _Problem("UNPROCESSABLE", OUT_OF_DATE, 405)
         default_title = (f"{pull.title} (#{number})" if method == "squash"
                          else f"Merge pull request #{number} from {self.owner}/{pull.head_ref}")
         merged_title = title or default_title
@@ -792,6 +866,32 @@ class FakeGitHub:
         pull.merged_title, pull.merged_message = merged_title, merged_message
         pull.merged_at = pull.closed_at = pull.updated_at = stamp
         return pull
+
+    def _check_requirements(self, pull: FakePull) -> None:
+        """What a merge and an enqueue both require (the merge queue then tests the merged result itself)."""
+        if pull.draft or pull.mergeable != "MERGEABLE":
+            raise _Problem("UNPROCESSABLE", NOT_MERGEABLE, 405)
+        if self.require_review and self._review_decision(pull) != "APPROVED":
+            raise _Problem("UNPROCESSABLE", "At least 1 approving review is required by reviewers with write access.",
+                           405)
+        problem = self._required_problem(pull.head_sha)
+        if problem:
+            raise _Problem("UNPROCESSABLE", problem, 405)
+
+    def _enqueue(self, number: int, expected_head: str | None) -> FakeQueueEntry:
+        """enqueuePullRequest: the pinned head, the base's queue, and the merge's own requirements."""
+        pull = self._pulls[number]
+        if pull.state != "open":
+            raise _Problem("UNPROCESSABLE", NOT_MERGEABLE)
+        if not self._queue_enabled(pull):
+            raise _Problem("UNPROCESSABLE", f"Merge queue is not enabled for the {pull.base} branch.")
+        if expected_head is not None and expected_head != pull.head_sha:
+            raise _Problem("UNPROCESSABLE", HEAD_MODIFIED)
+        if pull.queue_entry is not None:
+            raise _Problem("UNPROCESSABLE", "Pull request is already in the merge queue.")
+        self._check_requirements(pull)
+        pull.queue_entry = FakeQueueEntry(next(self._ids), "AWAITING_CHECKS", pull.head_sha, self._tick())
+        return pull.queue_entry
 
     # ------------------------------------------------------------------ HTTP: entry point (called by the handler)
 
@@ -900,6 +1000,7 @@ class FakeGitHub:
             ("GET", repo + r"/pulls/(?P<number>\d+)/reviews", self._rest_reviews),
             ("GET", repo + r"/pulls/(?P<number>\d+)/merge", self._rest_is_merged),
             ("PUT", repo + r"/pulls/(?P<number>\d+)/merge", self._rest_merge),
+            ("PUT", repo + r"/pulls/(?P<number>\d+)/update-branch", self._rest_update_branch),
             ("POST", repo + r"/pulls", self._rest_create_pull),
             ("POST", repo + r"/issues/(?P<number>\d+)/labels", self._rest_add_labels),
             ("GET", repo + r"/issues", self._rest_issues),
@@ -1044,6 +1145,25 @@ class FakeGitHub:
                            'is not one of ["merge", "squash", "rebase"].', 422)
         pull = self._merge(int(number), method, body.get("sha"), body.get("commit_title"), body.get("commit_message"))
         return 200, {"sha": pull.merge_commit_sha, "merged": True, "message": "Pull Request successfully merged"}, {}
+
+    def _rest_update_branch(self, number: str, body: Any, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        """PUT .../pulls/{n}/update-branch: merges the base into the branch (a new head, with no checks yet)."""
+        pull = self._get_pull(number)
+        body = body if isinstance(body, dict) else {}
+        expected = body.get("expected_head_sha")
+        if pull.state != "open":
+            raise _Problem("UNPROCESSABLE", "Pull request is closed.", 422)
+        if expected is not None and expected != pull.head_sha:
+            raise _Problem("UNPROCESSABLE", UPDATE_HEAD_MISMATCH, 422)
+        if pull.base_sha == self._base_sha:
+            raise _Problem("UNPROCESSABLE", "There are no new commits on the base branch.", 422)
+        if pull.mergeable == "CONFLICTING":
+            raise _Problem("UNPROCESSABLE", "merge conflict between base and head", 422)
+        # A merge of the base brings no reviewable change of the branch's own: approvals stay (see docs/design.md).
+        pull.head_sha, pull.base_sha, pull.updated_at = self._new_sha("update", number), self._base_sha, self._tick()
+        pull.queue_entry = None
+        return 202, {"message": "Updating pull request branch.",
+                     "url": f"{self.root_url}/{self.repository}/pull/{pull.number}"}, {}
 
     def _rest_create_pull(self, body: Any, **_: Any) -> tuple[int, Any, dict[str, str]]:
         """POST /repos/{o}/{r}/pulls: title, head ("branch" or "owner:branch"), base, body, draft."""
@@ -1535,6 +1655,16 @@ def _merge_mutation(gh: FakeGitHub, args: dict[str, Any]) -> dict[str, Any]:
     return {"clientMutationId": data.get("clientMutationId"), "pullRequest": pull, "actor": _Actor("fleet-bot")}
 
 
+def _enqueue_mutation(gh: FakeGitHub, args: dict[str, Any]) -> dict[str, Any]:
+    data = args["input"]
+    target = _node(gh, data["pullRequestId"])
+    if not isinstance(target, FakePull):
+        wanted = data["pullRequestId"]
+        raise _Problem("NOT_FOUND", f"Could not resolve to a PullRequest with the global id of '{wanted}'")
+    entry = gh._enqueue(target.number, data.get("expectedHeadOid"))
+    return {"clientMutationId": data.get("clientMutationId"), "mergeQueueEntry": entry}
+
+
 def _rate_limit(gh: FakeGitHub, args: dict[str, Any]) -> dict[str, Any]:
     bucket = gh._buckets["graphql"]
     return {"cost": 1, "limit": bucket.limit, "remaining": bucket.remaining, "used": bucket.used, "nodeCount": 0,
@@ -1568,6 +1698,7 @@ _RESOLVERS: dict[str, Resolver] = {
     "Query.rateLimit": lambda _, gh, a: _rate_limit(gh, a),
     "Query.viewer": lambda _, gh, a: _Actor("fleet-bot"),
     "Mutation.mergePullRequest": lambda _, gh, a: _merge_mutation(gh, a),
+    "Mutation.enqueuePullRequest": lambda _, gh, a: _enqueue_mutation(gh, a),
     # Repository (the source is the FakeGitHub itself)
     "Repository.id": lambda gh, _, a: "R_fake00000001",
     "Repository.databaseId": lambda gh, _, a: 1,
@@ -1626,6 +1757,17 @@ _RESOLVERS: dict[str, Resolver] = {
     "PullRequest.commits": lambda p, gh, a: _connection(
         [{"__typename": "PullRequestCommit", "id": f"PURC_fake{p.head_sha[:12]}", "commit": _Commit(p.head_sha),
           "url": _url(gh, f"/pull/{p.number}/commits/{p.head_sha}")}], a),
+    "PullRequest.isMergeQueueEnabled": lambda p, gh, a: gh._queue_enabled(p),
+    "PullRequest.isInMergeQueue": lambda p, gh, a: p.queue_entry is not None,
+    "PullRequest.mergeQueueEntry": lambda p, gh, a: p.queue_entry,
+    "MergeQueueEntry.id": lambda e, gh, a: f"MQE_fake{e.id}",
+    "MergeQueueEntry.position": lambda e, gh, a: gh._queue_position(e),
+    "MergeQueueEntry.enqueuedAt": lambda e, gh, a: e.enqueued_at,
+    "MergeQueueEntry.headCommit": lambda e, gh, a: _Commit(e.head_sha),
+    "MergeQueueEntry.jump": lambda e, gh, a: False,
+    "MergeQueueEntry.solo": lambda e, gh, a: False,
+    "MergeQueueEntry.pullRequest": lambda e, gh, a: next(
+        (p for p in gh._pulls.values() if p.queue_entry is e), None),
     "PullRequest.mergeCommit": lambda p, gh, a: _Commit(p.merge_commit_sha) if p.merge_commit_sha else None,
     "PullRequest.mergedBy": lambda p, gh, a: _Actor("fleet-bot") if p.merged else None,
     # Reviews, users, commits, checks
