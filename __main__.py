@@ -23,7 +23,7 @@ from deploy.components import (
 )
 from deploy.coordinator_spec import Source, coordinator_spec
 from deploy.pulumi_config import current_fleet_id, load_stack_config, stack_secrets
-from deploy.stack_config import reference_secret_warnings, resolve_roster, role_image
+from deploy.stack_config import merge_policy_warnings, reference_secret_warnings, resolve_roster, role_image
 from roster import ROSTER
 
 config = load_stack_config(ROSTER)
@@ -57,7 +57,7 @@ coordinator_image = build("coordinator", ".")
 # The reference agent image, for every role the stack names no image for (agentImage, images.<role>).
 needs_agent_image = any(role_image(role, config) is None for role in ROSTER)
 agent_image = build("agent", "agent").ref if needs_agent_image else None
-for warning in reference_secret_warnings(ROSTER, config):
+for warning in [*reference_secret_warnings(ROSTER, config), *merge_policy_warnings(config)]:
     pulumi.log.warn(warning)
 
 for role in ROSTER:
@@ -72,6 +72,8 @@ RepositorySettings(
         repository=config.repository_name,
         ruleset_name=f"agent-fleet ({fleet_id})",
         required_checks=config.required_checks,
+        merge_queue=config.merge_queue_limits if config.merge_queue else None,
+        require_up_to_date=config.require_up_to_date,
     ),
     opts=on_github,
 )

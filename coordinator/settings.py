@@ -55,6 +55,7 @@ from coordinator.values import (
     parse_repository,
     parse_seconds,
     parse_swarm_fleet_id,
+    parse_switch,
     parse_url,
     repository_parts,
 )
@@ -335,14 +336,6 @@ def derive_graphql_url(api_url: str) -> str:
     if base.endswith("/api/v3"):
         return base[: -len("/v3")] + "/graphql"
     return base + "/graphql"
-
-
-def parse_switch(raw: str) -> bool:
-    """true or false (any case)."""
-    value = {"true": True, "false": False}.get(raw.lower())
-    if value is None:
-        raise ValueProblem("is neither true nor false", "use true or false")
-    return value
 
 
 def parse_expect(raw: str) -> tuple[tuple[int, int], ...]:

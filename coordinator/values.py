@@ -84,6 +84,14 @@ def parse_int(raw: str, *, minimum: int, maximum: int, example: int, maximum_hin
     return whole_number(int(raw), minimum=minimum, maximum=maximum, example=example, maximum_hint=maximum_hint)
 
 
+def parse_switch(raw: str) -> bool:
+    """true or false, in any case (Pulumi hands a boolean key over as that text)."""
+    value = {"true": True, "false": False}.get(raw.lower())
+    if value is None:
+        raise ValueProblem("is neither true nor false", "use true or false")
+    return value
+
+
 def check_seconds(value: float, *, maximum: float, minimum: float = MIN_SECONDS) -> float:
     """A number of seconds: finite, at least `minimum` (so more than 0) and at most `maximum`."""
     if not math.isfinite(value):

@@ -15,7 +15,7 @@ import pulumi_github as github
 
 from coordinator.fleet import BLOCKING_LABEL, Department, Role, role_label
 from deploy.coordinator_spec import CoordinatorSpec, HealthCheck, Source, SpecFile
-from deploy.stack_config import DEFAULT_BASE_IMAGE, StackConfig
+from deploy.stack_config import DEFAULT_BASE_IMAGE, MergeQueueLimits, StackConfig
 
 T = TypeVar("T")
 GITHUB_LABEL_DESCRIPTION_LIMIT = 100  # GitHub refuses longer label descriptions
@@ -367,6 +367,8 @@ class RepositorySettingsArgs:
     ruleset_name: str
     required_checks: Sequence[str] = ()
     blocking_label: str = BLOCKING_LABEL
+    merge_queue: MergeQueueLimits | None = None  # None: no merge queue rule
+    require_up_to_date: bool = False  # the required checks' strict policy
 
 
 class RepositorySettings(pulumi.ComponentResource):
@@ -388,6 +390,7 @@ class RepositorySettings(pulumi.ComponentResource):
                     github.RepositoryRulesetRulesRequiredStatusChecksRequiredCheckArgs(context=check)
                     for check in args.required_checks
                 ],
+                strict_required_status_checks_policy=args.require_up_to_date,
             )
             if args.required_checks
             else None
@@ -408,6 +411,7 @@ class RepositorySettings(pulumi.ComponentResource):
                     allowed_merge_methods=["squash"],
                 ),
                 required_status_checks=checks,
+                merge_queue=merge_queue_rule(args.merge_queue) if args.merge_queue is not None else None,
                 deletion=True,
                 non_fast_forward=True,
             ),
@@ -422,6 +426,20 @@ class RepositorySettings(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs({"ruleset": self.ruleset.name})
+
+
+def merge_queue_rule(limits: MergeQueueLimits) -> github.RepositoryRulesetRulesMergeQueueArgs:
+    """The ruleset's merge_queue rule: squash (the only method the ruleset allows), every entry's merged result
+    tested (ALLGREEN), the stack's limits. The coordinator enqueues; the queue merges."""
+    return github.RepositoryRulesetRulesMergeQueueArgs(
+        merge_method="SQUASH",
+        grouping_strategy="ALLGREEN",
+        check_response_timeout_minutes=limits.check_timeout_minutes,
+        max_entries_to_build=limits.max_entries_to_build,
+        min_entries_to_merge=limits.min_entries_to_merge,
+        max_entries_to_merge=limits.max_entries_to_merge,
+        min_entries_to_merge_wait_minutes=limits.min_entries_to_merge_wait_minutes,
+    )
 
 
 def github_provider(config: StackConfig, token: pulumi.Output[str]) -> github.Provider:

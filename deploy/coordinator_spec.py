@@ -214,6 +214,8 @@ def coordinator_env(*, fleet_id: str, config: StackConfig) -> dict[str, str]:
         "GITHUB_REPOSITORY": config.repository,
         "GITHUB_TOKEN_FILE": GITHUB_TOKEN_FILE,
         "REQUIRED_CHECKS": ",".join(config.required_checks),
+        # The ruleset's strict policy (requireUpToDate): only then does the coordinator update behind branches.
+        "MERGE_REQUIRE_UP_TO_DATE": "true" if config.require_up_to_date else "false",
         # Always passed, so the coordinator enforces exactly the limits the program checked the roster against.
         "FLEET_MAX_AGENTS_PER_ROLE": str(config.max_agents_per_role),
         "FLEET_MAX_AGENTS": str(config.max_agents),

@@ -51,6 +51,7 @@ from coordinator.values import (
     parse_network,
     parse_repository,
     parse_swarm_fleet_id,
+    parse_switch,
     parse_url,
     repository_parts,
     whole_number,
@@ -86,6 +87,9 @@ CONFIG_KEYS = (
     "registry",
     "registryUsername",
     "metricsPort",
+    "mergeQueue",
+    "mergeQueueLimits",
+    "requireUpToDate",
 )
 # Keys of the namespace whose values are secrets: read by `deploy.pulumi_config` as secret Outputs, never
 # through this module. Known, so that they are not refused as unknown.
@@ -117,6 +121,27 @@ class SecretsPresent:
 
 
 @dataclass(frozen=True)
+class MergeQueueLimits:
+    """The numbers of the ruleset's merge_queue rule (`mergeQueueLimits`); the defaults are GitHub's own."""
+
+    check_timeout_minutes: int = 60  # a required check that has not reported by then counts as failed
+    max_entries_to_build: int = 5  # queued pull requests whose merge groups are tested at once
+    min_entries_to_merge: int = 1
+    max_entries_to_merge: int = 5  # pull requests merged together in one group
+    min_entries_to_merge_wait_minutes: int = 5  # then a smaller group merges anyway
+
+
+# mergeQueueLimits' keys -> (field, minimum, maximum), the bounds GitHub's rulesets API documents.
+MERGE_QUEUE_LIMIT_KEYS: dict[str, tuple[str, int, int]] = {
+    "checkTimeoutMinutes": ("check_timeout_minutes", 1, 360),
+    "maxEntriesToBuild": ("max_entries_to_build", 0, 100),
+    "minEntriesToMerge": ("min_entries_to_merge", 0, 100),
+    "maxEntriesToMerge": ("max_entries_to_merge", 0, 100),
+    "minEntriesToMergeWaitMinutes": ("min_entries_to_merge_wait_minutes", 0, 360),
+}
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """Everything a stack configures except the secrets' values. Optional settings are None when unset."""
 
@@ -139,6 +164,9 @@ class StackConfig:
     registry: str | None = None  # host[:port][/namespace] the images are pushed to
     registry_username: str | None = None
     metrics_port: int = DEFAULT_METRICS_PORT  # 0: no metrics endpoint
+    merge_queue: bool = False  # the default branch's ruleset requires GitHub's merge queue
+    merge_queue_limits: MergeQueueLimits = field(default_factory=MergeQueueLimits)
+    require_up_to_date: bool = False  # the required checks' strict policy; the coordinator updates behind branches
     secrets: SecretsPresent = field(default_factory=SecretsPresent)
 
     @property
@@ -263,6 +291,32 @@ def _required_checks(raw: Mapping[str, str | None]) -> tuple[str, ...]:
     ):
         raise _error("requiredChecks", checks, 'use a list of check names like ["test", "lint"]')
     return tuple(str(c).strip() for c in checks)
+
+
+def _merge_queue_limits(raw: Mapping[str, str | None]) -> MergeQueueLimits:
+    key = "mergeQueueLimits"
+    example = '{"checkTimeoutMinutes": 30, "maxEntriesToMerge": 3}'
+    value = _json(raw, key, example)
+    if value is None:
+        return MergeQueueLimits()
+    if not isinstance(value, dict):
+        raise _error(key, value, f"it must be an object like {example}")
+    numbers: dict[str, int] = {}
+    for name, number in value.items():
+        if name not in MERGE_QUEUE_LIMIT_KEYS:
+            known = ", ".join(MERGE_QUEUE_LIMIT_KEYS)
+            raise _error(f"{key}.{name}", number, f"it is not a merge queue limit; use one of {known}")
+        field_name, minimum, maximum = MERGE_QUEUE_LIMIT_KEYS[name]
+        try:
+            numbers[field_name] = whole_number(number, minimum=minimum, maximum=maximum,
+                                               example=getattr(MergeQueueLimits(), field_name))
+        except ValueProblem as problem:
+            raise _refusal(f"{key}.{name}", number, problem) from None
+    limits = MergeQueueLimits(**numbers)
+    if limits.min_entries_to_merge > limits.max_entries_to_merge:
+        raise _error(f"{key}.minEntriesToMerge", limits.min_entries_to_merge,
+                     f"it is more than maxEntriesToMerge ({limits.max_entries_to_merge}); lower it or raise that")
+    return limits
 
 
 def _count_limit(raw: Mapping[str, str | None], key: str, default: int, ceiling: int) -> int:
@@ -419,6 +473,9 @@ def parse_stack_config(
             raw, "metricsPort", partial(parse_int, minimum=0, maximum=MAX_PORT, example=DEFAULT_METRICS_PORT),
             DEFAULT_METRICS_PORT,
         ),
+        merge_queue=_read(raw, "mergeQueue", parse_switch, False),
+        merge_queue_limits=_merge_queue_limits(raw),
+        require_up_to_date=_read(raw, "requireUpToDate", parse_switch, False),
         secrets=present,
     )
     _check_registry(config)
@@ -499,6 +556,23 @@ def reference_secret_warnings(roles: Iterable[Role], config: StackConfig) -> lis
         warnings.append(
             f"the reference agent image needs the agent secret {secret}, which {named} do not receive: their agents "
             f"will exit 78; set it with `pulumi config set --secret --path 'agentSecrets.{secret}' ...`"
+        )
+    return warnings
+
+
+def merge_policy_warnings(config: StackConfig) -> list[str]:
+    """What `pulumi preview` warns about in the merge settings: a queue or a strict policy with no check to run."""
+    warnings = []
+    if config.merge_queue and not config.required_checks:
+        warnings.append(
+            f"{NAMESPACE}:mergeQueue is on but {NAMESPACE}:requiredChecks is empty: the merge queue would merge each "
+            "group without testing it; set the checks CI reports (CI must also run on `merge_group` events), e.g. "
+            "`pulumi config set --path 'requiredChecks[0]' test`"
+        )
+    if config.require_up_to_date and not config.required_checks:
+        warnings.append(
+            f"{NAMESPACE}:requireUpToDate is on but {NAMESPACE}:requiredChecks is empty: GitHub applies the up-to-date "
+            "policy only to required checks, so it has no effect; set requiredChecks"
         )
     return warnings
 

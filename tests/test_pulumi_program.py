@@ -375,6 +375,7 @@ def test_container_environment_is_the_runtime_contract(mode: tuple[str, bool], r
         "GITHUB_REPOSITORY": "acme/webapp",
         "GITHUB_TOKEN_FILE": GITHUB_TOKEN_FILE,
         "REQUIRED_CHECKS": "test,lint",
+        "MERGE_REQUIRE_UP_TO_DATE": "false",
         "HEALTH_URL": "https://webapp.example.com/healthz",
         # The limits the program checked the roster against, so the coordinator enforces the same ones.
         "FLEET_MAX_AGENTS_PER_ROLE": "100",
@@ -582,6 +583,47 @@ def test_no_required_checks_means_no_status_check_rule() -> None:
     ruleset = run_program(config={"requiredChecks": None}).one(RULESET).inputs
     assert "requiredStatusChecks" not in ruleset["rules"]
     assert ruleset["rules"]["pullRequest"]["requiredApprovingReviewCount"] == 1
+
+
+def test_by_default_no_merge_queue_and_no_up_to_date_policy(run: ProgramRun) -> None:
+    rules = run.one(RULESET).inputs["rules"]
+    assert "mergeQueue" not in rules
+    assert rules["requiredStatusChecks"].get("strictRequiredStatusChecksPolicy") in (None, False)
+
+
+@pytest.mark.parametrize("runtime", ["docker", "swarm"])
+def test_the_merge_queue_rule_and_the_strict_policy_as_declared(runtime: str) -> None:
+    run = run_program(config={**CONFIGS[runtime], "mergeQueue": "true", "requireUpToDate": "true"})
+    rules = run.one(RULESET).inputs["rules"]
+    # Squash, every entry's merged result tested, GitHub's own limits unless the stack overrides them.
+    assert rules["mergeQueue"] == {
+        "mergeMethod": "SQUASH", "groupingStrategy": "ALLGREEN", "checkResponseTimeoutMinutes": 60,
+        "maxEntriesToBuild": 5, "minEntriesToMerge": 1, "maxEntriesToMerge": 5, "minEntriesToMergeWaitMinutes": 5,
+    }
+    assert rules["requiredStatusChecks"]["strictRequiredStatusChecksPolicy"] is True
+    assert [check["context"] for check in rules["requiredStatusChecks"]["requiredChecks"]] == ["test", "lint"]
+    # The coordinator is told, so that it brings behind branches up to date.
+    assert coordinator_of(run).env["MERGE_REQUIRE_UP_TO_DATE"] == "true"
+
+
+def test_each_merge_queue_limit_is_overridable() -> None:
+    limits = '{"checkTimeoutMinutes": 30, "maxEntriesToBuild": 2, "maxEntriesToMerge": 3, "minEntriesToMerge": 2, ' \
+        '"minEntriesToMergeWaitMinutes": 0}'
+    rules = run_program(config={"mergeQueue": "true", "mergeQueueLimits": limits}).one(RULESET).inputs["rules"]
+    assert rules["mergeQueue"] == {
+        "mergeMethod": "SQUASH", "groupingStrategy": "ALLGREEN", "checkResponseTimeoutMinutes": 30,
+        "maxEntriesToBuild": 2, "minEntriesToMerge": 2, "maxEntriesToMerge": 3, "minEntriesToMergeWaitMinutes": 0,
+    }
+
+
+def test_a_merge_queue_without_required_checks_is_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warned.append(message))
+    run_program(config={"mergeQueue": "true"})
+    assert not [w for w in warned if "mergeQueue" in w]
+    run_program(config={"mergeQueue": "true", "requiredChecks": None})
+    [warning] = [w for w in warned if "mergeQueue" in w]
+    assert "agent-fleet:requiredChecks is empty" in warning and "merge_group" in warning
 
 
 # --- changes and stacks -----------------------------------------------------------------------------------

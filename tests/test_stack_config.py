@@ -35,12 +35,14 @@ from deploy.stack_config import (
     DEFAULT_BASE_IMAGE,
     DEFAULT_HEALTHCHECK_INTERVAL_SECONDS,
     SECRET_KEYS,
+    MergeQueueLimits,
     SecretsPresent,
     StackConfig,
     StackConfigError,
     check_github_token,
     check_known_keys,
     fleet_id,
+    merge_policy_warnings,
     missing_reference_secrets,
     parse_agent_secret_names,
     parse_stack_config,
@@ -116,6 +118,14 @@ def test_empty_strings_mean_unset_as_the_project_defaults_give_them() -> None:
         ({"metricsPort": "-1"}, "agent-fleet:metricsPort", "'-1'"),
         ({"metricsPort": "65536"}, "agent-fleet:metricsPort", "'65536'"),
         ({"runtime": "swarm"}, "agent-fleet:registry", "None"),
+        ({"mergeQueue": "yes"}, "agent-fleet:mergeQueue", "'yes'"),
+        ({"requireUpToDate": "1"}, "agent-fleet:requireUpToDate", "'1'"),
+        ({"mergeQueueLimits": "[5]"}, "agent-fleet:mergeQueueLimits", "[5]"),
+        ({"mergeQueueLimits": '{"timeout": 5}'}, "agent-fleet:mergeQueueLimits.timeout", "5"),
+        ({"mergeQueueLimits": '{"checkTimeoutMinutes": 0}'}, "agent-fleet:mergeQueueLimits.checkTimeoutMinutes", "0"),
+        ({"mergeQueueLimits": '{"maxEntriesToBuild": 101}'}, "agent-fleet:mergeQueueLimits.maxEntriesToBuild", "101"),
+        ({"mergeQueueLimits": '{"maxEntriesToMerge": "5"}'}, "agent-fleet:mergeQueueLimits.maxEntriesToMerge", "'5'"),
+        ({"mergeQueueLimits": '{"minEntriesToMerge": 6}'}, "agent-fleet:mergeQueueLimits.minEntriesToMerge", "6"),
     ],
 )
 def test_bad_setting_is_refused_naming_key_and_value(raw: dict[str, str], key: str, value: str) -> None:
@@ -489,3 +499,22 @@ def test_prod_stack_is_valid_and_holds_no_token() -> None:
     raw = {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
     config = parse_stack_config(raw, ROSTER)
     assert config.repository == "acme/webapp" and config.required_checks == ("test", "lint")
+
+
+def test_merge_queue_and_up_to_date_settings() -> None:
+    config = parse()
+    assert (config.merge_queue, config.require_up_to_date) == (False, False)
+    assert config.merge_queue_limits == MergeQueueLimits(60, 5, 1, 5, 5)  # GitHub's own defaults
+    queued = parse(mergeQueue="TRUE", requireUpToDate="true", mergeQueueLimits='{"maxEntriesToMerge": 2}',
+                   requiredChecks='["test"]')
+    assert (queued.merge_queue, queued.require_up_to_date) == (True, True)
+    assert queued.merge_queue_limits == MergeQueueLimits(max_entries_to_merge=2)
+    assert merge_policy_warnings(queued) == []
+
+
+def test_a_queue_or_a_strict_policy_without_required_checks_is_warned_about() -> None:
+    warnings = merge_policy_warnings(parse(mergeQueue="true", requireUpToDate="true", requiredChecks="[]"))
+    assert len(warnings) == 2
+    assert warnings[0].startswith("agent-fleet:mergeQueue is on but agent-fleet:requiredChecks is empty")
+    assert "merge_group" in warnings[0]
+    assert warnings[1].startswith("agent-fleet:requireUpToDate is on but agent-fleet:requiredChecks is empty")
