@@ -22,6 +22,13 @@ REST PUT.
 GitHub asks for at least one second between mutating requests; the merge step keeps it (its client sleeps
 between merges). That wait is recorded here, not slept, and shown beside the measured time.
 
+3. The three merge policies at the scale case's state (issue 24), each run cycle after cycle until every eligible
+   pull request has landed: direct merges (the default); the merge queue (the coordinator enqueues, GitHub's queue
+   merges: the local GitHub lands each entry between cycles); and the up-to-date policy (strict required checks: each
+   merge leaves the others BEHIND, the coordinator brings one up to date a cycle, CI reports green on its new head
+   before the next cycle, and it merges then). Printed: cycles, GraphQL and REST calls, and calls per merged pull
+   request, the listing's pages included.
+
 Run from the repository root:  .venv/bin/python benchmarks/merge_calls.py [--open 1000] [--eligible 10]
 """
 
@@ -399,6 +406,68 @@ def scale_case(open_pulls: int, eligible_count: int, repeats: int) -> bool:
     return step.calls <= target and all(ok for _, ok in checks[:4])
 
 
+@dataclass
+class PolicyRun:
+    name: str
+    cycles: int
+    merged: int
+    graphql: int
+    rest: dict[str, int]
+
+    @property
+    def calls(self) -> int:
+        return self.graphql + sum(self.rest.values())
+
+
+def run_policy(name: str, open_pulls: int, eligible: Sequence[int], *, merge_queue: bool = False,
+               strict: bool = False, max_cycles: int = 100) -> PolicyRun:
+    """Cycles of the merge step until every eligible pull request has landed; what GitHub does between cycles
+    (the queue merging its entries, CI reporting on a new head) is done to the local GitHub directly, uncounted."""
+    with FakeGitHub(merge_queue=merge_queue, require_up_to_date=strict) as fake:
+        arrange(fake, open_pulls, eligible)
+        wanted = {fake.pulls[i].number for i in eligible}
+        settings = GitHubSettings(fake.repository, Secret(fake.token), fake.api_url, fake.graphql_url,
+                                  require_up_to_date=strict)
+        cycles = 0
+        while cycles < max_cycles and not all(fake.pull(n).merged for n in wanted):
+            cycles += 1
+            client = GitHubClient(settings, sleep=lambda _: None)
+            report = run_merge(client, settings, log=EventLog("bench", stream=io.StringIO()),
+                               backlog_labels=BACKLOG_LABELS)
+            assert not report.stopped, report.stopped
+            for number in fake.queue:  # GitHub's queue merges its entries once their merge groups pass
+                fake.land_from_queue(number)
+            for number in wanted:  # CI reports green on a branch brought up to date
+                pull = fake.pull(number)
+                if not pull.merged and not fake._outcomes(pull.head_sha):
+                    fake.add_check_run(number, "ci")
+        assert not fake.server_errors, fake.server_errors
+        merged = sum(fake.pull(n).merged for n in wanted)
+        assert merged == len(wanted), f"{name}: {merged} of {len(wanted)} landed in {cycles} cycles"
+        graphql = fake.calls("POST", "/api/graphql")
+        rest = {m: fake.calls(m) for m in ("GET", "PUT", "POST")}
+        rest["POST"] -= graphql
+        return PolicyRun(name, cycles, merged, graphql, {m: n for m, n in rest.items() if n})
+
+
+def policies_case(open_pulls: int, eligible_count: int) -> list[PolicyRun]:
+    step_every = open_pulls // eligible_count
+    eligible = tuple(range(step_every // 2, open_pulls, step_every))[:eligible_count]
+    runs = [
+        run_policy("direct merge (default)", open_pulls, eligible),
+        run_policy("merge queue (mergeQueue)", open_pulls, eligible, merge_queue=True),
+        run_policy("up to date, one at a time (requireUpToDate)", open_pulls, eligible, strict=True),
+    ]
+    print(f"\n3. the three merge policies, {open_pulls} open pull requests, {len(eligible)} eligible, cycles until "
+          "all have landed")
+    print(f"   {'policy':<46}{'cycles':>7}{'GraphQL':>9}{'REST':>14}{'calls':>7}{'per merged PR':>15}")
+    for run in runs:
+        print(f"   {run.name:<46}{run.cycles:>7}{run.graphql:>9}{rest_text(run.rest):>14}{run.calls:>7}"
+              f"{run.calls / run.merged:>15.1f}")
+    print("   (the listing's pages, ceil(N/100) a cycle, are counted in every cycle it takes)")
+    return runs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--open", type=int, default=SCALE_OPEN, help=f"open pull requests (default {SCALE_OPEN})")
@@ -406,11 +475,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"of which eligible (default {SCALE_ELIGIBLE})")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side of the scale case (default 3)")
     parser.add_argument("--skip-small", action="store_true", help="skip the 130-PR comparison with naive REST")
+    parser.add_argument("--only-policies", action="store_true", help="run only the three merge policies (case 3)")
     args = parser.parse_args(argv)
     measure(merge_step, 3, (1,))  # warm-up: builds the GraphQL schema once, outside the timings
+    if args.only_policies:
+        policies_case(args.open, args.eligible)
+        return 0
     if not args.skip_small:
         small_case()
     ok = scale_case(args.open, args.eligible, args.repeats)
+    policies_case(args.open, args.eligible)
     return 0 if ok else 1
 
 
