@@ -503,3 +503,78 @@ def test_a_merge_into_the_default_branch_closes_the_issues_the_pull_request_says
         gh._merge(pull.number, "squash", None, None, None)
         assert gh.issue(number)["state"] == ("CLOSED" if closed else "OPEN")
         assert gh.issue(other)["state"] == "OPEN"  # merged into another branch: GitHub closes nothing
+
+
+# --- the merge queue and the strict policy -----------------------------------------------------------------------
+
+QUEUE_FIELDS = "pullRequest(number: 1) { isMergeQueueEnabled isInMergeQueue mergeQueueEntry { state position } }"
+
+
+def approved_green(fake: FakeGitHub) -> Any:
+    pull = fake.add_pull()
+    fake.approve(pull.number)
+    fake.add_check_run(pull.number, "ci")
+    return pull
+
+
+def enqueue(fake: FakeGitHub, pull_id: str, oid: str) -> dict[str, Any]:
+    return graphql(fake, "mutation($id: ID!, $oid: GitObjectID!) { enqueuePullRequest(input: "
+                   "{pullRequestId: $id, expectedHeadOid: $oid}) { mergeQueueEntry { state position } } }",
+                   id=pull_id, oid=oid)
+
+
+def test_a_queue_branch_refuses_a_direct_merge_and_takes_an_entry_pinned_to_its_head() -> None:
+    with FakeGitHub(merge_queue=True) as fake:
+        pull = approved_green(fake)
+        assert graphql(fake, in_repo(QUEUE_FIELDS))["data"]["repository"]["pullRequest"] == {
+            "isMergeQueueEnabled": True, "isInMergeQueue": False, "mergeQueueEntry": None}
+        refused = rest(fake, "PUT", f"/repos/acme/webapp/pulls/{pull.number}/merge",
+                       json={"merge_method": "squash", "sha": pull.head_sha})
+        assert refused.status_code == 405
+        assert refused.json()["message"] == "Changes must be made through the merge queue"
+        stale = enqueue(fake, pull.node_id, "0" * 40)
+        assert stale["data"] == {"enqueuePullRequest": None}
+        assert stale["errors"][0]["message"] == "Head branch was modified. Review and try the merge again."
+        entry = enqueue(fake, pull.node_id, pull.head_sha)["data"]["enqueuePullRequest"]["mergeQueueEntry"]
+        assert entry == {"state": "AWAITING_CHECKS", "position": 1}
+        fake.set_queue_state(pull.number, "UNMERGEABLE")
+        assert graphql(fake, in_repo(QUEUE_FIELDS))["data"]["repository"]["pullRequest"] == {
+            "isMergeQueueEnabled": True, "isInMergeQueue": True,
+            "mergeQueueEntry": {"state": "UNMERGEABLE", "position": 1}}
+        fake.push(pull.number)  # a push takes it out of the queue
+        assert fake.queue == []
+        assert fake.server_errors == []
+
+
+def test_enqueue_needs_a_queue_and_what_a_merge_needs(gh: FakeGitHub) -> None:
+    pull = approved_green(gh)
+    assert "Merge queue is not enabled" in enqueue(gh, pull.node_id, pull.head_sha)["errors"][0]["message"]
+    gh.merge_queue = True
+    unapproved = gh.add_pull("Unapproved")
+    gh.add_check_run(unapproved.number, "ci")
+    answer = enqueue(gh, unapproved.node_id, unapproved.head_sha)
+    assert "approving review is required" in answer["errors"][0]["message"]
+    assert gh.queue == []
+
+
+def test_under_the_strict_policy_a_merge_leaves_the_others_behind_until_updated() -> None:
+    with FakeGitHub(require_up_to_date=True, required_checks=("ci",)) as fake:
+        first, second = approved_green(fake), approved_green(fake)
+        merged = rest(fake, "PUT", f"/repos/acme/webapp/pulls/{first.number}/merge", json={"merge_method": "squash"})
+        assert merged.status_code == 200
+        state = graphql(fake, in_repo("pullRequest(number: 2) { mergeStateStatus }"))
+        assert state["data"]["repository"]["pullRequest"]["mergeStateStatus"] == "BEHIND"
+        behind = rest(fake, "PUT", f"/repos/acme/webapp/pulls/{second.number}/merge", json={"merge_method": "squash"})
+        assert behind.status_code == 405
+        path = f"/repos/acme/webapp/pulls/{second.number}/update-branch"
+        moved = rest(fake, "PUT", path, json={"expected_head_sha": "0" * 40})
+        assert moved.status_code == 422 and "expected head sha" in moved.json()["message"]
+        old = second.head_sha
+        assert rest(fake, "PUT", path, json={"expected_head_sha": old}).status_code == 202
+        assert fake.pull(second.number).head_sha != old  # a new head: its checks run again
+        state = graphql(fake, in_repo("pullRequest(number: 2) { mergeStateStatus reviewDecision }"))
+        # Approvals kept (a merge of the base is no reviewable change); the required check has not run on it yet.
+        assert state["data"]["repository"]["pullRequest"] == {"mergeStateStatus": "BLOCKED",
+                                                              "reviewDecision": "APPROVED"}
+        assert rest(fake, "PUT", path, json={}).status_code == 422  # up to date: nothing to merge in
+        assert fake.server_errors == []

@@ -228,6 +228,9 @@ def test_a_set_variable_is_checked_even_when_its_step_is_skipped() -> None:
         ("COORDINATOR_SCHEDULE", "* * * * * * *", "it has 7 fields"),
         ("GITHUB_REPOSITORY", "acme/webapp/x", "is not owner/name"),
         ("FLEET_RUNTIME", "kubernetes", "is not a runtime; use docker or swarm"),
+        ("MERGE_REQUIRE_UP_TO_DATE", "yes", "is neither true nor false; use true or false"),
+        ("MERGE_UPDATES_PER_CYCLE", "0", "is less than 1"),
+        ("MERGE_UPDATES_PER_CYCLE", "101", "is more than 100"),
     ],
 )
 def test_values_that_would_fail_later_are_refused_up_front(variable: str, value: str, says: str) -> None:
@@ -554,3 +557,11 @@ def test_agent_placement_is_a_comma_separated_list_of_constraints() -> None:
                              "AGENT_PLACEMENT": " node.role==worker ,node.labels.zone!=eu "}).runtime
     assert runtime.kind == "swarm" and runtime.node_lost_s == 20.0
     assert runtime.placement == ("node.role==worker", "node.labels.zone!=eu")
+
+
+def test_the_up_to_date_settings_reach_the_merge_step() -> None:
+    env = {"GITHUB_REPOSITORY": "acme/webapp", "GITHUB_TOKEN": "t0ken-0123456789"}
+    github = load_settings(env).github
+    assert github is not None and (github.require_up_to_date, github.updates_per_cycle) == (False, 1)
+    github = load_settings({**env, "MERGE_REQUIRE_UP_TO_DATE": "True", "MERGE_UPDATES_PER_CYCLE": "3"}).github
+    assert github is not None and (github.require_up_to_date, github.updates_per_cycle) == (True, 3)
