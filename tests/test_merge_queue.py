@@ -225,3 +225,19 @@ def test_without_the_setting_a_behind_pull_request_is_never_updated(strict: Fake
     assert fake.pull(first.number).merged
     assert reasons(report) == {second.number: (MergeOutcome.SKIPPED, "behind the base branch")}
     assert updates(fake) == 0
+
+
+def test_a_pull_request_brought_up_to_date_meanwhile_is_not_updated_again(strict: FakeGitHub) -> None:
+    fake = strict
+    first, second = green(fake, "First"), green(fake, "Second")
+    Harness(fake, required_checks=("ci",)).run()  # the first merges, which leaves the second behind
+
+    def updated_by_its_author() -> None:  # the agent merged main into its branch itself, after the listing
+        pull = fake.pull(second.number)
+        pull.base_sha = fake.pull(first.number).merge_commit_sha or ""
+        fake.add_check_run(second.number, "ci")
+
+    after(fake, "OpenPullRequests", updated_by_its_author)
+    report = Harness(fake, required_checks=("ci",), require_up_to_date=True).run()
+    assert reasons(report) == {second.number: (MergeOutcome.SKIPPED, "up to date already; merges next cycle")}
+    assert updates(fake) == 0

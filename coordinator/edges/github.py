@@ -9,6 +9,10 @@ read of that pull request and one PUT.
 - reads (`fetch_open_pulls`, `fetch_pull`, `merged_sha`) retry 5xx, timeouts and dropped connections by
   the one read policy (`coordinator.edges.http.read_retry`: urllib3's Retry on the reads session),
   Retry-After honoured, never past the deadline;
+- an enqueue (`enqueuePullRequest`, where the base requires the merge queue) and a branch update (`PUT
+  .../update-branch`, under the up-to-date policy) are mutations too: sent once in the merge slot, never retried,
+  pinned to the head the read before them checked; a merge answered 405 "Changes must be made through the merge
+  queue" is told apart from any other 405 (`MergeFailure.QUEUE_REQUIRED`);
 - a merge is never retried: GitHub may have merged before the error, so the step re-reads instead. A merge
   cut off by its deadline is an unknown outcome; while it may still land, a read-back that finds the pull
   request unmerged does not count as an answer;

@@ -9,6 +9,9 @@ A pure core decides, a thin shell acts:
   merge it reads that one pull request again and merges only if `decide` still says so, pinned to the head
   just read: the listing may be a minute old by the last merge of a busy cycle, and GitHub enforces neither
   labels nor, without a required review, a change request.
+- Where the base requires GitHub's merge queue it enqueues instead of merging (the same rules, the same read
+  before); under the up-to-date policy it brings behind but otherwise eligible pull requests up to date, a few a
+  cycle (`MergePlan.to_update`), and merges them on a later cycle once green on the new head.
 
 Why so strict: the guide's authors once merged a pull request whose CI was still running and had a
 four-hour outage. Nothing here passes unless GitHub reported it as good on the exact head commit that
@@ -524,6 +527,7 @@ DRY_RUN_UPDATE = "would bring up to date (dry run)"
 ENQUEUED = "enqueued"
 UPDATED = "brought up to date; merges once its checks pass on the new head"
 QUEUE_ENTRY_FAILED = "merge queue entry unmergeable"
+ALREADY_UP_TO_DATE = "up to date already; merges next cycle"
 
 
 def queue_reason(pull: PullSnapshot) -> tuple[MergeOutcome, str]:
@@ -877,6 +881,9 @@ def _read_again(
         run.record(number, *queue_reason(pull))
         return None
     decision = decide(pull, policy)
+    if not up_to_date and decision.eligible:  # brought up to date meanwhile (or queued): it merges next cycle
+        run.record(number, MergeOutcome.SKIPPED, ALREADY_UP_TO_DATE)
+        return None
     if not (only_behind(decision) if not up_to_date else decision.eligible):
         run.record(number, MergeOutcome.SKIPPED, decision.reason)
         run.log.emit("merge.changed", number=number, reasons=[r.value for r in decision.refusals],
