@@ -241,3 +241,27 @@ def test_a_pull_request_brought_up_to_date_meanwhile_is_not_updated_again(strict
     report = Harness(fake, required_checks=("ci",), require_up_to_date=True).run()
     assert reasons(report) == {second.number: (MergeOutcome.SKIPPED, "up to date already; merges next cycle")}
     assert updates(fake) == 0
+
+
+def test_an_enqueue_without_an_answer_is_never_sent_twice(queue_branch: FakeGitHub) -> None:
+    fake = queue_branch
+    pull = green(fake)
+    # The enqueue is applied, then answered 502: as with a merge, the outcome is unknown and nothing is resent.
+    after(fake, "PullRequestBeforeMerge", lambda: fake.fail("POST", "/api/graphql", 502, after=True))
+    report = Harness(fake, required_checks=("ci",)).run()
+    assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "enqueue outcome unknown")}
+    assert len(enqueues(fake)) == 1 and fake.queue == [pull.number]
+    # The next cycle reads it in the queue.
+    fake.after_query = None
+    assert Harness(fake, required_checks=("ci",)).run().queued == [pull.number]
+
+
+def test_a_rate_limit_on_a_branch_update_ends_the_step_cleanly(strict: FakeGitHub) -> None:
+    fake = strict
+    first, second = green(fake, "First"), green(fake, "Second")
+    Harness(fake, required_checks=("ci",)).run()
+    fake.fail("PUT", "/update-branch$", 429, headers={"retry-after": "30"})
+    report = Harness(fake, required_checks=("ci",), require_up_to_date=True).run()
+    assert report.stopped is not None and report.stopped.startswith("GitHub secondary rate limit (HTTP 429)")
+    assert reasons(report) == {second.number: (MergeOutcome.SKIPPED, "stopped early")}
+    assert fake.pull(first.number).merged and updates(fake) == 1

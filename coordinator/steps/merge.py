@@ -528,6 +528,9 @@ ENQUEUED = "enqueued"
 UPDATED = "brought up to date; merges once its checks pass on the new head"
 QUEUE_ENTRY_FAILED = "merge queue entry unmergeable"
 ALREADY_UP_TO_DATE = "up to date already; merges next cycle"
+# No answer to an enqueue or an update: it may have been applied; the next cycle's read shows it. Never resent.
+ENQUEUE_UNCERTAIN = "enqueue outcome unknown"
+UPDATE_UNCERTAIN = "update outcome unknown"
 
 
 def queue_reason(pull: PullSnapshot) -> tuple[MergeOutcome, str]:
@@ -925,8 +928,9 @@ def _enqueue(github: GitHubPort, pull: PullSnapshot, run: PullOutcomes, deadline
                      state=None if entry is None else str(entry.state),
                      position=None if entry is None else entry.position)
     elif isinstance(result, MergeRefused):
-        run.record(pull.number, MergeOutcome.FAILED, result.failure.value)
-        run.log.emit("merge.failed", number=pull.number, reason=result.failure, detail=result.detail, action="enqueue")
+        reason = ENQUEUE_UNCERTAIN if result.failure is MergeFailure.UNCERTAIN else result.failure.value
+        run.record(pull.number, MergeOutcome.FAILED, reason)
+        run.log.emit("merge.failed", number=pull.number, reason=reason, detail=result.detail, action="enqueue")
     else:
         assert_never(result)
 
@@ -968,7 +972,8 @@ def _update_one(
         run.record(pull.number, MergeOutcome.UPDATED, UPDATED)
         run.log.emit("merge.updated", number=pull.number, head=pull.head_oid)
     elif isinstance(result, MergeRefused):
-        run.record(pull.number, MergeOutcome.FAILED, result.failure.value)
-        run.log.emit("merge.failed", number=pull.number, reason=result.failure, detail=result.detail, action="update")
+        reason = UPDATE_UNCERTAIN if result.failure is MergeFailure.UNCERTAIN else result.failure.value
+        run.record(pull.number, MergeOutcome.FAILED, reason)
+        run.log.emit("merge.failed", number=pull.number, reason=reason, detail=result.detail, action="update")
     else:
         assert_never(result)
