@@ -14,20 +14,15 @@ from datetime import UTC, datetime
 
 from coordinator.cycle import CycleAdapters, run_cycle
 from coordinator.report import EventLog, HealthReport, StepStatus
-from coordinator.runtime import FleetListing
 from coordinator.settings import HealthSettings, Settings
 from tests.fakes.production import TRICKLE_HEAD, production
+from tests.fakes.runtime import MemoryRuntime
 from tests.fleet_harness import ROOT, cycle_env, parse_lines
-
-
-class _EmptyRuntime:
-    def list_agents(self, fleet_id: str) -> FleetListing:
-        return FleetListing()
 
 
 def adapters(probe: object) -> CycleAdapters:
     return CycleAdapters(
-        runtime=lambda: _EmptyRuntime(),  # type: ignore[arg-type,return-value]
+        runtime=MemoryRuntime,
         github=lambda settings: None,  # type: ignore[arg-type,return-value]
         production=probe,  # type: ignore[arg-type]
         clock=lambda: datetime.now(UTC),

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from coordinator.fleet import Department, Mode, Role, RoleSpec
-from coordinator.runtime import AgentLaunch, AgentRecord, Phase, RuntimeFailure, slot_name
+from coordinator.runtime import AgentRecord, Phase, slot_name
 from coordinator.steps.inventory import Inventory
 from coordinator.steps.reconcile import (
     AgentContext,
@@ -25,6 +23,7 @@ from coordinator.steps.reconcile import (
     plan_reconcile,
     slow_start_groups,
 )
+from tests.fakes.runtime import MemoryRuntime
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FLEET = "f"
@@ -326,42 +325,16 @@ def test_slow_start_starts_nothing_more_after_a_failure() -> None:
     assert not ramp.may_start(0)
 
 
-class _CountingRuntime:
-    """An in-memory runtime that records how many spawns were in flight at once, and fails one image."""
-
-    def __init__(self, bad_image: str | None = None) -> None:
-        self.bad_image = bad_image
-        self.lock = threading.Lock()
-        self.in_flight = self.most_in_flight = self.calls = 0
-
-    def spawn(self, launch: AgentLaunch) -> str:
-        with self.lock:
-            self.calls += 1
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        time.sleep(0.02)
-        with self.lock:
-            self.in_flight -= 1
-        if launch.image == self.bad_image:
-            raise RuntimeFailure(f"image {launch.image} is missing")
-        return launch.name
-
-    def vacate(self, agent: AgentRecord) -> None:
-        raise AssertionError("nothing to vacate")
-
-    def discard(self, agent: AgentRecord) -> None:
-        raise AssertionError("nothing to discard")
-
-
 def test_execution_ramps_up_to_the_concurrency_and_a_bad_image_costs_one_spawn() -> None:
-    runtime = _CountingRuntime(bad_image="bad:1")
+    runtime = MemoryRuntime(spawn_latency_s=0.02)
+    runtime.refuse_image("bad:1")
     result = plan([spec("api", 30), spec("broken", 10, image="bad:1")], [])
-    execution = execute_plan(result, runtime, AgentContext("f"), concurrency=8)  # type: ignore[arg-type]
+    execution = execute_plan(result, runtime, AgentContext("f"), concurrency=8)
     assert runtime.most_in_flight == 8
     outcomes = [r.outcome for r in execution.results]
     assert outcomes.count(SpawnOutcome.SPAWNED) == 30 and outcomes.count(SpawnOutcome.FAILED) == 1
     assert len(execution.held_back) == 9 and {s.spec.key for s in execution.held_back} == {"broken"}
-    assert runtime.calls == 31
+    assert len(runtime.calls) == 31 and all(call.startswith("spawn ") for call in runtime.calls)
 
 
 def test_slow_start_groups_by_image_and_puts_slots_that_never_started_last() -> None:
