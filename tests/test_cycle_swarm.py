@@ -1,7 +1,10 @@
-"""The cycle's promises on a real three-node swarm (scripts/swarm-lab), with cycles run as real processes.
+"""The cycle on a real three-node swarm (scripts/swarm-lab), with cycles run as real processes: what only a swarm shows.
 
-The same guarantees as on one engine: deterministic slot names make overlapping cycles safe, nothing alive is
-ever stopped, crash backoff and the spawn budget hold; and the swarm's own case, a node that is lost.
+Placement over nodes, a finished agent's service replaced by id, capacity and reservations, a lost node, Docker
+secrets and their rotation, the calls a steady cycle makes. The cycle's decisions run on the in-memory runtime
+(`tests/test_cycle_behaviour.py`); the swarm adapter's promises they rely on (slot names refused when in use,
+threads racing into one slot, nothing alive removed, removal by id) are proven here by
+`tests/test_runtime_contract.py`.
 """
 
 from __future__ import annotations
@@ -28,10 +31,8 @@ from tests.fakes.docker_proxy import counting_proxy
 from tests.fleet_harness import (
     SLEEP_FOREVER,
     cycle_env,
-    present_by_role,
     role_spec,
     run_cycle,
-    run_cycles_at_once,
     write_roster,
 )
 from tests.swarm_lab import SwarmLab
@@ -136,109 +137,6 @@ def test_a_finished_agent_is_replaced_under_its_slot_name(tmp_path, lab_image, s
     assert second_id != first_id  # a new service under the slot's name...
     removals = [r.split("?")[0] for r in proxy.requests if r.startswith("DELETE ")]
     assert [r.rsplit("/", 1)[1] for r in removals] == [first_id]  # ...after the finished one was removed by ID
-
-
-def test_six_overlapping_cycles_end_at_exactly_the_desired_counts(fleet, api, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
-    _, _, env = fleet
-    runs = run_cycles_at_once(env, 6)
-    assert [run.returncode for run in runs] == [0] * 6, [run.stderr for run in runs]
-    reports = [run.report for run in runs]
-    # Each slot was created once; every other cycle met the name in use (409), which is no failure.
-    assert sum(report["spawned"] for report in reports) == 6
-    assert all(role["failed"] == 0 for report in reports for role in report["roles"].values())
-    # Every cycle counts a slot that the cycle beside it filled as present: none of them is short of agents.
-    assert [present_by_role(report) for report in reports] == [{"builder": 4, "reviewer": 2}] * 6
-    assert [report["verdict_reasons"] for report in reports] == [[]] * 6
-    assert len(services(api, swarm_fleet_id)) == 6
-    converge(api, swarm_fleet_id, {"builder": 4, "reviewer": 2})
-
-
-def test_scale_down_stops_nothing_and_another_fleets_services_are_untouched(
-    fleet, tmp_path, lab_image, api, swarm_lab, swarm_fleet_id  # type: ignore[no-untyped-def]
-) -> None:
-    _, roster, env = fleet
-    other_fleet = f"{swarm_fleet_id}x"
-    other = write_roster(tmp_path / "other.json", [role_spec("builder", 1, lab_image)])
-    other_env = swarm_env(swarm_lab, other_fleet, other)
-    try:
-        assert run_cycle(other_env).returncode == 0
-        assert run_cycle(env).returncode == 0
-        converge(api, swarm_fleet_id, {"builder": 4, "reviewer": 2})
-        before = services(api, swarm_fleet_id)
-        others = services(api, other_fleet)
-        write_roster(roster, [role_spec("builder", 1, lab_image)])  # 4 -> 1, reviewer removed
-        with counting_proxy(swarm_lab.manager_url.removeprefix("unix://")) as proxy:
-            run = run_cycle({**env, "DOCKER_HOST": proxy.docker_host})
-        assert run.returncode == 0, run.stderr
-        assert run.events("agent.spawned") == []
-        # Nothing alive is removed or updated: the cycle only read.
-        assert all(r.startswith("GET ") for r in proxy.requests), proxy.requests
-        assert services(api, swarm_fleet_id) == before
-        assert running_by_role(api, swarm_fleet_id) == Counter({"builder": 4, "reviewer": 2})
-        assert services(api, other_fleet) == others
-    finally:
-        swarm_lab.remove_labelled(f"agent-fleet.fleet={other_fleet}")
-
-
-def test_crash_loop_backs_off_and_the_spawn_budget_holds(tmp_path, lab_image, swarm_lab, api,
-                                                        swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
-    roster = write_roster(tmp_path / "roster.json", [role_spec("flaky", 1, lab_image, command=("sh", "-c", "exit 3"))])
-    env = swarm_env(swarm_lab, swarm_fleet_id, roster, AGENT_CRASH_BACKOFF_S="30")
-
-    def crashed() -> bool:
-        current = services(api, swarm_fleet_id)[f"{swarm_fleet_id}-flaky-1"]
-        return any(t["Status"]["State"] == "failed" and t["ServiceID"] == current for t in tasks(api, swarm_fleet_id))
-
-    assert run_cycle(env).events("agent.spawned")
-    wait_until(crashed)
-    first = run_cycle(env).report  # the first crash is replaced at once, carrying the streak
-    assert first["roles"]["flaky"]["spawned"] == 1 and first["roles"]["flaky"]["waiting"] == []
-    service = api.inspect_service(services(api, swarm_fleet_id)[f"{swarm_fleet_id}-flaky-1"])
-    assert service["Spec"]["Labels"]["agent-fleet.crash-streak"] == "1"
-    wait_until(crashed)
-    second = run_cycle(env).report  # the second crash in a row waits
-    assert second["roles"]["flaky"]["spawned"] == 0
-    (wait,) = second["roles"]["flaky"]["waiting"]
-    assert wait["crashes"] == 2
-
-    budget_roster = write_roster(tmp_path / "budget.json", [role_spec("quick", 4, lab_image, command=("true",))])
-    budget_fleet = f"{swarm_fleet_id}b"
-    budget_env = swarm_env(swarm_lab, budget_fleet, budget_roster, FLEET_MAX_SPAWNS_PER_HOUR="6")
-    try:
-        assert len(run_cycle(budget_env).events("agent.spawned")) == 4
-        wait_until(lambda: sum(t["Status"]["State"] == "complete" for t in tasks(api, budget_fleet)) == 4)
-        second_round = run_cycle(budget_env)
-        # The finished services were removed to fill their slots, yet their spawns still count: they ride on
-        # the new agents' labels.
-        assert len(second_round.events("agent.spawned")) == 2
-        assert second_round.report["budget"] == {"limit": 6, "used": 4, "remaining": 0}
-        wait_until(lambda: sum(t["Status"]["State"] == "complete" for t in tasks(api, budget_fleet)) == 4)
-        third = run_cycle(budget_env)
-        assert third.events("agent.spawned") == [] and third.report["budget"]["used"] == 6
-    finally:
-        swarm_lab.remove_labelled(f"agent-fleet.fleet={budget_fleet}")
-
-
-def test_agents_that_keep_finding_nothing_earn_the_advice_to_lower_their_count(
-    tmp_path, lab_image, swarm_lab, api, swarm_fleet_id  # type: ignore[no-untyped-def]
-) -> None:
-    roster = write_roster(tmp_path / "roster.json", [role_spec("idler", 1, lab_image, command=("sh", "-c", "exit 0"))])
-    env = swarm_env(swarm_lab, swarm_fleet_id, roster)
-    name = f"{swarm_fleet_id}-idler-1"
-
-    def finished() -> bool:
-        current = services(api, swarm_fleet_id)[name]
-        return any(t["ServiceID"] == current and t["Status"]["State"] == "complete" for t in tasks(api, swarm_fleet_id))
-
-    assert run_cycle(env).events("agent.spawned")
-    for streak in (1, 2, 3):
-        wait_until(finished)
-        report = run_cycle(env).report
-        assert report["roles"]["idler"]["idle_exits"] == streak
-        service = api.inspect_service(services(api, swarm_fleet_id)[name])
-        assert service["Spec"]["Labels"]["agent-fleet.idle-streak"] == str(streak)
-    assert [(a["role"], a["signal"], a["value"]) for a in report["advice"]] == [("idler", "idle_exits", 3)]
-    assert report["roles"]["idler"]["waiting"] == []  # an idle exit is not a crash
 
 
 def test_reservations_steer_placement_and_a_task_pending_for_capacity_counts_as_running(

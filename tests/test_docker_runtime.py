@@ -1,4 +1,7 @@
-"""The one-engine runtime on a real Docker engine: exactly the calls it names, and the races it must settle."""
+"""The one-engine runtime on a real Docker engine: exactly the calls it names, and the races it must settle.
+
+What every runtime promises (slot names refused when in use, squatters named, nothing alive removed) is asserted
+once for all of them in `tests/test_runtime_contract.py`."""
 
 from __future__ import annotations
 
@@ -128,34 +131,6 @@ def test_a_spawn_whose_container_is_cleared_before_it_starts_yields_the_slot(bas
     runtime.api.start = start_after_another_cycle_cleared_it  # type: ignore[method-assign]
     with pytest.raises(SlotTaken):
         runtime.spawn(launch_for(fleet_id, base_image))
-
-
-def test_a_second_spawn_into_a_taken_slot_is_refused_by_name(base_image: str, fleet_id: str) -> None:
-    runtime = DockerRuntime()
-    runtime.spawn(launch_for(fleet_id, base_image))
-    with pytest.raises(SlotTaken) as taken:
-        runtime.spawn(launch_for(fleet_id, base_image))
-    assert taken.value.squatter is None  # its own agent: a racing cycle, not a squatter
-
-
-def test_a_container_that_is_not_the_fleets_holding_a_slot_name_is_named_as_a_squatter(
-    docker_client: docker.DockerClient, base_image: str, fleet_id: str
-) -> None:
-    squatter = docker_client.containers.create(base_image, ["sleep", "infinity"], name=f"{fleet_id}-api-1",
-                                               labels={labels.FLEET: fleet_id})
-    with pytest.raises(SlotTaken) as taken:
-        DockerRuntime().spawn(launch_for(fleet_id, base_image))
-    assert taken.value.squatter == f"container {squatter.id[:12]}"
-
-
-def test_removal_is_never_forced(docker_client: docker.DockerClient, base_image: str, fleet_id: str) -> None:
-    runtime = DockerRuntime()
-    runtime.spawn(launch_for(fleet_id, base_image))
-    (alive,) = runtime.list_agents(fleet_id).agents
-    runtime.discard(alive)  # the engine refuses: a running container is never removed
-    runtime.vacate(alive)
-    assert docker_client.containers.get(alive.id).status == "running"
-    assert docker_client.containers.get(alive.id).name == alive.name
 
 
 def test_a_finished_agent_is_kept_aside_and_a_never_started_one_removed(docker_client: docker.DockerClient,
