@@ -231,17 +231,29 @@ def test_another_fleets_agents_and_a_squatter_are_never_touched_and_the_squatter
         in run.report["verdict_reasons"]
 
 
-def test_an_agent_with_an_unreadable_label_is_skipped_and_named_and_the_rest_is_reconciled(fleet: Fleet) -> None:
+@pytest.mark.parametrize(
+    ("odd_labels", "named"),
+    [
+        ({labels.SLOT: "²"}, "label agent-fleet.slot="),
+        # 12 digits pass the label's pattern, but lie past the year 9999: once, this failed the whole inventory.
+        ({labels.SLOT: "2", labels.EARLIER_SPAWNS: "999999999999"},
+         "label agent-fleet.earlier-spawns holds 999999999999, out of range"),
+    ],
+    ids=["malformed-slot", "spawn-time-out-of-range"],
+)
+def test_an_agent_with_an_unreadable_label_is_skipped_and_named_and_the_rest_is_reconciled(
+    fleet: Fleet, odd_labels: dict[str, str], named: str
+) -> None:
     fleet.cycle()
     odd = fleet.runtime.plant(f"{FLEET}-odd", {labels.FLEET: FLEET, labels.COMPONENT: labels.AGENT,
-                                               labels.ROLE: "builder", labels.SLOT: "²"})
+                                               labels.ROLE: "builder", **odd_labels})
     fleet.clock.advance(600)
     fleet.runtime.exit(f"{FLEET}-reviewer-1", 137)
     run = fleet.cycle()
     assert run.report["steps"]["inventory"]["status"] == "ok"
     assert spawned_slots(run) == [1] and fleet.running()["reviewer"] == 2
     (unreadable,) = run.report["unreadable"]
-    assert unreadable.startswith(f"{FLEET}-odd: label agent-fleet.slot=")
+    assert unreadable.startswith(f"{FLEET}-odd: {named}")
     assert run.report["verdict"] == "degraded"
     assert any(f"{FLEET}-odd" in reason for reason in run.report["verdict_reasons"])
     assert fleet.runtime.get(odd).state is State.RUNNING

@@ -374,8 +374,9 @@ def test_a_finished_agent_is_listed_with_its_exit_code_and_times(driver: Driver)
     assert ended.ran_s >= 0 and ended.created_at <= ended.finished_at
 
 
-@pytest.mark.parametrize("bad", [{labels.SLOT: "²"}, {labels.ROLE: "Api"}, {labels.CRASH_STREAK: "-1"}],
-                         ids=["slot", "role", "streak"])
+@pytest.mark.parametrize("bad", [{labels.SLOT: "²"}, {labels.ROLE: "Api"}, {labels.CRASH_STREAK: "-1"},
+                                 {labels.EARLIER_SPAWNS: "999999999999"}],
+                         ids=["slot", "role", "streak", "spawn-time-out-of-range"])
 def test_an_agent_whose_labels_cannot_be_read_is_skipped_and_reported(driver: Driver, bad: dict[str, str]) -> None:
     good = driver.runtime.spawn(launch(driver, 1))
     odd = driver.plant(f"{driver.fleet_id}-odd", {**agent_labels_for(driver.fleet_id, "api", "3"), **bad})
