@@ -89,8 +89,9 @@ class Driver(Protocol):
 
 
 class MemoryDriver:
-    def __init__(self, fleet_id: str) -> None:
-        self.fake = MemoryRuntime()
+    def __init__(self, fleet_id: str, *, renames: bool = True) -> None:
+        # A spawn takes long enough for racing threads to overlap.
+        self.fake = MemoryRuntime(renames=renames, spawn_latency_s=0.002)
         self.runtime: AgentRuntime = self.fake
         self.fleet_id, self.image = fleet_id, "agent:1"
 
@@ -254,12 +255,13 @@ class SwarmDriver:
 
 @pytest.fixture(params=[
     "memory",
+    "memory-removing",  # vacate removes, as on a swarm
     pytest.param("docker", marks=pytest.mark.docker),
     pytest.param("swarm", marks=pytest.mark.swarm),
 ])
 def driver(request: pytest.FixtureRequest) -> Driver:
-    if request.param == "memory":
-        return MemoryDriver("tmem")
+    if request.param.startswith("memory"):
+        return MemoryDriver("tmem", renames=request.param == "memory")
     if request.param == "docker":
         return DockerDriver(request.getfixturevalue("docker_client"), request.getfixturevalue("base_image"),
                             request.getfixturevalue("fleet_id"))

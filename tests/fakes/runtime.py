@@ -175,7 +175,7 @@ class MemoryRuntime:
         with self._lock:
             self.calls.append(f"vacate {agent.id}")
             found = self._objects.get(agent.id)
-            if found is None or found.state in (State.RUNNING,):
+            if found is None or found.state is State.RUNNING:
                 return  # gone already (a racing cycle), or alive: the engine refuses
             if self.renames and found.state is State.EXITED and found.name == agent.name:
                 self._rename(found, f"{agent.name}.{agent.id[:12]}")
