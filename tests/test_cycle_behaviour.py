@@ -172,11 +172,10 @@ def test_six_overlapping_cycles_in_threads_end_at_exactly_the_desired_counts(tmp
     made = Fleet(tmp_path / "roster.json", MemoryRuntime(spawn_latency_s=0.005))
     made.roles(("builder", 4), ("reviewer", 2))
     made.env = cycle_env(FLEET, made.roster)
-    start = threading.Barrier(6)
+    made.runtime.plan_together(6)  # all six plan from the same, empty inventory
     runs: list[CycleRun] = []
 
     def one() -> None:
-        start.wait()
         runs.append(made.cycle())
 
     threads = [threading.Thread(target=one) for _ in range(6)]

@@ -23,6 +23,7 @@ as the swarm adapter does (the budget's evidence then rides on the new agent's l
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -113,10 +114,19 @@ class MemoryRuntime:
         self._ids = itertools.count(1)
         self._refused_images: set[str] = set()
         self._listing_failures = 0
+        self._listing_barrier: threading.Barrier | None = None
 
     # ----------------------------------------------------------------------------------- the port
 
     def list_agents(self, fleet_id: str) -> FleetListing:
+        listing = self._list(fleet_id)
+        barrier = self._listing_barrier
+        if barrier is not None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=30)
+        return listing
+
+    def _list(self, fleet_id: str) -> FleetListing:
         with self._lock:
             self.calls.append(f"list {fleet_id}")
             if self._listing_failures:
@@ -242,6 +252,15 @@ class MemoryRuntime:
 
     def fail_listing(self, times: int = 1) -> None:
         self._listing_failures = times
+
+    def plan_together(self, cycles: int) -> None:
+        """The next `cycles` listings each wait for the others before they return: that many overlapping cycles
+        plan from the same inventory, the race the slot names must settle. Later listings do not wait."""
+        barrier = threading.Barrier(cycles, action=self._stop_waiting)
+        self._listing_barrier = barrier
+
+    def _stop_waiting(self) -> None:
+        self._listing_barrier = None
 
     # ----------------------------------------------------------------------------------- what a test reads
 
