@@ -16,7 +16,9 @@ Docker engine and the lab swarm. It keeps those promises the way the engines do:
 
 Tests drive what an engine would do on its own: `exit` (an agent ends with a code), `lose` (its node stops
 answering), `squat` (something not of the fleet takes a name), `plant` (any labelled agent, e.g. a malformed
-one), `refuse_image` and `fail_listing` (engine errors), all at the time of a `FakeClock` the test advances.
+one), `refuse_image` and `fail_listing` (engine errors), all at the time of a `FakeClock` the test advances;
+`plan_together(n)` holds n listings until all n are taken, so n overlapping cycles plan from one inventory. `calls`
+records each engine call, for the tests that count them.
 `vacate` keeps an ended agent aside under `<name>.<id12>` as the Docker adapter does; `renames=False` removes it
 as the swarm adapter does (the budget's evidence then rides on the new agent's labels).
 """
