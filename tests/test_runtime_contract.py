@@ -25,6 +25,7 @@ from coordinator.runtime import (
     AgentRecord,
     AgentRuntime,
     AgentSecret,
+    FleetListing,
     Phase,
     RuntimeFailure,
     SlotTaken,
@@ -286,10 +287,22 @@ def launch(d: Driver, slot: int = 1, *, role: str = "api", command: tuple[str, .
                        command=command, env={"AGENT_ROLE": role}, secrets=secrets)
 
 
+def listing_with(d: Driver, *agent_ids: str, fleet_id: str | None = None) -> FleetListing:
+    """The fleet's listing once it shows `agent_ids`: a swarm lists a service by its task, which follows the
+    create by a moment (a cycle in that moment meets the name in use, which is safe)."""
+    seen: list[FleetListing] = []
+
+    def shown() -> bool:
+        seen.insert(0, d.runtime.list_agents(fleet_id or d.fleet_id))
+        return set(agent_ids) <= {a.id for a in seen[0].agents}
+
+    wait_for(shown, f"{[i[:12] for i in agent_ids]} listed", timeout=60)
+    return seen[0]
+
+
 def record(d: Driver, agent_id: str) -> AgentRecord:
-    found = [a for a in d.runtime.list_agents(d.fleet_id).agents if a.id == agent_id]
-    assert found, f"{agent_id[:12]} is not in the listing"
-    return found[0]
+    (found,) = [a for a in listing_with(d, agent_id).agents if a.id == agent_id]
+    return found
 
 
 def agent_labels_for(fleet_id: str, role: str, slot: str) -> dict[str, str]:
@@ -311,7 +324,7 @@ def test_a_second_agent_under_a_name_in_use_is_refused_as_taken_not_failed(drive
     with pytest.raises(SlotTaken) as taken:
         driver.runtime.spawn(launch(driver))
     assert taken.value.squatter is None  # this slot's own agent: a racing cycle, no squatter
-    assert [a.id for a in driver.runtime.list_agents(driver.fleet_id).agents] == [first]
+    assert [a.id for a in listing_with(driver, first).agents] == [first]
 
 
 def test_spawns_racing_in_threads_into_one_slot_make_exactly_one_agent(driver: Driver) -> None:
@@ -332,7 +345,7 @@ def test_spawns_racing_in_threads_into_one_slot_make_exactly_one_agent(driver: D
         thread.join(timeout=120)
     assert sorted(outcomes).count("taken by None") == 5
     (made,) = [o for o in outcomes if not o.startswith("taken")]
-    assert [a.id for a in driver.runtime.list_agents(driver.fleet_id).agents] == [made]
+    assert [a.id for a in listing_with(driver, made).agents] == [made]
 
 
 def test_something_else_under_a_slot_name_is_named_as_a_squatter(driver: Driver) -> None:
@@ -349,8 +362,10 @@ def test_something_else_under_a_slot_name_is_named_as_a_squatter(driver: Driver)
 
 def test_the_fleet_is_listed_in_one_engine_call_and_no_other_fleets_agents(driver: Driver) -> None:
     mine = driver.runtime.spawn(launch(driver, 1))
-    driver.runtime.spawn(launch(driver, 1, fleet_id=f"{driver.fleet_id}x"))
+    theirs = driver.runtime.spawn(launch(driver, 1, fleet_id=f"{driver.fleet_id}x"))
     try:
+        listing_with(driver, theirs, fleet_id=f"{driver.fleet_id}x")
+        listing_with(driver, mine)
         with driver.engine_calls() as calls:
             listing = driver.runtime.list_agents(driver.fleet_id)
         assert [a.id for a in listing.agents] == [mine]
@@ -382,7 +397,7 @@ def test_a_finished_agent_is_listed_with_its_exit_code_and_times(driver: Driver)
 def test_an_agent_whose_labels_cannot_be_read_is_skipped_and_reported(driver: Driver, bad: dict[str, str]) -> None:
     good = driver.runtime.spawn(launch(driver, 1))
     odd = driver.plant(f"{driver.fleet_id}-odd", {**agent_labels_for(driver.fleet_id, "api", "3"), **bad})
-    listing = driver.runtime.list_agents(driver.fleet_id)
+    listing = listing_with(driver, good)
     assert [a.id for a in listing.agents] == [good]
     (unreadable,) = listing.unreadable
     assert unreadable.id == odd and unreadable.name
@@ -421,7 +436,7 @@ def test_vacate_frees_a_finished_agents_slot_and_a_second_vacate_is_no_error(dri
     driver.runtime.vacate(ended)
     driver.runtime.vacate(ended)  # a racing cycle did it too
     second = driver.runtime.spawn(launch(driver))
-    now = {a.id: a for a in driver.runtime.list_agents(driver.fleet_id).agents}
+    now = {a.id: a for a in listing_with(driver, second).agents}
     assert now[second].holds_slot and now[second].phase is Phase.ALIVE
 
     def set_aside() -> bool:  # kept aside under another name, or removed (a swarm lists a removed task a while)
