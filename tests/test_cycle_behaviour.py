@@ -435,3 +435,15 @@ def test_each_role_receives_the_secrets_it_lists_as_files_and_nowhere_else(fleet
         shown = fleet.runtime.inspect(agent.id)
         assert token not in shown and key not in shown
     assert token not in run.stdout and key not in run.stdout
+
+
+def test_an_agent_created_and_never_started_is_cleared_and_its_slot_filled(fleet: Fleet) -> None:
+    # What a cycle killed between a create and its start leaves behind.
+    fleet.roles(("builder", 2))
+    stranded = fleet.runtime.plant(f"{FLEET}-builder-1", {labels.FLEET: FLEET, labels.COMPONENT: labels.AGENT,
+                                                          labels.ROLE: "builder", labels.SLOT: "1"},
+                                   state=State.CREATED)
+    run = fleet.cycle()
+    assert sorted(spawned_slots(run)) == [1, 2] and fleet.running() == Counter({"builder": 2})
+    with pytest.raises(KeyError):
+        fleet.runtime.get(stranded)  # removed, not kept aside: it never ran, so it has no log worth keeping
