@@ -8,7 +8,7 @@ hour up to the latest one), wherever reports are read
 (`status`, the status page, the metrics), never by the cycle itself. The cycle's own verdict stays what
 it was; what is shown names both, and the fleet's verdict now is the worse of the two.
 
-Pure functions over the parsed `cycle.report` objects (as `coordinator.status.parse_reports` gives
+Pure functions over the parsed `cycle.report` objects (as `coordinator.report.parse_reports` gives
 them), tolerant of missing fields. A schedule slower than one cycle every 20 minutes has fewer than three
 cycles in an hour, so these judgments never fire for it.
 """
@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from coordinator.report import StepStatus, Verdict
-from coordinator.status import Report, report_time
+from coordinator.report import Report, StepStatus, Verdict, report_time
 from coordinator.verdict import IDLE_EXITS_LIMIT
 
 WINDOW = timedelta(hours=1)

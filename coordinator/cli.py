@@ -15,22 +15,28 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
+from coordinator.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from coordinator.fleet import DEFAULT_FLEET_ID
+from coordinator.heartbeat import healthcheck_main
+from coordinator.history import MAX_REPORTS, ReportHistory
 from coordinator.redact import scrub
 from coordinator.report import EventLog, render_text
-from coordinator.settings import ConfigError, Settings, env_value, known_secrets, load_settings
+from coordinator.runtime import AgentRuntime, RuntimeFailure
+from coordinator.settings import (
+    ConfigError,
+    Settings,
+    env_value,
+    known_secrets,
+    load_runtime_settings,
+    load_settings,
+)
+from coordinator.status import read_reports, run_status
 
-if TYPE_CHECKING:  # these import this module's exit codes
-    from coordinator.history import ReportHistory
-    from coordinator.runtime import AgentRuntime
-
-# The exit codes of every command, defined once (status.py and heartbeat.py import them).
-EXIT_OK = 0  # done; every step succeeded (skipped counts as success); healthy
-EXIT_FAILED = 1  # a step failed; unhealthy; the record could not be read
-EXIT_CONFIG = 2  # bad settings or arguments: nothing was done
-
+# Imported inside the commands that use them, so that the health check (every 30 s) and `status` do not load
+# what they never call: the cycle (requests, the GitHub client), the scheduler and metrics (prometheus_client)
+# and the runtimes' adapters (the Docker SDK).
 
 FORMATS = ("text", "json")
 
@@ -131,11 +137,6 @@ def read_back_history(fleet_id: str, history: ReportHistory, log: EventLog,
     of its own (returned, started): reading a day of log must not hold up the first cycle. Failing to read it
     costs only the page's past, and is logged.
     """
-    from coordinator.history import MAX_REPORTS
-    from coordinator.runtime import RuntimeFailure
-    from coordinator.settings import load_runtime_settings
-    from coordinator.status import read_reports
-
     def read_back() -> None:
         try:
             if runtime is None:
@@ -163,8 +164,6 @@ def read_back_history(fleet_id: str, history: ReportHistory, log: EventLog,
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "status":
-        from coordinator.status import run_status
-
         fleet = args.fleet or env_value(os.environ, "FLEET_ID") or DEFAULT_FLEET_ID
         try:
             return run_status(fleet_id=fleet, source=args.source, last=args.last,
@@ -173,8 +172,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:  # the way out of --watch
             return EXIT_OK
     if args.command == "healthcheck":
-        from coordinator.heartbeat import healthcheck_main
-
         return healthcheck_main(os.environ)
     try:
         settings = load_settings(os.environ)

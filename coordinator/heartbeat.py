@@ -15,17 +15,16 @@ reading the file and the clock happens in `healthcheck_main`.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from coordinator.cli import EXIT_FAILED, EXIT_OK
 from coordinator.cron import interval_around
+from coordinator.exit_codes import EXIT_FAILED, EXIT_OK
+from coordinator.files import replace_file
 from coordinator.redact import scrub
 from coordinator.settings import ConfigError, known_secrets, load_settings
 
@@ -63,21 +62,6 @@ def write_heartbeat(
         "timeouts_in_a_row": timeouts_in_a_row,
     })
     replace_file(path, body + "\n")
-
-
-def replace_file(path: Path, text: str) -> None:
-    """Write `path` in one step, so that no reader ever sees half of it: the heartbeat, and the small memos kept
-    beside it. Raises OSError."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary file is in the same directory, because os.replace is atomic only within a file system.
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as temp:
-            temp.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def read_heartbeat(path: Path) -> Heartbeat | None:

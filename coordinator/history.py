@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from coordinator.status import Report, report_time
+from coordinator.report import Report, report_time
 
 DAY = timedelta(days=1)
 # A day of one-minute cycles; a faster schedule shows the last this many.

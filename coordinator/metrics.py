@@ -46,16 +46,14 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from coordinator.across_cycles import JUDGMENTS, judge_across_cycles
-from coordinator.cli import EXIT_FAILED, EXIT_OK
+from coordinator.exit_codes import EXIT_FAILED, EXIT_OK
 from coordinator.fleet import KEY_PATTERN
 from coordinator.history import ReportHistory
 from coordinator.page import CONTENT_SECURITY_POLICY, render_page
 from coordinator.redact import scrub_values
-from coordinator.report import Verdict
-from coordinator.status import Report, parse_reports
+from coordinator.report import Report, Verdict, parse_reports
+from coordinator.settings import DEFAULT_METRICS_PORT
 from coordinator.web import HttpServer, Request, Response
-
-DEFAULT_PORT = 9464
 
 # The steps `cycle.py` runs, by the names its reports use; an error of any other step is counted
 # as OTHER_STEP, because a step name is a label value and must stay a word we chose.
@@ -301,7 +299,9 @@ class FleetMetrics:
         """The schedule's interval around now, so that an alert can tell a late cycle whatever the schedule."""
         self._gauges.schedule_interval_s = interval_s
 
-    def serve(self, port: int = DEFAULT_PORT, addr: str = "0.0.0.0", *, secrets: Iterable[str] = ()) -> MetricsServer:
+    def serve(
+        self, port: int = DEFAULT_METRICS_PORT, addr: str = "0.0.0.0", *, secrets: Iterable[str] = ()
+    ) -> MetricsServer:
         """Serve /metrics, the status page at / and /reports.json at http://addr:port in a daemon thread.
 
         Port 0 picks a free port. `secrets` are scrubbed from what the page and /reports.json show,

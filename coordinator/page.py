@@ -23,7 +23,7 @@ from typing import Any
 
 from coordinator.across_cycles import Judgment, judge_across_cycles, verdict_now, verdict_of
 from coordinator.redact import scrub
-from coordinator.status import Report, report_time
+from coordinator.report import Report, report_time
 from coordinator.verdict import IDLE_EXITS_LIMIT
 
 DAY = timedelta(days=1)

@@ -227,6 +227,38 @@ def to_dict(report: CycleReport) -> dict[str, Any]:
     return {"event": REPORT_EVENT, **body}
 
 
+# A `cycle.report` event as read back from a log line: the JSON object, as `to_dict` wrote it.
+Report = dict[str, Any]
+
+
+def parse_reports(lines: Iterable[str]) -> list[Report]:
+    """The `cycle.report` objects among log lines, in order; other events and non-JSON lines are skipped."""
+    reports: list[Report] = []
+    for line in lines:
+        text = line.strip()
+        if not text.startswith("{"):
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and data.get("event") == REPORT_EVENT:
+            reports.append(data)
+    return reports
+
+
+def report_time(report: Report) -> datetime | None:
+    """When the cycle started, as a timezone-aware time; None when the report does not say it readably."""
+    raw = report.get("started_at")
+    if not isinstance(raw, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 def render_text(report: CycleReport) -> str:
     """The same report for a person."""
     lines = [

@@ -37,9 +37,8 @@ from coordinator import cron
 from coordinator.heartbeat import HeartbeatError, read_heartbeat, write_heartbeat
 from coordinator.metrics import FleetMetrics, last_report
 from coordinator.redact import shown
-from coordinator.report import REPORT_EVENT, EventLog
+from coordinator.report import REPORT_EVENT, EventLog, Report
 from coordinator.settings import MAX_CYCLE_TIMEOUT_S
-from coordinator.status import Report
 from coordinator.values import ValueProblem, check_seconds
 
 # How long a terminated cycle gets to exit before SIGKILL; below Docker's default 10 s stop

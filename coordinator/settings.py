@@ -64,6 +64,9 @@ DEFAULT_SCHEDULE = cron.DEFAULT_SCHEDULE
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
 DEFAULT_HEARTBEAT_FILE = "/tmp/agent-fleet/heartbeat.json"
 DEFAULT_HEALTH_EXPECT = "200-399"
+# The port of /metrics when served: the stack's default (metricsPort) and FleetMetrics.serve's. The coordinator
+# alone serves none until COORDINATOR_METRICS_PORT names one.
+DEFAULT_METRICS_PORT = 9464
 
 # The documented maxima of the numbers of seconds: a larger value is a typo, not a wish.
 MAX_CYCLE_TIMEOUT_S = 24 * 3600.0  # also the cap of the default, one schedule interval
@@ -605,7 +608,7 @@ def _load(env: Mapping[str, str]) -> Settings:
     )
     heartbeat_file = Path(env_value(env, "COORDINATOR_HEARTBEAT_FILE") or DEFAULT_HEARTBEAT_FILE)
     metrics_port = _read(
-        env, "COORDINATOR_METRICS_PORT", partial(parse_int, minimum=0, maximum=65535, example=9464), 0
+        env, "COORDINATOR_METRICS_PORT", partial(parse_int, minimum=0, maximum=65535, example=DEFAULT_METRICS_PORT), 0
     )
     limits = _load_limits(env)
     skipped: dict[str, str] = {}

@@ -13,13 +13,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
-from coordinator.cli import EXIT_CONFIG as EXIT_USAGE
-from coordinator.cli import EXIT_FAILED, EXIT_OK
-from coordinator.report import REPORT_EVENT
+from coordinator.across_cycles import REVIEW_QUEUE_RISING_CYCLES, judge_across_cycles, verdict_now, verdict_of
+from coordinator.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from coordinator.report import Report, parse_reports
 from coordinator.runtime import AgentRuntime, RuntimeFailure
 from coordinator.settings import ConfigError, load_runtime_settings
 
@@ -28,39 +28,8 @@ from coordinator.settings import ConfigError, load_runtime_settings
 LOG_LINES_PER_CYCLE = 200
 MIN_LOG_LINES = 2000
 
-Report = dict[str, Any]
-
-
 class StatusError(Exception):
     """The record cannot be read; the message says what is missing and what to do."""
-
-
-def parse_reports(lines: Iterable[str]) -> list[Report]:
-    """The `cycle.report` objects among log lines, in order; other events and non-JSON lines are skipped."""
-    reports: list[Report] = []
-    for line in lines:
-        text = line.strip()
-        if not text.startswith("{"):
-            continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(data, dict) and data.get("event") == REPORT_EVENT:
-            reports.append(data)
-    return reports
-
-
-def report_time(report: Report) -> datetime | None:
-    """When the cycle started, as a timezone-aware time; None when the report does not say it readably."""
-    raw = report.get("started_at")
-    if not isinstance(raw, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
 
 
 def _time(report: Report) -> str:
@@ -128,9 +97,6 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
     The verdict now is the worse of the latest cycle's own and the judgments across cycles
     (`coordinator.across_cycles`), made from `earlier` and `reports` together; each is shown with its reasons.
     """
-    # Imported here: the judgments read reports with this module's reader.
-    from coordinator.across_cycles import judge_across_cycles, verdict_now, verdict_of
-
     if not reports:
         return "no cycle reports in the log yet: the first cycle runs when the container starts\n"
     latest = reports[-1]
@@ -172,8 +138,6 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
 
 def status_json(reports: Sequence[Report], *, source: str, earlier: Sequence[Report] = ()) -> dict[str, Any]:
     """`verdict` is the latest cycle's own; `verdict_now` the worse of it and the judgments `across_cycles`."""
-    from coordinator.across_cycles import judge_across_cycles, verdict_now, verdict_of
-
     latest = reports[-1] if reports else {}
     judgments = judge_across_cycles([*earlier, *reports])
     return {
@@ -212,15 +176,13 @@ def run_status(
     With `watch_every_s`, read the log again every that many seconds and draw again whenever a new cycle has
     reported (text: the screen cleared first, on a terminal; json: one object a line), until interrupted.
     """
-    from coordinator.across_cycles import REVIEW_QUEUE_RISING_CYCLES
-
     err = err if err is not None else sys.stderr
     if last < 1:
         err.write(f"coordinator status: --last must be 1 or more, not {last}\n")
-        return EXIT_USAGE
+        return EXIT_CONFIG
     if watch_every_s is not None and not watch_every_s > 0:
         err.write(f"coordinator status: --every must be more than 0 seconds, not {watch_every_s}\n")
-        return EXIT_USAGE
+        return EXIT_CONFIG
     # The judgments across cycles need the cycles before the last shown, up to the longest run they look at.
     wanted = max(last, REVIEW_QUEUE_RISING_CYCLES + 1)
     drawn: object = None  # the source and latest report last drawn

@@ -38,9 +38,14 @@ from coordinator.fleet import (
     limit_breach,
     unknown_secrets,
 )
-from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
 from coordinator.redact import MIN_SECRET_CHARS, shown
-from coordinator.settings import DEFAULT_RUNTIME, MAX_SPAWNS_PER_HOUR, SWARM_RUNTIME, parse_runtime
+from coordinator.settings import (
+    DEFAULT_METRICS_PORT,
+    DEFAULT_RUNTIME,
+    MAX_SPAWNS_PER_HOUR,
+    SWARM_RUNTIME,
+    parse_runtime,
+)
 from coordinator.values import (
     ValueProblem,
     blank_is_unset,

@@ -27,9 +27,9 @@ from coordinator.report import (
     StepError,
     StepResult,
     StepStatus,
+    parse_reports,
     to_dict,
 )
-from coordinator.status import parse_reports
 from coordinator.verdict import advise, findings, judge
 from roster import ROSTER
 

@@ -36,8 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from coordinator import labels
 from coordinator.across_cycles import JUDGMENTS
 from coordinator.fleet import Mode
-from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
-from coordinator.status import parse_reports
+from coordinator.report import parse_reports
+from coordinator.settings import DEFAULT_METRICS_PORT
 from tests.conftest import ROOT, prometheus_tool
 from tests.fakes.github import FakeGitHub
 from tests.fakes.production import production

@@ -37,10 +37,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.cron import next_tick
 from coordinator.heartbeat import read_heartbeat, write_heartbeat
-from coordinator.report import EventLog
+from coordinator.report import EventLog, parse_reports
 from coordinator.schedule import CycleOutputTee, cycle_time_limit, describe_exit, run_schedule, timeouts_in_a_row
 from coordinator.settings import MAX_CYCLE_TIMEOUT_S
-from coordinator.status import parse_reports
 
 ROOT = Path(__file__).resolve().parents[1]
 EVERY_SECOND = "* * * * * *"

@@ -19,8 +19,8 @@ from coordinator.fleet import (
     Role,
     roster_to_json,
 )
-from coordinator.metrics import DEFAULT_PORT as DEFAULT_METRICS_PORT
 from coordinator.redact import MIN_SECRET_CHARS
+from coordinator.settings import DEFAULT_METRICS_PORT
 from deploy.coordinator_spec import (
     AGENT_SECRETS_FILE,
     DOCKER_SOCKET,

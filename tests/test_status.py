@@ -26,10 +26,11 @@ from coordinator.report import (
     StepError,
     StepResult,
     StepStatus,
+    parse_reports,
     to_dict,
 )
 from coordinator.runtimes.docker import DockerRuntime
-from coordinator.status import parse_reports, render_status, run_status, status_json
+from coordinator.status import render_status, run_status, status_json
 from coordinator.verdict import advise, judge
 from tests.conftest import ROOT
 from tests.terminal import Terminal

@@ -28,7 +28,7 @@ import docker.errors
 from docker.types import LogConfig
 
 from coordinator import labels
-from coordinator.heartbeat import replace_file
+from coordinator.files import replace_file
 from coordinator.runtime import (
     SECRETS_DIR,
     AgentLaunch,

@@ -22,7 +22,7 @@ from typing import TypeVar
 import docker
 import docker.errors
 
-from coordinator.heartbeat import replace_file
+from coordinator.files import replace_file
 from coordinator.runtime import EARLIEST_TIME, LATEST_TIME, RuntimeFailure
 from coordinator.settings import env_value
 
