@@ -19,9 +19,8 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-from coordinator.report import Report, StepStatus, Verdict, report_time
+from coordinator.report import Report, StepStatus, Verdict, as_count, as_mapping, report_time
 from coordinator.verdict import IDLE_EXITS_LIMIT
 
 WINDOW = timedelta(hours=1)
@@ -83,18 +82,12 @@ def verdict_now(cycle_verdict: object, judgments: Sequence[Judgment]) -> Verdict
     return max(verdicts, key=SEVERITY.__getitem__)
 
 
-def _mapping(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _github_errors(cycles: list[Report]) -> Judgment | None:
     if len(cycles) < MERGE_FAILING_CYCLES:
         return None
-    merges = [_mapping(_mapping(report.get("steps")).get("merge")) for report in cycles]
+    merges = [as_mapping(as_mapping(report.get("steps")).get("merge")) for report in cycles]
     if not all(merge.get("status") == StepStatus.FAILED.value for merge in merges):
         return None
     detail = str(merges[-1].get("detail") or "no detail")
@@ -106,10 +99,10 @@ def _github_errors(cycles: list[Report]) -> Judgment | None:
 def _review_queue(cycles: list[Report]) -> Judgment | None:
     if len(cycles) < REVIEW_QUEUE_RISING_CYCLES + 1:
         return None
-    merges = [_mapping(report.get("merge")) for report in cycles]
+    merges = [as_mapping(report.get("merge")) for report in cycles]
     if not all(merge.get("status") == StepStatus.OK.value for merge in merges):
         return None  # a cycle that did not read the queue breaks the run
-    queue = [_count(merge.get("review_queue")) for merge in merges]
+    queue = [as_count(merge.get("review_queue")) for merge in merges]
     if not all(before < after for before, after in itertools.pairwise(queue)):
         return None
     return Judgment(REVIEW_QUEUE_RISING, Verdict.DEGRADED,
@@ -118,7 +111,7 @@ def _review_queue(cycles: list[Report]) -> Judgment | None:
 
 
 def _failed_spawns(report: Report) -> int:
-    return sum(_count(_mapping(tally).get("failed")) for tally in _mapping(report.get("roles")).values())
+    return sum(as_count(as_mapping(tally).get("failed")) for tally in as_mapping(report.get("roles")).values())
 
 
 def _spawn_failures(cycles: list[Report]) -> Judgment | None:
@@ -135,10 +128,10 @@ def _spawn_failures(cycles: list[Report]) -> Judgment | None:
 def _idle_exits(cycles: list[Report]) -> list[Judgment]:
     if len(cycles) < IDLE_EXITS_CYCLES:
         return []
-    tallies = [_mapping(report.get("roles")) for report in cycles]
+    tallies = [as_mapping(report.get("roles")) for report in cycles]
     found = []
     for role in sorted(tallies[-1]):
-        counts = [_count(_mapping(roles.get(role)).get("idle_exits")) for roles in tallies]
+        counts = [as_count(as_mapping(roles.get(role)).get("idle_exits")) for roles in tallies]
         if all(count > IDLE_EXITS_LIMIT for count in counts):
             found.append(Judgment(IDLE_EXITS_PERSISTING, Verdict.DEGRADED,
                                   f"{role}: agents exiting with nothing to do in each of the last "

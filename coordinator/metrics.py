@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +50,16 @@ from coordinator.fleet import KEY_PATTERN
 from coordinator.history import ReportHistory
 from coordinator.page import CONTENT_SECURITY_POLICY, render_page
 from coordinator.redact import scrub_values
-from coordinator.report import Report, Verdict, parse_reports
+from coordinator.report import (
+    HealthStatus,
+    Report,
+    Verdict,
+    as_count,
+    as_mapping,
+    as_optional_count,
+    parse_reports,
+    read_health,
+)
 from coordinator.settings import DEFAULT_METRICS_PORT
 from coordinator.web import HttpServer, Request, Response
 
@@ -220,50 +228,49 @@ class FleetMetrics:
         self.history.add([dict(report)])
         running: dict[str, int] = {}
         desired: dict[str, int] = {}
-        for role, raw_tally in _mapping(report.get("roles")).items():
+        for role, raw_tally in as_mapping(report.get("roles")).items():
             if not isinstance(role, str) or not KEY_PATTERN.fullmatch(role):
                 continue
-            tally = _mapping(raw_tally)
+            tally = as_mapping(raw_tally)
             # Present after the cycle, as the report's tally counts it (see the module's text).
-            running[role] = _count(tally.get("present"))
-            desired[role] = _count(tally.get("desired"))
+            running[role] = as_count(tally.get("present"))
+            desired[role] = as_count(tally.get("desired"))
             waiting = tally.get("waiting")
             counts = {
-                "spawned": _count(tally.get("spawned")),
-                "failed": _count(tally.get("failed")),
-                "deferred": _count(tally.get("deferred")),
+                "spawned": as_count(tally.get("spawned")),
+                "failed": as_count(tally.get("failed")),
+                "deferred": as_count(tally.get("deferred")),
                 "waiting": len(waiting) if isinstance(waiting, list) else 0,
             }
             for outcome, count in counts.items():
                 self._spawns.labels(role=role, outcome=outcome).inc(count)
 
-        merge = _mapping(report.get("merge"))
+        merge = as_mapping(report.get("merge"))
         self._merged.inc(_merged_count(merge))
         self._updated.inc(_listed(merge.get("updated")))
         merge_ran = merge.get("status") == "ok"
 
-        health = _mapping(report.get("health"))
-        health_status = health.get("status")
-        health_up = {"up": 1, "down": 0}.get(health_status) if isinstance(health_status, str) else None
-        latency_ms = _number(health.get("latency_ms")) if health_up is not None else None
+        health = read_health(report.get("health"))
+        health_up = {HealthStatus.UP: 1, HealthStatus.DOWN: 0}.get(health.status) if health is not None else None
+        latency_ms = health.latency_ms if health is not None and health_up is not None else None
 
         errors = report.get("errors")
         for error in errors if isinstance(errors, list) else []:
-            self._errors.labels(step=_step_label(_mapping(error).get("step"))).inc()
+            self._errors.labels(step=_step_label(as_mapping(error).get("step"))).inc()
 
         verdict = report.get("verdict")
         self._gauges.picture = _Picture(
             running=running,
             desired=desired,
-            review_queue=_count(merge.get("review_queue")) if merge_ran else None,
-            conflicting=_count(merge.get("conflicting")) if merge_ran else None,
+            review_queue=as_count(merge.get("review_queue")) if merge_ran else None,
+            conflicting=as_count(merge.get("conflicting")) if merge_ran else None,
             queued=_listed(merge.get("queued")) if merge_ran else None,
             queue_failed=_listed(merge.get("queue_failed")) if merge_ran else None,
             health_up=health_up,
             health_latency_s=latency_ms / 1000 if latency_ms is not None else None,
             # An unknown verdict word sets all three to 0: the fleet is in none of the states we know.
             verdict=verdict if isinstance(verdict, str) else None,
-            rate_limit_remaining=_optional_count(merge.get("rate_limit_remaining")),
+            rate_limit_remaining=as_optional_count(merge.get("rate_limit_remaining")),
         )
         return True
 
@@ -352,25 +359,8 @@ def last_report(lines: Iterable[str]) -> Report | None:
     return reports[-1] if reports else None
 
 
-def _mapping(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
 
 
-def _optional_count(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
-
-
-def _count(value: object) -> int:
-    count = _optional_count(value)
-    return 0 if count is None else count
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        return None
-    return float(value)
 
 
 def _listed(value: object) -> int:
@@ -383,7 +373,7 @@ def _merged_count(merge: Mapping[str, object]) -> int:
     if isinstance(merged, list):
         return len(merged)
     pulls = merge.get("pulls")
-    return sum(1 for pull in pulls if _mapping(pull).get("outcome") == "merged") if isinstance(pulls, list) else 0
+    return sum(1 for pull in pulls if as_mapping(pull).get("outcome") == "merged") if isinstance(pulls, list) else 0
 
 
 def _step_label(step: object) -> str:

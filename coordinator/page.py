@@ -19,11 +19,10 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from coordinator.across_cycles import Judgment, judge_across_cycles, verdict_now, verdict_of
 from coordinator.redact import scrub
-from coordinator.report import Report, report_time
+from coordinator.report import HealthStatus, Report, as_count, as_list, as_mapping, read_health, report_time
 from coordinator.verdict import IDLE_EXITS_LIMIT
 
 DAY = timedelta(days=1)
@@ -102,20 +101,8 @@ def _colour(verdict: object) -> str:
     return COLOURS.get(verdict, UNKNOWN_COLOUR) if isinstance(verdict, str) else UNKNOWN_COLOUR
 
 
-def _mapping(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
-def _list(value: object) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _timestamp(moment: datetime | None) -> float:
@@ -141,14 +128,14 @@ def _tag(verdict: str) -> str:
 
 def _why(latest: Report, judgments: Sequence[Judgment], text: Callable[[object], str]) -> str:
     cycle_verdict = str(latest.get("verdict", "unknown"))
-    reasons = "".join(f"<li>{text(reason)}</li>" for reason in _list(latest.get("verdict_reasons")))
+    reasons = "".join(f"<li>{text(reason)}</li>" for reason in as_list(latest.get("verdict_reasons")))
     across = verdict_of(judgments).value
     across_items = "".join(f"<li data-judgment=\"{j.name}\">{text(j.reason)}</li>" for j in judgments)
     advice = "".join(
         f"<li>{text(item.get('action') or item.get('role', '?'))} <span class=\"muted\">"
         f"({text(item.get('signal', '?'))} {text(item.get('value', '?'))} &gt; {text(item.get('threshold', '?'))})"
         f"</span></li>"
-        for item in map(_mapping, _list(latest.get("advice")))
+        for item in map(as_mapping, as_list(latest.get("advice")))
     )
     return (
         "<section id=\"why\"><h2>Why</h2>"
@@ -162,26 +149,26 @@ def _why(latest: Report, judgments: Sequence[Judgment], text: Callable[[object],
 
 
 def _roles(latest: Report, text: Callable[[object], str]) -> str:
-    roles = _mapping(latest.get("roles"))
-    widest = max([_count(_mapping(t).get("desired")) for t in roles.values()] + [
-        _count(_mapping(t).get("present")) for t in roles.values()] + [1])
+    roles = as_mapping(latest.get("roles"))
+    widest = max([as_count(as_mapping(t).get("desired")) for t in roles.values()] + [
+        as_count(as_mapping(t).get("present")) for t in roles.values()] + [1])
     rows = []
     for role in sorted(roles):
-        tally = _mapping(roles[role])
-        desired, present = _count(tally.get("desired")), _count(tally.get("present", tally.get("running")))
+        tally = as_mapping(roles[role])
+        desired, present = as_count(tally.get("desired")), as_count(tally.get("present", tally.get("running")))
         scale = 200 / widest
         colour = COLOURS["healthy"] if present >= desired else COLOURS["degraded"]
         bar = (f"<svg viewBox=\"0 0 204 14\" width=\"204\" height=\"14\" role=\"img\" aria-label=\"{present} of "
                f"{desired}\"><rect x=\"1\" y=\"1\" width=\"{desired * scale:.1f}\" height=\"12\" fill=\"#eceff1\" "
                f"stroke=\"#90a4ae\"/><rect x=\"1\" y=\"1\" width=\"{min(present, widest) * scale:.1f}\" height=\"12\" "
                f"fill=\"{colour}\"/></svg>")
-        waiting = [_mapping(w) for w in _list(tally.get("waiting"))]
+        waiting = [as_mapping(w) for w in as_list(tally.get("waiting"))]
         crash = "; ".join(
             f"slot {text(w.get('slot', '?'))} waits until {_clock(report_time({'started_at': w.get('until')}))} "
             f"({text(w.get('crashes', '?'))} crashes)" for w in waiting
         )
         crash_cell = f"<span class=\"warn\">crash loop: {crash}</span>" if crash else "<span class=\"muted\">no</span>"
-        idle = _count(tally.get("idle_exits"))
+        idle = as_count(tally.get("idle_exits"))
         idle_cell = (f"<span class=\"warn\">{idle} &gt; {IDLE_EXITS_LIMIT}</span>" if idle > IDLE_EXITS_LIMIT
                      else str(idle))
         rows.append(
@@ -218,7 +205,7 @@ def _timeline(timed: Timed, now: datetime, text: Callable[[object], str]) -> str
     marks = []
     for moment, report in timed:
         verdict = str(report.get("verdict", "unknown"))
-        reasons = "; ".join(str(r) for r in _list(report.get("verdict_reasons")))
+        reasons = "; ".join(str(r) for r in as_list(report.get("verdict_reasons")))
         left = max(0.0, _x(moment, now) - width)
         marks.append(
             f"<rect class=\"cycle\" data-verdict=\"{text(verdict)}\" x=\"{left:.1f}\" y=\"4\" "
@@ -242,8 +229,8 @@ def _per_hour(timed: Timed, now: datetime) -> dict[str, list[int]]:
         if not now - DAY <= moment <= now:
             continue
         hour = min(HOURS - 1, int((moment - (now - DAY)) / timedelta(hours=1)))
-        bins["merged"][hour] += len(_list(_mapping(report.get("merge")).get("merged")))
-        roles = _mapping(report.get("roles")).values()
+        bins["merged"][hour] += len(as_list(as_mapping(report.get("merge")).get("merged")))
+        roles = as_mapping(report.get("roles")).values()
         # The report's own total of spawns when it has one; failures are counted per role (the hot loop of the page).
         total = report.get("spawned")
         bins["spawned"][hour] += total if type(total) is int and total > 0 else _role_sum(roles, "spawned")
@@ -306,10 +293,10 @@ def _lines(series: list[tuple[str, str, list[tuple[datetime, float]]]], now: dat
 def _pulls(timed: Timed, now: datetime) -> str:
     queue, conflicting = [], []
     for moment, report in timed:
-        merge = _mapping(report.get("merge"))
+        merge = as_mapping(report.get("merge"))
         if merge.get("status") == "ok":  # the step read the pulls in this cycle
-            queue.append((moment, float(_count(merge.get("review_queue")))))
-            conflicting.append((moment, float(_count(merge.get("conflicting")))))
+            queue.append((moment, float(as_count(merge.get("review_queue")))))
+            conflicting.append((moment, float(as_count(merge.get("conflicting")))))
     latest = (f"now {int(queue[-1][1])} awaiting review, {int(conflicting[-1][1])} conflicting" if queue
               else "not read in the last day")
     return ("<section id=\"pulls\"><h2>Pull requests over the day <span class=\"muted\">("
@@ -322,11 +309,11 @@ def _pulls(timed: Timed, now: datetime) -> str:
 def _production(timed: Timed, now: datetime, text: Callable[[object], str]) -> str:
     latency, downs = [], []
     for moment, report in timed:
-        health = _mapping(report.get("health"))
-        if health.get("status") == "up" and (ms := _number(health.get("latency_ms"))) is not None:
-            latency.append((moment, ms))
-        elif health.get("status") == "down":
-            downs.append((moment, str(health.get("error") or health.get("code") or "no answer")))
+        health = read_health(report.get("health"))
+        if health is not None and health.status is HealthStatus.UP and health.latency_ms is not None:
+            latency.append((moment, health.latency_ms))
+        elif health is not None and health.status is HealthStatus.DOWN:
+            downs.append((moment, str(health.error or health.code or "no answer")))
     checked = len(latency) + len(downs)
     if not checked:
         return ("<section id=\"production\"><h2>Production</h2><p class=\"muted\">No health check in the last day "
@@ -347,7 +334,7 @@ def _errors(timed: Timed, text: Callable[[object], str]) -> str:
     latest: dict[str, tuple[str, datetime | None]] = {}
     counts: dict[str, int] = {}
     for moment, report in timed:
-        for error in map(_mapping, _list(report.get("errors"))):
+        for error in map(as_mapping, as_list(report.get("errors"))):
             step = str(error.get("step", "?"))
             latest[step] = (str(error.get("message", "")), moment)
             counts[step] = counts.get(step, 0) + 1

@@ -8,6 +8,7 @@ judges it; `to_dict` makes the `cycle.report` JSON line and `render_text` the te
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -227,8 +228,73 @@ def to_dict(report: CycleReport) -> dict[str, Any]:
     return {"event": REPORT_EVENT, **body}
 
 
-# A `cycle.report` event as read back from a log line: the JSON object, as `to_dict` wrote it.
+# A `cycle.report` event as read back from a log line: the JSON object, as `to_dict` wrote it. Everything that
+# reads one back (status, the metrics, the status page, the judgments across cycles) reads it with the functions
+# below: forgiving, so that a report written by an older or newer coordinator, or a damaged line, shows what it can
+# and never raises. A field that is missing or of the wrong type reads as absent (None) or 0.
 Report = dict[str, Any]
+
+
+def as_mapping(value: object) -> dict[str, Any]:
+    """An object of a report (`health`, `merge`, a role's tally); {} when it is not one."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_optional_count(value: object) -> int | None:
+    """A count (0 or more); None when the field is missing or not a count."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def as_count(value: object) -> int:
+    """A count (0 or more); 0 when the field is missing or not a count."""
+    count = as_optional_count(value)
+    return 0 if count is None else count
+
+
+def as_number(value: object) -> float | None:
+    """A finite number, 0 or more (a latency, a duration); None when the field is missing or not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def read_health(value: object) -> HealthReport | None:
+    """The report's `health` read back as `to_dict` wrote it; None when it does not say the check's status."""
+    health = as_mapping(value)
+    word = health.get("status")
+    if not isinstance(word, str) or word not in set(HealthStatus):
+        return None
+    status = HealthStatus(word)
+    code = health.get("code")
+    error = health.get("error")
+    return HealthReport(
+        status=status,
+        code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+        latency_ms=as_number(health.get("latency_ms")),
+        error=error if isinstance(error, str) and error else None,
+        attempts=as_count(health.get("attempts")),
+    )
+
+
+def health_text(health: HealthReport | None) -> str:
+    """The health check's outcome as every text shows it, e.g. "up, HTTP 200, 38 ms" or "down, timeout"; "?"
+    when unknown. The latency only when production answered, the error only when it says more than the code."""
+    if health is None:
+        return "?"
+    bits = [health.status.value]
+    if health.code is not None:
+        bits.append(f"HTTP {health.code}")
+    if health.latency_ms is not None and health.status is HealthStatus.UP:
+        bits.append(f"{health.latency_ms:.0f} ms")
+    if health.error and health.error != f"unexpected status {health.code}":
+        bits.append(health.error)
+    return ", ".join(bits)
 
 
 def parse_reports(lines: Iterable[str]) -> list[Report]:
@@ -305,15 +371,7 @@ def render_text(report: CycleReport) -> str:
     ]
     for pull in merge.pulls:
         lines.append(f"  #{pull.number}: {pull.outcome.value} ({pull.reason})")
-    health = report.health
-    health_bits = [health.status.value]
-    if health.code is not None:
-        health_bits.append(f"HTTP {health.code}")
-    if health.latency_ms is not None:
-        health_bits.append(f"{health.latency_ms:.0f} ms")
-    if health.error:
-        health_bits.append(health.error)
-    lines += ["", "health: " + ", ".join(health_bits)]
+    lines += ["", "health: " + health_text(report.health)]
     skipped = [f"{name} ({r.detail})" for name, r in report.steps.items() if r.status is StepStatus.SKIPPED]
     if skipped:
         lines.append("skipped: " + "; ".join(skipped))

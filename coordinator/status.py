@@ -19,7 +19,16 @@ from typing import Any, TextIO
 
 from coordinator.across_cycles import REVIEW_QUEUE_RISING_CYCLES, judge_across_cycles, verdict_now, verdict_of
 from coordinator.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
-from coordinator.report import Report, parse_reports
+from coordinator.report import (
+    Report,
+    as_count,
+    as_list,
+    as_mapping,
+    as_number,
+    health_text,
+    parse_reports,
+    read_health,
+)
 from coordinator.runtime import AgentRuntime, RuntimeFailure
 from coordinator.settings import ConfigError, load_runtime_settings
 
@@ -41,33 +50,21 @@ def _time(report: Report) -> str:
 
 
 def _spawned(report: Report) -> str:
-    spawned = report.get("spawned", 0)
-    failed = sum(int(tally.get("failed", 0)) for tally in (report.get("roles") or {}).values())
+    spawned = as_count(report.get("spawned"))
+    failed = sum(as_count(as_mapping(tally).get("failed")) for tally in as_mapping(report.get("roles")).values())
     return f"{spawned} ({failed} failed)" if failed else str(spawned)
 
 
-def _health(report: Report) -> str:
-    health = report.get("health") or {}
-    bits = [str(health.get("status", "?"))]
-    if health.get("code") is not None:
-        bits.append(str(health["code"]))
-    if health.get("error") and health.get("error") != f"unexpected status {health.get('code')}":
-        bits.append(str(health["error"]))
-    if health.get("latency_ms") is not None and health.get("status") == "up":
-        bits.append(f"{float(health['latency_ms']):.0f}ms")
-    return " ".join(bits)
-
-
 def _row(report: Report) -> list[str]:
-    merged = (report.get("merge") or {}).get("merged") or []
+    merged = as_list(as_mapping(report.get("merge")).get("merged"))
     return [
         _time(report) + (" (plan)" if report.get("dry_run") else ""),
         f"{report.get('running', '?')}/{report.get('desired', '?')}",
         _spawned(report),
         str(len(merged)),
-        _health(report),
+        health_text(read_health(report.get("health"))),
         str(report.get("verdict", "?")),
-        str(len(report.get("errors") or [])),
+        str(len(as_list(report.get("errors")))),
     ]
 
 
@@ -81,7 +78,7 @@ QUEUE_OUTCOMES = {"queue failed": "failed in the merge queue", "queued": "in the
 
 def _queue_lines(report: Report) -> list[str]:
     """The latest cycle's merge queue and branch updates: each pull request with its reason; none when empty."""
-    pulls = [p for p in (report.get("merge") or {}).get("pulls") or [] if isinstance(p, dict)]
+    pulls = [p for p in as_list(as_mapping(report.get("merge")).get("pulls")) if isinstance(p, dict)]
     lines: list[str] = []
     for outcome, title in QUEUE_OUTCOMES.items():
         found = [p for p in pulls if p.get("outcome") == outcome]
@@ -103,7 +100,7 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
     judgments = judge_across_cycles([*earlier, *reports])
     rows = [HEADER] + [_row(report) for report in reports]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    cycle_reasons = "; ".join(str(reason) for reason in latest.get("verdict_reasons") or [])
+    cycle_reasons = "; ".join(str(reason) for reason in as_list(latest.get("verdict_reasons")))
     across_reasons = "; ".join(judgment.reason for judgment in judgments)
     lines = [
         f"fleet {latest.get('fleet', '?')}: {verdict_now(latest.get('verdict'), judgments)} at {_time(latest)} UTC "
@@ -117,11 +114,11 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     lines += _queue_lines(latest)
-    errors = latest.get("errors") or []
+    errors = [as_mapping(error) for error in as_list(latest.get("errors"))]
     if errors:
         lines += ["", "errors in the latest cycle:"]
         lines += [f"  {e.get('step', '?')}: {e.get('message', '')}" for e in errors]
-    advice = latest.get("advice") or []
+    advice = [as_mapping(item) for item in as_list(latest.get("advice"))]
     lines.append("")
     if advice:
         lines.append("advice (latest cycle; change the roster and run `pulumi up` to follow it):")
@@ -129,7 +126,8 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
             # The action names the role ("raise the count of code_reviewer: ..."); the signal shows the numbers.
             lines.append(
                 f"  - {item.get('action') or item.get('role', '?')} "
-                f"({item.get('signal', '?')} {item.get('value', 0):g} > {item.get('threshold', 0):g})"
+                f"({item.get('signal', '?')} {as_number(item.get('value')) or 0:g} "
+                f"> {as_number(item.get('threshold')) or 0:g})"
             )
     else:
         lines.append("advice: none")

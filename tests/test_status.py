@@ -114,9 +114,11 @@ def test_status_shows_the_last_cycles_and_the_current_advice(
     text = out.getvalue()
     rows = table_rows(text)
     assert len(rows) == 3
-    assert rows[0].split() == ["2025-03-01", "12:00:00", "7/7", "0", "2", "up", "200", "42ms", "healthy", "0"]
-    assert rows[1].split() == ["2025-03-01", "12:05:00", "7/7", "0", "0", "down", "503", "broken", "0"]
-    assert rows[2].split() == ["2025-03-01", "12:10:00", "7/7", "0", "0", "up", "200", "42ms", "degraded", "1"]
+    assert rows[0].split() == ["2025-03-01", "12:00:00", "7/7", "0", "2", "up,", "HTTP", "200,", "42", "ms", "healthy",
+                                "0"]
+    assert rows[1].split() == ["2025-03-01", "12:05:00", "7/7", "0", "0", "down,", "HTTP", "503", "broken", "0"]
+    assert rows[2].split() == ["2025-03-01", "12:10:00", "7/7", "0", "0", "up,", "HTTP", "200,", "42", "ms", "degraded",
+                                "1"]
     assert f"fleet {fleet_id}: degraded at 2025-03-01 12:10:00 UTC" in text
     assert "  merge: GitHub answered 502" in text
     advice = "  - raise the count of code_reviewer: 14 pull requests await review (review_queue 14 > 10)"
