@@ -71,8 +71,6 @@ TIMEOUT_STEP = "timeout"  # the scheduler terminated the cycle at its time limit
 OTHER_STEP = "other"
 ERROR_STEPS = (*CYCLE_STEPS, CRASH_STEP, TIMEOUT_STEP)
 
-# The outcomes of a role's slots in one cycle, as counted by agent_fleet_spawns_total.
-SPAWN_OUTCOMES = ("spawned", "failed", "deferred", "waiting")
 VERDICTS = tuple(verdict.value for verdict in Verdict)
 
 # `python -m coordinator cycle` exits 0 (every step ok) or 1 (a step failed) after writing its

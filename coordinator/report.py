@@ -382,11 +382,6 @@ def render_text(report: CycleReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` without the secrets, URL userinfo or query strings: `coordinator.redact.scrub`, the one scrubber."""
-    return redact.scrub(text, secrets)
-
-
 _LINE_OWN_FIELDS = frozenset({"ts", "event", "fleet"})
 
 

@@ -37,10 +37,6 @@ from coordinator.settings import ConfigError, load_runtime_settings
 LOG_LINES_PER_CYCLE = 200
 MIN_LOG_LINES = 2000
 
-class StatusError(Exception):
-    """The record cannot be read; the message says what is missing and what to do."""
-
-
 def _time(report: Report) -> str:
     raw = str(report.get("started_at", "?"))
     try:

@@ -2,8 +2,7 @@
 
 Pure (no Pulumi import): `__main__.py` hands the specification to pulumi-docker (`deploy.components`: a
 container on one engine, a service on a swarm), and the end-to-end tests hand the same specification to the
-Docker SDK (`docker_sdk_create_kwargs` for `containers.create`, `docker_sdk_service_kwargs` for
-`services.create`), so what is tested is what is deployed.
+Docker SDK (tests/docker_sdk_spec.py), so what is tested is what is deployed.
 
 The specification says where each file the coordinator reads goes, never what is in it: the roster depends on
 the agent image the program builds, and the GitHub token and the agents' secrets are secrets. Whoever deploys
@@ -17,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from coordinator import cron, labels
 from deploy.stack_config import StackConfig
@@ -39,7 +37,6 @@ SERVICE_RESTART_CONDITION = "on-failure"
 SERVICE_RESTART_DELAY_SECONDS = 5
 # One replica, its metrics port published on its node: the old task must stop before the new one binds it.
 SERVICE_UPDATE_ORDER = "stop-first"
-NANOSECONDS = 1_000_000_000
 # How long a stopping coordinator gets before it is killed: the scheduler stops the running cycle (SIGTERM, then
 # SIGKILL after its own 5 s grace) and the cycle writes its report on the way out. Docker's default is 10 s.
 STOP_GRACE_SECONDS = 15
@@ -85,24 +82,6 @@ class HealthCheck:
     retries: int
     start_period_seconds: int
 
-    def docker_api(self) -> dict[str, Any]:
-        """As the Engine API spells it (nanoseconds), for containers and services alike."""
-        return {
-            "test": list(self.test),
-            "interval": self.interval_seconds * NANOSECONDS,
-            "timeout": self.timeout_seconds * NANOSECONDS,
-            "retries": self.retries,
-            "start_period": self.start_period_seconds * NANOSECONDS,
-        }
-
-
-@dataclass(frozen=True)
-class SwarmObject:
-    """A swarm secret or config as a service refers to it."""
-
-    id: str
-    name: str
-
 
 @dataclass(frozen=True)
 class CoordinatorSpec:
@@ -134,75 +113,6 @@ class CoordinatorSpec:
         """The metrics port to publish: none on the host's own network, where the container's port is the host's
         (Docker refuses or discards publishing there)."""
         return None if self.network == "host" else self.metrics_port
-
-    def docker_sdk_create_kwargs(self, image: str) -> dict[str, Any]:
-        """Keyword arguments for `docker.DockerClient.containers.create`; upload the files' contents after."""
-        return {
-            "image": image,
-            "name": self.name,
-            "command": list(self.command) if self.command is not None else None,
-            "environment": dict(self.env),
-            "labels": dict(self.labels),
-            "volumes": {
-                mount.host_path: {"bind": mount.container_path, "mode": "ro" if mount.read_only else "rw"}
-                for mount in self.mounts
-            },
-            "healthcheck": self.healthcheck.docker_api(),
-            "restart_policy": {"Name": self.restart},
-            "log_config": {"type": self.log_driver, "config": dict(self.log_options)},
-            "init": self.init,
-            **({"ports": {f"{self.published_port}/tcp": self.published_port}} if self.published_port else {}),
-            **({"network_mode": self.network} if self.network else {}),
-        }
-
-    def docker_sdk_service_kwargs(self, image: str, objects: Mapping[Source, SwarmObject]) -> dict[str, Any]:
-        """Keyword arguments for `docker.DockerClient.services.create` (and `Service.update`), as plain data.
-
-        `objects` names the swarm config (the roster) and secrets (the token, the agents' secrets) created for
-        each file; none of their contents is in here.
-        """
-        secrets, configs = [], []
-        for spec_file in self.files:
-            target = {"File": {"Name": spec_file.path, "UID": "0", "GID": "0", "Mode": spec_file.mode}}
-            swarm_object = objects[spec_file.source]
-            if spec_file.secret:
-                secrets.append({**target, "SecretID": swarm_object.id, "SecretName": swarm_object.name})
-            else:
-                configs.append({**target, "ConfigID": swarm_object.id, "ConfigName": swarm_object.name})
-        check = self.healthcheck.docker_api()
-        return {
-            "image": image,
-            "name": self.name,
-            # A container's command replaces the image's CMD; a service's `args` do (its `command` is the entrypoint).
-            **({"args": list(self.command)} if self.command is not None else {}),
-            "env": dict(self.env),
-            "labels": dict(self.labels),
-            "container_labels": dict(self.labels),
-            "mounts": [
-                {"Type": "bind", "Source": mount.host_path, "Target": mount.container_path,
-                 "ReadOnly": mount.read_only}
-                for mount in self.mounts
-            ],
-            "healthcheck": {"Test": check["test"], "Interval": check["interval"], "Timeout": check["timeout"],
-                            "Retries": check["retries"], "StartPeriod": check["start_period"]},
-            "restart_policy": {"Condition": self.service_restart_condition,
-                               "Delay": self.service_restart_delay_seconds * NANOSECONDS, "MaxAttempts": 0},
-            "constraints": list(self.placement),
-            "mode": {"Replicated": {"Replicas": 1}},
-            "update_config": {"Parallelism": 1, "Order": self.update_order},
-            "endpoint_spec": {"Ports": [
-                {"Protocol": "tcp", "TargetPort": self.published_port, "PublishedPort": self.published_port,
-                 "PublishMode": "host"}
-            ]} if self.published_port else None,
-            "secrets": secrets,
-            "configs": configs,
-            "log_driver": self.log_driver,
-            "log_driver_options": dict(self.log_options),
-            "init": self.init,
-            "stop_grace_period": self.stop_grace_seconds * NANOSECONDS,
-            **({"networks": [self.network]} if self.network else {}),
-        }
-
 
 def coordinator_env(*, fleet_id: str, config: StackConfig) -> dict[str, str]:
     """The runtime's settings (coordinator/settings.py VARIABLES) that this stack fixes; no secret among them."""

@@ -29,6 +29,7 @@ from coordinator.fleet import Mode
 from deploy.coordinator_spec import CoordinatorSpec, Source, coordinator_spec
 from deploy.stack_config import resolve_roster
 from tests import e2e_harness as e2e
+from tests.docker_sdk_spec import create_kwargs
 from tests.e2e_harness import role
 from tests.fakes.github import FakeGitHub
 from tests.fakes.production import production
@@ -105,7 +106,7 @@ def _tar(files: Sequence[tuple[str, bytes, int]]) -> bytes:
 
 def deploy(client: docker.DockerClient, spec: CoordinatorSpec, image: str, files: dict[Source, str]) -> Any:
     """What pulumi-docker does with the spec: create, upload each file's content, then start."""
-    container = client.containers.create(**spec.docker_sdk_create_kwargs(image))
+    container = client.containers.create(**create_kwargs(spec, image))
     archive = _tar([(f.path, files[f.source].encode(), f.mode) for f in spec.files])
     assert container.put_archive("/", archive), "uploading the roster and the secrets failed"
     container.start()
@@ -190,7 +191,7 @@ def test_declared_container_runs_cycles_and_a_replacement_converges_without_stop
         config = stack_config(roles, github=github, health_url=prod.url, agent_image=agent_image,
                               metrics_port=metrics_port)
         spec = coordinator_spec(fleet_id=fleet_id, config=config, network="host")
-        declared = json.dumps(spec.docker_sdk_create_kwargs(coordinator_image))
+        declared = json.dumps(create_kwargs(spec, coordinator_image))
         assert TOKEN not in declared and AGENT_SECRETS["AGENT_KEY"] not in declared
         first = deploy(client, spec, coordinator_image, contents(resolve_roster(roles, config)))
 

@@ -32,9 +32,10 @@ import docker
 import pytest
 
 from coordinator.fleet import Mode, Role
-from deploy.coordinator_spec import CoordinatorSpec, Source, SwarmObject, coordinator_spec
+from deploy.coordinator_spec import CoordinatorSpec, Source, coordinator_spec
 from deploy.stack_config import StackConfig, resolve_roster
 from tests import e2e_harness as e2e
+from tests.docker_sdk_spec import SwarmObject, service_kwargs
 from tests.e2e_harness import role
 from tests.fakes.github import FakeGitHub
 from tests.fakes.production import ProductionServer
@@ -296,7 +297,7 @@ def test_declared_service_runs_the_fleet_over_the_swarm_and_an_update_converges_
         spec = lab_spec(lab, fleet_id, config)
         files = contents(resolve_roster(roles, config))
         objects = swarm_objects(client, spec, files, list(Source))
-        kwargs = spec.docker_sdk_service_kwargs(coordinator_image, objects)
+        kwargs = service_kwargs(spec, coordinator_image, objects)
         assert_no_secret_in(json.dumps(kwargs), "the service's specification")
         service = client.services.create(**kwargs)
         coordinator = Coordinator(lab, api, service.id)
@@ -369,7 +370,7 @@ def test_declared_service_runs_the_fleet_over_the_swarm_and_an_update_converges_
             files = contents(resolve_roster(roles, config))
             new_objects = {**objects, **swarm_objects(client, spec, files, [Source.ROSTER])}
             service.reload()
-            service.update(**spec.docker_sdk_service_kwargs(coordinator_image, new_objects))
+            service.update(**service_kwargs(spec, coordinator_image, new_objects))
             client.configs.get(objects[Source.ROSTER].id).remove()
 
             with explained(coordinator):

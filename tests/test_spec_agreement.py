@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from deploy.coordinator_spec import CoordinatorSpec, Source, SwarmObject, coordinator_spec
+from deploy.coordinator_spec import CoordinatorSpec, Source, coordinator_spec
 from deploy.stack_config import (
     CONFIG_KEYS,
     SecretsPresent,
@@ -36,6 +36,7 @@ from deploy.stack_config import (
     parse_stack_config,
 )
 from roster import ROSTER
+from tests.docker_sdk_spec import SwarmObject, create_kwargs, service_kwargs
 from tests.pulumi_harness import (
     AUTONAME_SUFFIX,
     BASE_CONFIG,
@@ -312,14 +313,14 @@ def service_from_sdk(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 @functools.cache
 def container_sides(case: str) -> tuple[dict[str, Any], dict[str, Any]]:
     run, coordinator = program(case), spec(case)
-    kwargs = coordinator.docker_sdk_create_kwargs(built_coordinator_image(run))
+    kwargs = create_kwargs(coordinator, built_coordinator_image(run))
     return container_from_pulumi(run.one(CONTAINER).inputs), container_from_sdk(kwargs, coordinator)
 
 
 @functools.cache
 def service_sides(case: str) -> tuple[dict[str, Any], dict[str, Any]]:
     run, coordinator = program(case), spec(case)
-    kwargs = coordinator.docker_sdk_service_kwargs(built_coordinator_image(run), swarm_objects(run, coordinator))
+    kwargs = service_kwargs(coordinator, built_coordinator_image(run), swarm_objects(run, coordinator))
     return service_from_pulumi(run.one(SERVICE).inputs), service_from_sdk(kwargs)
 
 

@@ -27,7 +27,6 @@ from deploy.coordinator_spec import (
     GITHUB_TOKEN_FILE,
     ROSTER_FILE,
     Source,
-    SwarmObject,
     coordinator_spec,
 )
 from deploy.stack_config import (
@@ -50,6 +49,7 @@ from deploy.stack_config import (
     resolve_roster,
 )
 from roster import ROSTER
+from tests.docker_sdk_spec import SwarmObject, create_kwargs, service_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = {"repository": "acme/webapp"}
@@ -368,14 +368,14 @@ def test_container_spec_sets_the_runtime_settings_and_no_secret() -> None:
     assert [(f.source, f.path, f.secret) for f in spec.files] == [
         (Source.ROSTER, ROSTER_FILE, False), (Source.GITHUB_TOKEN, GITHUB_TOKEN_FILE, True)]
     assert spec.healthcheck.start_period_seconds == 600
-    kwargs = spec.docker_sdk_create_kwargs("img:1")
+    kwargs = create_kwargs(spec, "img:1")
     assert kwargs["image"] == "img:1"
     assert kwargs["volumes"] == {DOCKER_SOCKET: {"bind": DOCKER_SOCKET, "mode": "rw"}}
     assert kwargs["restart_policy"] == {"Name": "unless-stopped"}
     assert kwargs["log_config"] == {"type": "json-file", "config": {"max-size": "10m", "max-file": "5"}}
     assert kwargs["labels"] == {"agent-fleet.fleet": "agent-fleet-prod", "agent-fleet.component": "coordinator"}
     assert kwargs["ports"] == {"9464/tcp": 9464}
-    assert "ports" not in coordinator_spec(fleet_id="f", config=parse(metricsPort="0")).docker_sdk_create_kwargs("i")
+    assert "ports" not in create_kwargs(coordinator_spec(fleet_id="f", config=parse(metricsPort="0")), "i")
 
 
 def test_service_spec_is_the_same_coordinator_on_a_manager_with_its_files_as_swarm_objects() -> None:
@@ -385,7 +385,7 @@ def test_service_spec_is_the_same_coordinator_on_a_manager_with_its_files_as_swa
     spec = coordinator_spec(fleet_id="agent-fleet-prod", config=config)
     assert spec.env["FLEET_RUNTIME"] == "swarm" and spec.env["AGENT_SECRETS_FILE"] == AGENT_SECRETS_FILE
     objects = {source: SwarmObject(f"{source}-id", f"{source}-name") for source in Source}
-    kwargs = spec.docker_sdk_service_kwargs("ghcr.io/acme/agent-fleet-coordinator@sha256:ab", objects)
+    kwargs = service_kwargs(spec, "ghcr.io/acme/agent-fleet-coordinator@sha256:ab", objects)
     assert kwargs["name"] == "agent-fleet-prod-coordinator" and kwargs["env"] == dict(spec.env)
     assert kwargs["labels"] == kwargs["container_labels"] == dict(spec.labels)
     assert kwargs["constraints"] == ["node.role==manager"] and kwargs["mode"] == {"Replicated": {"Replicas": 1}}
@@ -400,7 +400,7 @@ def test_service_spec_is_the_same_coordinator_on_a_manager_with_its_files_as_swa
     assert kwargs["healthcheck"]["Test"] == list(spec.healthcheck.test)
     assert "command" not in kwargs and "args" not in kwargs and "networks" not in kwargs
     lab = coordinator_spec(fleet_id="f", config=config, network="host", docker_socket="/tmp/lab/n1/docker.sock")
-    lab_kwargs = lab.docker_sdk_service_kwargs("i", objects)
+    lab_kwargs = service_kwargs(lab, "i", objects)
     assert lab_kwargs["networks"] == ["host"] and lab_kwargs["mounts"][0]["Source"] == "/tmp/lab/n1/docker.sock"
 
 

@@ -90,8 +90,6 @@ __all__ = [
     "snapshot_from_node",
 ]
 
-PAGE_SIZE = 100  # GitHub's maximum for `first`
-
 # Everything the merge rules read about one pull request. Both reads select it through this one fragment, so the
 # listing and the re-read before a merge can never disagree on what `decide` sees. The nested pages (labels,
 # reviews, checks) are read as one page each; a pull request with more is refused as truncated.

@@ -274,9 +274,6 @@ class MergeDecision:
         return self.refusals[0].value if self.refusals else "eligible"
 
 
-ELIGIBLE = MergeDecision()
-
-
 class ReviewStatus(Enum):
     APPROVED = "approved"
     CHANGES_REQUESTED = "changes requested"
