@@ -9,13 +9,21 @@ so an import tucked away to break a circle is still seen.
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "coordinator"
 TOP = "coordinator.cli"
 ENTRY = "coordinator.__main__"
+DESIGN = ROOT / "docs" / "design.md"
+LAYERS_HEADING = "## The modules and their layers"
+# The Pulumi program and the roster: above the coordinator, built on its lowest layers.
+PROGRAM = [ROOT / "__main__.py", ROOT / "roster.py", *sorted((ROOT / "deploy").glob("*.py"))]
+PROGRAM_MAY_IMPORT_UP_TO = 2
 
 
 def module_name(path: Path) -> str:
@@ -108,3 +116,56 @@ def test_the_coordinator_never_imports_the_pulumi_program() -> None:
     for path in sorted((ROOT / PACKAGE).rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         assert not imported_modules(tree, frozenset(), prefix="deploy"), path
+
+
+@cache
+def documented_layers() -> dict[str, int]:
+    """Each module's layer, from the table in docs/design.md: the row's number, the modules in backticks."""
+    text = DESIGN.read_text(encoding="utf-8")
+    section = text.split(LAYERS_HEADING, 1)[1].split("\n## ", 1)[0]
+    layers: dict[str, int] = {}
+    for row in re.findall(r"^\| (\d+) [^|]*\| ([^|]*) \|", section, re.MULTILINE):
+        for module in re.findall(r"`([\w.]+)`", row[1]):
+            assert f"{PACKAGE}.{module}" not in layers, f"{module} is in two rows of the table"
+            layers[f"{PACKAGE}.{module}"] = int(row[0])
+    return layers
+
+
+def test_every_module_is_in_the_documented_layers_and_only_those() -> None:
+    """Package markers that import nothing (`coordinator/__init__.py`, `steps/__init__.py`, ...) need no row."""
+    graph = import_graph()
+    unlisted = {name for name, imported in graph.items() if name not in documented_layers()
+                and not (imported == frozenset() and (ROOT / name.replace(".", "/") / "__init__.py").exists())}
+    assert not unlisted, f"docs/design.md's table of layers does not name {sorted(unlisted)}"
+    gone = set(documented_layers()) - set(graph)
+    assert not gone, f"docs/design.md's table of layers names modules that do not exist: {sorted(gone)}"
+
+
+def uphill_imports(graph: dict[str, frozenset[str]], layers: dict[str, int]) -> list[str]:
+    """Each import from a module to one of a higher layer, worded for the failure message."""
+    return [
+        f"{name} (layer {layers[name]}) imports {imported} (layer {layers[imported]})"
+        for name, imports in sorted(graph.items()) if name in layers
+        for imported in sorted(imports) if imported in layers and layers[imported] > layers[name]
+    ]
+
+
+def test_imports_run_down_the_documented_layers() -> None:
+    uphill = uphill_imports(import_graph(), documented_layers())
+    assert not uphill, "imports against docs/design.md's layers:\n" + "\n".join(uphill)
+
+
+@pytest.mark.parametrize("path", PROGRAM, ids=lambda path: str(path.relative_to(ROOT)))
+def test_the_pulumi_program_builds_on_the_lowest_layers(path: Path) -> None:
+    layers = documented_layers()
+    imported = imported_modules(ast.parse(path.read_text(encoding="utf-8")), frozenset(layers))
+    higher = sorted(name for name in imported if layers.get(name, 0) > PROGRAM_MAY_IMPORT_UP_TO)
+    assert not higher, f"{path.name} imports {higher}, above layer {PROGRAM_MAY_IMPORT_UP_TO}"
+
+
+def test_an_import_up_the_layers_is_caught() -> None:
+    """The check itself, on the documented layers: `report` importing `cli` is uphill, `cli` importing `report` not."""
+    layers = documented_layers()
+    assert uphill_imports({"coordinator.report": frozenset({TOP})}, layers) == [
+        f"coordinator.report (layer {layers['coordinator.report']}) imports {TOP} (layer 6)"]
+    assert uphill_imports({TOP: frozenset({"coordinator.report"})}, layers) == []
