@@ -58,6 +58,7 @@ from coordinator.report import (
     as_mapping,
     as_optional_count,
     parse_reports,
+    read_errors,
     read_health,
 )
 from coordinator.settings import DEFAULT_METRICS_PORT
@@ -252,9 +253,8 @@ class FleetMetrics:
         health_up = {HealthStatus.UP: 1, HealthStatus.DOWN: 0}.get(health.status) if health is not None else None
         latency_ms = health.latency_ms if health is not None and health_up is not None else None
 
-        errors = report.get("errors")
-        for error in errors if isinstance(errors, list) else []:
-            self._errors.labels(step=_step_label(as_mapping(error).get("step"))).inc()
+        for error in read_errors(report.get("errors")):
+            self._errors.labels(step=_step_label(error.step)).inc()
 
         verdict = report.get("verdict")
         self._gauges.picture = _Picture(

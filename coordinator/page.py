@@ -22,7 +22,17 @@ from datetime import datetime, timedelta
 
 from coordinator.across_cycles import Judgment, judge_across_cycles, verdict_now, verdict_of
 from coordinator.redact import scrub
-from coordinator.report import HealthStatus, Report, as_count, as_list, as_mapping, read_health, report_time
+from coordinator.report import (
+    HealthStatus,
+    Report,
+    as_count,
+    as_list,
+    as_mapping,
+    read_advice,
+    read_errors,
+    read_health,
+    report_time,
+)
 from coordinator.verdict import IDLE_EXITS_LIMIT
 
 DAY = timedelta(days=1)
@@ -132,10 +142,9 @@ def _why(latest: Report, judgments: Sequence[Judgment], text: Callable[[object],
     across = verdict_of(judgments).value
     across_items = "".join(f"<li data-judgment=\"{j.name}\">{text(j.reason)}</li>" for j in judgments)
     advice = "".join(
-        f"<li>{text(item.get('action') or item.get('role', '?'))} <span class=\"muted\">"
-        f"({text(item.get('signal', '?'))} {text(item.get('value', '?'))} &gt; {text(item.get('threshold', '?'))})"
+        f"<li>{text(item.action)} <span class=\"muted\">({text(item.signal)} {item.value:g} &gt; {item.threshold:g})"
         f"</span></li>"
-        for item in map(as_mapping, as_list(latest.get("advice")))
+        for item in read_advice(latest.get("advice"))
     )
     return (
         "<section id=\"why\"><h2>Why</h2>"
@@ -334,10 +343,9 @@ def _errors(timed: Timed, text: Callable[[object], str]) -> str:
     latest: dict[str, tuple[str, datetime | None]] = {}
     counts: dict[str, int] = {}
     for moment, report in timed:
-        for error in map(as_mapping, as_list(report.get("errors"))):
-            step = str(error.get("step", "?"))
-            latest[step] = (str(error.get("message", "")), moment)
-            counts[step] = counts.get(step, 0) + 1
+        for error in read_errors(report.get("errors")):
+            latest[error.step] = (error.message, moment)
+            counts[error.step] = counts.get(error.step, 0) + 1
     if not latest:
         return "<section id=\"errors\"><h2>Errors</h2><p class=\"muted\">None in the last day.</p></section>"
     rows = "".join(

@@ -282,6 +282,41 @@ def read_health(value: object) -> HealthReport | None:
     )
 
 
+def read_advice(value: object) -> list[Advice]:
+    """The report's `advice` read back: each item that is an object; a missing number reads as 0."""
+    advice = []
+    for item in map(as_mapping, as_list(value)):
+        if not item:
+            continue
+        role, signal, action = item.get("role"), item.get("signal"), item.get("action")
+        advice.append(Advice(
+            role=role if isinstance(role, str) else "?",
+            signal=signal if isinstance(signal, str) else "?",
+            value=as_number(item.get("value")) or 0.0,
+            threshold=as_number(item.get("threshold")) or 0.0,
+            action=action if isinstance(action, str) and action else (role if isinstance(role, str) else "?"),
+        ))
+    return advice
+
+
+def read_errors(value: object) -> list[StepError]:
+    """The report's `errors` read back: one per item, its step "?" when it does not say."""
+    errors = []
+    for item in map(as_mapping, as_list(value)):
+        step, message = item.get("step"), item.get("message")
+        errors.append(StepError(step if isinstance(step, str) else "?", "" if message is None else str(message)))
+    return errors
+
+
+def advice_text(advice: Advice) -> str:
+    """A piece of advice as every text shows it: the action, then the signal over its threshold."""
+    return f"{advice.action} ({advice.signal} {advice.value:g} > {advice.threshold:g})"
+
+
+def error_text(error: StepError) -> str:
+    return f"{error.step}: {error.message}"
+
+
 def health_text(health: HealthReport | None) -> str:
     """The health check's outcome as every text shows it, e.g. "up, HTTP 200, 38 ms" or "down, timeout"; "?"
     when unknown. The latency only when production answered, the error only when it says more than the code."""
@@ -376,9 +411,9 @@ def render_text(report: CycleReport) -> str:
     if skipped:
         lines.append("skipped: " + "; ".join(skipped))
     if report.errors:
-        lines += ["", "errors:"] + [f"  {e.step}: {e.message}" for e in report.errors]
+        lines += ["", "errors:"] + [f"  {error_text(e)}" for e in report.errors]
     if report.advice:
-        lines += ["", "advice:"] + [f"  {a.role}: {a.action} ({a.signal} = {a.value:g})" for a in report.advice]
+        lines += ["", "advice:"] + [f"  - {advice_text(a)}" for a in report.advice]
     return "\n".join(lines) + "\n"
 
 

@@ -21,12 +21,15 @@ from coordinator.across_cycles import REVIEW_QUEUE_RISING_CYCLES, judge_across_c
 from coordinator.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from coordinator.report import (
     Report,
+    advice_text,
     as_count,
     as_list,
     as_mapping,
-    as_number,
+    error_text,
     health_text,
     parse_reports,
+    read_advice,
+    read_errors,
     read_health,
 )
 from coordinator.runtime import AgentRuntime, RuntimeFailure
@@ -110,21 +113,16 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     lines += _queue_lines(latest)
-    errors = [as_mapping(error) for error in as_list(latest.get("errors"))]
+    errors = read_errors(latest.get("errors"))
     if errors:
         lines += ["", "errors in the latest cycle:"]
-        lines += [f"  {e.get('step', '?')}: {e.get('message', '')}" for e in errors]
-    advice = [as_mapping(item) for item in as_list(latest.get("advice"))]
+        lines += [f"  {error_text(error)}" for error in errors]
+    advice = read_advice(latest.get("advice"))
     lines.append("")
     if advice:
         lines.append("advice (latest cycle; change the roster and run `pulumi up` to follow it):")
-        for item in advice:
-            # The action names the role ("raise the count of code_reviewer: ..."); the signal shows the numbers.
-            lines.append(
-                f"  - {item.get('action') or item.get('role', '?')} "
-                f"({item.get('signal', '?')} {as_number(item.get('value')) or 0:g} "
-                f"> {as_number(item.get('threshold')) or 0:g})"
-            )
+        # The action names the role ("raise the count of code_reviewer: ..."); the signal shows the numbers.
+        lines += [f"  - {advice_text(item)}" for item in advice]
     else:
         lines.append("advice: none")
     return "\n".join(lines) + "\n"

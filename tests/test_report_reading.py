@@ -12,11 +12,17 @@ import pytest
 from coordinator.metrics import FleetMetrics
 from coordinator.page import render_page
 from coordinator.report import (
+    Advice,
     CycleReport,
     HealthReport,
     HealthStatus,
+    StepError,
+    advice_text,
+    error_text,
     health_text,
     parse_reports,
+    read_advice,
+    read_errors,
     read_health,
     render_text,
     to_dict,
@@ -75,3 +81,23 @@ def test_an_unknown_or_missing_health_status_reads_as_unknown() -> None:
     assert health_text(None) == "?"
     assert read_health({"status": "up", "code": True, "latency_ms": float("nan"), "error": ""}) == HealthReport(
         HealthStatus.UP)
+
+
+def test_advice_and_errors_read_back_as_written_and_print_the_same_in_the_report_status_and_the_page() -> None:
+    advice = Advice(role="code_reviewer", signal="review_queue", value=14, threshold=10,
+                    action="raise the count of code_reviewer: 14 pull requests await review")
+    error = StepError("merge", "GitHub answered 502")
+    report = CycleReport(fleet="f", started_at=T0, advice=[advice], errors=[error])
+    read = written(report)
+    assert read_advice(read["advice"]) == [advice] and read_errors(read["errors"]) == [error]
+    shown = "raise the count of code_reviewer: 14 pull requests await review (review_queue 14 > 10)"
+    assert advice_text(advice) == shown and error_text(error) == "merge: GitHub answered 502"
+    for text in (render_text(report), render_status([read])):
+        assert f"  - {shown}\n" in text and "  merge: GitHub answered 502\n" in text
+    assert "(review_queue 14 &gt; 10)" in render_page([read], now=T0, refresh_s=60)
+
+
+def test_damaged_advice_and_errors_read_as_what_they_say() -> None:
+    assert read_advice([None, "x", {"action": "", "role": "r", "value": "many"}]) == [
+        Advice(role="r", signal="?", value=0.0, threshold=0.0, action="r")]
+    assert read_errors(["x", {"step": 5, "message": 7}]) == [StepError("?", ""), StepError("?", "7")]
