@@ -34,6 +34,7 @@ from types import FrameType
 from typing import IO, BinaryIO
 
 from coordinator import cron
+from coordinator.exit_codes import EXIT_OK
 from coordinator.heartbeat import HeartbeatError, read_heartbeat, write_heartbeat
 from coordinator.metrics import FleetMetrics, last_report
 from coordinator.redact import shown
@@ -222,7 +223,7 @@ def run_schedule(
     `max_cycles` ends the loop after that many cycles (for tests and one-off runs); `env` is the
     cycles' environment (default: this process's). Each cycle's stdout passes through to `output`
     (default: this process's stdout); `metrics`, when given, takes in each cycle's report and
-    ending. Returns 0: a failing cycle is the cycle's report's business, not the scheduler's.
+    ending. Returns EXIT_OK: a failing cycle is the cycle's report's business, not the scheduler's.
     """
     try:
         schedule = cron.validate(schedule)
@@ -302,7 +303,7 @@ def run_schedule(
             break
         tick = following
     log.emit("schedule.stopped", cycles=cycles, reason="stop requested" if stop.is_set() else "max_cycles reached")
-    return 0
+    return EXIT_OK
 
 
 def _stdout_bytes() -> BinaryIO:
