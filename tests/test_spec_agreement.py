@@ -1,8 +1,8 @@
 """The two translations of one `CoordinatorSpec` agree: what `pulumi up` deploys and what the end-to-end tests run.
 
 `deploy.components` turns the spec into pulumi-docker inputs (a `docker.Container` on one engine, a
-`docker.Service` with its `docker.Secret`s and `docker.ServiceConfig` on a swarm); `docker_sdk_create_kwargs` and
-`docker_sdk_service_kwargs` turn it into Docker SDK keyword arguments, which tests/test_e2e.py and
+`docker.Service` with its `docker.Secret`s and `docker.ServiceConfig` on a swarm); tests/docker_sdk_spec.py's
+`create_kwargs` and `service_kwargs` turn it into Docker SDK keyword arguments, which tests/test_e2e.py and
 tests/test_e2e_swarm.py hand to a real engine as "what the program declares". Here the program runs under the
 mocks (tests/pulumi_harness.py, update mode), the SDK kwargs are built from the same stack settings the way the
 end-to-end tests build them, and each side is normalised to one plain form, field by field.
