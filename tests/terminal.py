@@ -42,6 +42,21 @@ class Terminal:
                 self.output += chunk.decode(errors="replace")
         return self.output
 
+    def drain(self, seconds: float) -> str:
+        """Read whatever the command prints for `seconds`, to see what it draws while nothing changes."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self._master], [], [], min(left, 0.2))
+            if ready:
+                try:
+                    chunk = os.read(self._master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self.output += chunk.decode(errors="replace")
+        return self.output
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
