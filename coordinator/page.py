@@ -95,7 +95,7 @@ def render_page(reports: Sequence[Report], *, now: datetime, refresh_s: float, s
             _roles(latest, text),
             _timeline(timed, now, text),
             _activity(timed, now),
-            _pulls(timed, now),
+            _pulls(timed, now, text),
             _production(timed, now, text),
             _errors(timed, text),
         ]
@@ -299,19 +299,34 @@ def _lines(series: list[tuple[str, str, list[tuple[datetime, float]]]], now: dat
             f"<p class=\"legend\">{legend}</p>")
 
 
-def _pulls(timed: Timed, now: datetime) -> str:
-    queue, conflicting = [], []
+def _pulls(timed: Timed, now: datetime, text: Callable[[object], str]) -> str:
+    queue, conflicting, queued, queue_failed = [], [], [], []
+    latest_failed: list[str] = []
     for moment, report in timed:
         merge = as_mapping(report.get("merge"))
         if merge.get("status") == "ok":  # the step read the pulls in this cycle
             queue.append((moment, float(as_count(merge.get("review_queue")))))
             conflicting.append((moment, float(as_count(merge.get("conflicting")))))
-    latest = (f"now {int(queue[-1][1])} awaiting review, {int(conflicting[-1][1])} conflicting" if queue
+            queued.append((moment, float(len(as_list(merge.get("queued"))))))
+            queue_failed.append((moment, float(len(as_list(merge.get("queue_failed"))))))
+            # A merge queue's entries that failed, each with its reason, as the latest read saw them.
+            latest_failed = [
+                f"#{text(pull.get('number'))}: {text(pull.get('reason'))}"
+                for pull in map(as_mapping, as_list(merge.get("pulls")))
+                if pull.get("outcome") == "queue failed"
+            ]
+    latest = (f"now {int(queue[-1][1])} awaiting review, {int(conflicting[-1][1])} conflicting, "
+              f"{int(queued[-1][1])} in the merge queue, {int(queue_failed[-1][1])} failed in it" if queue
               else "not read in the last day")
+    series = [("review queue", "#6a1b9a", queue), ("conflicting", "#ef6c00", conflicting)]
+    if any(value for _, value in queued + queue_failed):  # a base branch with a merge queue
+        series += [("in the merge queue", "#1565c0", queued), ("failed in the queue", "#c62828", queue_failed)]
+    failed = ("<p>Failed in the merge queue:</p><ul id=\"queue-failed\">"
+              + "".join(f"<li>{entry}</li>" for entry in latest_failed) + "</ul>") if latest_failed else ""
     return ("<section id=\"pulls\"><h2>Pull requests over the day <span class=\"muted\">("
             f"{latest})</span></h2>"
-            + _lines([("review queue", "#6a1b9a", queue), ("conflicting", "#ef6c00", conflicting)], now, "",
-                     "pull-chart")
+            + _lines(series, now, "", "pull-chart")
+            + failed
             + "</section>")
 
 

@@ -112,6 +112,23 @@ def test_the_page_of_a_day_shows_each_piece_and_fetches_nothing() -> None:
         assert dom.text(section), f"section {section} is empty"
 
 
+def test_a_merge_queue_shows_its_entries_and_the_failed_ones_with_their_reasons() -> None:
+    reports = day_of_reports(agents=10, end=NOW, cycles=12)
+    latest_read = max(i for i, report in enumerate(reports) if report["merge"]["status"] == "ok")
+    reports = reports[:latest_read + 1]  # the day ends with a cycle whose merge step read the pulls
+    merge = reports[-1]["merge"]
+    merge["pulls"] += [{"number": 41, "outcome": "queued", "reason": "in the merge queue (QUEUED, position 1)"},
+                       {"number": 42, "outcome": "queue failed", "reason": "the queue's checks failed <on main>"}]
+    merge["queued"], merge["queue_failed"] = [41], [42]
+    dom = Dom(render_page(reports, now=NOW, refresh_s=300))
+    assert "1 in the merge queue, 1 failed in it" in dom.text("pulls")
+    assert dom.text("queue-failed") == "#42: the queue's checks failed <on main>"
+    # Without a queue, the chart keeps to the review queue and conflicts, and no failed entries are listed.
+    plain = Dom(render_page(reports[:-1], now=NOW, refresh_s=300))
+    assert "0 in the merge queue, 0 failed in it" in plain.text("pulls")
+    assert plain.all("ul", id="queue-failed") == []
+
+
 def test_text_from_reports_is_scrubbed_and_escaped() -> None:
     reports = day_of_reports(agents=10, end=NOW, cycles=6, secret=SECRET, log_knows_secret=False)
     assert SECRET in json.dumps(reports)  # the reports hold it: only the page's scrubbing keeps it out
