@@ -252,6 +252,27 @@ def test_status_check_rollup(checks: list[tuple[str, str, str | None]], statuses
         assert {r["name"] for r in runs["check_runs"]} == {name for name, *_ in checks}
 
 
+def test_a_fine_grained_token_reads_every_check_run_as_null_with_a_forbidden_error_at_its_path(
+    gh: FakeGitHub,
+) -> None:
+    pr = gh.add_pull()
+    gh.add_check_run(pr.number, "ci")
+    gh.add_status(pr.number, "deploy")
+    gh.add_check_run(pr.number, "lint")
+    gh.fine_grained.add(gh.token)
+    body = graphql(gh, ONE_PULL, owner=gh.owner, name=gh.name, number=pr.number)
+    rollup = body["data"]["repository"]["pullRequest"]["commits"]["nodes"][0]["commit"]["statusCheckRollup"]
+    assert rollup["state"] == "SUCCESS"  # the rollup itself stays readable, as on GitHub
+    assert rollup["contexts"]["nodes"] == [None, None, {"__typename": "StatusContext", "context": "deploy",
+                                                        "state": "SUCCESS"}]
+    prefix = ["repository", "pullRequest", "commits", "nodes", 0, "commit", "statusCheckRollup", "contexts", "nodes"]
+    assert [(e["type"], e["message"], e["path"]) for e in body["errors"]] == [
+        ("FORBIDDEN", "Resource not accessible by personal access token", [*prefix, index]) for index in (0, 1)
+    ]
+    gh.fine_grained.clear()  # a classic token reads them all
+    assert "errors" not in graphql(gh, ONE_PULL, owner=gh.owner, name=gh.name, number=pr.number)
+
+
 def test_merge_state_status_and_rest_mergeable() -> None:
     with FakeGitHub(required_checks=("ci",)) as gh:
         def ready(**kwargs: Any) -> int:

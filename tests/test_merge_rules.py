@@ -18,7 +18,9 @@ from coordinator.edges.github import (
     MERGE_FACTS_FRAGMENT,
     OPEN_PULLS_QUERY,
     PULL_BEFORE_MERGE_QUERY,
+    GraphQLAnswer,
     MalformedAnswer,
+    PathError,
     snapshot_from_node,
 )
 from coordinator.report import MergeOutcome
@@ -39,6 +41,7 @@ from coordinator.steps.merge import (
     ReviewDecision,
     ReviewState,
     StatusState,
+    Unreadable,
     Unrecognized,
     commit_title,
     decide,
@@ -647,3 +650,61 @@ def test_a_queue_entry_in_a_node_is_read() -> None:
     assert pull.queue_entry == QueueEntry(MergeQueueEntryState.LOCKED, 4)
     odd = snapshot_from_node(node(isInMergeQueue=True, mergeQueueEntry={"state": "SIDEWAYS", "position": 1}))
     assert odd.unrecognized() == (Unrecognized("MergeQueueEntry.state", "SIDEWAYS"),)
+
+
+# ------------------------------------------------------------------------------------ partial answers
+
+CONTEXTS = ("commits", "nodes", 0, "commit", "statusCheckRollup", "contexts", "nodes")
+PAT_DENIED = "Resource not accessible by personal access token"
+
+
+def hidden_check_run(**changes: Any) -> dict[str, Any]:
+    """The node as GitHub shows it to a fine-grained token: the check run null, the status readable."""
+    body = node(**changes)
+    body["commits"]["nodes"][0]["commit"]["statusCheckRollup"]["contexts"]["nodes"][0] = None
+    return body
+
+
+def test_a_check_run_github_hid_makes_the_pull_request_unreadable_with_the_fix() -> None:
+    pull = snapshot_from_node(hidden_check_run(), "pr", [PathError((*CONTEXTS, 0), PAT_DENIED)])
+    assert pull.checks == (CommitStatus("legacy", StatusState.SUCCESS),)
+    assert pull.unreadable == (Unreadable("checks", PAT_DENIED),)
+    decision = decide(pull, POLICY)
+    assert decision.refusals == (Refusal.UNREADABLE,)
+    assert decision.reason == f"checks unreadable: {PAT_DENIED}: give the token checks read, or use a GitHub App"
+
+
+def test_a_null_check_without_an_error_at_its_path_is_still_malformed() -> None:
+    with pytest.raises(MalformedAnswer, match=r"contexts\.nodes\[0\] should be an object, got null"):
+        snapshot_from_node(hidden_check_run(), "pr")
+    # With an error elsewhere in it, the pull request is refused as unreadable all the same, never merged.
+    pull = snapshot_from_node(hidden_check_run(), "pr", [PathError(("labels", "nodes", 0), PAT_DENIED)])
+    assert decide(pull, POLICY).refusals == (Refusal.UNREADABLE,)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error_path", "part"),
+    [
+        ({"mergeable": None}, ("mergeable",), "mergeable"),
+        ({"labels": None}, ("labels",), "labels"),
+        ({"latestOpinionatedReviews": None}, ("latestOpinionatedReviews",), "reviews"),
+        ({"title": None, "createdAt": None}, ("title",), "title"),
+    ],
+)
+def test_a_hidden_field_the_rules_need_still_names_the_pull_request_and_refuses_it(
+    changes: dict[str, Any], error_path: tuple[str, ...], part: str
+) -> None:
+    pull = snapshot_from_node(node(**changes), "pr", [PathError(error_path, "Resource not accessible by integration")])
+    assert pull.number == 12
+    assert decide(pull, POLICY).refusals[0] is Refusal.UNREADABLE
+    assert decide(pull, POLICY).reason.startswith(f"{part} unreadable: Resource not accessible by integration: ")
+
+
+def test_the_answers_errors_are_taken_relative_to_each_pull_request() -> None:
+    answer = GraphQLAnswer({}, (
+        PathError(("repository", "pullRequests", "nodes", 1, *CONTEXTS, 0), PAT_DENIED),
+        PathError(("repository", "pullRequests", "nodes", 1, *CONTEXTS, 2), PAT_DENIED),
+    ))
+    assert answer.inside(("repository", "pullRequests", "nodes", 0)) == ()
+    assert answer.inside(("repository", "pullRequests", "nodes", 1)) == (
+        PathError((*CONTEXTS, 0), PAT_DENIED), PathError((*CONTEXTS, 2), PAT_DENIED))

@@ -839,6 +839,67 @@ def test_malformed_answers_fail_the_step_clearly(
         Harness(fake).run()
 
 
+def test_a_fine_grained_token_leaves_the_pull_request_it_cannot_read_open_with_its_reason(fake: FakeGitHub) -> None:
+    # GitHub answers 200 with data and a FORBIDDEN error at each check run's path: that pull request is refused
+    # with a reason naming the missing permission, the others are decided as usual.
+    first = green(fake, "Checked by a check run")
+    by_status = fake.add_pull("Checked by a commit status")
+    fake.approve(by_status.number)
+    fake.add_status(by_status.number, "ci")
+    unreviewed = fake.add_pull("Unreviewed")
+    fake.add_status(unreviewed.number, "ci")
+    fake.fine_grained.add(TOKEN)
+    harness = Harness(fake)
+    report = harness.run()
+    assert report.status is StepStatus.OK and report.stopped is None
+    assert reasons(report) == {
+        first.number: (MergeOutcome.SKIPPED, "checks unreadable: Resource not accessible by personal access token: "
+                                             "give the token checks read, or use a GitHub App"),
+        by_status.number: (MergeOutcome.MERGED, "merged"),
+        unreviewed.number: (MergeOutcome.SKIPPED, "not approved"),
+    }
+    assert not fake.pull(first.number).merged and fake.pull(by_status.number).merged
+    assert "checks unreadable" in harness.events
+
+
+PULL_ZERO = ["repository", "pullRequests", "nodes", 0]
+
+
+@pytest.mark.parametrize(
+    ("path", "stops"),
+    [
+        (None, True),  # no path: the whole read failed, as before
+        (["repository", "backlog"], True),  # outside any pull request
+        ([*PULL_ZERO, "number"], True),  # the pull request cannot even be named
+        ([*PULL_ZERO, "latestOpinionatedReviews", "nodes", 0], False),
+        ([*PULL_ZERO, "mergeable"], False),
+    ],
+    ids=["no-path", "outside", "number", "reviews", "mergeable"],
+)
+def test_only_errors_inside_one_pull_request_spare_the_rest(
+    fake: FakeGitHub, path: list[Any] | None, stops: bool
+) -> None:
+    node = {"number": 7, "title": "Seven", "createdAt": "2026-01-01T00:00:00Z", "isDraft": False, "state": "OPEN",
+            "baseRefName": "main", "headRefOid": "a" * 40, "mergeable": None, "mergeStateStatus": "CLEAN",
+            "reviewDecision": "APPROVED", "labels": {"nodes": []}, "latestOpinionatedReviews": {"nodes": [None]},
+            "commits": {"nodes": []}}
+    error: dict[str, Any] = {"type": "FORBIDDEN", "message": "Resource not accessible by integration"}
+    if path is not None:
+        error["path"] = path
+    fake.fail("POST", "/api/graphql", 200, body={"errors": [error], "data": {"repository": {
+        "defaultBranchRef": {"name": "main"}, "pullRequests": {
+            "pageInfo": {"hasNextPage": False, "endCursor": None}, "nodes": [node]}}}})
+    if stops:
+        with pytest.raises(GitHubError, match="Resource not accessible by integration"):
+            Harness(fake).run()
+        return
+    report = Harness(fake).run()
+    part = "reviews" if "latestOpinionatedReviews" in path else "mergeable"  # type: ignore[operator]
+    fix = "give the token pull_requests read" if part == "reviews" else "give the token read access to it"
+    assert reasons(report) == {7: (MergeOutcome.SKIPPED, f"{part} unreadable: Resource not accessible by "
+                                                          f"integration: {fix}, or use a GitHub App")}
+
+
 def test_a_repeating_cursor_is_malformed(fake: FakeGitHub) -> None:
     page = {"data": {"repository": {"defaultBranchRef": {"name": "main"}, "pullRequests": {
         "pageInfo": {"hasNextPage": True, "endCursor": "abc"}, "nodes": []}}}}

@@ -32,6 +32,7 @@ import email.utils
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -69,6 +70,7 @@ from coordinator.steps.merge import (
     ReviewDecision,
     ReviewState,
     StatusState,
+    Unreadable,
     Unrecognized,
     UpdateResult,
     parse_enum,
@@ -84,7 +86,9 @@ __all__ = [
     "GitHubError",
     "GitHubPort",
     "GitHubUnavailable",
+    "GraphQLAnswer",
     "MalformedAnswer",
+    "PathError",
     "RateLimited",
     "TimeBudgetSpent",
     "snapshot_from_node",
@@ -198,6 +202,75 @@ class TimeBudgetSpent(RateLimited):
 
 
 # --------------------------------------------------------------------------------------------------
+# Partial answers: `data` beside `errors` that each locate one field GitHub would not show
+
+JsonPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class PathError:
+    """One GraphQL error with a `path`: GitHub answered the rest, and left this field null."""
+
+    path: JsonPath
+    message: str
+
+    def below(self, prefix: JsonPath) -> JsonPath | None:
+        """The path relative to `prefix` when it lies strictly inside it, else None."""
+        if len(self.path) > len(prefix) and self.path[: len(prefix)] == prefix:
+            return self.path[len(prefix):]
+        return None
+
+
+@dataclass(frozen=True)
+class GraphQLAnswer:
+    data: Mapping[str, Any]
+    errors: tuple[PathError, ...] = ()  # only errors inside one pull request reach here; others raise
+
+    def inside(self, prefix: JsonPath) -> tuple[PathError, ...]:
+        """The errors inside the node at `prefix` (e.g. ("repository", "pullRequests", "nodes", 3)), relative."""
+        found = []
+        for error in self.errors:
+            relative = error.below(prefix)
+            if relative is not None:
+                found.append(PathError(relative, error.message))
+        return tuple(found)
+
+
+# Where a pull request node sits in an answer: the open-pulls page (`nodes`, then its index) or one pull request.
+PULL_NODE_PREFIXES: tuple[JsonPath, ...] = (("repository", "pullRequests", "nodes"), ("repository", "pullRequest"))
+
+
+def _inside_one_pull(path: JsonPath) -> bool:
+    for prefix in PULL_NODE_PREFIXES:
+        depth = len(prefix) + (1 if prefix[-1] == "nodes" else 0)  # the index of the node, for a list
+        if len(path) > depth and path[: len(prefix)] == prefix and (depth == len(prefix) or isinstance(
+                path[len(prefix)], int)):
+            return path[depth] != "number"  # without its number, the pull request cannot be named
+    return False
+
+
+def _path_error(error: object) -> PathError | None:
+    """An error that lies inside one pull request, or None (no path, or a path elsewhere)."""
+    if not isinstance(error, Mapping):
+        return None
+    path = error.get("path")
+    if not isinstance(path, list) or not all(isinstance(p, str | int) and not isinstance(p, bool) for p in path):
+        return None
+    if not _inside_one_pull(tuple(path)):
+        return None
+    return PathError(tuple(path), str(error.get("message", "")).strip()[:200] or "not accessible")
+
+
+def _part(path: JsonPath) -> str:
+    """Which part of a pull request a path (relative to its node) names, as the merge rules report it."""
+    if "statusCheckRollup" in path:
+        return "checks"
+    field_names = [p for p in path if isinstance(p, str)]
+    first = field_names[0] if field_names else "pull request"
+    return {"latestOpinionatedReviews": "reviews", "labels": "labels"}.get(first, first)
+
+
+# --------------------------------------------------------------------------------------------------
 # Reading a GraphQL answer; every missing or mistyped field names its path
 
 
@@ -306,8 +379,45 @@ def _queue_entry(node: object, path: str) -> QueueEntry | None:
     )
 
 
-def snapshot_from_node(node: object, path: str = "pullRequest") -> PullSnapshot:
-    """One `PullRequest` node as MERGE_FACTS_FRAGMENT selects it, as a snapshot; raises MalformedAnswer."""
+def snapshot_from_node(node: object, path: str = "pullRequest", errors: Sequence[PathError] = ()) -> PullSnapshot:
+    """One `PullRequest` node as MERGE_FACTS_FRAGMENT selects it, as a snapshot; raises MalformedAnswer.
+
+    `errors` are the answer's errors inside this node (paths relative to it, `GraphQLAnswer.inside`): the fields
+    they name are null, and the snapshot carries them as `unreadable`, which the merge rules refuse."""
+    if not errors:
+        return _snapshot(node, path, ())
+    unreadable = tuple(dict.fromkeys(Unreadable(_part(e.path), e.message) for e in errors))
+    holes = {e.path for e in errors}
+    try:
+        return _snapshot(node, path, unreadable, holes)
+    except MalformedAnswer:  # a field the rules need is among the hidden ones: the number still names it
+        return _unreadable_snapshot(_obj(node, path), path, unreadable)
+
+
+def _unreadable_snapshot(pr: Mapping[str, Any], path: str, unreadable: tuple[Unreadable, ...]) -> PullSnapshot:
+    """What can be read of a pull request whose needed fields GitHub hid; refused for being unreadable."""
+    title, created = pr.get("title"), pr.get("createdAt")
+    unknown = Unrecognized("unreadable", "null")
+    return PullSnapshot(
+        number=_int(pr.get("number"), f"{path}.number"),
+        title=title if isinstance(title, str) else "",
+        created_at=_time(created, f"{path}.createdAt") if isinstance(created, str) else datetime.min.replace(
+            tzinfo=UTC),
+        is_draft=pr.get("isDraft") is True,
+        state=unknown, base_ref="", head_oid="", rollup_commit_oid=None, rollup_state=None, checks=(), labels=(),
+        mergeable=unknown, merge_state_status=unknown, review_decision=unknown, latest_reviews=(),
+        unreadable=unreadable,
+    )
+
+
+def _hidden_index(holes: set[JsonPath], prefix: JsonPath, index: int) -> bool:
+    return any(hole[: len(prefix) + 1] == (*prefix, index) for hole in holes)
+
+
+def _snapshot(
+    node: object, path: str, unreadable: tuple[Unreadable, ...], holes: set[JsonPath] | None = None
+) -> PullSnapshot:
+    holes = holes or set()
     pr = _obj(node, path)
     number = _int(pr.get("number"), f"{path}.number")  # first, so that errors below read in document order
     truncated: list[str] = []
@@ -339,7 +449,11 @@ def snapshot_from_node(node: object, path: str = "pullRequest") -> PullSnapshot:
             rollup_body = _obj(rollup, rpath)
             rollup_state = parse_enum(StatusState, _str(rollup_body.get("state"), f"{rpath}.state"), "rollup.state")
             context_nodes, more = _connection_nodes(rollup_body.get("contexts"), f"{rpath}.contexts")
-            checks = tuple(_check(n, f"{rpath}.contexts.nodes[{i}]") for i, n in enumerate(context_nodes))
+            hidden_at = ("commits", "nodes", len(commit_nodes) - 1, "commit", "statusCheckRollup", "contexts", "nodes")
+            checks = tuple(  # a context GitHub hid (null, an error at its path) is unreadable, not malformed
+                _check(n, f"{rpath}.contexts.nodes[{i}]") for i, n in enumerate(context_nodes)
+                if not (n is None and _hidden_index(holes, hidden_at, i))
+            )
             if more:
                 truncated.append("checks")
 
@@ -367,6 +481,7 @@ def snapshot_from_node(node: object, path: str = "pullRequest") -> PullSnapshot:
         merge_queue_enabled=_bool(pr.get("isMergeQueueEnabled"), f"{path}.isMergeQueueEnabled"),
         in_merge_queue=_bool(pr.get("isInMergeQueue"), f"{path}.isInMergeQueue"),
         queue_entry=_queue_entry(pr.get("mergeQueueEntry"), f"{path}.mergeQueueEntry"),
+        unreadable=unreadable,
     )
 
 
@@ -589,32 +704,38 @@ class GitHubClient:
     def _graphql(
         self, query: str, variables: Mapping[str, object], deadline: float | None, *,
         may_be_absent: Sequence[str] | None = None,
-    ) -> Mapping[str, Any]:
+    ) -> GraphQLAnswer:
         response, headers, _ = self._read(
             "POST", self._settings.graphql_url, deadline, what="GitHub GraphQL query", resource="graphql",
             json={"query": query, "variables": dict(variables)},
         )
-        data = self._graphql_body(response, headers, may_be_absent)
-        self._note_graphql_budget(data)
-        return data
+        answer = self._graphql_body(response, headers, may_be_absent)
+        self._note_graphql_budget(answer.data)
+        return answer
 
     def _graphql_body(
         self, response: requests.Response, headers: Mapping[str, str], may_be_absent: Sequence[str] | None = None
-    ) -> Mapping[str, Any]:
+    ) -> GraphQLAnswer:
+        """The answer's data, with the errors that each lie inside one pull request (a partial answer: those
+        pull requests are refused as unreadable). Any other error, and rate limits, end the read."""
         body = self._answer(response, headers, "GitHub GraphQL")
         answer = _obj(body, "answer")
         errors = answer.get("errors")
-        if errors:
-            errors = _list(errors, "errors")
-            types = {e.get("type") for e in errors if isinstance(e, Mapping)}
-            if "RATE_LIMITED" in types:
-                raise RateLimited("GitHub GraphQL rate limit (RATE_LIMITED)", _reset_at(headers))
-            # A node that does not resolve (NOT_FOUND at the path asked about) is an answer: it is not there.
-            errors = [e for e in errors if not _not_found_at(e, may_be_absent)]
-        if errors:
+        if not errors:
+            return GraphQLAnswer(_obj(answer.get("data"), "data"))
+        errors = _list(errors, "errors")
+        types = {e.get("type") for e in errors if isinstance(e, Mapping)}
+        if "RATE_LIMITED" in types:
+            raise RateLimited("GitHub GraphQL rate limit (RATE_LIMITED)", _reset_at(headers))
+        # A node that does not resolve (NOT_FOUND at the path asked about) is an answer: it is not there.
+        errors = [e for e in errors if not _not_found_at(e, may_be_absent)]
+        located = [_path_error(e) for e in errors]
+        if answer.get("data") is None or any(e is None for e in located):
             messages = "; ".join(str(e.get("message", ""))[:200] for e in errors if isinstance(e, Mapping))
             raise GitHubError(scrub(f"GitHub GraphQL errors: {messages or errors!r}", self._secrets))
-        return _obj(answer.get("data"), "data")
+        partial = tuple(e for e in located if e is not None)
+        return GraphQLAnswer(_obj(answer.get("data"), "data"),
+                             tuple(PathError(e.path, scrub(e.message, self._secrets)) for e in partial))
 
     def _note_graphql_budget(self, data: Mapping[str, Any]) -> None:
         rate = data.get("rateLimit")
@@ -637,12 +758,13 @@ class GitHubClient:
         backlog: int | None = None
         while True:
             count_backlog = cursor is None and bool(backlog_labels)
-            data = self._graphql(
+            answer = self._graphql(
                 OPEN_PULLS_QUERY,
                 {"owner": self._settings.owner, "name": self._settings.name, "cursor": cursor,
                  "backlogLabels": list(backlog_labels), "countBacklog": count_backlog},
                 deadline,
             )
+            data = answer.data
             repo = self._repository(data)
             branch_ref = repo.get("defaultBranchRef")
             if branch_ref is None:
@@ -654,7 +776,11 @@ class GitHubClient:
             conn = _obj(repo.get("pullRequests"), "repository.pullRequests")
             nodes = _list(conn.get("nodes"), "repository.pullRequests.nodes")
             offset = len(pulls)
-            pulls += [snapshot_from_node(n, f"pullRequests.nodes[{offset + i}]") for i, n in enumerate(nodes)]
+            pulls += [
+                snapshot_from_node(n, f"pullRequests.nodes[{offset + i}]",
+                                   answer.inside(("repository", "pullRequests", "nodes", i)))
+                for i, n in enumerate(nodes)
+            ]
             page = _obj(conn.get("pageInfo"), "repository.pullRequests.pageInfo")
             if not _bool(page.get("hasNextPage"), "pullRequests.pageInfo.hasNextPage"):
                 break
@@ -665,16 +791,16 @@ class GitHubClient:
         return OpenPulls(default_branch=default_branch, pulls=tuple(pulls), backlog=backlog)
 
     def fetch_pull(self, number: int, *, deadline: float | None = None) -> PullSnapshot | None:
-        data = self._graphql(
+        answer = self._graphql(
             PULL_BEFORE_MERGE_QUERY,
             {"owner": self._settings.owner, "name": self._settings.name, "number": number},
             deadline,
             may_be_absent=PULL_PATH,
         )
-        node = self._repository(data).get("pullRequest")
+        node = self._repository(answer.data).get("pullRequest")
         if node is None:
             return None
-        pull = snapshot_from_node(node, "repository.pullRequest")
+        pull = snapshot_from_node(node, "repository.pullRequest", answer.inside(("repository", "pullRequest")))
         if pull.number != number:
             raise MalformedAnswer(f"malformed GitHub answer: asked for #{number}, got #{pull.number}")
         return pull

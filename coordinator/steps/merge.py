@@ -179,6 +179,25 @@ class QueueEntry:
     position: int
 
 
+# What GitHub permission lets a token read each part of a pull request the query asks for.
+PERMISSION_TO_READ = {"checks": "checks", "statuses": "statuses", "reviews": "pull_requests", "labels": "issues"}
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A part of a pull request GitHub would not show this token (an error with a path inside the pull request,
+    beside `data`): a fine-grained personal access token cannot read check runs, for one."""
+
+    part: str  # "checks", "reviews", "labels", or the field's name
+    message: str  # GitHub's words, e.g. "Resource not accessible by personal access token"
+
+    def __str__(self) -> str:
+        permission = PERMISSION_TO_READ.get(self.part)
+        fix = f"give the token {permission} read, or use a GitHub App" if permission else \
+            "give the token read access to it, or use a GitHub App"
+        return f"{self.part} unreadable: {self.message}: {fix}"
+
+
 @dataclass(frozen=True)
 class PullSnapshot:
     number: int
@@ -205,6 +224,8 @@ class PullSnapshot:
     merge_queue_enabled: bool = False
     in_merge_queue: bool = False
     queue_entry: QueueEntry | None = None
+    # Parts GitHub refused to show (partial answer): what is hidden might be a failing check, so it refuses.
+    unreadable: tuple[Unreadable, ...] = ()
 
     def unrecognized(self) -> tuple[Unrecognized, ...]:
         values: list[object] = [
@@ -258,12 +279,14 @@ class Refusal(StrEnum):
     BLOCKED = "blocked by branch protection"
     UNSTABLE = "unstable"
     TRUNCATED = "too much to read in one page"
+    UNREADABLE = "unreadable"  # reported as what was unreadable, GitHub's words and the fix (Unreadable)
     UNRECOGNIZED = "unrecognized value from GitHub"
 
 
 @dataclass(frozen=True)
 class MergeDecision:
     refusals: tuple[Refusal, ...] = ()  # every reason that applies; the first is the headline
+    unreadable: tuple[Unreadable, ...] = ()  # what UNREADABLE stands for
 
     @property
     def eligible(self) -> bool:
@@ -271,7 +294,11 @@ class MergeDecision:
 
     @property
     def reason(self) -> str:
-        return self.refusals[0].value if self.refusals else "eligible"
+        if not self.refusals:
+            return "eligible"
+        if self.refusals[0] is Refusal.UNREADABLE and self.unreadable:
+            return "; ".join(dict.fromkeys(str(u) for u in self.unreadable))
+        return self.refusals[0].value
 
 
 class ReviewStatus(Enum):
@@ -495,9 +522,14 @@ def _truncation_rule(pull: PullSnapshot) -> tuple[Refusal, ...]:
     return (Refusal.TRUNCATED,) if pull.truncated else ()
 
 
+def _unreadable_rule(pull: PullSnapshot) -> tuple[Refusal, ...]:
+    return (Refusal.UNREADABLE,) if pull.unreadable else ()
+
+
 def decide(pull: PullSnapshot, policy: MergePolicy) -> MergeDecision:
     """Whether to merge `pull` now, and if not, every reason, most telling first. Never acts."""
     found = [
+        *_unreadable_rule(pull),  # first: every other rule reads what GitHub did not show
         *_state_rule(pull),
         *_draft_rule(pull),
         *_base_rule(pull, policy),
@@ -510,7 +542,7 @@ def decide(pull: PullSnapshot, policy: MergePolicy) -> MergeDecision:
         *_merge_state_rule(pull),
         *_truncation_rule(pull),
     ]
-    return MergeDecision(tuple(dict.fromkeys(found)))
+    return MergeDecision(tuple(dict.fromkeys(found)), pull.unreadable)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -808,12 +840,12 @@ def run_merge(
     report.open, report.review_queue, report.conflicting = plan.open, plan.review_queue, plan.conflicting
     for pull, decision in plan.refused:
         run.record(pull.number, MergeOutcome.SKIPPED, decision.reason)
-        _note_unrecognized(log, pull)
+        _note_unreadable(log, pull, decision)
     for pull in plan.over_limit:
         run.record(pull.number, MergeOutcome.SKIPPED, LIMIT_REACHED)
     for pull in plan.in_queue:
         run.record(pull.number, *queue_reason(pull))
-        _note_unrecognized(log, pull)
+        _note_unreadable(log, pull, decide(pull, policy))
 
     actions: list[tuple[PullSnapshot, Callable[[PullSnapshot], None]]] = [
         *((pull, lambda listed: _act_on(github, listed, policy, run, deadline)) for pull in plan.to_merge),
@@ -853,8 +885,11 @@ def _stop_rest(run: PullOutcomes, rest: Sequence[PullSnapshot]) -> None:
         run.record(pull.number, MergeOutcome.SKIPPED, STOPPED_EARLY)
 
 
-def _note_unrecognized(log: EventLog, pull: PullSnapshot) -> None:
-    if unknown := pull.unrecognized():
+def _note_unreadable(log: EventLog, pull: PullSnapshot, decision: MergeDecision) -> None:
+    """What GitHub would not show (a partial answer), or values this code does not know: logged by name."""
+    if pull.unreadable:
+        log.emit("merge.unreadable", number=pull.number, reason=decision.reason)
+    elif unknown := pull.unrecognized():
         log.emit("merge.unrecognized", number=pull.number, values=[str(u) for u in unknown])
 
 
@@ -888,7 +923,7 @@ def _read_again(
         run.record(number, MergeOutcome.SKIPPED, decision.reason)
         run.log.emit("merge.changed", number=number, reasons=[r.value for r in decision.refusals],
                      listed_head=listed.head_oid, head=pull.head_oid)
-        _note_unrecognized(run.log, pull)
+        _note_unreadable(run.log, pull, decision)
         return None
     return pull
 

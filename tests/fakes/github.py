@@ -119,6 +119,10 @@ STATUS_STATES = ("success", "pending", "failure", "error")
 MERGEABLE_STATES = ("MERGEABLE", "CONFLICTING", "UNKNOWN")
 MERGE_METHODS = ("merge", "squash", "rebase")
 NOT_MERGEABLE = "Pull Request is not mergeable"
+# What a fine-grained personal access token can be given: everything the fleet uses but Checks, which GitHub
+# does not offer fine-grained tokens (check runs are for Apps).
+FINE_GRAINED_PERMISSIONS = {"metadata": "read", "contents": "write", "pull_requests": "write", "issues": "write",
+                            "statuses": "read", "workflows": "write"}
 HEAD_MODIFIED = "Head branch was modified. Review and try the merge again."
 # A direct merge where the base branch requires the merge queue (HTTP 405; reported in akuity/kargo#5405).
 QUEUE_REQUIRED = "Changes must be made through the merge queue"
@@ -383,6 +387,13 @@ class FakeGitHub:
         self.labels: dict[str, str] = {}
         self._comments: dict[int, list[dict[str, Any]]] = {}
         self._actor = "fleet-bot"  # the login of the request being handled (the state lock is held)
+        # Tokens that act as fine-grained personal access tokens: they have no Checks permission, so GitHub
+        # answers a GraphQL read of a check run with the field null and a FORBIDDEN error at its path.
+        self.fine_grained: set[str] = set()
+        # What the request being handled may read and write: None for a classic token (its account's role only),
+        # else permission -> read|write, and the words GitHub refuses the rest with.
+        self._grant: Mapping[str, str] | None = None
+        self._refusal = ""
         self.requests: list[Call] = []
         self.graphql_documents: list[str] = []
         self.graphql_variables: list[dict[str, Any]] = []
@@ -945,6 +956,7 @@ class FakeGitHub:
         if actor is None:
             return _Response(401, {"message": "Bad credentials", "documentation_url": DOCS}, bucket.headers(resource))
         self._actor = actor
+        self._grant, self._refusal = self._grant_of(credential.strip())
         if body is ...:
             return _Response(400, {"message": "Problems parsing JSON", "documentation_url": DOCS},
                              bucket.headers(resource))
@@ -983,6 +995,23 @@ class FakeGitHub:
             if hmac.compare_digest(credential.encode(), token.encode()) and found is None:
                 found = login
         return found
+
+    def _grant_of(self, credential: str) -> tuple[Mapping[str, str] | None, str]:
+        if credential in self.fine_grained:
+            return (FINE_GRAINED_PERMISSIONS, "Resource not accessible by personal access token")
+        return None, ""
+
+    def can(self, permission: str, access: str = "read") -> bool:
+        """Whether the request being handled holds `permission` at `access` (write includes read)."""
+        if self._grant is None:
+            return True
+        held = self._grant.get(permission)
+        return held == "write" or (held == "read" and access == "read")
+
+    def require(self, permission: str, access: str = "read") -> None:
+        """GitHub's refusal, as a GraphQL error of type FORBIDDEN (REST: 403), unless the token reaches."""
+        if not self.can(permission, access):
+            raise _Problem("FORBIDDEN", self._refusal, 403)
 
     def _rate_limit_json(self) -> dict[str, Any]:
         resources = {key: bucket.as_json(key) for key, bucket in self._buckets.items()}
@@ -1820,6 +1849,10 @@ def _resolve_field(source: Any, info: GraphQLResolveInfo[Any], **args: Any) -> A
 
 
 def _resolve_type(value: Any, info: GraphQLResolveInfo[Any], abstract_type: GraphQLAbstractType) -> str | None:
+    if isinstance(value, FakeCheckRun):  # a token without checks read: this item null, FORBIDDEN at its path
+        info.context.require("checks")
+    elif isinstance(value, FakeStatus):
+        info.context.require("statuses")
     if isinstance(value, FakeGitHub):
         return "Repository"
     if isinstance(value, dict):
