@@ -182,6 +182,8 @@ ROSTER: tuple[Role, ...] = validate_roster(
             mode=Mode.SELF_DIRECTED,
             brief="Keep the CI pipeline fast and reliable: fix flaky jobs, cache dependencies and make sure "
             "the required checks run on every pull request. Exit when CI is green, fast and stable.",
+            # GitHub refuses a push touching .github/workflows from a token without the workflows permission.
+            github_permissions=(("workflows", "write"),),
         ),
         Role(
             key="code_reviewer",

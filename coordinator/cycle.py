@@ -31,6 +31,7 @@ from coordinator import verdict
 from coordinator.deadline import DeadlineExceeded, run_with_deadline, seconds_left
 from coordinator.edges.production import check_health
 from coordinator.fleet import Mode, role_label
+from coordinator.identities import AppIdentity, TokenMinter
 from coordinator.report import (
     CycleReport,
     EventLog,
@@ -97,6 +98,8 @@ class CycleAdapters:
     github: Callable[[GitHubSettings], GitHubPort]
     production: ProductionProbe
     clock: Clock
+    # Mints the App identities' tokens at each spawn; None: no App identity, or a test that needs none.
+    minter: Callable[[], TokenMinter] | None = None
 
 
 def default_adapters(settings: Settings) -> CycleAdapters:
@@ -116,7 +119,13 @@ def default_adapters(settings: Settings) -> CycleAdapters:
 
         return GitHubClient(github_settings)
 
-    return CycleAdapters(runtime=runtime, github=github, production=check_health, clock=lambda: datetime.now(UTC))
+    def minter() -> TokenMinter:
+        from coordinator.edges.github_app import AppTokenMinter
+
+        return AppTokenMinter(settings.github_api_url, settings.repository or "")
+
+    return CycleAdapters(runtime=runtime, github=github, production=check_health, clock=lambda: datetime.now(UTC),
+                         minter=minter)
 
 
 class StepRunner:
@@ -337,6 +346,9 @@ def _reconcile(
         health_expect=",".join(f"{low}-{high}" if low != high else str(low) for low, high in settings.health.expect)
         if settings.health is not None else None,
         backlog_labels=settings.github.backlog_labels if settings.github is not None else (),
+        identities=settings.agent_identities,
+        minter=adapters.minter() if adapters.minter is not None and settings.repository and any(
+            isinstance(identity, AppIdentity) for identity in settings.agent_identities.values()) else None,
     )
     execution = execute_plan(plan, adapters.runtime(), context, concurrency=settings.spawn.concurrency,
                              on_result=record)

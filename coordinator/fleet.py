@@ -10,7 +10,9 @@ Roster file format (``FLEET_ROSTER_FILE``)::
                 "department": "Engineering", "mode": "Task-driven",
                 "brief": "Builds ...", "image": "ghcr.io/acme/agent:1",
                 "command": ["agent", "run"],          # optional
-                "env": {"AGENT_MODEL": "large"}}]}    # optional
+                "env": {"AGENT_MODEL": "large"},      # optional
+                "identity": "author",                 # optional: its GitHub identity (coordinator.identities)
+                "githubPermissions": {"workflows": "write"}}]}  # optional: beyond its mode's
 
 Everything that reaches Docker is checked here, before any container is created: a key, title, brief,
 image, command or environment string Docker would refuse (a NUL, a trailing newline, a brief too large
@@ -67,7 +69,7 @@ MAX_AGENTS_CEILING = 5000
 # Environment names an agent gets from the coordinator; a role's own `env` may not override them.
 RESERVED_AGENT_ENV = frozenset(
     {"AGENT_ROLE", "AGENT_BRIEF", "AGENT_MODE", "AGENT_SLOT", "AGENT_COUNT", "GITHUB_REPOSITORY", "GITHUB_API_URL",
-     "GITHUB_SERVER_URL"}
+     "GITHUB_SERVER_URL", "GITHUB_TOKEN_EXPIRES_AT"}
 )
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # An agent secret's name: the file /run/secrets/<NAME>. On a swarm it also names the Docker secret that
@@ -79,6 +81,13 @@ SECRET_NAME_PATTERN = re.compile(rf"[A-Z][A-Z0-9_]{{0,{MAX_SECRET_NAME_CHARS - 1
 # the image does not import this package; a test holds them equal). A larger value is no key or token, and the
 # agent hands each secret but its token to its CLI as one environment variable, which Linux limits to 128 KiB.
 MAX_AGENT_SECRET_BYTES = 64 * 1024
+# A GitHub identity's name (coordinator.identities): an entry of the stack's githubIdentities.
+IDENTITY_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# GitHub App permission names a role may add to its mode's (`githubPermissions`), and their levels.
+PERMISSION_NAMES = frozenset({
+    "actions", "checks", "contents", "deployments", "issues", "pages", "pull_requests", "statuses", "workflows",
+})
+ACCESS_LEVELS = ("read", "write")
 
 
 class SecretsFault(ValueError):
@@ -221,6 +230,11 @@ class Role:
     resources: Resources | None = None
     # The agent secrets this role's agents receive, by name; None: every agent secret the stack holds.
     secrets: tuple[str, ...] | None = None
+    # The GitHub identity its agents act as (coordinator.identities); None: `reviewer` for a Reviewer, else `author`.
+    identity: str | None = None
+    # Permissions its minted GitHub tokens get beyond its mode's, (name, read|write) pairs: ("workflows", "write")
+    # lets the CI/CD role push changes under .github/workflows, which GitHub refuses otherwise.
+    github_permissions: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not KEY_PATTERN.fullmatch(self.key):
@@ -270,6 +284,19 @@ class Role:
                 if not isinstance(name, str) or not SECRET_NAME_PATTERN.fullmatch(name):
                     raise _role_error(self.key, "secrets", name, "use names like GITHUB_TOKEN: A-Z, 0-9 and _, "
                                       f"starting with a letter, at most {MAX_SECRET_NAME_CHARS} characters")
+        if self.identity is not None and (
+            not isinstance(self.identity, str) or not IDENTITY_NAME_PATTERN.fullmatch(self.identity)
+        ):
+            raise _role_error(self.key, "identity", self.identity, "name an entry of githubIdentities: a-z, 0-9, "
+                              "'_' and '-', starting with a letter, at most 32 characters (like reviewer)")
+        if not isinstance(self.github_permissions, tuple):
+            raise _role_error(self.key, "githubPermissions", self.github_permissions,
+                              'use an object of permission -> "read" or "write", like {"workflows": "write"}')
+        for pair in self.github_permissions:
+            name, level = pair if isinstance(pair, tuple) and len(pair) == 2 else (pair, None)
+            if name not in PERMISSION_NAMES or level not in ACCESS_LEVELS:
+                raise _role_error(self.key, "githubPermissions", pair,
+                                  f"use one of {', '.join(sorted(PERMISSION_NAMES))}, each \"read\" or \"write\"")
 
 
 def validate_roster(roles: Iterable[Role]) -> tuple[Role, ...]:
@@ -388,6 +415,10 @@ def roster_to_dict(specs: Sequence[RoleSpec]) -> dict[str, Any]:
             entry["resources"] = spec.role.resources.to_dict()
         if spec.role.secrets is not None:
             entry["secrets"] = list(spec.role.secrets)
+        if spec.role.identity is not None:
+            entry["identity"] = spec.role.identity
+        if spec.role.github_permissions:
+            entry["githubPermissions"] = dict(spec.role.github_permissions)
         roles.append(entry)
     return {"roles": roles}
 
@@ -405,7 +436,8 @@ def _enum_value(enum: type[Mode] | type[Department], key: object, field_name: st
 
 
 ROSTER_FIELDS = frozenset(
-    {"key", "title", "count", "department", "mode", "brief", "image", "command", "env", "resources", "secrets"}
+    {"key", "title", "count", "department", "mode", "brief", "image", "command", "env", "resources", "secrets",
+     "identity", "githubPermissions"}
 )
 
 
@@ -439,7 +471,12 @@ def roster_from_dict(data: object) -> tuple[RoleSpec, ...]:
         secrets = entry.get("secrets")
         if secrets is not None and not isinstance(secrets, list):
             raise _role_error(key, "secrets", secrets, 'use a list of secret names, like ["GITHUB_TOKEN"]')
+        permissions = entry.get("githubPermissions") or {}
+        if not isinstance(permissions, dict):
+            raise _role_error(key, "githubPermissions", permissions, 'use an object like {"workflows": "write"}')
         role = Role(
+            identity=entry.get("identity"),
+            github_permissions=tuple(sorted(permissions.items())),
             key=entry["key"],
             title=entry["title"],
             count=entry["count"],

@@ -41,6 +41,16 @@ from coordinator.fleet import (
     roster_from_json,
     unknown_secrets,
 )
+from coordinator.identities import (
+    FILE_APP_KEYS,
+    AppIdentity,
+    Identity,
+    IdentityFault,
+    TokenIdentity,
+    check_identities,
+    missing_identities,
+    shared_reviewer,
+)
 from coordinator.redact import MIN_SECRET_CHARS, scrub, shown
 from coordinator.values import (
     MAX_FLEET_ID_CHARS,
@@ -139,6 +149,10 @@ VARIABLES: dict[str, str] = {
     "role's (all, unless the role lists `secrets`) as files /run/secrets/<NAME>. Each value "
     f"{MIN_SECRET_CHARS} characters to {MAX_AGENT_SECRET_BYTES // 1024} KiB of UTF-8; the file at most "
     f"{MAX_AGENT_SECRETS_FILE_BYTES // 1024 // 1024} MiB. Unset: agents receive none.",
+    "AGENT_IDENTITIES_FILE": "Path of a JSON object {name: identity} of the agents' GitHub identities: "
+    '{"token": ...} or {"app_id": N, "installation_id": N, "private_key": "<PEM>"}. Each agent receives its role\'s '
+    "identity's token as /run/secrets/GITHUB_TOKEN (an App's minted at each spawn, narrowed to the repository and "
+    "the mode's permissions). Unset: agents receive the GITHUB_TOKEN agent secret, if any.",
     "GITHUB_SERVER_URL": "Where agents clone from, told to them as GITHUB_SERVER_URL. Default derived from "
     "GITHUB_API_URL: https://api.github.com -> https://github.com, https://HOST/api/v3 -> https://HOST.",
     "BACKLOG_LABELS": "Comma-separated labels of issues that wait for builders, counted besides each Task-driven "
@@ -151,6 +165,8 @@ VARIABLES: dict[str, str] = {
 }
 # Settings whose values are URLs: an error quotes them without userinfo, query or fragment at all.
 URL_VARIABLES = frozenset({"GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "HEALTH_URL", "GITHUB_SERVER_URL"})
+# The identities file: a few tokens and App keys (a PEM key is under 4 KiB).
+MAX_IDENTITIES_FILE_BYTES = 1024 * 1024
 
 
 class ConfigError(Exception):
@@ -270,13 +286,19 @@ class Settings:
     github_api_url: str = DEFAULT_GITHUB_API_URL
     github_server_url: str = "https://github.com"
     agent_secrets: Mapping[str, Secret] = field(default_factory=dict)
+    # AGENT_IDENTITIES_FILE: the agents' GitHub identities by name; empty: the GITHUB_TOKEN agent secret, if any.
+    agent_identities: Mapping[str, Identity] = field(default_factory=dict)
     # Why a step is skipped, by step name, for the steps whose settings are absent.
     skipped: Mapping[str, str] = field(default_factory=dict)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, so that output can be scrubbed of them as a last line of defence."""
         token = (self.github.token.reveal(),) if self.github else ()
-        return token + tuple(secret.reveal() for secret in self.agent_secrets.values())
+        identities = tuple(
+            (identity.token if isinstance(identity, TokenIdentity) else identity.private_key).reveal()
+            for identity in self.agent_identities.values()
+        )
+        return token + tuple(secret.reveal() for secret in self.agent_secrets.values()) + identities
 
 
 # --- reading ---------------------------------------------------------------------------------------
@@ -328,6 +350,17 @@ def known_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
                 loaded = json.loads(file.read(MAX_AGENT_SECRETS_FILE_BYTES))
             if isinstance(loaded, dict):
                 found += [value for value in loaded.values() if isinstance(value, str)]
+        except (OSError, ValueError, RecursionError):
+            pass
+    identities_file = env.get("AGENT_IDENTITIES_FILE", "").strip()
+    if identities_file:
+        try:
+            with open(identities_file, "rb") as file:
+                loaded = json.loads(file.read(MAX_IDENTITIES_FILE_BYTES))
+            for entry in loaded.values() if isinstance(loaded, dict) else ():
+                if isinstance(entry, dict):
+                    found += [str(value).strip() for key, value in entry.items()
+                              if key in ("token", "private_key") and isinstance(value, str)]
         except (OSError, ValueError, RecursionError):
             pass
     return tuple(secret for secret in found if secret)
@@ -469,6 +502,46 @@ def _load_agent_secrets(env: Mapping[str, str], roster: tuple[RoleSpec, ...] | N
             "or remove it from the role's secrets"
         )
     return secrets
+
+
+def _load_identities(
+    env: Mapping[str, str], roster: tuple[RoleSpec, ...] | None, agent_secret_names: tuple[str, ...]
+) -> dict[str, Identity]:
+    """AGENT_IDENTITIES_FILE: name -> {"token"} or {"app_id", "installation_id", "private_key"}; and the roster's
+    use of them: every role with agents names an identity the file holds, and no Reviewer role shares its identity
+    with a role that opens pull requests (GitHub would refuse every approval as the author's own)."""
+    path = env_value(env, "AGENT_IDENTITIES_FILE")
+    identities: dict[str, Identity] = {}
+    if path is not None:
+        form = '{"author": {"token": "..."}, "reviewer": {"app_id": N, "installation_id": N, "private_key": "<PEM>"}}'
+        data = _read_file("AGENT_IDENTITIES_FILE", path, MAX_IDENTITIES_FILE_BYTES, f"a JSON object like {form}")
+        try:
+            loaded = load_json(data)
+        except ValueProblem as problem:
+            raise refusal("AGENT_IDENTITIES_FILE", path, problem.reason, problem.fix) from None
+        try:
+            checked = check_identities(loaded, FILE_APP_KEYS)
+        except IdentityFault as fault:  # worded without the value: it may be a secret
+            where = f"identity {shown(fault.name)} " if fault.name else ""
+            raise ConfigError(f"AGENT_IDENTITIES_FILE ({shown(path)}): {where}{fault.what}") from None
+        for name, entry in checked.items():
+            if "token" in entry:
+                identities[name] = TokenIdentity(Secret(str(entry["token"])))
+            else:
+                identities[name] = AppIdentity(int(str(entry["app_id"])), int(str(entry["installation_id"])),
+                                               Secret(str(entry["private_key"])))
+    roles = [(spec.role, spec.role.count) for spec in roster or ()]
+    if identities:
+        for role, name in missing_identities(roles, identities):
+            raise ConfigError(
+                f"role {shown(role)} acts on GitHub as the identity {shown(name)}, but AGENT_IDENTITIES_FILE holds "
+                f"no such identity (it holds: {', '.join(sorted(identities))}); add it to the stack's "
+                "githubIdentities, or set the role's `identity`"
+            )
+    shared = shared_reviewer(roles, identities or None, agent_secret_names)
+    if shared is not None:
+        raise ConfigError(f"the roster file: {shared.describe()}")
+    return identities
 
 
 def _load_github(
@@ -624,6 +697,7 @@ def _load(env: Mapping[str, str]) -> Settings:
     runtime = _load_runtime(env, heartbeat_file)
     if runtime.kind == SWARM_RUNTIME:
         _read(env, "FLEET_ID", parse_swarm_fleet_id, None)
+    agent_secrets = _load_agent_secrets(env, roster)
     return Settings(
         fleet_id=fleet_id,
         roster=roster,
@@ -639,6 +713,7 @@ def _load(env: Mapping[str, str]) -> Settings:
         limits=limits,
         github_api_url=api_url,
         github_server_url=(server_url or derive_server_url(api_url)).rstrip("/"),
-        agent_secrets=_load_agent_secrets(env, roster),
+        agent_secrets=agent_secrets,
+        agent_identities=_load_identities(env, roster, tuple(agent_secrets)),
         skipped=skipped,
     )

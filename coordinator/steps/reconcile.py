@@ -25,10 +25,18 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from coordinator.fleet import Mode, Resources, RoleSpec
+from coordinator.identities import (
+    Identity,
+    MintFailure,
+    TokenIdentity,
+    TokenMinter,
+    role_identity,
+    token_permissions,
+)
 from coordinator.report import SpawnBudget
 from coordinator.runtime import (
     MAX_STREAK,
@@ -45,6 +53,9 @@ from coordinator.settings import Secret
 from coordinator.steps.inventory import Inventory, crashed, last_exit_time
 
 BUDGET_WINDOW = timedelta(hours=1)
+# The agent's GitHub token, as the secret file /run/secrets/GITHUB_TOKEN, and its expiry (not secret) beside it.
+GITHUB_TOKEN = "GITHUB_TOKEN"
+TOKEN_EXPIRY_VARIABLE = "GITHUB_TOKEN_EXPIRES_AT"
 # Past this many doublings the wait is at its maximum anyway; capping the exponent keeps the arithmetic
 # finite however long a slot has been crashing.
 _MAX_DOUBLINGS = 32
@@ -214,6 +225,8 @@ class SpawnResult:
     agent_id: str | None = None
     error: str | None = None
     squatter: str | None = None  # TAKEN by something that is not this fleet's agent of the slot
+    # FAILED before the engine was asked (GitHub minted no token): says nothing of the image or the engine.
+    before_engine: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,10 @@ class AgentContext:
     health_url: str | None = None  # production, for Sentinel roles (HEALTH_URL)
     health_expect: str | None = None  # its codes that count as up (HEALTH_EXPECT)
     backlog_labels: tuple[str, ...] = ()  # BACKLOG_LABELS, for Task-driven roles
+    # The agents' GitHub identities by name (empty: the GITHUB_TOKEN agent secret, if any), and what mints an
+    # App identity's token at each spawn.
+    identities: Mapping[str, Identity] = field(default_factory=dict)
+    minter: TokenMinter | None = None
 
 
 def agent_env(spawn: Spawn, context: AgentContext) -> dict[str, str]:
@@ -262,7 +279,40 @@ def agent_secrets(spec: RoleSpec, context: AgentContext) -> tuple[AgentSecret, .
     return tuple(AgentSecret(name, context.secrets[name]) for name in names if name in context.secrets)
 
 
+@dataclass(frozen=True)
+class GitHubCredential:
+    """The token one agent acts on GitHub with, and when it expires (None: a token that does not)."""
+
+    token: Secret
+    expires_at: datetime | None = None
+
+
+def github_credential(spec: RoleSpec, context: AgentContext) -> GitHubCredential | None:
+    """The role's identity's token: a token identity's as it is, an App's freshly minted, narrowed to the
+    repository and the mode's permissions (MintFailure when GitHub refuses); None without identities."""
+    if not context.identities:
+        return None
+    name = role_identity(spec.role)
+    identity = context.identities.get(name)
+    if identity is None:  # the settings refuse such a roster; kept as a clear failure should one slip by
+        raise MintFailure(f"role {spec.role.key!r} acts as the identity {name!r}, which AGENT_IDENTITIES_FILE "
+                          "does not hold")
+    if isinstance(identity, TokenIdentity):
+        return GitHubCredential(identity.token)
+    if context.minter is None:
+        raise MintFailure(f"no way to mint a token for the identity {name!r} (an App) in this cycle")
+    minted = context.minter.mint(identity, token_permissions(spec.role))
+    return GitHubCredential(minted.token, minted.expires_at)
+
+
 def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
+    env = agent_env(spawn, context)
+    secrets = agent_secrets(spawn.spec, context)
+    credential = github_credential(spawn.spec, context)
+    if credential is not None:  # the identity's token is the agent's GITHUB_TOKEN, whatever agentSecrets holds
+        secrets = (*(s for s in secrets if s.name != GITHUB_TOKEN), AgentSecret(GITHUB_TOKEN, credential.token))
+        if credential.expires_at is not None:
+            env[TOKEN_EXPIRY_VARIABLE] = credential.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return AgentLaunch(
         fleet_id=context.fleet_id,
         role=spawn.spec.key,
@@ -270,14 +320,14 @@ def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
         name=spawn.name,
         image=spawn.spec.image,
         command=spawn.spec.command,
-        env=agent_env(spawn, context),
+        env=env,
         crash_streak=spawn.crash_streak,
         idle_streak=spawn.idle_streak,
         earlier_spawns=spawn.earlier_spawns,
         resources=spawn.spec.role.resources or Resources(),
         network=context.network,
         placement=context.placement,
-        secrets=agent_secrets(spawn.spec, context),
+        secrets=secrets,
     )
 
 
@@ -286,7 +336,11 @@ def _spawn_one(runtime: AgentRuntime, spawn: Spawn, context: AgentContext) -> Sp
         with contextlib.suppress(RuntimeFailure):  # the spawn that follows settles who owns the slot
             runtime.vacate(spawn.vacate)
     try:
-        agent_id = runtime.spawn(agent_launch(spawn, context))
+        launch = agent_launch(spawn, context)
+    except MintFailure as failure:  # this spawn's failure, with GitHub's reason; the engine was never asked
+        return SpawnResult(spawn, SpawnOutcome.FAILED, error=f"no GitHub token: {failure}", before_engine=True)
+    try:
+        agent_id = runtime.spawn(launch)
     except SlotTaken as taken:
         return SpawnResult(spawn, SpawnOutcome.TAKEN, squatter=taken.squatter)
     except Exception as exc:  # one spawn's failure, whatever it is, must not stop the others in its batch
@@ -315,7 +369,7 @@ class SlowStart:
         return not self.failed and in_flight < min(self.window, max(1, self.limit))
 
     def answered(self, result: SpawnResult) -> None:
-        if result.outcome is SpawnOutcome.FAILED:
+        if result.outcome is SpawnOutcome.FAILED and not result.before_engine:
             self.failed = True
         else:  # spawned, or the slot was taken: the image and the engine work
             self.window += 1

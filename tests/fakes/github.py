@@ -119,6 +119,29 @@ STATUS_STATES = ("success", "pending", "failure", "error")
 MERGEABLE_STATES = ("MERGEABLE", "CONFLICTING", "UNKNOWN")
 MERGE_METHODS = ("merge", "squash", "rebase")
 NOT_MERGEABLE = "Pull Request is not mergeable"
+# The permission each REST handler needs of a token that has permissions (an installation's, a fine-grained one),
+# as GitHub's "Permissions required" tables say; classic tokens are limited by their account's role only.
+# Each entry lists the alternatives: any one of them is enough (an issue comment takes issues or pull requests write).
+REST_PERMISSIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "_rest_repo": (("metadata", "read"),),
+    "_rest_pulls": (("pull_requests", "read"),),
+    "_rest_pull": (("pull_requests", "read"),),
+    "_rest_reviews": (("pull_requests", "read"),),
+    "_rest_is_merged": (("pull_requests", "read"),),
+    "_rest_merge": (("contents", "write"),),
+    "_rest_create_pull": (("pull_requests", "write"),),
+    "_rest_add_labels": (("issues", "write"), ("pull_requests", "write")),
+    "_rest_issues": (("issues", "read"), ("pull_requests", "read")),
+    "_rest_create_issue": (("issues", "write"),),
+    "_rest_issue": (("issues", "read"), ("pull_requests", "read")),
+    "_rest_comments": (("issues", "read"), ("pull_requests", "read")),
+    "_rest_create_comment": (("issues", "write"), ("pull_requests", "write")),
+    "_rest_labels": (("metadata", "read"),),
+    "_rest_label": (("metadata", "read"),),
+    "_rest_create_review": (("pull_requests", "write"),),
+    "_rest_combined_status": (("statuses", "read"),),
+    "_rest_check_runs": (("checks", "read"),),
+}
 # What a fine-grained personal access token can be given: everything the fleet uses but Checks, which GitHub
 # does not offer fine-grained tokens (check runs are for Apps).
 FINE_GRAINED_PERMISSIONS = {"metadata": "read", "contents": "write", "pull_requests": "write", "issues": "write",
@@ -283,6 +306,36 @@ class Fault:
         return live and self.method.upper() in ("*", method.upper()) and self.pattern.search(path) is not None
 
 
+@dataclass
+class FakeApp:
+    """A GitHub App and its one installation on the repository: what the test hands the coordinator."""
+
+    app_id: int
+    installation_id: int
+    slug: str
+    private_key: str  # PEM (PKCS#8); its public half is what the fake checks each JWT against
+    public_key: Any
+    permissions: dict[str, str]  # what the installation was granted
+    repositories: tuple[str, ...] | None  # None: all of the owner's repositories
+    installed: bool = True
+
+    @property
+    def login(self) -> str:
+        return f"{self.slug}[bot]"
+
+
+@dataclass(frozen=True)
+class InstallationToken:
+    """A token minted for an installation: its App, narrowed permissions and repositories, and its expiry."""
+
+    token: str
+    app_id: int
+    installation_id: int
+    permissions: dict[str, str]
+    repositories: tuple[str, ...]
+    expires_at: float
+
+
 class Call(NamedTuple):
     method: str
     path: str  # with the query string
@@ -394,6 +447,11 @@ class FakeGitHub:
         # else permission -> read|write, and the words GitHub refuses the rest with.
         self._grant: Mapping[str, str] | None = None
         self._refusal = ""
+        # GitHub Apps by id, and the installation tokens they minted (token -> what it may do, until when).
+        self.apps: dict[int, FakeApp] = {}
+        self.installation_tokens: dict[str, InstallationToken] = {}
+        self.token_lifetime_s = 3600.0
+        self._reach: tuple[str, ...] | None = None  # the repositories the request's token reaches (None: any)
         self.requests: list[Call] = []
         self.graphql_documents: list[str] = []
         self.graphql_variables: list[dict[str, Any]] = []
@@ -952,11 +1010,21 @@ class FakeGitHub:
         if scheme.lower() not in ("token", "bearer") or not credential.strip():
             message = "This endpoint requires you to be authenticated." if is_graphql else "Requires authentication"
             return _Response(401, {"message": message, "documentation_url": DOCS}, bucket.headers(resource))
+        if re.fullmatch(REST_PREFIX + r"/app/installations/\d+/access_tokens", path) and method == "POST":
+            # Only an App's JWT reaches this endpoint, and a JWT reaches nothing else.
+            number = path.rsplit("/", 2)[-2]
+            try:
+                status, payload, extra = self._rest_mint(number, body, credential.strip())
+            except _Problem as problem:
+                status, payload, extra = problem.status, {"message": problem.message, "documentation_url": DOCS}, {}
+            return _Response(status, payload, bucket.headers(resource) | extra)
         actor = self._token_login(credential.strip())
         if actor is None:
             return _Response(401, {"message": "Bad credentials", "documentation_url": DOCS}, bucket.headers(resource))
         self._actor = actor
         self._grant, self._refusal = self._grant_of(credential.strip())
+        minted = self.installation_tokens.get(credential.strip())
+        self._reach = minted.repositories if minted is not None else None
         if body is ...:
             return _Response(400, {"message": "Problems parsing JSON", "documentation_url": DOCS},
                              bucket.headers(resource))
@@ -989,7 +1057,12 @@ class FakeGitHub:
         return _Response(status, payload, bucket.headers(resource) | extra)
 
     def _token_login(self, credential: str) -> str | None:
-        """Who a token is: the fake's own token is fleet-bot; `extra_tokens` name theirs; None for any other."""
+        """Who a token is: the fake's own token is fleet-bot; `extra_tokens` name theirs; an installation token
+        (until it expires) its App's bot; None for any other."""
+        minted = self.installation_tokens.get(credential)
+        if minted is not None:
+            app = self.apps[minted.app_id]
+            return app.login if time.time() < minted.expires_at and app.installed else None
         found = None
         for token, login in [(self.token, "fleet-bot"), *self.extra_tokens.items()]:
             if hmac.compare_digest(credential.encode(), token.encode()) and found is None:
@@ -999,7 +1072,88 @@ class FakeGitHub:
     def _grant_of(self, credential: str) -> tuple[Mapping[str, str] | None, str]:
         if credential in self.fine_grained:
             return (FINE_GRAINED_PERMISSIONS, "Resource not accessible by personal access token")
+        minted = self.installation_tokens.get(credential)
+        if minted is not None:
+            return {"metadata": "read", **minted.permissions}, "Resource not accessible by integration"
         return None, ""
+
+    # ------------------------------------------------------------------ GitHub Apps
+
+    def add_app(
+        self,
+        slug: str = "fleet-author",
+        *,
+        permissions: Mapping[str, str] | None = None,
+        repositories: Iterable[str] | None = None,
+    ) -> FakeApp:
+        """A GitHub App installed on the owner with `permissions` (default: what the fleet's agents and coordinator
+        use), on `repositories` (names; None: all). Its RSA key is made here, as GitHub makes one per App."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode("ascii")
+        granted = dict(permissions) if permissions is not None else {
+            "contents": "write", "pull_requests": "write", "issues": "write", "checks": "read", "statuses": "read",
+            "workflows": "write"}
+        with self._lock:
+            app_id = 100 + len(self.apps) + 1
+            app = FakeApp(app_id, 9000 + app_id, slug, pem, key.public_key(), {"metadata": "read", **granted},
+                          tuple(repositories) if repositories is not None else None)
+            self.apps[app_id] = app
+            self.writers.add(app.login)
+            return app
+
+    def minted(self, app: FakeApp | None = None) -> list[InstallationToken]:
+        with self._lock:
+            return [t for t in self.installation_tokens.values() if app is None or t.app_id == app.app_id]
+
+    def _app_of_jwt(self, credential: str) -> FakeApp:
+        """The App a JWT is from, checked as GitHub checks it: RS256 by the App's key, iss its id, not expired,
+        exp at most 10 minutes after iat. A 401 otherwise."""
+        import jwt
+
+        try:
+            claims = jwt.decode(credential, options={"verify_signature": False})
+            app = self.apps.get(int(claims.get("iss")))
+            if app is None:
+                raise _Problem("UNAUTHORIZED", "Integration not found", 401)
+            verified = jwt.decode(credential, app.public_key, algorithms=["RS256"], leeway=60,
+                                  options={"require": ["iat", "exp", "iss"]})
+        except (jwt.PyJWTError, TypeError, ValueError):
+            raise _Problem("UNAUTHORIZED", "A JSON web token could not be decoded", 401) from None
+        if verified["exp"] - verified["iat"] > 600 + 60:
+            raise _Problem("UNAUTHORIZED", "'Expiration time' claim ('exp') is too far in the future", 401)
+        return app
+
+    def _rest_mint(self, installation_id: str, body: Any, credential: str, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        """POST /app/installations/{id}/access_tokens: a token narrowed to `repositories` and `permissions`."""
+        app = self._app_of_jwt(credential)
+        if app.installation_id != int(installation_id) or not app.installed:
+            return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+        body = body if isinstance(body, dict) else {}
+        asked = body.get("permissions") or {}
+        for name, level in asked.items():
+            held = app.permissions.get(name)
+            if level not in ("read", "write") or held is None or (level == "write" and held != "write"):
+                return 422, {"message": "The permissions requested are not granted to this installation.",
+                             "documentation_url": DOCS}, {}
+        names = body.get("repositories")
+        if names is None:
+            names = [self.name] if app.repositories is None else list(app.repositories)
+        reachable = {self.name.lower()} if app.repositories is None else {n.lower() for n in app.repositories}
+        if not all(isinstance(n, str) and n.lower() in reachable for n in names):
+            return 422, {"message": "There is at least one repository that does not exist or is not accessible to "
+                                    "the parent installation.", "documentation_url": DOCS}, {}
+        permissions = dict(asked) if asked else {k: v for k, v in app.permissions.items() if k != "metadata"}
+        token = "ghs_" + _sha("installation", app.app_id, next(self._ids))[:36]
+        expires = time.time() + self.token_lifetime_s
+        self.installation_tokens[token] = InstallationToken(token, app.app_id, app.installation_id, permissions,
+                                                            tuple(names), expires)
+        return 201, {"token": token, "expires_at": _iso(datetime.fromtimestamp(expires, UTC)),
+                     "permissions": {**permissions, "metadata": "read"}, "repository_selection": "selected",
+                     "repositories": [{"name": n, "full_name": f"{self.owner}/{n}"} for n in names]}, {}
 
     def can(self, permission: str, access: str = "read") -> bool:
         """Whether the request being handled holds `permission` at `access` (write includes read)."""
@@ -1007,6 +1161,12 @@ class FakeGitHub:
             return True
         held = self._grant.get(permission)
         return held == "write" or (held == "read" and access == "read")
+
+    def _require_for(self, handler: str) -> None:
+        """A REST handler's permission (REST_PERMISSIONS: any one alternative), for a token that has permissions."""
+        alternatives = REST_PERMISSIONS.get(handler)
+        if alternatives and not any(self.can(permission, access) for permission, access in alternatives):
+            raise _Problem("FORBIDDEN", self._refusal, 403)
 
     def require(self, permission: str, access: str = "read") -> None:
         """GitHub's refusal, as a GraphQL error of type FORBIDDEN (REST: 403), unless the token reaches."""
@@ -1044,9 +1204,13 @@ class FakeGitHub:
             ("GET", repo + r"/commits/(?P<ref>.+)/status", self._rest_combined_status),
             ("GET", repo + r"/commits/(?P<ref>.+)/check-runs", self._rest_check_runs),
         ]
+        if self._reach is not None and re.match(repo + "(/|$)", path) and self.name.lower() not in {
+                r.lower() for r in self._reach}:
+            return 404, {"message": "Not Found", "documentation_url": DOCS}, {}  # a token narrowed to others
         for route_method, pattern, handler in routes:
             match = re.fullmatch(pattern, path)
             if match and route_method == method:
+                self._require_for(getattr(handler, "__name__", ""))
                 return handler(path=path, query={k: v[0] for k, v in query.items()}, body=body,
                                accept=(headers or {}).get("accept", ""), **match.groupdict())
         return 404, {"message": "Not Found", "documentation_url": DOCS}, {}
@@ -1376,6 +1540,9 @@ class FakeGitHub:
         return 201, data, {"location": data["url"]}
 
     def _rest_user(self, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        """GET /user: the token's account (an installation token has none: 403, as on GitHub)."""
+        if self._grant is not None and self._refusal.endswith("integration"):
+            raise _Problem("FORBIDDEN", self._refusal, 403)
         return 200, self._user_json(self._actor, "Bot" if self._actor.endswith("[bot]") else "User"), {}
 
     def _rest_create_review(self, number: str, body: Any, **_: Any) -> tuple[int, Any, dict[str, str]]:
@@ -1839,8 +2006,24 @@ for _kind in ("User", "Bot", "Organization"):
     _RESOLVERS[f"{_kind}.avatarUrl"] = lambda u, gh, a: f"{gh.root_url}/{u.login}.png"
 
 
+# What a token with permissions (an installation's) needs to read each field; a classic token reads them all.
+GRAPHQL_PERMISSIONS: dict[str, tuple[str, str]] = {
+    "Repository.pullRequests": ("pull_requests", "read"),
+    "Repository.pullRequest": ("pull_requests", "read"),
+    "Repository.issues": ("issues", "read"),
+    "Mutation.mergePullRequest": ("contents", "write"),
+}
+
+
 def _resolve_field(source: Any, info: GraphQLResolveInfo[Any], **args: Any) -> Any:
-    resolver = _RESOLVERS.get(f"{info.parent_type.name}.{info.field_name}")
+    field_key = f"{info.parent_type.name}.{info.field_name}"
+    if (needs := GRAPHQL_PERMISSIONS.get(field_key)) is not None:
+        info.context.require(*needs)
+    if field_key == "Query.repository" and info.context._reach is not None and str(args.get("name", "")).lower() \
+            not in {r.lower() for r in info.context._reach}:
+        raise _Problem("NOT_FOUND", f"Could not resolve to a Repository with the name "
+                                    f"'{args.get('owner')}/{args.get('name')}'.")
+    resolver = _RESOLVERS.get(field_key)
     if resolver is not None:
         return resolver(source, info.context, args)
     if isinstance(source, FakeGitHub):  # never expose the fake's own attributes by accident
