@@ -23,7 +23,13 @@ from deploy.components import (
 )
 from deploy.coordinator_spec import Source, coordinator_spec
 from deploy.pulumi_config import current_fleet_id, load_stack_config, stack_secrets
-from deploy.stack_config import merge_policy_warnings, reference_secret_warnings, resolve_roster, role_image
+from deploy.stack_config import (
+    coordinator_credential_warning,
+    merge_policy_warnings,
+    reference_secret_warnings,
+    resolve_roster,
+    role_image,
+)
 from roster import ROSTER
 
 config = load_stack_config(ROSTER)
@@ -31,7 +37,7 @@ fleet_id = current_fleet_id(config)
 secrets = stack_secrets(config)
 stack = pulumi.get_stack()
 
-on_github = pulumi.ResourceOptions(providers=[github_provider(config, secrets.github_token)])
+on_github = pulumi.ResourceOptions(providers=[github_provider(config, secrets.github_token, secrets.deploy_app)])
 docker_host = docker_provider(config)
 on_docker = pulumi.ResourceOptions(providers=[docker_host] if docker_host else None)
 login = registry_login(config, secrets.registry_password)
@@ -59,6 +65,8 @@ needs_agent_image = any(role_image(role, config) is None for role in ROSTER)
 agent_image = build("agent", "agent").ref if needs_agent_image else None
 for warning in [*reference_secret_warnings(ROSTER, config), *merge_policy_warnings(config)]:
     pulumi.log.warn(warning)
+if (credential_warning := coordinator_credential_warning(config)) is not None:
+    pulumi.log.warn(credential_warning)
 
 for role in ROSTER:
     image = role_image(role, config) or agent_image
@@ -81,9 +89,15 @@ RepositorySettings(
 roster_file = pulumi.Output.from_input(agent_image).apply(
     lambda built: roster_to_json(resolve_roster(ROSTER, config, built_agent_image=built))
 )
-contents: dict[Source, pulumi.Input[str]] = {Source.ROSTER: roster_file, Source.GITHUB_TOKEN: secrets.github_token}
+contents: dict[Source, pulumi.Input[str]] = {Source.ROSTER: roster_file}
+if secrets.coordinator_token is not None:
+    contents[Source.GITHUB_TOKEN] = secrets.coordinator_token
+if secrets.coordinator_app is not None:
+    contents[Source.GITHUB_APP] = secrets.coordinator_app
 if secrets.agent_secrets is not None:
     contents[Source.AGENT_SECRETS] = secrets.agent_secrets
+if secrets.agent_identities is not None:
+    contents[Source.AGENT_IDENTITIES] = secrets.agent_identities
 if login is not None:
     contents[Source.REGISTRY_AUTH] = docker_client_config(login)
 coordinator_args = CoordinatorArgs(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Protocol, TypeVar
@@ -31,7 +31,7 @@ from coordinator import verdict
 from coordinator.deadline import DeadlineExceeded, run_with_deadline, seconds_left
 from coordinator.edges.production import check_health
 from coordinator.fleet import Mode, role_label
-from coordinator.identities import AppIdentity, TokenMinter
+from coordinator.identities import COORDINATOR_PERMISSIONS, AppIdentity, MintFailure, TokenMinter
 from coordinator.report import (
     CycleReport,
     EventLog,
@@ -47,7 +47,7 @@ from coordinator.report import (
 from coordinator.runtime import AgentRuntime
 from coordinator.settings import GitHubSettings, HealthSettings, Settings
 from coordinator.steps.inventory import Inventory, take_inventory
-from coordinator.steps.merge import GitHubPort, run_merge
+from coordinator.steps.merge import GitHubError, GitHubPort, run_merge
 from coordinator.steps.reconcile import (
     AgentContext,
     BackoffPolicy,
@@ -237,11 +237,19 @@ def _run_steps(
         merge_deadline = deadline
         if deadline is not None and settings.health is not None:
             merge_deadline = deadline - min(settings.health.timeout_s, seconds_left(deadline) / 2)
-        merged = steps.run(
-            "merge",
-            lambda: run_merge(adapters.github(github_settings), github_settings, log=log, deadline=merge_deadline,
-                              dry_run=dry_run, backlog_labels=backlog_labels(settings)),
-        )
+        def merge_step(github_settings: GitHubSettings) -> MergeReport:
+            if github_settings.app is not None:  # the coordinator's own App: a token for this cycle's merges
+                if adapters.minter is None:
+                    raise GitHubError("no way to mint the coordinator App's token in this cycle")
+                try:
+                    minted = adapters.minter().mint(github_settings.app, COORDINATOR_PERMISSIONS)
+                except MintFailure as failure:
+                    raise GitHubError(f"the coordinator's App minted no token: {failure}") from None
+                github_settings = replace(github_settings, token=minted.token)
+            return run_merge(adapters.github(github_settings), github_settings, log=log, deadline=merge_deadline,
+                             dry_run=dry_run, backlog_labels=backlog_labels(settings))
+
+        merged = steps.run("merge", lambda: merge_step(github_settings))
         report.merge = merged if merged is not None else MergeReport()
 
     # 4. Health.

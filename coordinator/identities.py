@@ -38,6 +38,10 @@ MODE_PERMISSIONS: Mapping[Mode, Mapping[str, str]] = {
     Mode.SELF_DIRECTED: WRITER_PERMISSIONS,
     Mode.SENTINEL: WRITER_PERMISSIONS,
 }
+# What the running coordinator's token may do: merge (contents and pull requests write) and read what decides it.
+COORDINATOR_PERMISSIONS: Mapping[str, str] = {
+    "contents": "write", "pull_requests": "write", "checks": "read", "statuses": "read", "issues": "read",
+}
 # The modes whose agents open pull requests (the Sentinel opens reverts): their identity may not review.
 AUTHOR_MODES = frozenset({Mode.TASK_DRIVEN, Mode.SELF_DIRECTED, Mode.SENTINEL})
 

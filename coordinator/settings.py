@@ -48,6 +48,7 @@ from coordinator.identities import (
     IdentityFault,
     TokenIdentity,
     check_identities,
+    check_identity,
     missing_identities,
     shared_reviewer,
 )
@@ -119,6 +120,9 @@ VARIABLES: dict[str, str] = {
     "GITHUB_TOKEN": "Token for the merge step (or GITHUB_TOKEN_FILE, a file holding it); at least "
     f"{MIN_SECRET_CHARS} characters.",
     "GITHUB_TOKEN_FILE": "Path of a file holding the token; used when GITHUB_TOKEN is unset.",
+    "GITHUB_APP_FILE": 'Path of a JSON object {"app_id": N, "installation_id": N, "private_key": "<PEM>"}: the GitHub '
+    "App the merge step acts as, with a token minted each cycle for the repository alone; used instead of "
+    "GITHUB_TOKEN.",
     "GITHUB_API_URL": f"REST base URL. Default {DEFAULT_GITHUB_API_URL}; GitHub Enterprise: https://HOST/api/v3.",
     "GITHUB_GRAPHQL_URL": "GraphQL URL. Default derived: .../api/v3 -> .../api/graphql, otherwise <api>/graphql.",
     "REQUIRED_CHECKS": "Comma-separated check or status names that must be present and successful.",
@@ -199,7 +203,7 @@ class Secret:
 @dataclass(frozen=True)
 class GitHubSettings:
     repository: str
-    token: Secret
+    token: Secret | None  # None: minted from `app` at the start of each merge step (`with_token`)
     api_url: str
     graphql_url: str
     required_checks: tuple[str, ...] = ()
@@ -208,8 +212,11 @@ class GitHubSettings:
     backlog_labels: tuple[str, ...] = ()  # BACKLOG_LABELS, besides the Task-driven roles' own labels
     require_up_to_date: bool = False  # MERGE_REQUIRE_UP_TO_DATE
     updates_per_cycle: int = DEFAULT_UPDATES_PER_CYCLE
+    app: AppIdentity | None = None  # GITHUB_APP_FILE: the coordinator's own App
 
     def __post_init__(self) -> None:
+        if self.token is None and self.app is None:
+            raise ValueError("GitHubSettings needs a token or an App")
         # No blocking label would merge a pull request labelled do-not-merge: never, however built.
         if not self.blocking_labels:
             raise ValueError(f"blocking_labels is empty; keep at least {BLOCKING_LABEL!r}")
@@ -293,7 +300,9 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, so that output can be scrubbed of them as a last line of defence."""
-        token = (self.github.token.reveal(),) if self.github else ()
+        token = tuple(secret.reveal() for secret in (
+            self.github.token if self.github else None,
+            self.github.app.private_key if self.github and self.github.app else None) if secret is not None)
         identities = tuple(
             (identity.token if isinstance(identity, TokenIdentity) else identity.private_key).reveal()
             for identity in self.agent_identities.values()
@@ -352,11 +361,15 @@ def known_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
                 found += [value for value in loaded.values() if isinstance(value, str)]
         except (OSError, ValueError, RecursionError):
             pass
-    identities_file = env.get("AGENT_IDENTITIES_FILE", "").strip()
-    if identities_file:
+    for identities_file, single in ((env.get("AGENT_IDENTITIES_FILE", "").strip(), False),
+                                    (env.get("GITHUB_APP_FILE", "").strip(), True)):
+        if not identities_file:
+            continue
         try:
             with open(identities_file, "rb") as file:
                 loaded = json.loads(file.read(MAX_IDENTITIES_FILE_BYTES))
+            if single:
+                loaded = {"coordinator": loaded}
             for entry in loaded.values() if isinstance(loaded, dict) else ():
                 if isinstance(entry, dict):
                     found += [str(value).strip() for key, value in entry.items()
@@ -544,11 +557,31 @@ def _load_identities(
     return identities
 
 
+def _load_app(env: Mapping[str, str]) -> AppIdentity | None:
+    """GITHUB_APP_FILE: the coordinator's own App, {"app_id", "installation_id", "private_key"}."""
+    path = env_value(env, "GITHUB_APP_FILE")
+    if path is None:
+        return None
+    form = '{"app_id": N, "installation_id": N, "private_key": "<PEM>"}'
+    data = _read_file("GITHUB_APP_FILE", path, MAX_IDENTITIES_FILE_BYTES, f"a JSON object like {form}")
+    try:
+        entry = check_identity("coordinator", load_json(data), FILE_APP_KEYS)
+    except ValueProblem as problem:
+        raise refusal("GITHUB_APP_FILE", path, problem.reason, problem.fix) from None
+    except IdentityFault as fault:  # worded without the value
+        raise ConfigError(f"GITHUB_APP_FILE ({shown(path)}) {fault.what}") from None
+    if "token" in entry:
+        raise ConfigError(f"GITHUB_APP_FILE ({shown(path)}) holds a token: put it in GITHUB_TOKEN_FILE, or write "
+                          f"{form}")
+    return AppIdentity(int(str(entry["app_id"])), int(str(entry["installation_id"])), Secret(str(entry["private_key"])))
+
+
 def _load_github(
     env: Mapping[str, str], repository: str | None, api_url: str, skipped: dict[str, str]
 ) -> GitHubSettings | None:
     # Every GitHub variable is checked even when the merge step will be skipped: a typo is a typo.
     token = _load_token(env)
+    app = _load_app(env)
     graphql_url = _read(
         env, "GITHUB_GRAPHQL_URL", partial(parse_url, example="https://ghe.example.com/api/graphql"), None
     )
@@ -572,12 +605,13 @@ def _load_github(
     if repository is None:
         skipped["merge"] = "GITHUB_REPOSITORY is not set"
         return None
-    if token is None:
-        skipped["merge"] = "GITHUB_TOKEN (or GITHUB_TOKEN_FILE) is not set"
+    if token is None and app is None:
+        skipped["merge"] = "GITHUB_TOKEN (or GITHUB_TOKEN_FILE, or GITHUB_APP_FILE) is not set"
         return None
     return GitHubSettings(
         repository=repository,
-        token=Secret(token),
+        token=Secret(token) if token is not None and app is None else None,
+        app=app,
         api_url=api_url,
         graphql_url=graphql_url or derive_graphql_url(api_url),
         required_checks=required_checks,

@@ -60,6 +60,8 @@ class RoleArgs:
     image: pulumi.Input[str]  # the built reference image's digest, unless the stack names one
     resources: Mapping[str, Any] | None = None  # {"cpus": 0.5, "memory": "512m"}, either may be absent
     secrets: tuple[str, ...] | None = None  # the agent secrets it receives by name; None: all of them
+    identity: str | None = None  # its GitHub identity's name (never a value); None: reviewer or author by mode
+    github_permissions: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_role(cls, role: Role, *, count: int, image: pulumi.Input[str]) -> RoleArgs:
@@ -73,10 +75,14 @@ class RoleArgs:
             image=image,
             resources=role.resources.to_dict() if role.resources is not None else None,
             secrets=role.secrets,
+            identity=role.identity,
+            github_permissions=role.github_permissions,
         )
 
     def inputs(self) -> dict[str, Any]:
         inputs: dict[str, Any] = {
+            **({"identity": self.identity} if self.identity is not None else {}),
+            **({"githubPermissions": dict(self.github_permissions)} if self.github_permissions else {}),
             "key": self.key,
             "title": self.title,
             "count": self.count,
@@ -442,8 +448,18 @@ def merge_queue_rule(limits: MergeQueueLimits) -> github.RepositoryRulesetRulesM
     )
 
 
-def github_provider(config: StackConfig, token: pulumi.Output[str]) -> github.Provider:
-    """Explicit, so the token comes only from the stack's secret and never from the environment."""
+def github_provider(
+    config: StackConfig, token: pulumi.Output[str] | None, app: pulumi.Output[dict[str, Any]] | None = None
+) -> github.Provider:
+    """Explicit, so the credential comes only from the stack's secrets and never from the environment: the deploy's
+    token, or its App (`githubApp`) as the provider's app_auth, the key's contents as `pem_file`."""
+    if app is not None and token is None:
+        app_auth = github.ProviderAppAuthArgs(
+            id=app.apply(lambda a: str(a["appId"])),
+            installation_id=app.apply(lambda a: str(a["installationId"])),
+            pem_file=pulumi.Output.secret(app.apply(lambda a: str(a["privateKey"]))),
+        )
+        return github.Provider("github", owner=config.owner, app_auth=app_auth, base_url=config.github_api_url)
     return github.Provider("github", owner=config.owner, token=token, base_url=config.github_api_url)
 
 

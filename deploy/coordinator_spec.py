@@ -23,6 +23,8 @@ from deploy.stack_config import StackConfig
 ROSTER_FILE = "/etc/agent-fleet/roster.json"
 GITHUB_TOKEN_FILE = "/run/secrets/agent-fleet/github-token"
 AGENT_SECRETS_FILE = "/run/secrets/agent-fleet/agent-secrets.json"
+AGENT_IDENTITIES_FILE = "/run/secrets/agent-fleet/agent-identities.json"
+GITHUB_APP_FILE = "/run/secrets/agent-fleet/github-app.json"
 # The registry credentials as a Docker client config: the Docker SDK reads DOCKER_CONFIG/config.json and sends
 # them with every pull and service create, so the nodes of a swarm can pull agent images from a private registry.
 DOCKER_CONFIG_DIR = "/run/secrets/agent-fleet/docker"
@@ -48,6 +50,8 @@ class Source(StrEnum):
     ROSTER = "roster"
     GITHUB_TOKEN = "github-token"
     AGENT_SECRETS = "agent-secrets"
+    AGENT_IDENTITIES = "agent-identities"
+    GITHUB_APP = "github-app"
     REGISTRY_AUTH = "registry-auth"
 
 
@@ -122,7 +126,6 @@ def coordinator_env(*, fleet_id: str, config: StackConfig) -> dict[str, str]:
         "FLEET_ROSTER_FILE": ROSTER_FILE,
         "COORDINATOR_SCHEDULE": config.schedule,
         "GITHUB_REPOSITORY": config.repository,
-        "GITHUB_TOKEN_FILE": GITHUB_TOKEN_FILE,
         "REQUIRED_CHECKS": ",".join(config.required_checks),
         # The ruleset's strict policy (requireUpToDate): only then does the coordinator update behind branches.
         "MERGE_REQUIRE_UP_TO_DATE": "true" if config.require_up_to_date else "false",
@@ -138,19 +141,30 @@ def coordinator_env(*, fleet_id: str, config: StackConfig) -> dict[str, str]:
         "FLEET_MAX_SPAWNS_PER_HOUR": str(config.max_spawns_per_hour) if config.max_spawns_per_hour else None,
         "AGENT_NETWORK": config.agent_network,
         "AGENT_SECRETS_FILE": AGENT_SECRETS_FILE if config.agent_secret_names else None,
+        "AGENT_IDENTITIES_FILE": AGENT_IDENTITIES_FILE if config.agent_identities else None,
+        # The running coordinator merges as an App (a token minted each cycle) or with a token.
+        "GITHUB_APP_FILE": GITHUB_APP_FILE if _merges_as_app(config) else None,
+        "GITHUB_TOKEN_FILE": None if _merges_as_app(config) else GITHUB_TOKEN_FILE,
         "DOCKER_CONFIG": DOCKER_CONFIG_DIR if config.registry_credentials else None,
     }
     env.update({name: value for name, value in optional.items() if value is not None})
     return env
 
 
+def _merges_as_app(config: StackConfig) -> bool:
+    return config.coordinator_kind in ("app", "deploy-app")
+
+
 def coordinator_files(config: StackConfig) -> tuple[SpecFile, ...]:
     files = [
         SpecFile(Source.ROSTER, ROSTER_FILE, secret=False),
-        SpecFile(Source.GITHUB_TOKEN, GITHUB_TOKEN_FILE, secret=True),
+        SpecFile(Source.GITHUB_APP, GITHUB_APP_FILE, secret=True) if _merges_as_app(config)
+        else SpecFile(Source.GITHUB_TOKEN, GITHUB_TOKEN_FILE, secret=True),
     ]
     if config.agent_secret_names:
         files.append(SpecFile(Source.AGENT_SECRETS, AGENT_SECRETS_FILE, secret=True))
+    if config.agent_identities:
+        files.append(SpecFile(Source.AGENT_IDENTITIES, AGENT_IDENTITIES_FILE, secret=True))
     if config.registry_credentials:
         files.append(SpecFile(Source.REGISTRY_AUTH, f"{DOCKER_CONFIG_DIR}/config.json", secret=True))
     return tuple(files)

@@ -9,13 +9,16 @@ whether a registry password is set), and once as the secret Output that is all t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
 from coordinator.fleet import Role
+from coordinator.identities import COORDINATOR as COORDINATOR_IDENTITY
+from coordinator.identities import FILE_APP_KEYS, STACK_APP_KEYS
 from coordinator.redact import scrub
 from deploy.stack_config import (
     CONFIG_KEYS,
@@ -28,6 +31,8 @@ from deploy.stack_config import (
     check_known_keys,
     fleet_id,
     parse_agent_secret_names,
+    parse_deploy_app,
+    parse_github_identities,
     parse_stack_config,
 )
 
@@ -58,6 +63,9 @@ def _secret_texts() -> list[str]:
             continue
         if isinstance(loaded, dict):
             texts += [value for value in loaded.values() if isinstance(value, str) and value]
+            # githubIdentities: name -> {"token": ...} or an App's fields, one level deeper.
+            texts += [inner for value in loaded.values() if isinstance(value, dict)
+                      for inner in value.values() if isinstance(inner, str) and inner]
     return texts
 
 
@@ -82,7 +90,7 @@ def _check_secret_keys_are_secret() -> None:
     for key in SECRET_KEYS:
         full = f"{NAMESPACE}:{key}"
         if _holds_something(get_config(full)) and not is_config_secret(full):
-            path = " --path" if key == "agentSecrets" else ""
+            path = " --path" if key in ("agentSecrets", "githubIdentities", "githubApp") else ""
             raise StackConfigError(
                 f"{full} is stored in plain text in the stack's file; remove it with `pulumi config rm{path} {key}` "
                 f"and set it again with `pulumi config set --secret{path} {key} ...`"
@@ -93,6 +101,8 @@ def secrets_present() -> SecretsPresent:
     return SecretsPresent(
         agent_secrets=parse_agent_secret_names(get_config(f"{NAMESPACE}:agentSecrets")),
         registry_password=_holds_something(get_config(f"{NAMESPACE}:registryPassword")),
+        identities=parse_github_identities(get_config(f"{NAMESPACE}:githubIdentities")),
+        deploy_app=parse_deploy_app(get_config(f"{NAMESPACE}:githubApp")),
     )
 
 
@@ -112,23 +122,66 @@ def load_stack_config(roles: Iterable[Role]) -> StackConfig:
 class StackSecrets:
     """The stack's secrets, each only ever a secret Output."""
 
-    github_token: pulumi.Output[str]
+    github_token: pulumi.Output[str] | None  # githubToken: the deploy's, unless it is an App (githubApp)
     agent_secrets: pulumi.Output[str] | None  # the JSON object AGENT_SECRETS_FILE holds; None: no agent secret
     registry_password: pulumi.Output[str] | None
+    # githubApp: the deploy's App, {"appId", "installationId", "privateKey"}, for the provider's app_auth.
+    deploy_app: pulumi.Output[dict[str, Any]] | None = None
+    # What AGENT_IDENTITIES_FILE holds (githubIdentities but the coordinator's, in the file's snake_case keys).
+    agent_identities: pulumi.Output[str] | None = None
+    # What the running coordinator merges with: a token (GITHUB_TOKEN_FILE) or an App (GITHUB_APP_FILE, JSON).
+    coordinator_token: pulumi.Output[str] | None = None
+    coordinator_app: pulumi.Output[str] | None = None
 
 
 def _json_object(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def file_identity(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One identity as the coordinator's files spell it: {"token"} or {"app_id", "installation_id", "private_key"}."""
+    if "token" in entry:
+        return {"token": entry["token"]}
+    return {file_key: entry[stack_key] for stack_key, file_key in zip(STACK_APP_KEYS, FILE_APP_KEYS, strict=True)}
+
+
 def stack_secrets(config: StackConfig) -> StackSecrets:
     """The secrets `load_stack_config` checked, as secret Outputs (`pulumi config set --secret ...`)."""
     stack = pulumi.Config(NAMESPACE)
     agent_secrets = stack.get_secret_object("agentSecrets") if config.agent_secret_names else None
+    token = stack.get_secret("githubToken") if _holds_something(get_config(f"{NAMESPACE}:githubToken")) else None
+    deploy_app = stack.get_secret_object("githubApp") if config.secrets.deploy_app else None
+    if token is None and deploy_app is None:
+        raise pulumi.RunError(
+            f"{NAMESPACE}:githubToken is not set, nor {NAMESPACE}:githubApp: the deploy needs one of them; set it "
+            "with `pulumi config set --secret githubToken TOKEN` (docs/operations.md says which permissions)"
+        )
+    identities = stack.get_secret_object("githubIdentities") if config.secrets.identities is not None else None
+    agent_identities: pulumi.Output[str] | None = None
+    coordinator_token: pulumi.Output[str] | None = None
+    coordinator_app: pulumi.Output[str] | None = None
+    if identities is not None:
+        agent_identities = pulumi.Output.secret(identities.apply(lambda all_: _json_object(
+            {name: file_identity(entry) for name, entry in all_.items() if name != COORDINATOR_IDENTITY})))
+        if config.coordinator_kind == "token":
+            coordinator_token = pulumi.Output.secret(identities.apply(lambda all_: str(all_[COORDINATOR_IDENTITY][
+                "token"]).strip()))
+        elif config.coordinator_kind == "app":
+            coordinator_app = pulumi.Output.secret(identities.apply(
+                lambda all_: _json_object(file_identity(all_[COORDINATOR_IDENTITY]))))
+    if coordinator_token is None and coordinator_app is None:  # the deploy's own credential (warned about)
+        if token is not None:
+            coordinator_token = token
+        elif deploy_app is not None:
+            coordinator_app = pulumi.Output.secret(deploy_app.apply(lambda app: _json_object(file_identity(app))))
     return StackSecrets(
-        github_token=stack.require_secret("githubToken"),
+        github_token=token,
         agent_secrets=pulumi.Output.secret(agent_secrets.apply(_json_object)) if agent_secrets is not None else None,
         registry_password=stack.get_secret("registryPassword") if config.secrets.registry_password else None,
+        deploy_app=deploy_app,
+        agent_identities=agent_identities,
+        coordinator_token=coordinator_token,
+        coordinator_app=coordinator_app,
     )
 
 

@@ -38,6 +38,17 @@ from coordinator.fleet import (
     limit_breach,
     unknown_secrets,
 )
+from coordinator.identities import (
+    COORDINATOR as COORDINATOR_IDENTITY,
+)
+from coordinator.identities import (
+    STACK_APP_KEYS,
+    IdentityFault,
+    check_identities,
+    check_identity,
+    missing_identities,
+    shared_reviewer,
+)
 from coordinator.redact import MIN_SECRET_CHARS, shown
 from coordinator.settings import (
     DEFAULT_METRICS_PORT,
@@ -98,7 +109,7 @@ CONFIG_KEYS = (
 )
 # Keys of the namespace whose values are secrets: read by `deploy.pulumi_config` as secret Outputs, never
 # through this module. Known, so that they are not refused as unknown.
-SECRET_KEYS = ("githubToken", "agentSecrets", "registryPassword")
+SECRET_KEYS = ("githubToken", "githubApp", "githubIdentities", "agentSecrets", "registryPassword")
 KNOWN_KEYS = (*CONFIG_KEYS, *SECRET_KEYS)
 # Keys whose values are URLs: an error quotes them without userinfo, query or fragment at all.
 URL_KEYS = frozenset({"healthUrl", "githubApiUrl", "dockerHost"})
@@ -123,6 +134,10 @@ class SecretsPresent:
 
     agent_secrets: tuple[str, ...] = ()
     registry_password: bool = False
+    # githubIdentities by name, each "token" or "app"; None: the key is unset (agents share agentSecrets.GITHUB_TOKEN)
+    identities: tuple[tuple[str, str], ...] | None = None
+    # Whether the deploy authenticates as a GitHub App (githubApp, the provider's app_auth) instead of githubToken.
+    deploy_app: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,25 @@ class StackConfig:
     @property
     def agent_secret_names(self) -> tuple[str, ...]:
         return self.secrets.agent_secrets
+
+    @property
+    def identity_kinds(self) -> dict[str, str]:
+        """githubIdentities: name -> "token" or "app" (never a value)."""
+        return dict(self.secrets.identities or ())
+
+    @property
+    def agent_identities(self) -> tuple[str, ...]:
+        """The identities agents act as: every entry but the coordinator's own."""
+        return tuple(name for name in self.identity_kinds if name != COORDINATOR_IDENTITY)
+
+    @property
+    def coordinator_kind(self) -> str:
+        """What the running coordinator merges with: "app" or "token" (githubIdentities.coordinator), else the
+        deploy's own credential, "deploy-app" (githubApp) or "deploy-token" (githubToken)."""
+        own = self.identity_kinds.get(COORDINATOR_IDENTITY)
+        if own is not None:
+            return own
+        return "deploy-app" if self.secrets.deploy_app else "deploy-token"
 
     def image_repository(self, component: str) -> str:
         """Where the program's own image of `component` (coordinator, agent) goes: pushed under the registry,
@@ -404,13 +438,55 @@ def parse_agent_secret_names(raw: str | None) -> tuple[str, ...]:
 
 def check_github_token(raw: str | None) -> None:
     """`githubToken` long enough to be a token (the coordinator refuses a shorter one too); its value never shown.
-    An unset one is Pulumi's to refuse: the key is required."""
+    An unset one is refused when the secrets are read (githubApp may stand in for it)."""
     if raw is not None and raw.strip() and len(raw.strip()) < MIN_SECRET_CHARS:
         raise StackConfigError(
             f"{NAMESPACE}:githubToken is shorter than {MIN_SECRET_CHARS} characters, too short to be a token "
             "(scrubbing it from the coordinator's output would blank ordinary text); set the whole token with "
             "`pulumi config set --secret githubToken`"
         )
+
+
+def parse_github_identities(raw: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The names and kinds in `githubIdentities` (name -> {"token"} or {"appId", "installationId", "privateKey"}),
+    checked by the coordinator's rule; no value is kept or shown. None when unset."""
+    key = "githubIdentities"
+    fix = (f"set each with `pulumi config set --secret --path '{key}.NAME.token' TOKEN`, or for an App "
+           f"`--path '{key}.NAME.appId' N`, `'{key}.NAME.installationId' N` and `'{key}.NAME.privateKey' < key.pem`")
+    if blank_is_unset(raw) is None or (raw or "").strip() == "{}":
+        return None
+    assert raw is not None
+    try:
+        value = load_json(raw)
+    except ValueProblem as problem:
+        raise StackConfigError(f"{NAMESPACE}:{key} is not a JSON object of name: identity: it {problem.reason}; "
+                               f"{fix}") from None
+    try:
+        checked = check_identities(value, STACK_APP_KEYS)
+    except IdentityFault as fault:  # worded without the value
+        where = f"{NAMESPACE}:{key}.{fault.name}" if fault.name else f"{NAMESPACE}:{key}"
+        raise StackConfigError(f"{where} {fault.what}; {fix}") from None
+    return tuple((name, "token" if "token" in entry else "app") for name, entry in checked.items())
+
+
+def parse_deploy_app(raw: str | None) -> bool:
+    """Whether `githubApp` (the deploy's App: {"appId", "installationId", "privateKey"}) is set, checked."""
+    if blank_is_unset(raw) is None or (raw or "").strip() == "{}":
+        return False
+    assert raw is not None
+    fix = ("set it with `pulumi config set --secret --path 'githubApp.appId' N`, `--path 'githubApp.installationId' "
+           "N` and `--path 'githubApp.privateKey' < key.pem`")
+    try:
+        value = load_json(raw)
+        entry = check_identity("deploy", value, STACK_APP_KEYS)
+    except ValueProblem as problem:
+        raise StackConfigError(f"{NAMESPACE}:githubApp is not a JSON object: it {problem.reason}; {fix}") from None
+    except IdentityFault as fault:
+        raise StackConfigError(f"{NAMESPACE}:githubApp {fault.what}; {fix}") \
+            from None
+    if "token" in entry:
+        raise StackConfigError(f"{NAMESPACE}:githubApp holds a token: put a token in githubToken instead; {fix}")
+    return True
 
 
 def check_known_keys(keys: Iterable[str]) -> None:
@@ -492,6 +568,7 @@ def parse_stack_config(
             f"such secret (it holds: {held}); set it with `pulumi config set --secret --path 'agentSecrets.{name}' "
             "VALUE`, or remove it from the role's secrets"
         )
+    _check_identities(roster, config)
     # The coordinator refuses a roster over its limits; so does the program, before anything is declared.
     breach = limit_breach(((role.key, config.count_of(role)) for role in roster), config.limits)
     if breach is not None:
@@ -503,6 +580,40 @@ def parse_stack_config(
             raise StackConfigError(f"roster.py: {described}")
         raise _error("maxAgents", config.max_agents, described)
     return config
+
+
+def _check_identities(roster: Sequence[Role], config: StackConfig) -> None:
+    """Every role with agents acts as an identity the stack holds, and no Reviewer shares one with a role that opens
+    pull requests (GitHub refuses an approval from the pull request's author): the coordinator's own checks."""
+    roles = [(role, config.count_of(role)) for role in roster]
+    identities = config.identity_kinds
+    if config.secrets.identities is not None:
+        for role, name in missing_identities(roles, config.agent_identities):
+            raise StackConfigError(
+                f"roster.py: role {shown(role)} acts on GitHub as the identity {shown(name)}, but "
+                f"{NAMESPACE}:githubIdentities holds no such agent identity (it holds: "
+                f"{', '.join(config.agent_identities) or 'none'}); set it with `pulumi config set --secret --path "
+                f"'githubIdentities.{name}.token' TOKEN` (or an App), or set the role's `identity`"
+            )
+    shared = shared_reviewer(roles, config.agent_identities if identities else None, config.agent_secret_names)
+    if shared is not None:
+        raise StackConfigError(f"roster.py: {shared.describe(counts_setting=f'{NAMESPACE}:counts')}")
+
+
+def coordinator_credential_warning(config: StackConfig) -> str | None:
+    """A warning when the running coordinator would merge with the deploy's credential, which holds administration
+    (rulesets) that the coordinator never needs at run time."""
+    kind = config.coordinator_kind
+    if kind not in ("deploy-token", "deploy-app"):
+        return None
+    held = f"{NAMESPACE}:githubToken" if kind == "deploy-token" else f"{NAMESPACE}:githubApp"
+    return (
+        f"the running coordinator would merge with {held}, the deploy's credential, which holds administration "
+        "(rulesets) it never needs at run time; give it its own with `pulumi config set --secret --path "
+        f"'githubIdentities.{COORDINATOR_IDENTITY}.appId' N` (with installationId and privateKey: an App with "
+        "contents and pull requests write, checks, statuses and issues read), or a token under "
+        f"githubIdentities.{COORDINATOR_IDENTITY}.token (docs/operations.md)"
+    )
 
 
 def _check_registry(config: StackConfig) -> None:
@@ -545,6 +656,8 @@ def missing_reference_secrets(roles: Iterable[Role], config: StackConfig) -> dic
         if role_image(role, config) is not None:
             continue
         receives = config.agent_secret_names if role.secrets is None else role.secrets
+        if config.agent_identities:  # the role's identity's token is its GITHUB_TOKEN
+            receives = (*receives, "GITHUB_TOKEN")
         for name in REFERENCE_AGENT_SECRETS:
             if name == "ANTHROPIC_API_KEY" and role.mode in MODEL_FREE_MODES:
                 continue

@@ -32,7 +32,7 @@ PROJECT = "agent-fleet"
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the mocks mark a secret value
 TOKEN = "fake-token-TESTTOKENtesttoken0123456789"
 # Keys whose values the harness hands over as secrets, as `pulumi config set --secret` stores them.
-SECRET_KEYS = ("githubToken", "agentSecrets", "registryPassword")
+SECRET_KEYS = ("githubToken", "githubApp", "githubIdentities", "agentSecrets", "registryPassword")
 AUTONAME_SUFFIX = "a1b2c3d"
 
 

@@ -46,6 +46,8 @@ SERVICE_CONFIG = "docker:index/serviceConfig:ServiceConfig"
 REGISTRY = "registry.example.com:5000/acme"
 REGISTRY_PASSWORD = "registry-PASSWORD-0123456789abcdef"
 AGENT_SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-AGENTKEY0123456789xyz", "GITHUB_TOKEN": "ghp_AGENTTOKEN0123456789abc"}
+# The reviewers apart from the authors: GitHub refuses an approval from a pull request's author.
+IDENTITIES = {"author": {"token": "ghp_AUTHORTOKEN0123456789abc"}, "reviewer": {"token": "ghp_REVIEWERTOKEN012345678"}}
 
 SWARM = {"runtime": "swarm", "registry": REGISTRY}
 CONFIGS = {"docker": {}, "swarm": SWARM}
@@ -57,7 +59,8 @@ def swarm(**more: str | None) -> dict[str, str | None]:
 
 def with_secrets(runtime: str) -> dict[str, str | None]:
     """Both kinds of secret a stack can hold besides the token: the agents' and (on a swarm) the registry's."""
-    config: dict[str, str | None] = {**CONFIGS[runtime], "agentSecrets": json.dumps(AGENT_SECRETS)}
+    config: dict[str, str | None] = {**CONFIGS[runtime], "agentSecrets": json.dumps(AGENT_SECRETS),
+                                     "githubIdentities": json.dumps(IDENTITIES)}
     if runtime == "swarm":
         config |= {"registryUsername": "fleet-bot", "registryPassword": REGISTRY_PASSWORD}
     return config
@@ -183,6 +186,9 @@ def test_each_role_is_its_own_resource_with_its_fields(run: ProgramRun) -> None:
             "mode": role.mode.value, "brief": role.brief,
             # The reference image the program built, pinned by its digest.
             "image": image_ref(agent_image["imageName"], pushed=not agent_image["skipPush"]),
+            # Names and permissions only: which identity, never its token.
+            **({"identity": role.identity} if role.identity else {}),
+            **({"githubPermissions": dict(role.github_permissions)} if role.github_permissions else {}),
         }
 
 
@@ -704,7 +710,7 @@ def test_bad_config_is_refused_before_any_resource(config: dict[str, str], messa
 
 
 def test_missing_token_is_refused() -> None:
-    with pytest.raises(ProgramFailed, match="githubToken"):
+    with pytest.raises(ProgramFailed, match="githubToken is not set, nor agent-fleet:githubApp"):
         run_program(token=None)
 
 

@@ -406,13 +406,15 @@ def test_service_spec_is_the_same_coordinator_on_a_manager_with_its_files_as_swa
 
 def test_the_runtime_reads_back_what_the_spec_sets(tmp_path: Path) -> None:
     """The container's environment and files, as the runtime's own settings loader reads them."""
-    present = SecretsPresent(agent_secrets=("GITHUB_TOKEN",))
+    present = SecretsPresent(agent_secrets=("GITHUB_TOKEN",), identities=(("author", "token"), ("reviewer", "token")))
     config = parse_stack_config({**MINIMAL, "counts": '{"code_reviewer": 6}', "healthUrl": "https://w.example.com/"},
                                 ROSTER, present)
     roster = resolve_roster(ROSTER, config, built_agent_image=BUILT)
     spec = coordinator_spec(fleet_id="agent-fleet-prod", config=config)
     contents = {Source.ROSTER: roster_to_json(roster), Source.GITHUB_TOKEN: "t0ken-0123456789",
-                Source.AGENT_SECRETS: json.dumps({"GITHUB_TOKEN": "agent-t0ken"})}
+                Source.AGENT_SECRETS: json.dumps({"GITHUB_TOKEN": "agent-t0ken"}),
+                Source.AGENT_IDENTITIES: json.dumps({"author": {"token": "a-t0ken-0123"},
+                                                     "reviewer": {"token": "r-t0ken-0123"}})}
     env = dict(spec.env)
     for spec_file in spec.files:
         local = tmp_path / spec_file.source
@@ -423,6 +425,7 @@ def test_the_runtime_reads_back_what_the_spec_sets(tmp_path: Path) -> None:
     assert loaded.fleet_id == "agent-fleet-prod" and loaded.roster == roster
     assert loaded.github is not None and loaded.github.token.reveal() == "t0ken-0123456789"
     assert {name: secret.reveal() for name, secret in loaded.agent_secrets.items()} == {"GITHUB_TOKEN": "agent-t0ken"}
+    assert set(loaded.agent_identities) == {"author", "reviewer"}
     assert loaded.health is not None and loaded.skipped == {}
     assert (loaded.limits.per_role, loaded.limits.total) == (config.max_agents_per_role, config.max_agents)
     assert loaded.runtime.kind == "docker"
@@ -440,17 +443,19 @@ def test_project_file_names_runtime_backend_and_description() -> None:
     assert PROJECT["backend"]["url"].startswith("file://")
 
 
-def test_project_schema_types_every_key_and_requires_only_repository_and_token() -> None:
+def test_project_schema_types_every_key_and_requires_only_repository() -> None:
     schema = PROJECT["config"]
     assert set(schema) == {*CONFIG_KEYS, *SECRET_KEYS}
     assert all(entry["type"] in {"string", "integer", "boolean", "array", "object"} for entry in schema.values())
     assert all(entry["description"].strip() for entry in schema.values())
-    assert {key for key, entry in schema.items() if "default" not in entry} == {"repository", "githubToken"}
-    assert schema["githubToken"]["secret"] is True
-    # The optional secrets cannot be `secret: true` without becoming required: their defaults hold nothing, and
-    # the program refuses a value not set with --secret (tests/test_pulumi_program.py).
-    assert schema["registryPassword"]["default"] == "" and schema["agentSecrets"]["default"] == {}
-    for key in ("registryPassword", "agentSecrets"):
+    # The deploy's credential is githubToken or githubApp: the program refuses a stack with neither.
+    assert {key for key, entry in schema.items() if "default" not in entry} == {"repository"}
+    # The secrets cannot be `secret: true` without becoming required: their defaults hold nothing, and the program
+    # refuses a value not set with --secret (tests/test_pulumi_program.py).
+    assert schema["registryPassword"]["default"] == "" == schema["githubToken"]["default"]
+    assert schema["agentSecrets"]["default"] == {} == schema["githubApp"]["default"] == schema["githubIdentities"][
+        "default"]
+    for key in SECRET_KEYS:
         assert "--secret" in schema[key]["description"], key
     assert schema["requiredChecks"]["items"] == {"type": "string"}
 

@@ -557,6 +557,8 @@ class GitHubClient:
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if settings.token is None:
+            raise ValueError("GitHubSettings.token is None: mint the coordinator App's token first (coordinator.cycle)")
         self._settings = settings
         self._token = settings.token.reveal()
         self._secrets = (self._token,)  # what `scrub` takes out of every message built from GitHub's words
