@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pulumi
@@ -18,7 +18,13 @@ import pytest
 
 from coordinator.fleet import MAX_AGENT_SECRET_BYTES, Department, Mode, Resources, Role, roster_to_dict
 from coordinator.settings import VARIABLES
-from deploy.coordinator_spec import AGENT_SECRETS_FILE, GITHUB_TOKEN_FILE, ROSTER_FILE
+from deploy.coordinator_spec import (
+    AGENT_IDENTITIES_FILE,
+    AGENT_SECRETS_FILE,
+    GITHUB_APP_FILE,
+    GITHUB_TOKEN_FILE,
+    ROSTER_FILE,
+)
 from deploy.stack_config import parse_stack_config, resolve_roster
 from roster import ROSTER
 from tests.pulumi_harness import (
@@ -799,3 +805,89 @@ def test_the_fleet_id_the_program_derives_is_checked_like_fleet_id(stack: str, s
     message = refused({}, stack=stack)
     assert message.startswith(f"fleet id 'agent-fleet-{stack}' (<project>-<stack>)") and says in message
 
+
+
+# --- GitHub identities -----------------------------------------------------------------------------------------
+
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvAppKEYsecret0123456789\n-----END PRIVATE KEY-----\n"
+REVIEWER_APP = {"appId": 101, "installationId": 9101, "privateKey": PEM.replace("App", "Reviewer")}
+COORDINATOR_APP = {"appId": 102, "installationId": 9102, "privateKey": PEM.replace("App", "Coordinator")}
+APP_IDENTITIES = {"author": {"token": "ghp_AUTHORTOKEN0123456789abc"}, "reviewer": REVIEWER_APP,
+                  "coordinator": COORDINATOR_APP}
+
+
+def test_a_reviewer_acting_as_the_authors_account_is_refused_with_the_roles_and_both_fixes() -> None:
+    shared = {"agentSecrets": json.dumps(AGENT_SECRETS)}  # one GITHUB_TOKEN for every agent
+    message = refused(shared)
+    assert "role 'code_reviewer' (Reviewer) would act on GitHub with the one GITHUB_TOKEN agent secret" in message
+    assert "as role 'ui_builder', which opens pull requests" in message
+    assert "GitHub refuses an approval from a pull request's author" in message
+    assert "`reviewer` entry in githubIdentities" in message and "agent-fleet:counts.code_reviewer 0" in message
+    assert AGENT_SECRETS["GITHUB_TOKEN"] not in message
+    # Either fix is accepted: people review, or the reviewers get their own identity.
+    run_program(config={**shared, "counts": json.dumps({"code_reviewer": 0})})
+    run_program(config={**shared, "githubIdentities": json.dumps(IDENTITIES)})
+    # Naming the authors' identity for the reviewers is the same mistake.
+    own = [replace(r, identity="author") if r.key == "code_reviewer" else r for r in ROSTER]
+    message = refused({**shared, "githubIdentities": json.dumps(IDENTITIES)}, roster=own)
+    assert "would act on GitHub with the identity 'author'" in message
+    # And an identity the stack does not hold.
+    message = refused({"githubIdentities": json.dumps({"author": IDENTITIES["author"]})})
+    assert "role 'code_reviewer' acts on GitHub as the identity 'reviewer', but agent-fleet:githubIdentities holds" \
+        in message
+
+
+@pytest.mark.parametrize("runtime", ["docker", "swarm"])
+def test_identities_are_secret_everywhere_and_reach_the_coordinator_as_its_files(runtime: str) -> None:
+    run = run_program(config={**CONFIGS[runtime], "githubIdentities": json.dumps(APP_IDENTITIES)})
+    values = [APP_IDENTITIES["author"]["token"], REVIEWER_APP["privateKey"], COORDINATOR_APP["privateKey"]]
+    for resource in run.resources:
+        for secret in values:
+            leaks = [path for path, text in plain_strings(resource.inputs) if holds(text, secret)]
+            assert not leaks, f"{resource.typ} {resource.name} holds an identity in plain text at {leaks}"
+    coordinator = coordinator_of(run)
+    # The agents' identities, as the coordinator's file spells them; the coordinator's own App is apart.
+    assert json.loads(unwrap(coordinator.files[AGENT_IDENTITIES_FILE])) == {
+        "author": {"token": APP_IDENTITIES["author"]["token"]},
+        "reviewer": {"app_id": 101, "installation_id": 9101, "private_key": REVIEWER_APP["privateKey"]},
+    }
+    assert json.loads(unwrap(coordinator.files[GITHUB_APP_FILE])) == {
+        "app_id": 102, "installation_id": 9102, "private_key": COORDINATOR_APP["privateKey"]}
+    for path in (AGENT_IDENTITIES_FILE, GITHUB_APP_FILE):
+        assert list(secret_paths(coordinator.files[path])), f"{path} is not secret-marked"
+    assert coordinator.env["AGENT_IDENTITIES_FILE"] == AGENT_IDENTITIES_FILE
+    assert coordinator.env["GITHUB_APP_FILE"] == GITHUB_APP_FILE
+    # The deploy's token stays the deploy's: the provider's, never the running coordinator's.
+    assert GITHUB_TOKEN_FILE not in coordinator.files and "GITHUB_TOKEN_FILE" not in coordinator.env
+    assert not list(secret_paths(coordinator.env))
+    assert not any(holds(text, TOKEN) for _, text in secret_paths(coordinator.resource.inputs)
+                   if isinstance(text, str))
+
+
+def test_a_coordinator_token_identity_replaces_the_deploy_token_in_its_file() -> None:
+    coordinator_token = "ghp_COORDINATORTOKEN0123456"
+    identities = {**IDENTITIES, "coordinator": {"token": coordinator_token}}
+    run = run_program(config={"githubIdentities": json.dumps(identities)})
+    coordinator = coordinator_of(run)
+    assert unwrap(coordinator.files[GITHUB_TOKEN_FILE]) == coordinator_token
+    assert unwrap(run.one("pulumi:providers:github").inputs["token"]) == TOKEN
+
+
+def test_the_deploy_as_an_app_is_the_providers_app_auth_and_the_preview_warns_about_the_coordinator(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deploy_app = {"appId": 7, "installationId": 77, "privateKey": PEM.replace("App", "Deploy")}
+    run = run_program(token=None, config={"githubApp": json.dumps(deploy_app),
+                                          "githubIdentities": json.dumps(IDENTITIES)})
+    provider = run.one("pulumi:providers:github").inputs
+    assert "token" not in provider
+    # A provider's object input reaches it as JSON text; with the key inside, the whole of it is secret.
+    assert is_secret(provider["appAuth"])
+    assert json.loads(unwrap(provider["appAuth"])) == {"id": "7", "installationId": "77",
+                                                       "pemFile": deploy_app["privateKey"]}
+    for resource in run.resources:
+        assert not [p for p, text in plain_strings(resource.inputs) if holds(text, deploy_app["privateKey"])]
+    assert "the running coordinator would merge with agent-fleet:githubApp, the deploy's credential" in caplog.text
+    caplog.clear()
+    run_program(config={"githubIdentities": json.dumps(APP_IDENTITIES)})
+    assert "the running coordinator would merge with" not in caplog.text
