@@ -284,3 +284,108 @@ def test_the_coordinator_refuses_a_roster_whose_reviews_could_never_count_with_e
     assert "GitHub refuses an approval from a pull request's author" in result.stderr
     assert "tok-SHARED-secret" not in result.stdout + result.stderr and "Traceback" not in result.stderr
     assert not heartbeat.exists()  # refused before anything ran
+
+
+# ------------------------------------------------------------------------------------------ on the real engine
+
+
+def test_a_cycle_gives_each_agent_a_freshly_minted_token_of_its_mode_and_never_the_key(
+    tmp_path: Path, base_image: str, docker_client: Any, fleet_id: str
+) -> None:
+    from tests.fleet_harness import cycle_env, role_spec, run_cycle, write_roster
+
+    with FakeGitHub() as github:
+        author, reviewer = github.add_app("fleet-author"), github.add_app("fleet-reviewer")
+        cicd = role_spec("cicd", 1, base_image, mode=Mode.SELF_DIRECTED)
+        cicd = RoleSpec(Role(**{**cicd.role.__dict__, "github_permissions": (("workflows", "write"),)}), cicd.image,
+                        cicd.command)
+        roster_path = write_roster(tmp_path / "roster.json", [
+            role_spec("builder", 1, base_image), role_spec("reviewer", 1, base_image, mode=Mode.REVIEWER),
+            role_spec("thinker", 1, base_image, mode=Mode.THINKER), cicd])
+        identities = {name: {"app_id": app.app_id, "installation_id": app.installation_id,
+                             "private_key": app.private_key} for name, app in (("author", author),
+                                                                                ("reviewer", reviewer))}
+        env = cycle_env(fleet_id, roster_path, GITHUB_REPOSITORY=github.repository, GITHUB_API_URL=github.api_url,
+                        AGENT_IDENTITIES_FILE=identities_file(tmp_path, identities))
+        run = run_cycle(env)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert sorted(e["role"] for e in run.events("agent.spawned")) == ["builder", "cicd", "reviewer", "thinker"]
+
+        expected = {
+            "builder": (author, {"contents": "write", "issues": "write", "pull_requests": "write"}),
+            "cicd": (author, {"contents": "write", "issues": "write", "pull_requests": "write", "workflows": "write"}),
+            "reviewer": (reviewer, {"contents": "read", "pull_requests": "write"}),
+            "thinker": (author, {"contents": "read", "issues": "write"}),
+        }
+        held: set[str] = set()
+        for key, (app, permissions) in expected.items():
+            container = docker_client.containers.get(f"{fleet_id}-{key}-1")
+            token = container.exec_run(["cat", "/run/secrets/GITHUB_TOKEN"]).output.decode()
+            minted = github.installation_tokens[token]  # one the local GitHub minted
+            assert (minted.app_id, minted.repositories, minted.permissions) == (app.app_id, ("webapp",), permissions)
+            environment = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+            assert environment["GITHUB_TOKEN_EXPIRES_AT"] == time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                           time.gmtime(minted.expires_at))
+            # The key is nowhere in the agent: not in its files, environment, labels or inspect.
+            inspected = json.dumps(docker_client.api.inspect_container(container.id))
+            files = container.exec_run(["sh", "-c", "cat /run/secrets/*"]).output.decode()
+            for secret in (author.private_key, reviewer.private_key):
+                body = secret.splitlines()[1]
+                assert body not in inspected and body not in files and token not in inspected
+            held.add(token)
+        assert len(held) == 4  # each agent its own, freshly minted token
+        for app in (author, reviewer):
+            assert app.private_key.splitlines()[1] not in run.stdout + run.stderr
+
+
+def test_a_failed_mint_fails_that_spawn_alone_with_its_reason(
+    tmp_path: Path, base_image: str, docker_client: Any, fleet_id: str
+) -> None:
+    from tests.fleet_harness import cycle_env, role_spec, run_cycle, write_roster
+
+    with FakeGitHub() as github:
+        author, reviewer = github.add_app("fleet-author"), github.add_app("fleet-reviewer")
+        reviewer.installed = False  # uninstalled from the repository
+        roster_path = write_roster(tmp_path / "roster.json", [
+            role_spec("builder", 2, base_image), role_spec("reviewer", 1, base_image, mode=Mode.REVIEWER)])
+        identities = {name: {"app_id": app.app_id, "installation_id": app.installation_id,
+                             "private_key": app.private_key} for name, app in (("author", author),
+                                                                                ("reviewer", reviewer))}
+        env = cycle_env(fleet_id, roster_path, GITHUB_REPOSITORY=github.repository, GITHUB_API_URL=github.api_url,
+                        AGENT_IDENTITIES_FILE=identities_file(tmp_path, identities))
+        run = run_cycle(env)
+        assert sorted(e["slot"] for e in run.events("agent.spawned") if e["role"] == "builder") == [1, 2]
+        [failed] = run.events("agent.spawn_failed")
+        assert failed["role"] == "reviewer"
+        assert f"no GitHub token: App {reviewer.app_id}: no installation {reviewer.installation_id}" in failed["error"]
+        [report] = run.events("cycle.report")
+        assert any("no installation" in e["message"] for e in report["errors"])
+
+
+def test_the_coordinator_merges_as_its_app(tmp_path: Path) -> None:
+    from tests.fleet_harness import cycle_env, run_cycle
+
+    with FakeGitHub() as github:
+        app = github.add_app("fleet-coordinator")
+        pull = github.add_pull("Ready")
+        github.approve(pull.number)
+        github.add_check_run(pull.number, "ci")
+        app_file = tmp_path / "app.json"
+        app_file.write_text(json.dumps({"app_id": app.app_id, "installation_id": app.installation_id,
+                                        "private_key": app.private_key}))
+        env = cycle_env("tapp", None, GITHUB_REPOSITORY=github.repository, GITHUB_API_URL=github.api_url,
+                        GITHUB_APP_FILE=str(app_file))
+        run = run_cycle(env)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert github.pull(pull.number).merged and github.pull(pull.number).merged_by == app.login
+        [minted] = github.minted(app)
+        assert minted.permissions == {"contents": "write", "pull_requests": "write", "checks": "read",
+                                      "statuses": "read", "issues": "read"}
+        assert app.private_key.splitlines()[1] not in run.stdout + run.stderr
+        # A coordinator App that cannot mint fails the merge step with GitHub's reason, not the cycle.
+        app.installed = False
+        run = run_cycle(env)
+        [report] = run.events("cycle.report")
+        assert report["steps"]["merge"]["status"] == "failed"
+        assert "the coordinator's App minted no token" in json.dumps(report)
+        assert report["steps"]["health"]["status"] == "skipped"

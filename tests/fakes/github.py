@@ -254,6 +254,7 @@ class FakePull:
     reviews: list[FakeReview] = field(default_factory=list)
     base_sha: str = ""  # the base commit the branch contains: behind once the base moves on
     queue_entry: FakeQueueEntry | None = None
+    merged_by: str | None = None  # the login whose token merged it
     typename: ClassVar[str] = "PullRequest"
 
     @property
@@ -934,6 +935,7 @@ class FakeGitHub:
         pull.state, pull.merged, pull.merge_method = "closed", True, method
         pull.merged_title, pull.merged_message = merged_title, merged_message
         pull.merged_at = pull.closed_at = pull.updated_at = stamp
+        pull.merged_by = self._actor
         return pull
 
     def _check_requirements(self, pull: FakePull) -> None:
@@ -1965,7 +1967,7 @@ _RESOLVERS: dict[str, Resolver] = {
     "MergeQueueEntry.pullRequest": lambda e, gh, a: next(
         (p for p in gh._pulls.values() if p.queue_entry is e), None),
     "PullRequest.mergeCommit": lambda p, gh, a: _Commit(p.merge_commit_sha) if p.merge_commit_sha else None,
-    "PullRequest.mergedBy": lambda p, gh, a: _Actor("fleet-bot") if p.merged else None,
+    "PullRequest.mergedBy": lambda p, gh, a: _Actor(p.merged_by or "fleet-bot") if p.merged else None,
     # Reviews, users, commits, checks
     "PullRequestReview.id": lambda r, gh, a: r.node_id,
     "PullRequestReview.author": lambda r, gh, a: _Actor(r.reviewer),
