@@ -22,6 +22,8 @@ FLEET = "agent-fleet.fleet"
 ROLE = "agent-fleet.role"
 SLOT = "agent-fleet.slot"
 COMPONENT = "agent-fleet.component"  # "agent" or "coordinator"
+# On a swarm secret minted for one agent (its GitHub App token): the agent's service name, so the secret goes with it.
+OWNER = "agent-fleet.owner"
 # How many agents of this slot crashed in a row before this one was spawned: the crash-loop
 # backoff is derived from it, without any state file.
 CRASH_STREAK = "agent-fleet.crash-streak"

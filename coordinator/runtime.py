@@ -58,6 +58,8 @@ class AgentSecret:
 
     name: str
     value: Secret
+    # Minted for this one agent (an App's installation token): on a swarm its Docker secret goes with the service.
+    per_agent: bool = False
 
 
 class Phase(StrEnum):

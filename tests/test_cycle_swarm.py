@@ -328,6 +328,54 @@ def test_a_rotated_secret_reaches_new_agents_and_the_old_one_goes_once_unused(tm
     assert any(name.startswith(f"{swarm_fleet_id}-github-") and "token" not in name for name in first & now)
 
 
+def test_an_agent_service_holds_its_minted_token_as_a_docker_secret_removed_with_the_service(
+    tmp_path, lab_image, swarm_lab, api, swarm_fleet_id
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from tests.fakes.github import FakeGitHub
+
+    with FakeGitHub() as github:
+        app = github.add_app("fleet-author")
+        identities = tmp_path / "identities.json"
+        identities.write_text(json.dumps({"author": {"app_id": app.app_id, "installation_id": app.installation_id,
+                                                     "private_key": app.private_key}}))
+        # The agent works until the test says it is done, then exits 0: its slot is then filled again.
+        until_done = ("sh", "-c", "while [ ! -e /tmp/done ]; do sleep 0.2; done")
+        roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 1, lab_image, command=until_done)])
+        env = swarm_env(swarm_lab, swarm_fleet_id, roster, AGENT_IDENTITIES_FILE=str(identities),
+                        GITHUB_REPOSITORY=github.repository, GITHUB_API_URL=github.api_url)
+        run = run_cycle(env)
+        assert run.returncode == 0, run.stdout + run.stderr
+        converge(api, swarm_fleet_id, {"builder": 1})
+        [first] = github.minted(app)
+        owned = {"label": f"agent-fleet.owner={swarm_fleet_id}-builder-1"}
+        [secret] = api.secrets(filters=owned)
+        (service_id,) = services(api, swarm_fleet_id).values()
+        refs = api.inspect_service(service_id)["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
+        assert [(r["SecretID"], r["File"]["Name"]) for r in refs] == [(secret["ID"], "GITHUB_TOKEN")]
+        (task,) = [t for t in tasks(api, swarm_fleet_id) if t["Status"]["State"] == "running"]
+        node = swarm_lab.node_client(swarm_lab.node_number(task["NodeID"]))
+        try:
+            container = node.containers.get(task["Status"]["ContainerStatus"]["ContainerID"])
+            assert container.exec_run(["cat", "/run/secrets/GITHUB_TOKEN"]).output.decode() == first.token
+            inspected = json.dumps(node.api.inspect_container(container.id)) + json.dumps(
+                api.inspect_service(service_id))
+            assert first.token not in inspected and app.private_key.splitlines()[1] not in inspected
+            container.exec_run(["touch", "/tmp/done"])
+        finally:
+            node.close()
+        wait_until(lambda: any(t["Status"]["State"] == "complete" for t in tasks(api, swarm_fleet_id)))
+        # The next cycle removes the finished service to fill its slot, and the minted token's secret with it.
+        again = run_cycle(env)
+        assert [e["slot"] for e in again.events("agent.spawned")] == [1]
+        second = [t for t in github.minted(app) if t.token != first.token]
+        assert len(second) == 1
+        names = [s["Spec"]["Name"] for s in api.secrets(filters=owned)]
+        assert secret["Spec"]["Name"] not in names and len(names) == 1
+        assert app.private_key.splitlines()[1] not in run.stdout + run.stderr + again.stdout + again.stderr
+
+
 def test_a_steady_cycle_on_a_swarm_is_one_tasks_call(fleet, api, swarm_lab, swarm_fleet_id) -> None:  # type: ignore[no-untyped-def]
     _, _, env = fleet
     assert run_cycle(env).returncode == 0

@@ -208,7 +208,8 @@ class SwarmRuntime:
             name = docker_secret_name(launch.fleet_id, secret.name, value)
             secret_id = self._secret_ids.get(name)
             if secret_id is None:
-                secret_id = self._ensure_secret(launch.fleet_id, name, value)
+                owner = launch.name if secret.per_agent else None
+                secret_id = self._ensure_secret(launch.fleet_id, name, value, owner=owner)
                 self._secret_ids[name] = secret_id
                 self._prune_stale_secret(launch.fleet_id, prefix, name)
             references.append(SecretReference(secret_id, name, filename=secret.name, uid="0", gid="0", mode=0o444))
@@ -232,16 +233,18 @@ class SwarmRuntime:
                 with contextlib.suppress(docker.errors.DockerException):
                     self.api.remove_secret(secret["ID"])
 
-    def _ensure_secret(self, fleet_id: str, name: str, value: bytes) -> str:
+    def _ensure_secret(self, fleet_id: str, name: str, value: bytes, *, owner: str | None = None) -> str:
         try:
             return str(self.api.inspect_secret(name)["ID"])
         except docker.errors.NotFound:
             pass
         except docker.errors.DockerException as exc:
             raise RuntimeFailure(f"reading the swarm secret {name} failed: {type(exc).__name__}") from None
+        secret_labels = {labels.FLEET: fleet_id, labels.COMPONENT: labels.AGENT}
+        if owner is not None:
+            secret_labels[labels.OWNER] = owner
         try:
-            return str(self.api.create_secret(name, value, labels={labels.FLEET: fleet_id,
-                                                                    labels.COMPONENT: labels.AGENT})["ID"])
+            return str(self.api.create_secret(name, value, labels=secret_labels)["ID"])
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # a racing cycle made the same secret
                 return str(self.api.inspect_secret(name)["ID"])
@@ -303,9 +306,21 @@ class SwarmRuntime:
         try:
             self.api.remove_service(agent.id)
         except docker.errors.NotFound:
-            return  # another cycle removed it first
+            pass  # another cycle removed it first; its own secrets may still be left
         except docker.errors.DockerException as exc:
             raise RuntimeFailure(f"removing service {agent.name} failed: {exc}") from None
+        self._remove_owned_secrets(agent)
+
+    def _remove_owned_secrets(self, agent: AgentRecord) -> None:
+        """The secrets minted for this agent alone (its GitHub App token) go with its service. Swarm refuses to
+        remove one a service still uses (a racing cycle's new agent of the slot): that one stays."""
+        try:
+            owned = self.api.secrets(filters={"label": f"{labels.OWNER}={agent.name}"})
+        except docker.errors.DockerException:
+            return  # left for the next cycle's prune of unused secrets
+        for secret in owned:
+            with contextlib.suppress(docker.errors.DockerException):
+                self.api.remove_secret(secret["ID"])
 
     # ----------------------------------------------------------------------------------- the coordinator
 

@@ -310,7 +310,9 @@ def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
     secrets = agent_secrets(spawn.spec, context)
     credential = github_credential(spawn.spec, context)
     if credential is not None:  # the identity's token is the agent's GITHUB_TOKEN, whatever agentSecrets holds
-        secrets = (*(s for s in secrets if s.name != GITHUB_TOKEN), AgentSecret(GITHUB_TOKEN, credential.token))
+        minted = credential.expires_at is not None
+        secrets = (*(s for s in secrets if s.name != GITHUB_TOKEN),
+                   AgentSecret(GITHUB_TOKEN, credential.token, per_agent=minted))
         if credential.expires_at is not None:
             env[TOKEN_EXPIRY_VARIABLE] = credential.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return AgentLaunch(
