@@ -92,6 +92,31 @@ def _cycle(settings: Settings, *, dry_run: bool, text: bool) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
+def _check_shared_accounts(settings: Settings, log: EventLog) -> None:
+    """Two token identities that are one GitHub account: one GET /user per token identity, once, at the scheduler's
+    start; each finding is logged and left beside the heartbeat, where every cycle puts it in its report (verdict
+    and `status`)."""
+    import json
+
+    from coordinator.identities import SHARED_ACCOUNTS_FILE, TokenIdentity, shared_accounts
+
+    tokens = {n: i.token for n, i in settings.agent_identities.items() if isinstance(i, TokenIdentity)}
+    found: list[str] = []
+    if len(tokens) > 1:
+        from coordinator.edges.github_app import token_login
+
+        logins = {name: token_login(settings.github_api_url, token.reveal()) for name, token in tokens.items()}
+        found = shared_accounts({name: login for name, login in logins.items() if login is not None})
+    for finding in found:
+        log.emit("identities.shared_account", warning=finding)
+    path = settings.heartbeat_file.parent / SHARED_ACCOUNTS_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(found), encoding="utf-8")
+    except OSError as exc:
+        log.emit("identities.unrecorded", error=exc.strerror or str(exc))
+
+
 def _schedule(settings: Settings) -> int:
     from coordinator.metrics import FleetMetrics, MetricsServer
     from coordinator.schedule import install_signal_handlers, run_schedule
@@ -99,6 +124,7 @@ def _schedule(settings: Settings) -> int:
     stop = threading.Event()
     install_signal_handlers(stop)
     log = EventLog(settings.fleet_id, settings.secrets())
+    _check_shared_accounts(settings, log)
     metrics: FleetMetrics | None = None
     server: MetricsServer | None = None
     if settings.metrics_port is not None:

@@ -19,11 +19,13 @@ production (a `ProductionProbe`) and the clock. Tests hand in their own, pointed
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Protocol, TypeVar
 
@@ -31,7 +33,13 @@ from coordinator import verdict
 from coordinator.deadline import DeadlineExceeded, run_with_deadline, seconds_left
 from coordinator.edges.production import check_health
 from coordinator.fleet import Mode, role_label
-from coordinator.identities import COORDINATOR_PERMISSIONS, AppIdentity, MintFailure, TokenMinter
+from coordinator.identities import (
+    COORDINATOR_PERMISSIONS,
+    SHARED_ACCOUNTS_FILE,
+    AppIdentity,
+    MintFailure,
+    TokenMinter,
+)
 from coordinator.report import (
     CycleReport,
     EventLog,
@@ -173,6 +181,15 @@ class StepRunner:
         self.log.emit("step.failed", step=name, error=message)
 
 
+def read_shared_accounts(heartbeat_file: Path) -> list[str]:
+    """What the scheduler found at its start (`coordinator.cli`): token identities that are one account."""
+    try:
+        found = json.loads((heartbeat_file.parent / SHARED_ACCOUNTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [str(item) for item in found] if isinstance(found, list) else []
+
+
 def run_cycle(
     settings: Settings,
     *,
@@ -185,7 +202,8 @@ def run_cycle(
     adapters = adapters or default_adapters(settings)
     started_mono = time.monotonic()
     now = adapters.clock()
-    report = CycleReport(fleet=settings.fleet_id, started_at=now, dry_run=dry_run)
+    report = CycleReport(fleet=settings.fleet_id, started_at=now, dry_run=dry_run,
+                         shared_accounts=read_shared_accounts(settings.heartbeat_file))
     steps = StepRunner(report, log, None if deadline is None else deadline + STEP_GRACE_S)
     log.emit("cycle.started", dry_run=dry_run)
     try:

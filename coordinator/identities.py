@@ -213,3 +213,22 @@ class TokenMinter(Protocol):
     def mint(self, app: AppIdentity, permissions: Mapping[str, str]) -> MintedToken:
         """A token of `app`'s installation narrowed to the repository and `permissions`; raises MintFailure."""
         ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Two token identities that are one account (found when the scheduler starts: one GET /user per token)
+
+SHARED_ACCOUNTS_FILE = "identities.json"  # beside the heartbeat: what the scheduler found, for every cycle to report
+
+
+def shared_accounts(logins: Mapping[str, str]) -> list[str]:
+    """One finding per GitHub account that more than one token identity turns out to be (name -> login)."""
+    by_login: dict[str, list[str]] = {}
+    for name, login in sorted(logins.items()):
+        by_login.setdefault(login.casefold(), []).append(name)
+    return [
+        f"the identities {' and '.join(repr(n) for n in names)} are one GitHub account "
+        f"({logins[names[0]]!r}): GitHub refuses that account's approvals of its own pull requests; give each "
+        "identity its own account's token, or a GitHub App"
+        for names in by_login.values() if len(names) > 1
+    ]

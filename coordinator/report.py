@@ -177,6 +177,8 @@ class CycleReport:
     unreadable: list[str] = field(default_factory=list)
     squatters: list[str] = field(default_factory=list)
     lost_nodes: list[str] = field(default_factory=list)
+    # Token identities that are one GitHub account, as the scheduler found at its start.
+    shared_accounts: list[str] = field(default_factory=list)
     dry_run: bool = False
 
     @property
@@ -385,7 +387,7 @@ def render_text(report: CycleReport) -> str:
     if held_back:
         lines.append(f"held back: {held_back} spawns, because a spawn of the same image failed (slow start)")
     for title, items in (("unreadable", report.unreadable), ("squatters", report.squatters),
-                         ("lost nodes", report.lost_nodes)):
+                         ("lost nodes", report.lost_nodes), ("shared accounts", report.shared_accounts)):
         if items:
             lines.append(f"{title}: " + "; ".join(items))
     if report.budget is not None:

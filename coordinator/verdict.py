@@ -76,6 +76,7 @@ def findings(report: CycleReport) -> list[Finding]:
     degraded += [f"slot {squatter}, which is not the fleet's: remove it" for squatter in report.squatters]
     degraded += [f"unreadable agent {item}" for item in report.unreadable]
     degraded += [f"node {node} lost: its agents' slots were filled elsewhere" for node in report.lost_nodes]
+    degraded += report.shared_accounts  # reviews that can never count, until each identity is its own account
 
     if report.merge.review_queue > REVIEW_QUEUE_LIMIT:
         degraded.append(f"review queue {report.merge.review_queue} > {REVIEW_QUEUE_LIMIT}")

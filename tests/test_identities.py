@@ -389,3 +389,45 @@ def test_the_coordinator_merges_as_its_app(tmp_path: Path) -> None:
         assert report["steps"]["merge"]["status"] == "failed"
         assert "the coordinator's App minted no token" in json.dumps(report)
         assert report["steps"]["health"]["status"] == "skipped"
+
+
+# ------------------------------------------------------------------------------------------ one account, two names
+
+
+def test_two_token_identities_that_are_one_account_are_found_at_the_schedulers_start(tmp_path: Path) -> None:
+    import signal
+
+    from coordinator.status import parse_reports, render_status
+
+    with FakeGitHub(extra_tokens={"tok-AUTHOR-one": "machine-bot", "tok-REVIEWER-two": "machine-bot",
+                                  "tok-THINKER-three": "thinker-bot"}) as github:
+        path = identities_file(tmp_path, {"author": {"token": "tok-AUTHOR-one"},
+                                          "reviewer": {"token": "tok-REVIEWER-two"},
+                                          "thinker": {"token": "tok-THINKER-three"}})
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "FLEET_ID": "tshared",
+               "AGENT_IDENTITIES_FILE": path, "GITHUB_API_URL": github.api_url,
+               "COORDINATOR_SCHEDULE": "0 0 1 1 *",  # the first cycle runs at start, the next in a year
+               "COORDINATOR_HEARTBEAT_FILE": str(tmp_path / "state" / "heartbeat.json")}
+        out = tmp_path / "scheduler.log"
+        with out.open("wb") as sink:
+            scheduler = subprocess.Popen([sys.executable, "-m", "coordinator", "schedule"], env=env, cwd=ROOT,
+                                         stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while '"cycle.report"' not in out.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            scheduler.send_signal(signal.SIGTERM)
+            scheduler.wait(timeout=30)
+        assert github.calls("GET", "/user") == 3  # one per token identity
+    lines = out.read_text().splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    [warning] = [e for e in events if e["event"] == "identities.shared_account"]
+    said = ("the identities 'author' and 'reviewer' are one GitHub account ('machine-bot'): GitHub refuses that "
+            "account's approvals of its own pull requests")
+    assert warning["warning"].startswith(said)
+    [report] = [e for e in events if e["event"] == "cycle.report"]
+    assert report["verdict"] == "degraded" and report["verdict_reasons"][0].startswith(said)
+    assert report["shared_accounts"] == [warning["warning"]]
+    assert f"because: {said}" in render_status(parse_reports(lines))
+    assert "tok-" not in out.read_text()

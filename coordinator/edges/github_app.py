@@ -36,6 +36,17 @@ def _message(response: requests.Response) -> str:
     return str(message)[:200] if isinstance(message, str) else ""
 
 
+def token_login(api_url: str, token: str, *, timeout_s: float = 10.0) -> str | None:
+    """`GET /user`: the account a token acts as, or None when GitHub does not say (refused, unreachable)."""
+    try:
+        response = requests.get(f"{api_url.rstrip('/')}/user", timeout=timeout_s, headers={
+            "Authorization": f"token {token}", "Accept": "application/vnd.github+json", "User-Agent": USER_AGENT})
+        login = response.json().get("login") if response.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return None
+    return login if isinstance(login, str) and login else None
+
+
 class AppTokenMinter:
     """Mints installation tokens for `repository` (owner/name) through GitHub's REST API at `api_url`."""
 
