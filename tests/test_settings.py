@@ -69,7 +69,7 @@ def test_defaults_skip_every_step_whose_settings_are_absent() -> None:
 def test_a_repository_without_a_token_skips_the_merge_but_still_reaches_the_agents() -> None:
     settings = load_settings({"GITHUB_REPOSITORY": "acme/webapp"})
     assert settings.github is None and settings.repository == "acme/webapp"
-    assert settings.skipped["merge"] == "GITHUB_TOKEN (or GITHUB_TOKEN_FILE) is not set"
+    assert settings.skipped["merge"] == "GITHUB_TOKEN (or GITHUB_TOKEN_FILE, or GITHUB_APP_FILE) is not set"
 
 
 def test_the_token_comes_from_its_file_and_never_shows_itself(tmp_path: Path) -> None:

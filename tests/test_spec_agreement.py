@@ -33,6 +33,7 @@ from deploy.stack_config import (
     StackConfig,
     fleet_id,
     parse_agent_secret_names,
+    parse_github_identities,
     parse_stack_config,
 )
 from roster import ROSTER
@@ -57,8 +58,12 @@ STACK = "prod"  # run_program's default stack
 REGISTRY = "registry.example.com:5000/acme"
 AGENT_SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-AGENTKEY0123456789xyz", "GITHUB_TOKEN": "ghp_AGENTTOKEN0123456789abc"}
 # Every optional setting that reaches the coordinator set to something other than its default.
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvCOORDINATORkey0123\n-----END PRIVATE KEY-----\n"
+IDENTITIES = {"author": {"token": "ghp_AUTHOR0123456789abcdef"}, "reviewer": {"token": "ghp_REVIEWER0123456789abc"},
+              "coordinator": {"appId": 3, "installationId": 33, "privateKey": PEM}}
 EVERYTHING = {
     "agentSecrets": json.dumps(AGENT_SECRETS),
+    "githubIdentities": json.dumps(IDENTITIES),
     "schedule": "0 * * * *",
     "healthcheckIntervalSeconds": "45",
     "metricsPort": "9100",
@@ -100,6 +105,7 @@ def stack_config(settings: Mapping[str, str]) -> StackConfig:
     present = SecretsPresent(
         agent_secrets=parse_agent_secret_names(merged.get("agentSecrets")),
         registry_password=bool(merged.get("registryPassword", "").strip()),
+        identities=parse_github_identities(merged.get("githubIdentities")),
     )
     return parse_stack_config(raw, ROSTER, present)
 
@@ -355,7 +361,9 @@ def test_the_cases_exercise_what_they_claim() -> None:
     assert "/run/secrets/agent-fleet/agent-secrets.json" in dict(container_sides("docker-everything")[0]["files"])
     assert container_sides("docker-everything")[0]["healthcheck"]["interval_ns"] == 45 * 10**9
     everything = service_sides("swarm-everything")[0]
-    assert len(everything["secrets"]) == 3 and len(everything["configs"]) == 1
+    # The coordinator's App, the agents' secrets and identities, the registry's credentials.
+    assert len(everything["secrets"]) == 4 and len(everything["configs"]) == 1
+    assert "/run/secrets/agent-fleet/github-app.json" in dict(container_sides("docker-everything")[0]["files"])
     assert everything["ports"] == [(9100, 9100, "tcp", "host")]
     assert everything["image"].startswith(f"{REGISTRY}/agent-fleet-coordinator@sha256:")
     assert service_sides("swarm-no-metrics")[0]["ports"] == []
