@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from coordinator.fleet import IDENTITY_NAME_PATTERN, Mode, Role
+from coordinator.fleet import IDENTITY_NAME_PATTERN, MAX_AGENT_SECRET_BYTES, Mode, Role
+from coordinator.redact import MIN_SECRET_CHARS
 
 if TYPE_CHECKING:
     from coordinator.settings import Secret
@@ -114,6 +115,10 @@ def check_identity(name: str, value: object, keys: tuple[str, str, str]) -> dict
         token = value["token"]
         if not isinstance(token, str) or not token.strip() or "\0" in token or not token.isprintable():
             raise IdentityFault(name, "holds no usable token (not a string, empty, or holding control characters)")
+        if len(token.strip()) < MIN_SECRET_CHARS:  # the rule of every secret: scrubbing a shorter one blanks text
+            raise IdentityFault(name, f"holds a token shorter than {MIN_SECRET_CHARS} characters, too short to be one")
+        if len(token) > MAX_AGENT_SECRET_BYTES:  # it becomes the agent's GITHUB_TOKEN secret
+            raise IdentityFault(name, f"holds a token over {MAX_AGENT_SECRET_BYTES // 1024} KiB, which is no token")
         return {"token": token.strip()}
     if set(value) == set(keys):
         app_id, installation_id, key = (value[k] for k in keys)

@@ -122,6 +122,7 @@ def test_the_refusal_names_the_roles_why_and_both_fixes() -> None:
     ([], "is not a JSON object"),
     ({"Author": {"token": "t"}}, "is not an identity's name"),
     ({"author": {"token": ""}}, "holds no usable token"),
+    ({"author": {"token": " SECRET "}}, "holds a token shorter than 8 characters"),
     ({"author": {"token": "t", "app_id": 1}}, "has the keys app_id, token"),
     ({"author": {"app_id": "1", "installation_id": 2, "private_key": "k"}}, "has app_id '1'"),
     ({"author": {"app_id": 1, "installation_id": 2, "private_key": "SECRET-not-a-pem"}}, "has no PEM private key"),
@@ -431,3 +432,33 @@ def test_two_token_identities_that_are_one_account_are_found_at_the_schedulers_s
     assert report["shared_accounts"] == [warning["warning"]]
     assert f"because: {said}" in render_status(parse_reports(lines))
     assert "tok-" not in out.read_text()
+
+
+# ------------------------------------------------------------------------------------------ the stack's keys
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    ('{"author": {"token": "SECRET"}}', "agent-fleet:githubIdentities.author holds a token shorter than 8"),
+    ('{"author": {"appId": 1, "installationId": 2, "privateKey": "SECRET-no-pem"}}',
+     "agent-fleet:githubIdentities.author has no PEM private key in privateKey"),
+    ('{"author": {"app_id": 1, "installation_id": 2, "private_key": "SECRET"}}',
+     "agent-fleet:githubIdentities.author has the keys app_id, installation_id, private_key: use"),
+    ('["SECRET"]', "agent-fleet:githubIdentities is not a JSON object of name -> identity"),
+])
+def test_the_stacks_identities_are_refused_by_key_and_name_never_by_value(raw: str, says: str) -> None:
+    from deploy.stack_config import StackConfigError, parse_github_identities
+
+    with pytest.raises(StackConfigError) as raised:
+        parse_github_identities(raw)
+    assert says in str(raised.value) and "SECRET" not in str(raised.value)
+    assert "pulumi config set --secret --path 'githubIdentities.NAME.token'" in str(raised.value)
+
+
+def test_the_stacks_identities_are_known_by_name_and_kind() -> None:
+    from deploy.stack_config import parse_github_identities
+
+    pem = f"{PEM_BEGIN}\nkey\n{PEM_END}"
+    raw = json.dumps({"author": {"token": "ghp_0123456789"},
+                      "reviewer": {"appId": 1, "installationId": 2, "privateKey": pem}})
+    assert parse_github_identities(raw) == (("author", "token"), ("reviewer", "app"))
+    assert parse_github_identities("{}") is None and parse_github_identities("") is None
