@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from coordinator.fleet import Department, Mode, Role, RoleSpec
+from coordinator.identities import AppIdentity, MintedToken, MintFailure, TokenIdentity
 from coordinator.runtime import AgentRecord, Phase, slot_name
+from coordinator.settings import Secret
 from coordinator.steps.inventory import Inventory
 from coordinator.steps.reconcile import (
     AgentContext,
@@ -19,6 +22,7 @@ from coordinator.steps.reconcile import (
     SpawnOutcome,
     SpawnResult,
     agent_env,
+    agent_launch,
     execute_plan,
     plan_reconcile,
     slow_start_groups,
@@ -365,3 +369,59 @@ def test_an_agent_is_told_its_roles_count_and_what_its_mode_needs(mode: Mode, ex
     optional = {"AGENT_COUNT", "BACKLOG_LABELS", "HEALTH_URL", "HEALTH_EXPECT"}
     assert {k: v for k, v in env.items() if k in optional} == expected
     assert env["AGENT_SLOT"] == "2"
+
+
+# --- GitHub identities at the spawn ------------------------------------------------------------------------------
+
+
+class _Minter:
+    """Mints a numbered token per call, or refuses the App whose id is in `refuse`."""
+
+    def __init__(self, refuse: int | None = None) -> None:
+        self.refuse = refuse
+        self.asked: list[tuple[int, dict[str, str]]] = []
+
+    def mint(self, app: AppIdentity, permissions: Mapping[str, str]) -> MintedToken:
+        if app.app_id == self.refuse:
+            raise MintFailure(f"App {app.app_id}: no installation {app.installation_id} (404: Not Found)")
+        self.asked.append((app.app_id, dict(permissions)))
+        return MintedToken(Secret(f"ghs_minted_{len(self.asked)}"), NOW + timedelta(hours=1))
+
+
+def reviewer_spec(count: int = 1) -> RoleSpec:
+    role = Role("review", "Review", count, Department.GATES, Mode.REVIEWER, "Reviews.")
+    return RoleSpec(role, image="agent:1")
+
+
+IDENTITIES = {"author": TokenIdentity(Secret("ghp_author_0123")),
+              "reviewer": AppIdentity(7, 70, Secret("-----BEGIN PRIVATE KEY-----\nk\n-----END PRIVATE KEY-----"))}
+
+
+def test_the_identitys_token_is_the_agents_github_token_a_minted_one_its_own_with_its_expiry() -> None:
+    minter = _Minter()
+    context = AgentContext(FLEET, secrets={"GITHUB_TOKEN": Secret("ghp_shared_0123"), "KEY": Secret("key-0123456")},
+                           identities=IDENTITIES, minter=minter)
+    builder = agent_launch(Spawn(spec("api", 1), 1, "f-api-1"), context)
+    assert {s.name: (s.value.reveal(), s.per_agent) for s in builder.secrets} == {
+        "GITHUB_TOKEN": ("ghp_author_0123", False), "KEY": ("key-0123456", False)}
+    assert "GITHUB_TOKEN_EXPIRES_AT" not in builder.env
+    review = agent_launch(Spawn(reviewer_spec(), 1, "f-review-1"), context)
+    assert {s.name: (s.value.reveal(), s.per_agent) for s in review.secrets} == {
+        "GITHUB_TOKEN": ("ghs_minted_1", True), "KEY": ("key-0123456", False)}
+    assert review.env["GITHUB_TOKEN_EXPIRES_AT"] == "2026-11-25T13:00:00Z"
+    assert minter.asked == [(7, {"contents": "read", "pull_requests": "write"})]
+    # Without identities, today's agent secret as it is.
+    plain = agent_launch(Spawn(reviewer_spec(), 1, "f-review-1"), AgentContext(FLEET, secrets=context.secrets))
+    assert {s.name: s.value.reveal() for s in plain.secrets}["GITHUB_TOKEN"] == "ghp_shared_0123"
+
+
+def test_a_refused_mint_fails_that_spawn_and_holds_back_no_other_of_its_image() -> None:
+    runtime = MemoryRuntime()
+    result = plan([reviewer_spec(3), spec("api", 4)], [])
+    context = AgentContext(FLEET, identities=IDENTITIES, minter=_Minter(refuse=7))
+    execution = execute_plan(result, runtime, context, concurrency=8)
+    failed = [r for r in execution.results if r.outcome is SpawnOutcome.FAILED]
+    assert [r.spawn.spec.key for r in failed] == ["review"] * 3 and execution.held_back == ()
+    assert all(r.error == "no GitHub token: App 7: no installation 70 (404: Not Found)" and r.before_engine
+               for r in failed)
+    assert len(runtime.calls) == 4  # the engine was asked only for the builders, all spawned
