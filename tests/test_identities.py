@@ -462,3 +462,17 @@ def test_the_stacks_identities_are_known_by_name_and_kind() -> None:
                       "reviewer": {"appId": 1, "installationId": 2, "privateKey": pem}})
     assert parse_github_identities(raw) == (("author", "token"), ("reviewer", "app"))
     assert parse_github_identities("{}") is None and parse_github_identities("") is None
+
+
+def test_plan_never_shows_an_identitys_key_or_token(tmp_path: Path, fleet_id: str) -> None:
+    key = f"{PEM_BEGIN}\nSECRETKEYBODY0123456789\n{PEM_END}"
+    env = {"FLEET_ID": fleet_id, "FLEET_ROSTER_FILE": roster(tmp_path, BUILDER, REVIEWER),
+           "GITHUB_REPOSITORY": "acme/webapp", "COORDINATOR_HEARTBEAT_FILE": str(tmp_path / "heartbeat.json"),
+           "AGENT_IDENTITIES_FILE": identities_file(tmp_path, {
+               "author": {"token": "ghp_SECRETAUTHOR0123"},
+               "reviewer": {"app_id": 1, "installation_id": 2, "private_key": key}})}
+    for args in (("plan",), ("plan", "--format", "json")):
+        result = run_cli(*args, env={**env, "DOCKER_HOST": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "2 would be spawned" in result.stdout or '"spawned": 2' in result.stdout  # the plan was made
+        assert "SECRET" not in result.stdout + result.stderr
