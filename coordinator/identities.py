@@ -6,7 +6,7 @@ identity is either a token (a machine account's) or a GitHub App installation, w
 coordinator mints for each spawn (`coordinator.edges.github_app`), narrowed to the one repository and to the
 permissions of the role's mode.
 
-Pure and standard-library only: the stack (`agent-fleet:githubIdentities`, camelCase keys) and the coordinator
+Pure (the standard library and the package's pure modules only): the stack (`agent-fleet:githubIdentities`, camelCase keys) and the coordinator
 (AGENT_IDENTITIES_FILE, GITHUB_APP_FILE, snake_case keys) check identities by the same rules here.
 """
 
