@@ -6,8 +6,9 @@ identity is either a token (a machine account's) or a GitHub App installation, w
 coordinator mints for each spawn (`coordinator.edges.github_app`), narrowed to the one repository and to the
 permissions of the role's mode.
 
-Pure (the standard library and the package's pure modules only): the stack (`agent-fleet:githubIdentities`, camelCase keys) and the coordinator
-(AGENT_IDENTITIES_FILE, GITHUB_APP_FILE, snake_case keys) check identities by the same rules here.
+Pure (the standard library and the package's pure modules only): the stack (`agent-fleet:githubIdentities`,
+camelCase keys) and the coordinator (AGENT_IDENTITIES_FILE, GITHUB_APP_FILE, snake_case keys) check identities by
+the same rules here.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ REVIEWER = "reviewer"
 # The running coordinator's own identity, for the merge step (never an agent's).
 COORDINATOR = "coordinator"
 
-# What each mode's installation token may do: a reviewer reads code and reviews; a thinker reads code and files
-# issues; every other mode pushes branches, opens pull requests and comments on issues.
+# What each mode's installation token may do: a reviewer reads code and reviews (and reads the checks and statuses
+# of what it reviews: the reference reviewer passes over a pull request whose checks fail); a thinker reads code
+# and files issues; every other mode pushes branches, opens pull requests and comments on issues.
 WRITER_PERMISSIONS: Mapping[str, str] = {"contents": "write", "pull_requests": "write", "issues": "write"}
 MODE_PERMISSIONS: Mapping[Mode, Mapping[str, str]] = {
-    Mode.REVIEWER: {"contents": "read", "pull_requests": "write"},
+    Mode.REVIEWER: {"contents": "read", "pull_requests": "write", "checks": "read", "statuses": "read"},
     Mode.THINKER: {"contents": "read", "issues": "write"},
     Mode.TASK_DRIVEN: WRITER_PERMISSIONS,
     Mode.SELF_DIRECTED: WRITER_PERMISSIONS,

@@ -57,7 +57,7 @@ def test_a_role_acts_as_reviewer_or_author_unless_it_names_its_identity(mode: Mo
 
 
 @pytest.mark.parametrize(("mode", "permissions"), [
-    (Mode.REVIEWER, {"contents": "read", "pull_requests": "write"}),
+    (Mode.REVIEWER, {"checks": "read", "contents": "read", "pull_requests": "write", "statuses": "read"}),
     (Mode.THINKER, {"contents": "read", "issues": "write"}),
     (Mode.TASK_DRIVEN, {"contents": "write", "issues": "write", "pull_requests": "write"}),
     (Mode.SELF_DIRECTED, {"contents": "write", "issues": "write", "pull_requests": "write"}),
@@ -161,18 +161,18 @@ def test_a_minted_token_is_narrowed_to_the_repository_and_the_permissions_asked(
     [issued] = github.minted(app)
     assert minted.token.reveal() == issued.token and issued.token.startswith("ghs_")
     assert issued.repositories == ("webapp",)
-    assert issued.permissions == {"contents": "read", "pull_requests": "write"}
+    assert issued.permissions == {"checks": "read", "contents": "read", "pull_requests": "write", "statuses": "read"}
     assert 3500 < (minted.expires_at.timestamp() - time.time()) <= 3600
     pull = github.add_pull()
-    # It reads the pull request as the App's bot; it may not merge (contents: read) nor label (no issues).
+    # It reads the pull request as the App's bot; it may not merge (contents: read) nor open an issue (no issues).
     token = minted.token.reveal()
     assert as_token(github, token, "GET", "/user").status_code == 403  # an installation has no user
     assert as_token(github, token, "GET", f"/repos/acme/webapp/pulls/{pull.number}").status_code == 200
     refused = as_token(github, token, "PUT", f"/repos/acme/webapp/pulls/{pull.number}/merge",
                        json={"merge_method": "squash"})
     assert (refused.status_code, refused.json()["message"]) == (403, "Resource not accessible by integration")
-    assert as_token(github, token, "POST", f"/repos/acme/webapp/issues/{pull.number}/labels",
-                    json={"labels": ["x"]}).status_code == 403
+    assert as_token(github, token, "POST", "/repos/acme/webapp/issues", json={"title": "x"}).status_code == 403
+    assert as_token(github, token, "GET", f"/repos/acme/webapp/commits/{pull.head_sha}/check-runs").status_code == 200
     assert not github.pull(pull.number).merged
 
 
@@ -315,7 +315,8 @@ def test_a_cycle_gives_each_agent_a_freshly_minted_token_of_its_mode_and_never_t
         expected = {
             "builder": (author, {"contents": "write", "issues": "write", "pull_requests": "write"}),
             "cicd": (author, {"contents": "write", "issues": "write", "pull_requests": "write", "workflows": "write"}),
-            "reviewer": (reviewer, {"contents": "read", "pull_requests": "write"}),
+            "reviewer": (reviewer, {"checks": "read", "contents": "read", "pull_requests": "write",
+                                    "statuses": "read"}),
             "thinker": (author, {"contents": "read", "issues": "write"}),
         }
         held: set[str] = set()

@@ -409,7 +409,7 @@ def test_the_identitys_token_is_the_agents_github_token_a_minted_one_its_own_wit
     assert {s.name: (s.value.reveal(), s.per_agent) for s in review.secrets} == {
         "GITHUB_TOKEN": ("ghs_minted_1", True), "KEY": ("key-0123456", False)}
     assert review.env["GITHUB_TOKEN_EXPIRES_AT"] == "2026-11-25T13:00:00Z"
-    assert minter.asked == [(7, {"contents": "read", "pull_requests": "write"})]
+    assert minter.asked == [(7, {"checks": "read", "contents": "read", "pull_requests": "write", "statuses": "read"})]
     # Without identities, today's agent secret as it is.
     plain = agent_launch(Spawn(reviewer_spec(), 1, "f-review-1"), AgentContext(FLEET, secrets=context.secrets))
     assert {s.name: s.value.reveal() for s in plain.secrets}["GITHUB_TOKEN"] == "ghp_shared_0123"

@@ -56,6 +56,8 @@ BUDGET_WINDOW = timedelta(hours=1)
 # The agent's GitHub token, as the secret file /run/secrets/GITHUB_TOKEN, and its expiry (not secret) beside it.
 GITHUB_TOKEN = "GITHUB_TOKEN"
 TOKEN_EXPIRY_VARIABLE = "GITHUB_TOKEN_EXPIRES_AT"
+# A role's env may name another agent secret as its token (docs/agents.md); an identity's token replaces it.
+TOKEN_SECRET_VARIABLE = "AGENT_GITHUB_TOKEN_SECRET"
 # Past this many doublings the wait is at its maximum anyway; capping the exponent keeps the arithmetic
 # finite however long a slot has been crashing.
 _MAX_DOUBLINGS = 32
@@ -310,6 +312,7 @@ def agent_launch(spawn: Spawn, context: AgentContext) -> AgentLaunch:
     secrets = agent_secrets(spawn.spec, context)
     credential = github_credential(spawn.spec, context)
     if credential is not None:  # the identity's token is the agent's GITHUB_TOKEN, whatever agentSecrets holds
+        env.pop(TOKEN_SECRET_VARIABLE, None)  # so the agent reads that one, not the secret a role's env named
         minted = credential.expires_at is not None
         secrets = (*(s for s in secrets if s.name != GITHUB_TOKEN),
                    AgentSecret(GITHUB_TOKEN, credential.token, per_agent=minted))
