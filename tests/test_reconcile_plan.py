@@ -410,6 +410,11 @@ def test_the_identitys_token_is_the_agents_github_token_a_minted_one_its_own_wit
         "GITHUB_TOKEN": ("ghs_minted_1", True), "KEY": ("key-0123456", False)}
     assert review.env["GITHUB_TOKEN_EXPIRES_AT"] == "2026-11-25T13:00:00Z"
     assert minter.asked == [(7, {"checks": "read", "contents": "read", "pull_requests": "write", "statuses": "read"})]
+    # A role's env naming another secret as its token gives way to the identity's GITHUB_TOKEN.
+    named = RoleSpec(spec("api", 1).role, "agent:1", env={"AGENT_GITHUB_TOKEN_SECRET": "OTHER_TOKEN", "X": "y"})
+    assert agent_launch(Spawn(named, 1, "f-api-1"), context).env.get("AGENT_GITHUB_TOKEN_SECRET") is None
+    without = agent_launch(Spawn(named, 1, "f-api-1"), AgentContext(FLEET))
+    assert without.env["AGENT_GITHUB_TOKEN_SECRET"] == "OTHER_TOKEN"
     # Without identities, today's agent secret as it is.
     plain = agent_launch(Spawn(reviewer_spec(), 1, "f-review-1"), AgentContext(FLEET, secrets=context.secrets))
     assert {s.name: s.value.reveal() for s in plain.secrets}["GITHUB_TOKEN"] == "ghp_shared_0123"
