@@ -16,13 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from coordinator.fleet import IDENTITY_NAME_PATTERN, MAX_AGENT_SECRET_BYTES, Mode, Role
-from coordinator.redact import MIN_SECRET_CHARS
-
-if TYPE_CHECKING:
-    from coordinator.settings import Secret
+from coordinator.redact import MIN_SECRET_CHARS, Secret
 
 # The identities a role uses unless it names one: reviewers apart from everyone else.
 AUTHOR = "author"

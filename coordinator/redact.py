@@ -141,3 +141,27 @@ def shown(value: object, *, url: bool = False, secrets: Iterable[str] = ()) -> s
             REDACTED + segment[segment.rfind("@"):] if "@" in segment else segment for segment in text.split("/")
         )
     return repr(_cut(text))
+
+
+class Secret:
+    """A string that never shows itself in repr, str or f-strings; `reveal()` is the only way out. Here, below the
+    settings, so that the identities the settings read can hold one too."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)

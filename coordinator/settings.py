@@ -53,6 +53,7 @@ from coordinator.identities import (
     shared_reviewer,
 )
 from coordinator.redact import MIN_SECRET_CHARS, scrub, shown
+from coordinator.redact import Secret as Secret  # where every module has taken it from
 from coordinator.values import (
     MAX_FLEET_ID_CHARS,
     ValueProblem,
@@ -175,29 +176,6 @@ MAX_IDENTITIES_FILE_BYTES = 1024 * 1024
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable. Exit code 2."""
-
-
-class Secret:
-    """A string that never shows itself in repr, str or f-strings; `reveal()` is the only way out."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
