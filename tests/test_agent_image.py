@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.machinery
-import importlib.util
 import io
 import json
 import os
@@ -294,11 +292,8 @@ def test_entrypoint_scrubs_secrets_from_what_the_cli_prints(servers: tuple[FakeG
 
 def test_the_agent_and_the_coordinator_agree_on_an_agent_secrets_bounds() -> None:
     # The image does not import the coordinator: each side declares the bounds, and they must be the same.
-    loader = importlib.machinery.SourceFileLoader("agent_entrypoint", str(ENTRYPOINT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    entrypoint = importlib.util.module_from_spec(spec)
-    loader.exec_module(entrypoint)
+    from tests.test_agent_modes import agent as entrypoint  # loaded once, registered as its dataclasses need
+
     assert entrypoint.MIN_SECRET_CHARS == MIN_SECRET_CHARS == 8
     assert entrypoint.MAX_SECRET_BYTES == MAX_AGENT_SECRET_BYTES
 
