@@ -619,9 +619,9 @@ BUILDER_DOES = ("sh", "-c", 'printf "Hello (#%s)\\n" "$AGENT_ISSUE_NUMBER" >> RE
 REVIEWER_SAYS = ("sh", "-c", 'printf "APPROVE\\nCorrect: the README says Hello.\\n" > "$AGENT_OUTBOX/review.md"')
 
 
-def _loop_role(key: str, mode: Mode, image: str, command: Sequence[str] | None, secret: str, count: int = 1,
+def _loop_role(key: str, mode: Mode, image: str, command: Sequence[str] | None, count: int = 1,
                **env: str) -> RoleSpec:
-    role = Role(key, key.title(), count, Department.ENGINEERING, mode, f"The {key} agent.", secrets=(secret,))
+    role = Role(key, key.title(), count, Department.ENGINEERING, mode, f"The {key} agent.")
     return RoleSpec(role, image=image, command=tuple(command) if command else None, env=env)
 
 
@@ -632,8 +632,9 @@ def test_the_whole_loop_by_real_cycles_issue_to_merge_and_one_revert_when_produc
 ) -> None:
     """Thinker -> issue for role:builder -> builder's pull request closing it -> the reviewer (another identity)
     approves at its head -> the next cycle merges it -> the issue is closed; then production answers 503 and the
-    Sentinel opens one revert pull request however many cycles run. Agents get their tokens as per-role agent
-    secrets (the reviewer's named by AGENT_GITHUB_TOKEN_SECRET)."""
+    Sentinel opens one revert pull request however many cycles run. Agents get their tokens from the fleet's two
+    GitHub identities (AGENT_IDENTITIES_FILE, as the stack's githubIdentities deploy it): the reviewer role acts
+    as `reviewer`, every other role as `author`, by their modes."""
     with FakeGitServer(token=AGENT_TOKEN, extra_tokens=(REVIEWER_TOKEN,)) as git, FakeGitHub(
         token=COORDINATOR_TOKEN, required_checks=("ci",), resolve_branch=git.head, merge_branch=git.squash,
         diff=git.diff, extra_tokens={AGENT_TOKEN: AGENT_LOGIN, REVIEWER_TOKEN: REVIEWER_LOGIN},
@@ -642,19 +643,18 @@ def test_the_whole_loop_by_real_cycles_issue_to_merge_and_one_revert_when_produc
     ) as github, production(200) as prod:
         def roster_file(thinkers: int) -> Path:
             return write_roster(tmp_path / "roster.json", [
-                _loop_role("thinker", Mode.THINKER, agent_image, THINKER_SAYS, "GITHUB_TOKEN", count=thinkers),
-                _loop_role("builder", Mode.TASK_DRIVEN, agent_image, BUILDER_DOES, "GITHUB_TOKEN"),
-                _loop_role("reviewer", Mode.REVIEWER, agent_image, REVIEWER_SAYS, "REVIEWER_TOKEN",
-                           AGENT_GITHUB_TOKEN_SECRET="REVIEWER_TOKEN"),
-                _loop_role("sentinel", Mode.SENTINEL, agent_image, None, "GITHUB_TOKEN", AGENT_HEALTH_RECHECK_S="1"),
+                _loop_role("thinker", Mode.THINKER, agent_image, THINKER_SAYS, count=thinkers),
+                _loop_role("builder", Mode.TASK_DRIVEN, agent_image, BUILDER_DOES),
+                _loop_role("reviewer", Mode.REVIEWER, agent_image, REVIEWER_SAYS),
+                _loop_role("sentinel", Mode.SENTINEL, agent_image, None, AGENT_HEALTH_RECHECK_S="1"),
             ])
 
         roster = roster_file(thinkers=1)
-        secrets_file = tmp_path / "agent-secrets.json"
-        secrets_file.write_text(json.dumps({"GITHUB_TOKEN": AGENT_TOKEN, "REVIEWER_TOKEN": REVIEWER_TOKEN}))
+        identities = tmp_path / "identities.json"
+        identities.write_text(json.dumps({"author": {"token": AGENT_TOKEN}, "reviewer": {"token": REVIEWER_TOKEN}}))
         env = cycle_env(
             fleet_id, roster, GITHUB_REPOSITORY=github.repository, GITHUB_TOKEN=COORDINATOR_TOKEN,
-            GITHUB_API_URL=github.api_url, GITHUB_SERVER_URL=git.url, AGENT_SECRETS_FILE=str(secrets_file),
+            GITHUB_API_URL=github.api_url, GITHUB_SERVER_URL=git.url, AGENT_IDENTITIES_FILE=str(identities),
             AGENT_NETWORK="host", REQUIRED_CHECKS="ci", HEALTH_URL=prod.url,
         )
 
