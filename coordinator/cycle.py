@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,7 @@ from typing import Protocol, TypeVar
 from coordinator import verdict
 from coordinator.deadline import DeadlineExceeded, run_with_deadline, seconds_left
 from coordinator.edges.production import check_health
-from coordinator.fleet import Mode, role_label
+from coordinator.fleet import Mode, RoleSpec, role_label
 from coordinator.identities import (
     COORDINATOR_PERMISSIONS,
     SHARED_ACCOUNTS_FILE,
@@ -50,6 +50,7 @@ from coordinator.report import (
     StepError,
     StepResult,
     StepStatus,
+    UnprovenAgent,
     to_dict,
 )
 from coordinator.runtime import AgentRuntime
@@ -294,17 +295,41 @@ def _judge(report: CycleReport) -> None:
     report.advice = verdict.advise(report)
 
 
-def _tally(report: CycleReport, settings: Settings, inventory: Inventory, log: EventLog) -> None:
+def role_tallies(roster: Sequence[RoleSpec], inventory: Inventory) -> dict[str, RoleTally]:
+    """Each role's tally as the inventory leaves it, before reconcile adds its spawns (`count_spawn`)."""
     alive = inventory.alive_by_role()
     idle = inventory.idle_exits_by_role()
-    for spec in settings.roster or ():
-        report.roles[spec.key] = RoleTally(
-            desired=spec.role.count, running=alive[spec.key], mode=spec.role.mode.value, idle_exits=idle[spec.key]
-        )
+    tallies = {
+        spec.key: RoleTally(desired=spec.role.count, running=alive[spec.key], mode=spec.role.mode.value,
+                            idle_exits=idle[spec.key])
+        for spec in roster
+    }
     # Roles removed from the roster whose agents still run: shown until they have exited.
-    for role in sorted(inventory.roles() - set(report.roles)):
+    for role in sorted(inventory.roles() - set(tallies)):
         if alive[role]:
-            report.roles[role] = RoleTally(desired=0, running=alive[role], idle_exits=idle[role])
+            tallies[role] = RoleTally(desired=0, running=alive[role], idle_exits=idle[role])
+    for agent in sorted(inventory.agents, key=lambda a: a.slot):
+        if agent.role in tallies and inventory.unproven(agent):
+            tallies[agent.role].unproven.append(UnprovenAgent(agent.slot, agent.crash_streak))
+    return tallies
+
+
+def count_spawn(tally: RoleTally, result: SpawnResult) -> None:
+    """A spawn's outcome into its role's tally. An agent spawned, by this cycle or a racing one, into a slot whose
+    agents crashed is unproven: the role does not count on it until it lives past the crash window."""
+    spawn = result.spawn
+    if result.outcome is SpawnOutcome.SPAWNED:
+        tally.spawned += 1
+    elif result.outcome is SpawnOutcome.TAKEN and not result.squatter:
+        tally.filled_by_other_cycle += 1
+    elif result.outcome is SpawnOutcome.FAILED:
+        tally.failed += 1
+    if spawn.crash_streak and result.outcome is not SpawnOutcome.FAILED and not result.squatter:
+        tally.unproven.append(UnprovenAgent(spawn.slot, spawn.crash_streak))
+
+
+def _tally(report: CycleReport, settings: Settings, inventory: Inventory, log: EventLog) -> None:
+    report.roles.update(role_tallies(settings.roster or (), inventory))
     for item in inventory.unreadable:
         report.unreadable.append(f"{item.name or item.id[:12]}: {item.reason}")
         log.emit("agent.unreadable", id=item.id[:12], name=item.name, reason=item.reason)
@@ -340,24 +365,20 @@ def _reconcile(
         log.emit("spawn.budget_exhausted", deferred=len(plan.deferred), budget=plan.budget)
     if dry_run:
         for spawn in plan.spawns:
-            report.roles[spawn.spec.key].spawned += 1
+            count_spawn(report.roles[spawn.spec.key], SpawnResult(spawn, SpawnOutcome.SPAWNED))
             log.emit("agent.would_spawn", role=spawn.spec.key, slot=spawn.slot, name=spawn.name)
         return plan
 
     def record(result: SpawnResult) -> None:
-        tally = report.roles[result.spawn.spec.key]
+        count_spawn(report.roles[result.spawn.spec.key], result)
         fields = {"role": result.spawn.spec.key, "slot": result.spawn.slot, "name": result.spawn.name}
         if result.outcome is SpawnOutcome.SPAWNED:
-            tally.spawned += 1
             log.emit("agent.spawned", **fields, id=(result.agent_id or "")[:12])
         elif result.outcome is SpawnOutcome.TAKEN:
             log.emit("agent.slot_taken", **fields, squatter=result.squatter)
             if result.squatter:
                 report.squatters.append(f"{result.spawn.name}: held by {result.squatter}")
-            else:
-                tally.filled_by_other_cycle += 1
         else:
-            tally.failed += 1
             log.emit("agent.spawn_failed", **fields, error=log.scrub(result.error or ""))
 
     context = AgentContext(

@@ -21,7 +21,9 @@ judges a role by. Counting only the inventory, taken before
 the cycle spawns, would show a role whose agents finish and are replaced every cycle as short at
 every cycle, and the alert on a role below its desired count for a sustained time would fire for a
 role that is kept full. Counted after the spawns, a role is short only when the cycle could not
-refill it: spawns failed, deferred by the spawn budget, or waiting out a crash-loop backoff. With
+refill it: spawns failed, deferred by the spawn budget, or a crash loop (a slot waiting out its
+backoff, or holding an agent that follows a crash and has not yet lived past the crash window: such
+an agent has likely exited already, and is not counted). With
 agents that keep running, it is the number of agents running: the inventory's count once the fleet
 is full, and the spawned ones on the first cycle.
 

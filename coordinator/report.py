@@ -72,6 +72,16 @@ class SlotWait:
     crashes: int
 
 
+@dataclass(frozen=True)
+class UnprovenAgent:
+    """A crash-looping slot's agent, running or just spawned, that has not yet lived past the crash window
+    (`coordinator.steps.inventory.CRASH_WINDOW_S`): its `crashes` predecessors crashed in a row. The role does
+    not count on it: the slot is short, and the role degraded, until one of its agents lives past the window."""
+
+    slot: int
+    crashes: int
+
+
 @dataclass
 class RoleTally:
     desired: int
@@ -88,11 +98,21 @@ class RoleTally:
     # Slots this cycle found empty and went to fill, but a cycle running beside it filled first with the
     # slot's own agent (409 on the name, not a squatter): present, though neither found nor spawned here.
     filled_by_other_cycle: int = 0
+    # Of those found running, spawned or filled by a racing cycle: the agents of crash-looping slots that have
+    # not yet lived past the crash window. An agent spawned into a crash loop is likely gone already.
+    unproven: list[UnprovenAgent] = field(default_factory=list)
 
     @property
     def present(self) -> int:
-        """The role's agents as the cycle left them: found running, spawned, or filled by a racing cycle."""
-        return self.running + self.spawned + self.filled_by_other_cycle
+        """The role's agents as the cycle left them, those it can count on: found running, spawned, or filled by
+        a racing cycle, less the unproven agents of crash-looping slots."""
+        return self.running + self.spawned + self.filled_by_other_cycle - len(self.unproven)
+
+    @property
+    def crash_looping(self) -> list[tuple[int, int]]:
+        """(slot, crashes in a row) of every slot in a crash loop: waiting out its backoff, or holding an
+        unproven agent."""
+        return sorted([(w.slot, w.crashes) for w in self.waiting] + [(u.slot, u.crashes) for u in self.unproven])
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,16 @@ def findings(report: CycleReport) -> list[Finding]:
         present = tally.present
         if tally.desired > 0 and present < tally.desired * WELL_BELOW_DESIRED_RATIO:
             degraded.append(f"{key}: {present} of {tally.desired} agents")
+        # A crash loop degrades its role on every cycle, whether the slot waits out its backoff or holds an agent
+        # just respawned into it, until one of its agents lives past the crash window: otherwise the verdict
+        # would alternate with the backoff and no sustained alert would ever fire.
+        if looping := tally.crash_looping:
+            slots = ", ".join(str(slot) for slot, _ in looping)
+            most = max(crashes for _, crashes in looping)
+            degraded.append(
+                f"{key}: crash loop in slot{'s' if len(looping) > 1 else ''} {slots} "
+                f"({'up to ' if len(looping) > 1 else ''}{most} crash{'es' if most > 1 else ''} in a row)"
+            )
 
     # A slot held by something that is not the fleet's agent stays empty until a person removes the holder:
     # a silent, permanent shortfall unless the verdict says so.

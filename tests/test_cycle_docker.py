@@ -137,6 +137,35 @@ def test_bad_configuration_exits_2_naming_the_variable(fleet) -> None:  # type: 
     assert run.stdout == ""
 
 
+def test_a_crash_loop_on_the_engine_is_degraded_on_every_cycle_until_an_agent_lives(tmp_path, base_image,
+                                                                                   docker_client, fleet_id) -> None:
+    # Real containers that exit 3 at once, cycle after cycle: whether the slot waits out its backoff or its agent
+    # was just respawned, the role is degraded and the slot short (agent_fleet_agents_running reads `present`);
+    # the verdict never flaps back to healthy. (The backoff's arithmetic: tests/test_cycle_behaviour.py.)
+    specs = [role_spec("flaky", 1, base_image, command=("sh", "-c", "exit 3"))]
+    env = cycle_env(fleet_id, write_roster(tmp_path / "roster.json", specs), AGENT_CRASH_BACKOFF_S="2")
+    name = f"{fleet_id}-flaky-1"
+
+    def exited() -> bool:
+        return bool(docker_client.containers.get(name).status == "exited")
+
+    def crash_looping(report: dict) -> bool:  # type: ignore[type-arg]
+        return (report["verdict"] == "degraded" and report["roles"]["flaky"]["present"] == 0
+                and any(r.startswith("flaky: crash loop in slot 1 (") for r in report["verdict_reasons"]))
+
+    first = run_cycle(env)
+    assert first.events("agent.spawned") and first.report["verdict"] == "healthy"  # nothing has crashed yet
+    kinds = []
+    for _ in range(3):  # backoffs of 0, 2 and 4 s
+        wait_until(exited)
+        report = run_cycle(env).report
+        kinds.append("respawned" if report["roles"]["flaky"]["spawned"] else "waiting")
+        assert crash_looping(report), report["verdict_reasons"]
+        if report["roles"]["flaky"]["waiting"]:
+            wait_until(lambda: run_cycle(env).report["roles"]["flaky"]["spawned"] == 1, timeout=30, interval=0.5)
+    assert "respawned" in kinds and "waiting" in kinds
+
+
 def test_plan_changes_nothing_and_prints_text_on_a_terminal_and_json_through_a_pipe(  # type: ignore[no-untyped-def]
     fleet, docker_client, fleet_id
 ) -> None:

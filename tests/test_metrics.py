@@ -28,6 +28,7 @@ from coordinator.report import (
     StepError,
     StepResult,
     StepStatus,
+    UnprovenAgent,
     Verdict,
     to_dict,
 )
@@ -262,14 +263,16 @@ def test_agents_running_counts_the_agents_the_cycle_left_running_spawned_ones_in
                                    waiting=[SlotWait(slot=3, until=T0, crashes=2)]),
         # Removed from the roster, its last agent still at work: shown until it exits.
         "legacy": RoleTally(desired=0, running=1),
+        # A crash loop: the agent respawned into slot 1 after two crashes is likely gone already; not counted.
+        "flaky": RoleTally(desired=1, running=0, spawned=1, unproven=[UnprovenAgent(slot=1, crashes=2)]),
     }))
 
     samples = scrape(server)
     running = {s.labels["role"]: s.value for s in samples["agent_fleet_agents_running"]}
     desired = {s.labels["role"]: s.value for s in samples["agent_fleet_agents_desired"]}
-    assert running == {"coder": 3, "tester": 2, "sentinel": 2, "code_reviewer": 1, "legacy": 1}
-    assert desired == {"coder": 3, "tester": 2, "sentinel": 2, "code_reviewer": 4, "legacy": 0}
-    assert [role for role in running if running[role] < desired[role]] == ["code_reviewer"]
+    assert running == {"coder": 3, "tester": 2, "sentinel": 2, "code_reviewer": 1, "legacy": 1, "flaky": 0}
+    assert desired == {"coder": 3, "tester": 2, "sentinel": 2, "code_reviewer": 4, "legacy": 0, "flaky": 1}
+    assert [role for role in running if running[role] < desired[role]] == ["code_reviewer", "flaky"]
 
 
 def test_a_role_gone_from_the_report_disappears(metrics: FleetMetrics, server: MetricsServer) -> None:

@@ -13,9 +13,11 @@ from coordinator.report import (
     HealthStatus,
     MergeReport,
     RoleTally,
+    SlotWait,
     StepError,
     StepResult,
     StepStatus,
+    UnprovenAgent,
     Verdict,
 )
 from coordinator.verdict import (
@@ -154,6 +156,28 @@ def test_a_role_with_none_of_its_single_agent_is_degraded() -> None:
     report = cycle(tallies=tallies)
     assert judge(report) is Verdict.DEGRADED
     assert [f.reason for f in findings(report)] == ["sentinel: 0 of 1 agents"]
+
+
+@pytest.mark.parametrize(
+    ("tally", "reason"),
+    [
+        # 3 of 4 is near enough by the ratio, but slot 4 waits out a crash backoff.
+        (RoleTally(desired=4, running=3, waiting=[SlotWait(4, datetime(2025, 1, 1, 12, 2, tzinfo=UTC), 2)]),
+         "code_reviewer: crash loop in slot 4 (2 crashes in a row)"),
+        # Respawned after one crash: not counted on (3 of 4 present) until it lives past the crash window.
+        (RoleTally(desired=4, running=3, spawned=1, unproven=[UnprovenAgent(2, 1)]),
+         "code_reviewer: crash loop in slot 2 (1 crash in a row)"),
+        (RoleTally(desired=4, running=3, unproven=[UnprovenAgent(1, 3)],
+                   waiting=[SlotWait(3, datetime(2025, 1, 1, 12, 2, tzinfo=UTC), 5)]),
+         "code_reviewer: crash loop in slots 1, 3 (up to 5 crashes in a row)"),
+    ],
+)
+def test_a_crash_looping_slot_degrades_its_role_whether_it_waits_or_was_just_respawned(
+    tally: RoleTally, reason: str
+) -> None:
+    report = cycle(tallies=roles(code_reviewer=vars(tally)))
+    assert judge(report) is Verdict.DEGRADED
+    assert reason in [f.reason for f in findings(report)]
 
 
 def test_review_queue_over_the_limit_degrades_and_advises_more_reviewers() -> None:

@@ -61,6 +61,14 @@ class Inventory:
         since = agent.lost_since if agent.lost_since is not None else agent.created_at
         return self.taken_at - since >= self.node_lost_after
 
+    def unproven(self, agent: AgentRecord) -> bool:
+        """Counts as running, but follows a crash of its slot and has not yet lived past the crash window."""
+        if agent.crash_streak == 0 or not self.counts_as_running(agent):
+            return False
+        if agent.started_at is None or self.taken_at is None:
+            return True
+        return (self.taken_at - agent.started_at).total_seconds() < CRASH_WINDOW_S
+
     def alive_by_role(self) -> Counter[str]:
         return Counter(agent.role for agent in self.agents if self.counts_as_running(agent))
 
