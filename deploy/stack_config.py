@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from coordinator import cron
 from coordinator.fleet import (
@@ -113,6 +114,13 @@ SECRET_KEYS = ("githubToken", "githubApp", "githubIdentities", "agentSecrets", "
 KNOWN_KEYS = (*CONFIG_KEYS, *SECRET_KEYS)
 # Keys whose values are URLs: an error quotes them without userinfo, query or fragment at all.
 URL_KEYS = frozenset({"healthUrl", "githubApiUrl", "dockerHost"})
+
+
+# The documentation's example values (README, Pulumi.prod.yaml's comments). Deployed as they stand, the fleet would
+# work on a repository that is not the user's and judge production by a host that never answers: refused by name.
+EXAMPLE_REPOSITORIES = frozenset({"acme/webapp", "owner/name"})
+# Domains reserved for documentation (RFC 2606, RFC 6761): no production answers on them, or under them.
+EXAMPLE_DOMAINS = ("example.com", "example.net", "example.org", "example")
 
 
 class StackConfigError(ValueError):
@@ -515,12 +523,29 @@ def parse_stack_config(
     known = [role.key for role in roster]
     repository = _read(raw, "repository", parse_repository, None)
     if repository is None:
-        raise _error("repository", None, "set it with `pulumi config set repository owner/name`")
+        raise StackConfigError(
+            f"{NAMESPACE}:repository is not set: set the repository the fleet works on with "
+            "`pulumi config set repository OWNER/NAME`"
+        )
+    if repository.lower() in EXAMPLE_REPOSITORIES:
+        raise _error(
+            "repository", repository,
+            "that is the documentation's example, not your repository; set the repository the fleet works on with "
+            "`pulumi config set repository OWNER/NAME`",
+        )
+    health_url = _read(raw, "healthUrl", partial(parse_url, example="https://YOUR-PRODUCTION-HOST/healthz"), None)
+    if health_url is not None and _example_host(health_url):
+        raise _error(
+            "healthUrl", health_url,
+            "its host is a documentation example (example.com, .net, .org are reserved: nothing answers there); set "
+            "your production's URL with `pulumi config set healthUrl https://HOST/PATH`, or skip the health check "
+            "with `pulumi config rm healthUrl`",
+        )
     counts = _counts(raw, known)
     config = StackConfig(
         repository=repository,
         schedule=_read(raw, "schedule", cron.validate, DEFAULT_SCHEDULE),
-        health_url=_read(raw, "healthUrl", partial(parse_url, example="https://example.com/healthz"), None),
+        health_url=health_url,
         agent_image=_read(raw, "agentImage", partial(parse_image, example="ghcr.io/acme/agent:1"), None),
         images=_images(raw, known),
         counts=counts,
@@ -614,6 +639,11 @@ def coordinator_credential_warning(config: StackConfig) -> str | None:
         "contents and pull requests write, checks, statuses and issues read), or a token under "
         f"githubIdentities.{COORDINATOR_IDENTITY}.token (docs/operations.md)"
     )
+
+
+def _example_host(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    return any(host == domain or host.endswith("." + domain) for domain in EXAMPLE_DOMAINS)
 
 
 def _check_registry(config: StackConfig) -> None:

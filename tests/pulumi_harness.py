@@ -47,8 +47,8 @@ def image_ref(image_name: str, pushed: bool) -> str:
     return f"{repository}@{image_digest(image_name)}" if pushed else image_digest(image_name)
 
 BASE_CONFIG: dict[str, str] = {
-    "repository": "acme/webapp",
-    "healthUrl": "https://webapp.example.com/healthz",
+    "repository": "acme/shop",
+    "healthUrl": "https://shop.acme.test/healthz",
     "requiredChecks": '["test", "lint"]',
 }
 

@@ -202,12 +202,12 @@ def test_each_role_has_its_label_with_the_brief_as_description(run: ProgramRun) 
     labels = {r.inputs["name"]: r for r in run.of_type(LABEL)}
     for role in ROSTER:
         label = labels[f"role:{role.key}"]
-        assert label.inputs["repository"] == "webapp"
+        assert label.inputs["repository"] == "shop"
         description = label.inputs["description"]
         assert 0 < len(description) <= 100
         assert role.brief.startswith(description.rstrip("…").rstrip("."))
         assert label.parent.endswith(f"{ROLE}::{role.key}")
-    assert labels["do-not-merge"].inputs["repository"] == "webapp"
+    assert labels["do-not-merge"].inputs["repository"] == "shop"
     assert len(labels) == len(ROSTER) + 1
 
 
@@ -384,11 +384,11 @@ def test_container_environment_is_the_runtime_contract(mode: tuple[str, bool], r
         "FLEET_RUNTIME": mode[0],
         "FLEET_ROSTER_FILE": ROSTER_FILE,
         "COORDINATOR_SCHEDULE": "*/5 * * * *",
-        "GITHUB_REPOSITORY": "acme/webapp",
+        "GITHUB_REPOSITORY": "acme/shop",
         "GITHUB_TOKEN_FILE": GITHUB_TOKEN_FILE,
         "REQUIRED_CHECKS": "test,lint",
         "MERGE_REQUIRE_UP_TO_DATE": "false",
-        "HEALTH_URL": "https://webapp.example.com/healthz",
+        "HEALTH_URL": "https://shop.acme.test/healthz",
         # The limits the program checked the roster against, so the coordinator enforces the same ones.
         "FLEET_MAX_AGENTS_PER_ROLE": "100",
         "FLEET_MAX_AGENTS": "500",
@@ -571,7 +571,7 @@ def test_one_engine_with_a_registry_pushes_there() -> None:
 
 def test_default_branch_ruleset_requires_review_and_checks(run: ProgramRun) -> None:
     ruleset = run.one(RULESET).inputs
-    assert ruleset["repository"] == "webapp" and ruleset["target"] == "branch"
+    assert ruleset["repository"] == "shop" and ruleset["target"] == "branch"
     assert ruleset["enforcement"] == "active" and ruleset["name"] == "agent-fleet (agent-fleet-prod)"
     assert ruleset["conditions"]["refName"]["includes"] == ["~DEFAULT_BRANCH"]
     pull_request = ruleset["rules"]["pullRequest"]
@@ -705,9 +705,16 @@ def test_optional_settings_reach_providers_and_environment(runtime: str) -> None
         ({"schedule": "5 minutes"}, "agent-fleet:schedule is '5 minutes'"),
         ({"schedule": "0 0 30 2 *"}, "agent-fleet:schedule is '0 0 30 2 *': it never fires"),
         ({"counts": '{"sentinel": 1, "sentinel": 2}'}, "has the key 'sentinel' twice"),
+        # The documentation's examples (Pulumi.prod.yaml used to deploy them): never a user's repository or host.
+        ({"repository": "acme/webapp"}, "agent-fleet:repository is 'acme/webapp': that is the documentation's "
+         "example, not your repository; set the repository the fleet works on with `pulumi config set repository"),
+        ({"healthUrl": "https://webapp.example.com/healthz"}, "agent-fleet:healthUrl is "
+         "'https://webapp.example.com/healthz': its host is a documentation example"),
+        ({"repository": None}, "agent-fleet:repository is not set: set the repository the fleet works on with "
+         "`pulumi config set repository OWNER/NAME`"),
     ],
 )
-def test_bad_config_is_refused_before_any_resource(config: dict[str, str], message: str) -> None:
+def test_bad_config_is_refused_before_any_resource(config: dict[str, str | None], message: str) -> None:
     with pytest.raises(ProgramFailed) as failed:
         run_program(config=config)
     assert isinstance(failed.value.error, pulumi.RunError)

@@ -52,7 +52,7 @@ from roster import ROSTER
 from tests.docker_sdk_spec import SwarmObject, create_kwargs, service_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
-MINIMAL = {"repository": "acme/webapp"}
+MINIMAL = {"repository": "acme/shop"}
 
 
 BUILT = "sha256:0123456789abcdef"  # what the program's agent image build gives, in these tests
@@ -64,7 +64,7 @@ def parse(**raw: str) -> StackConfig:
 
 def test_minimal_config_takes_the_defaults() -> None:
     config = parse_stack_config(MINIMAL, ROSTER)
-    assert (config.owner, config.repository_name) == ("acme", "webapp")
+    assert (config.owner, config.repository_name) == ("acme", "shop")
     assert config.schedule == "*/5 * * * *" and config.agent_image is None  # None: the program builds it
     assert config.health_url is None and config.docker_host is None and config.counts == {}
     assert config.runtime == "docker" and config.registry is None and config.metrics_port == DEFAULT_METRICS_PORT
@@ -90,7 +90,7 @@ def test_empty_strings_mean_unset_as_the_project_defaults_give_them() -> None:
         ({"images": '{"ui_builder": ""}'}, "agent-fleet:images.ui_builder", "''"),
         ({"repository": "webapp"}, "agent-fleet:repository", "'webapp'"),
         ({"repository": "acme/web/app"}, "agent-fleet:repository", "'acme/web/app'"),
-        ({"repository": ""}, "agent-fleet:repository", "None"),
+        ({"repository": ""}, "agent-fleet:repository", "not set"),
         ({"schedule": "every 5 minutes"}, "agent-fleet:schedule", "'every 5 minutes'"),
         ({"schedule": "*/5 * * *"}, "agent-fleet:schedule", "'*/5 * * *'"),
         ({"schedule": "0 0 30 2 *"}, "agent-fleet:schedule", "'0 0 30 2 *'"),
@@ -355,7 +355,7 @@ def test_unknown_keys_are_refused_naming_the_nearest(keys: list[str], message: s
 
 
 def test_container_spec_sets_the_runtime_settings_and_no_secret() -> None:
-    config = parse(healthUrl="https://w.example.com/", requiredChecks='["test", "lint"]',
+    config = parse(healthUrl="https://w.acme.test/", requiredChecks='["test", "lint"]',
                    githubApiUrl="https://ghe.example.com/api/v3", maxSpawnsPerHour="30", agentNetwork="fleet")
     spec = coordinator_spec(fleet_id="agent-fleet-prod", config=config)
     assert set(spec.env) <= set(settings.VARIABLES)
@@ -407,7 +407,7 @@ def test_service_spec_is_the_same_coordinator_on_a_manager_with_its_files_as_swa
 def test_the_runtime_reads_back_what_the_spec_sets(tmp_path: Path) -> None:
     """The container's environment and files, as the runtime's own settings loader reads them."""
     present = SecretsPresent(agent_secrets=("GITHUB_TOKEN",), identities=(("author", "token"), ("reviewer", "token")))
-    config = parse_stack_config({**MINIMAL, "counts": '{"code_reviewer": 6}', "healthUrl": "https://w.example.com/"},
+    config = parse_stack_config({**MINIMAL, "counts": '{"code_reviewer": 6}', "healthUrl": "https://w.acme.test/"},
                                 ROSTER, present)
     roster = resolve_roster(ROSTER, config, built_agent_image=BUILT)
     spec = coordinator_spec(fleet_id="agent-fleet-prod", config=config)
@@ -498,12 +498,25 @@ def test_project_defaults_parse_to_the_programs_defaults() -> None:
     assert parse_stack_config({**defaults, **MINIMAL}, ROSTER) == parse_stack_config(MINIMAL, ROSTER)
 
 
-def test_prod_stack_is_valid_and_holds_no_token() -> None:
-    values = {key.removeprefix("agent-fleet:"): value for key, value in PROD["config"].items()}
-    assert "githubToken" not in values
+def test_prod_stack_sets_nothing_that_deploys_and_its_examples_are_valid_settings() -> None:
+    # As shipped, the stack sets nothing: the program's refusal of a missing repository is what the user meets.
+    assert PROD["config"] == {}
+    with pytest.raises(StackConfigError) as refused:
+        parse_stack_config({}, ROSTER)
+    assert str(refused.value) == (
+        "agent-fleet:repository is not set: set the repository the fleet works on with "
+        "`pulumi config set repository OWNER/NAME`"
+    )
+    # Every commented example, uncommented, is a setting the program takes (and none holds a secret's value).
+    text = (ROOT / "Pulumi.prod.yaml").read_text()
+    commented = [line.split("#", 1)[1][1:].split("  #")[0] for line in text.splitlines() if line.strip()[:1] == "#"]
+    examples = "\n".join(line for line in commented if re.match(r"agent-fleet:|  +- |  +[a-z_]+: ", line))
+    values = {key.removeprefix("agent-fleet:"): value for key, value in yaml.safe_load(examples).items()}
+    assert {"healthUrl", "requiredChecks", "counts", "runtime", "registry"} <= set(values)
+    assert not set(values) & set(SECRET_KEYS)
     raw = {key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
-    config = parse_stack_config(raw, ROSTER)
-    assert config.repository == "acme/webapp" and config.required_checks == ("test", "lint")
+    config = parse_stack_config({**raw, **MINIMAL}, ROSTER, SecretsPresent(registry_password=True))
+    assert config.required_checks == ("test", "lint") and config.counts == {"code_reviewer": 6}
 
 
 def test_merge_queue_and_up_to_date_settings() -> None:
@@ -523,3 +536,30 @@ def test_a_queue_or_a_strict_policy_without_required_checks_is_warned_about() ->
     assert warnings[0].startswith("agent-fleet:mergeQueue is on but agent-fleet:requiredChecks is empty")
     assert "merge_group" in warnings[0]
     assert warnings[1].startswith("agent-fleet:requireUpToDate is on but agent-fleet:requiredChecks is empty")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"repository": "acme/webapp"},
+         "agent-fleet:repository is 'acme/webapp': that is the documentation's example, not your repository; set the "
+         "repository the fleet works on with `pulumi config set repository OWNER/NAME`"),
+        ({"repository": "Owner/Name"}, "agent-fleet:repository is 'Owner/Name': that is the documentation's example"),
+        ({**MINIMAL, "healthUrl": "https://webapp.example.com/healthz"},
+         "agent-fleet:healthUrl is 'https://webapp.example.com/healthz': its host is a documentation example "
+         "(example.com, .net, .org are reserved: nothing answers there); set your production's URL with "
+         "`pulumi config set healthUrl https://HOST/PATH`, or skip the health check with `pulumi config rm healthUrl`"),
+        ({**MINIMAL, "healthUrl": "http://EXAMPLE.org./up"}, "agent-fleet:healthUrl is 'http://EXAMPLE.org./up': its "
+         "host is a documentation example"),
+        ({**MINIMAL, "healthUrl": "https://shop.example/healthz"}, "its host is a documentation example"),
+    ],
+)
+def test_the_documentations_example_values_are_refused_naming_the_fix(raw: dict[str, str], message: str) -> None:
+    with pytest.raises(StackConfigError) as refused:
+        parse_stack_config(raw, ROSTER)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["https://example.company.com/healthz", "https://notexample.com/", "https://shop.test/"])
+def test_hosts_that_only_resemble_the_examples_are_taken(url: str) -> None:
+    assert parse_stack_config({**MINIMAL, "healthUrl": url}, ROSTER).health_url == url
