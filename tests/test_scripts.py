@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import pty
 import re
 import shutil
 import subprocess
@@ -35,7 +38,8 @@ def test_up_without_the_pulumi_cli_stops_with_the_way_to_install_it(tmp_path: Pa
 
 
 def test_scripts_are_executable() -> None:
-    for script in ("scripts/up", "scripts/test", "scripts/docker-engine", "scripts/base-image", ".ci/run"):
+    for script in ("scripts/up", "scripts/test", "scripts/virtualenv", "scripts/docker-engine", "scripts/base-image",
+                   ".ci/run"):
         assert os.access(ROOT / script, os.X_OK), script
 
 
@@ -60,3 +64,143 @@ def test_base_image_stands_in_for_an_image_that_cannot_be_pulled_knowing_nothing
     assert proc.stdout.strip() == stand_in
     assert "scripts/base-image: cannot pull agent-fleet-test/no-such-python:never (" in proc.stderr
     assert re.search(rf"using a stand-in built from Debian \w+'s packages: {re.escape(stand_in)}$", proc.stderr, re.M)
+
+
+# --- scripts/up on a fresh clone, its Pulumi calls made by a recording stand-in (this test's only) --------------
+
+# Models what scripts/up relies on: `stack select` fails without the file backend's folder (Pulumi cannot open the
+# bucket), `config` needs a selected stack, `config get` of an unset key fails with Pulumi's own message, and
+# `config set` without a value reads it from stdin (Pulumi prompts on a terminal).
+PULUMI_STAND_IN = r"""#!/usr/bin/env bash
+set -u
+calls="$STAND_IN_STATE/calls"; config="$STAND_IN_STATE/config"
+echo "$*" >>"$calls"
+case "$1" in
+  stack)
+    if [ ! -d .pulumi-state ]; then
+      echo "error: could not open bucket file://./.pulumi-state: no such file or directory" >&2; exit 255
+    fi
+    [ -x .venv/bin/python ] || { echo "error: the virtualenv .venv does not exist" >&2; exit 255; }
+    touch "$STAND_IN_STATE/stack"; exit 0 ;;
+  config)
+    [ -e "$STAND_IN_STATE/stack" ] || { echo "error: no stack selected" >&2; exit 255; }
+    verb=$2; shift 2; words=()
+    for word in "$@"; do case $word in --secret|--path) ;; *) words+=("$word") ;; esac; done
+    key=${words[0]}
+    case $verb in
+      get)
+        line=$(grep -m1 "^$key=" "$config" 2>/dev/null) && { echo "${line#*=}"; exit 0; }
+        echo "error: configuration key 'agent-fleet:$key' not found for stack 'prod'" >&2; exit 255 ;;
+      set)
+        value=${words[1]-}; [ -n "$value" ] || read -r value
+        echo "$key=$value" >>"$config"; exit 0 ;;
+    esac ;;
+  up) exit 0 ;;
+esac
+echo "stand-in: unexpected call: $*" >&2; exit 99
+"""
+
+
+def fresh_clone(tmp_path: Path, *, installed: bool = True) -> Path:
+    """The working tree's files as a fresh clone has them (nothing git ignores: no .venv, no .pulumi-state).
+    `installed`: a virtualenv whose dependencies are current, as scripts/virtualenv leaves it (installing them for
+    real takes minutes)."""
+    clone = tmp_path / "clone"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    if installed:
+        subprocess.run(["python3", "-m", "venv", "--without-pip", str(clone / ".venv")], check=True)
+        digest = hashlib.sha256((clone / "pyproject.toml").read_bytes()).hexdigest()
+        (clone / ".venv" / ".agent-fleet-installed").write_text(digest + "\n")
+    return clone
+
+
+def stand_in_env(tmp_path: Path, settings: dict[str, str] | None = None) -> dict[str, str]:
+    bin_dir, state = tmp_path / "bin", tmp_path / "stand-in"
+    bin_dir.mkdir()
+    state.mkdir()
+    (bin_dir / "pulumi").write_text(PULUMI_STAND_IN)
+    (bin_dir / "pulumi").chmod(0o755)
+    (state / "config").write_text("".join(f"{key}={value}\n" for key, value in (settings or {}).items()))
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), "STAND_IN_STATE": str(state),
+            "PULUMI_CONFIG_PASSPHRASE": "test-passphrase"}
+
+
+def calls(tmp_path: Path) -> list[str]:
+    path = tmp_path / "stand-in" / "calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_up_on_a_fresh_clone_makes_the_state_folder_and_the_stack_then_refuses_the_missing_settings(
+    tmp_path: Path,
+) -> None:
+    clone = fresh_clone(tmp_path)
+    proc = subprocess.run(["scripts/up"], cwd=clone, env=stand_in_env(tmp_path), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    # The stack was created (the stand-in refuses without the backend's folder or the virtualenv), then both
+    # missing settings are named at once, each with its command; nothing was deployed.
+    assert calls(tmp_path) == ["stack select --create prod", "config get repository", "config get githubToken"]
+    assert (clone / ".pulumi-state").is_dir()
+    assert proc.stderr.splitlines()[-3:] == [
+        "scripts/up: stack prod lacks required settings; set them, then run scripts/up again:",
+        "  repository, the repository the fleet works on: pulumi config set repository OWNER/NAME",
+        "  githubToken, the coordinator's GitHub token: pulumi config set --secret githubToken",
+    ]
+
+
+def test_up_with_the_settings_in_place_deploys_passing_its_arguments_on(tmp_path: Path) -> None:
+    clone = fresh_clone(tmp_path)
+    env = stand_in_env(tmp_path, {"repository": "acme/shop", "githubToken": "t", "agentImage": "ghcr.io/acme/a:1"})
+    proc = subprocess.run(["scripts/up", "--yes"], cwd=clone, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert calls(tmp_path) == ["stack select --create prod", "config get repository", "config get githubToken",
+                               "config get agentImage", "config get agentImage", "up --yes"]
+
+
+def test_up_on_a_terminal_asks_for_each_missing_setting(tmp_path: Path) -> None:
+    clone = fresh_clone(tmp_path)
+    env = stand_in_env(tmp_path)
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(["scripts/up"], cwd=clone, env=env, stdin=terminal, stdout=terminal, stderr=terminal) as up:
+        os.close(terminal)
+        os.write(controller, b"acme/shop\ncoordinator-token\nagents-token\nmodel-key\n")
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once the script has ended and the terminal is gone
+            while chunk := os.read(controller, 4096):
+                shown += chunk
+        assert up.wait(timeout=60) == 0, shown.decode()
+    os.close(controller)
+    assert "the repository the fleet works on (OWNER/NAME)" in shown.decode()
+    assert calls(tmp_path) == [
+        "stack select --create prod",
+        "config get repository", "config set repository acme/shop",
+        "config get githubToken", "config set --secret githubToken",
+        "config get agentImage",
+        "config get --path agentSecrets.GITHUB_TOKEN", "config set --secret --path agentSecrets.GITHUB_TOKEN",
+        "config get --path agentSecrets.ANTHROPIC_API_KEY", "config set --secret --path agentSecrets.ANTHROPIC_API_KEY",
+        "up",
+    ]
+    assert (tmp_path / "stand-in" / "config").read_text().splitlines() == [
+        "repository=acme/shop", "githubToken=coordinator-token", "agentSecrets.GITHUB_TOKEN=agents-token",
+        "agentSecrets.ANTHROPIC_API_KEY=model-key",
+    ]
+
+
+def test_up_after_a_pull_that_changed_the_dependencies_installs_them_before_any_pulumi_call(tmp_path: Path) -> None:
+    # A bare `pulumi up` would run the program against the old dependencies; scripts/up installs first. (This
+    # virtualenv has no pip, so the install fails at once: what matters is that it is tried, before Pulumi.)
+    clone = fresh_clone(tmp_path)
+    with (clone / "pyproject.toml").open("a") as pyproject:
+        pyproject.write("# a dependency changed\n")
+    env = stand_in_env(tmp_path, {"repository": "acme/shop", "githubToken": "t"})
+    proc = subprocess.run(["scripts/up"], cwd=clone, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "scripts/virtualenv: installing the project and its dependencies into .venv" in proc.stderr
+    assert calls(tmp_path) == []

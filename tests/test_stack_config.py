@@ -439,7 +439,7 @@ PROD = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
 
 def test_project_file_names_runtime_backend_and_description() -> None:
     assert PROJECT["name"] == "agent-fleet" and PROJECT["description"]
-    assert PROJECT["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": "venv"}}
+    assert PROJECT["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": ".venv"}}
     assert PROJECT["backend"]["url"].startswith("file://")
 
 
