@@ -25,6 +25,7 @@ from deploy.coordinator_spec import Source, coordinator_spec
 from deploy.pulumi_config import current_fleet_id, load_stack_config, stack_secrets
 from deploy.stack_config import (
     coordinator_credential_warning,
+    deploy_summary,
     merge_policy_warnings,
     reference_secret_warnings,
     resolve_roster,
@@ -67,6 +68,8 @@ for warning in [*reference_secret_warnings(ROSTER, config), *merge_policy_warnin
     pulumi.log.warn(warning)
 if (credential_warning := coordinator_credential_warning(config)) is not None:
     pulumi.log.warn(credential_warning)
+ruleset_name = f"agent-fleet ({fleet_id})"
+pulumi.log.info(deploy_summary(ROSTER, config, ruleset_name))
 
 for role in ROSTER:
     image = role_image(role, config) or agent_image
@@ -78,7 +81,7 @@ RepositorySettings(
     "repository",
     RepositorySettingsArgs(
         repository=config.repository_name,
-        ruleset_name=f"agent-fleet ({fleet_id})",
+        ruleset_name=ruleset_name,
         required_checks=config.required_checks,
         merge_queue=config.merge_queue_limits if config.merge_queue else None,
         require_up_to_date=config.require_up_to_date,

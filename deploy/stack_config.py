@@ -81,6 +81,10 @@ MAX_PORT = 65535
 # `docker build`; a test keeps the two equal.
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 DEFAULT_HEALTHCHECK_INTERVAL_SECONDS = 60
+# The starter cap on spawns per rolling hour (maxSpawnsPerHour; 0 lifts it). Each spawn is a model session that
+# costs money, and without a cap the first cycle starts the whole roster at once. 25 is one agent for each role of
+# the shipped roster: the first cycle starts that (the budget goes to the lowest slots first), the rest wait.
+DEFAULT_MAX_SPAWNS_PER_HOUR = 25
 MAX_HEALTHCHECK_INTERVAL_SECONDS = 3600
 
 # Every key of the namespace this module reads, as `pulumi config set <key>` spells it.
@@ -183,7 +187,7 @@ class StackConfig:
     docker_host: str | None = None
     github_api_url: str | None = None
     base_image: str = DEFAULT_BASE_IMAGE
-    max_spawns_per_hour: int | None = None
+    max_spawns_per_hour: int | None = DEFAULT_MAX_SPAWNS_PER_HOUR  # None: no limit
     agent_network: str | None = None
     healthcheck_interval_seconds: int = DEFAULT_HEALTHCHECK_INTERVAL_SECONDS
     max_agents_per_role: int = DEFAULT_MAX_AGENTS_PER_ROLE
@@ -561,7 +565,8 @@ def parse_stack_config(
         ),
         base_image=_read(raw, "baseImage", partial(parse_image, example=DEFAULT_BASE_IMAGE), DEFAULT_BASE_IMAGE),
         max_spawns_per_hour=_read(
-            raw, "maxSpawnsPerHour", partial(parse_int, minimum=0, maximum=MAX_SPAWNS_PER_HOUR, example=60), 0
+            raw, "maxSpawnsPerHour", partial(parse_int, minimum=0, maximum=MAX_SPAWNS_PER_HOUR, example=60),
+            DEFAULT_MAX_SPAWNS_PER_HOUR,
         ) or None,
         agent_network=_read(raw, "agentNetwork", parse_network, None),
         healthcheck_interval_seconds=_read(
@@ -723,6 +728,30 @@ def merge_policy_warnings(config: StackConfig) -> list[str]:
             "policy only to required checks, so it has no effect; set requiredChecks"
         )
     return warnings
+
+
+def deploy_summary(roles: Sequence[Role], config: StackConfig, ruleset_name: str) -> str:
+    """What `pulumi up` sets going, said where the user decides (the preview): the agents the first cycle starts,
+    each a paid model session, under the spawn budget; and the ruleset, in effect on the default branch at once."""
+    agents = sum(config.count_of(role) for role in roles)
+    cap = config.max_spawns_per_hour
+    if cap is None:
+        start = (f"the first cycle starts all {agents} at once, and every cycle refills each slot whose agent has "
+                 f"exited (maxSpawnsPerHour is 0: no limit; `pulumi config set maxSpawnsPerHour "
+                 f"{DEFAULT_MAX_SPAWNS_PER_HOUR}` caps it)")
+    else:
+        first = min(cap, agents)
+        start = (f"at most {cap} start in any hour (maxSpawnsPerHour), so the first cycle starts {first} and the "
+                 f"rest wait, their roles short (the verdict says degraded) until the budget allows; "
+                 f"`pulumi config set maxSpawnsPerHour 0` lifts the cap: all {agents} at once, and then one session "
+                 "for every agent that exits")
+    checks = f", and the checks {', '.join(config.required_checks)} to pass" if config.required_checks else ""
+    checks += ", through GitHub's merge queue" if config.merge_queue else ""
+    return (
+        f"this stack runs {agents} agents in {len(roles)} roles of {config.repository}, each agent a model session "
+        f"that costs money: {start}. The ruleset {ruleset_name!r} takes effect on the default branch at once, for "
+        f"people too: changes only through pull requests, squash merges only, one approving review{checks}."
+    )
 
 
 def role_image(role: Role, config: StackConfig) -> str | None:

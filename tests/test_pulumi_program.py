@@ -392,6 +392,8 @@ def test_container_environment_is_the_runtime_contract(mode: tuple[str, bool], r
         # The limits the program checked the roster against, so the coordinator enforces the same ones.
         "FLEET_MAX_AGENTS_PER_ROLE": "100",
         "FLEET_MAX_AGENTS": "500",
+        # The starter cap on spawns per hour, which the stack sets unless maxSpawnsPerHour is 0.
+        "FLEET_MAX_SPAWNS_PER_HOUR": "25",
         "COORDINATOR_METRICS_PORT": "9464",
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from coordinator.fleet import (
 )
 from coordinator.redact import MIN_SECRET_CHARS
 from coordinator.settings import DEFAULT_METRICS_PORT
+from coordinator.steps.inventory import Inventory
+from coordinator.steps.reconcile import plan_reconcile
 from deploy.coordinator_spec import (
     AGENT_SECRETS_FILE,
     DOCKER_SOCKET,
@@ -33,6 +36,7 @@ from deploy.stack_config import (
     CONFIG_KEYS,
     DEFAULT_BASE_IMAGE,
     DEFAULT_HEALTHCHECK_INTERVAL_SECONDS,
+    DEFAULT_MAX_SPAWNS_PER_HOUR,
     SECRET_KEYS,
     MergeQueueLimits,
     SecretsPresent,
@@ -40,6 +44,7 @@ from deploy.stack_config import (
     StackConfigError,
     check_github_token,
     check_known_keys,
+    deploy_summary,
     fleet_id,
     merge_policy_warnings,
     missing_reference_secrets,
@@ -563,3 +568,34 @@ def test_the_documentations_example_values_are_refused_naming_the_fix(raw: dict[
 @pytest.mark.parametrize("url", ["https://example.company.com/healthz", "https://notexample.com/", "https://shop.test/"])
 def test_hosts_that_only_resemble_the_examples_are_taken(url: str) -> None:
     assert parse_stack_config({**MINIMAL, "healthUrl": url}, ROSTER).health_url == url
+
+
+# --- the first deploy: the starter cap and what `pulumi up` sets going -----------------------------------------
+
+
+def test_the_starter_cap_lets_the_first_cycle_start_one_agent_of_each_role() -> None:
+    config = parse()
+    assert config.max_spawns_per_hour == DEFAULT_MAX_SPAWNS_PER_HOUR == len(ROSTER)
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    specs = resolve_roster(ROSTER, config, BUILT)
+    plan = plan_reconcile("agent-fleet-prod", specs, Inventory(taken_at=now), now=now,
+                          max_spawns_per_hour=config.max_spawns_per_hour)
+    assert sorted(spawn.spec.key for spawn in plan.spawns) == sorted(role.key for role in ROSTER)
+    assert {spawn.slot for spawn in plan.spawns} == {1}
+    assert len(plan.deferred) == sum(role.count for role in ROSTER) - len(ROSTER) == 13
+    assert parse(maxSpawnsPerHour="0").max_spawns_per_hour is None  # 0 lifts it
+
+
+def test_the_deploy_summary_says_what_the_first_cycle_starts_and_what_the_ruleset_enforces() -> None:
+    ruleset = "agent-fleet (agent-fleet-prod)"
+    assert deploy_summary(ROSTER, parse(), ruleset) == (
+        "this stack runs 38 agents in 25 roles of acme/shop, each agent a model session that costs money: at most 25 "
+        "start in any hour (maxSpawnsPerHour), so the first cycle starts 25 and the rest wait, their roles short "
+        "(the verdict says degraded) until the budget allows; `pulumi config set maxSpawnsPerHour 0` lifts the cap: "
+        "all 38 at once, and then one session for every agent that exits. The ruleset 'agent-fleet (agent-fleet-prod)' "
+        "takes effect on the default branch at once, for people too: changes only through pull requests, squash "
+        "merges only, one approving review."
+    )
+    lifted = deploy_summary(ROSTER, parse(maxSpawnsPerHour="0", requiredChecks='["ci"]'), ruleset)
+    assert "the first cycle starts all 38 at once" in lifted and "maxSpawnsPerHour is 0: no limit" in lifted
+    assert lifted.endswith("one approving review, and the checks ci to pass.")
