@@ -8,7 +8,9 @@ A schedule is 5 fields (minute hour day-of-month month day-of-week) or 6 with se
 refused up front when it would never work: a wrong number of fields, a field croniter cannot read, a
 day that never comes (`0 0 30 2 *`), or ticks so rare (less than twice in two years, like a leap day)
 that the health check, which waits two intervals, would mean nothing. Without this, `schedule` would
-crash on its first tick with CroniterBadDateError, and the container would restart forever.
+crash on its first tick with CroniterBadDateError, and the container would restart forever. Also refused: seconds
+written first, as Quartz and Spring write them (`*/20 * * * * *`, which here fires every second of three minutes
+an hour).
 
 Pure: no clock is read here; every function takes the moment it is about.
 """
@@ -71,6 +73,16 @@ def validate(expr: str) -> str:
         raise ValueProblem(
             f"fires less than twice in two years (e.g. {first:%Y-%m-%d}, then {second:%Y-%m-%d})",
             "schedule a cycle at least once a year, like '0 0 1 * *'",
+        )
+    if len(parts) == 6 and parts[5] == "*" and parts[0] != "*":
+        # Quartz and Spring put seconds first: their '*/20 * * * * *' is every 20 seconds, ours every second of
+        # minutes 0, 20 and 40 (a cycle a second, sixty in a row). Refused, naming both readings.
+        seconds_last = " ".join([*parts[1:], parts[0]])
+        raise ValueProblem(
+            "looks written with seconds first, as Quartz and Spring write them, but here seconds come last (minute "
+            f"hour day-of-month month day-of-week second): it would fire every second of the minutes {shown(parts[0])}",
+            f"for seconds {shown(parts[0])} write {shown(seconds_last)}; to mean every second of those minutes, "
+            f"write the seconds out: {shown(' '.join([*parts[:5], '0-59']))}",
         )
     return text
 

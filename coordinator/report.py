@@ -384,11 +384,14 @@ def report_time(report: Report) -> datetime | None:
 
 def render_text(report: CycleReport) -> str:
     """The same report for a person."""
+    # A step skipped is no problem for the verdict, but a verdict that judged without it says so beside itself.
+    skipped_steps = [name for name, r in report.steps.items() if r.status is StepStatus.SKIPPED]
     lines = [
         f"cycle of fleet {report.fleet} at {_plain(report.started_at)} "
         f"({report.duration_s:.1f}s){' [plan: nothing was changed]' if report.dry_run else ''}",
         f"verdict of this cycle: {report.verdict.value}"
-        + (f" ({'; '.join(report.verdict_reasons)})" if report.verdict_reasons else ""),
+        + (f" ({'; '.join(report.verdict_reasons)})" if report.verdict_reasons else "")
+        + (f", without {' and '.join(skipped_steps)} (skipped, below)" if skipped_steps else ""),
         "",
         f"agents: {report.running} running of {report.desired} desired, "
         f"{report.spawned} {'would be spawned' if report.dry_run else 'spawned'}, {report.spawn_failures} failed",

@@ -59,7 +59,10 @@ def findings(report: CycleReport) -> list[Finding]:
     missing = sum(max(0, t.desired - t.present) for t in report.roles.values())
     reconcile = report.steps.get("reconcile")
     if failures > 0 and report.spawned == 0:
-        broken.append(f"every spawn failed ({failures} of {failures})")
+        # Slow start tries one spawn of an image before the rest: those behind a failure were not tried at all.
+        held = sum(t.held_back for t in report.roles.values())
+        behind = f", and {held} more waited behind {'it' if failures == 1 else 'them'}: slow start" if held else ""
+        broken.append(f"every spawn failed ({failures} of {failures}{behind})")
     elif reconcile is not None and reconcile.status is StepStatus.FAILED and missing and report.spawned == 0:
         # The step failed before it could try (Docker unreachable): the guide's "all spawns failing".
         broken.append(f"no agent could be spawned ({missing} missing): {reconcile.detail or 'reconcile failed'}")

@@ -38,6 +38,10 @@ def at(text: str) -> datetime:
         ("0 0 30 2 * *", "never fires"),
         ("0 0 29 2 *", "fires less than twice in two years"),  # a leap day: the health check would mean nothing
         ("* * * * * * *", "it has 7 fields, not 5"),  # croniter reads a 7th field as a year
+        # Seconds first, as Quartz and Spring write them: here every second of minutes 0, 20 and 40.
+        ("*/20 * * * * *", "looks written with seconds first, as Quartz and Spring write them, but here seconds come "
+         "last (minute hour day-of-month month day-of-week second): it would fire every second of the minutes '*/20'"),
+        ("0 * * * * *", "it would fire every second of the minutes '0'"),
         ("0 0 1 1 * 2020", "its second field '2020' is not valid"),
         ("every five minutes", "it has 3 fields"),
         ("@daily", "it has 1 field,"),
@@ -57,6 +61,15 @@ def test_a_schedule_that_can_never_work_is_refused_naming_the_field(expr: str, r
         validate(expr)
     assert reason in refused.value.reason
     assert refused.value.fix
+
+
+def test_seconds_written_first_are_refused_with_both_readings_spelled_out() -> None:
+    with pytest.raises(ValueProblem) as refused:
+        validate("*/20 * * * * *")
+    assert refused.value.fix == ("for seconds '*/20' write '* * * * * */20'; to mean every second of those minutes, "
+                                 "write the seconds out: '*/20 * * * * 0-59'")
+    for written in ("* * * * * */20", "*/20 * * * * 0-59", "* * * * * *"):  # what it suggests, and every second
+        assert validate(written) == written
 
 
 @pytest.mark.parametrize(

@@ -194,6 +194,8 @@ def test_plan_changes_nothing_and_prints_text_on_a_terminal_and_json_through_a_p
         timeout=120,
     )
     assert "plan: nothing was changed" in as_text.stdout
+    # No GitHub and no health URL here: the verdict says it judged without them.
+    assert "\nverdict of this cycle: healthy, without merge and health (skipped, below)\n" in as_text.stdout
     assert fleet_containers(docker_client, fleet_id) == []
 
 
@@ -224,6 +226,15 @@ def test_an_image_the_engine_cannot_pull_costs_one_failed_spawn_and_holds_the_re
     (held,) = run.events("spawn.held_back")
     assert held["held_back"] == 4 and "failed" in held["reason"]
     assert running_by_role(docker_client, fleet_id) == {"fine": 2}
+
+
+def test_a_spawn_that_waited_behind_a_failure_is_said_to_have_waited(tmp_path, fleet_id) -> None:  # type: ignore[no-untyped-def]
+    # Two desired, one tried: the verdict must not read as if the second had failed too.
+    env = cycle_env(fleet_id, write_roster(tmp_path / "roster.json",
+                                           [role_spec("broken", 2, "agent-fleet/no-such-image:never")]))
+    report = run_cycle(env).report
+    assert report["verdict"] == "broken"
+    assert report["verdict_reasons"][0] == "every spawn failed (1 of 1, and 1 more waited behind it: slow start)"
 
 
 def test_a_steady_cycle_is_one_docker_call_however_many_finished_agents_are_kept(tmp_path, base_image,

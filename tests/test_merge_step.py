@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -501,7 +502,8 @@ def test_no_answer_to_a_merge_is_an_unknown_outcome_not_a_retry(fake: FakeGitHub
     report = harness.run()
     assert reasons(report) == {pull.number: (MergeOutcome.FAILED, "merge outcome unknown")}
     assert report.api_calls == 4  # the list, the re-read, the merge, the read-back; no second merge
-    assert '"detail": "reading #1 from GitHub: GitHub unreachable' in harness.events
+    assert '"detail": "reading #1 from GitHub: GitHub at 127.0.0.1:' in harness.events
+    assert " unreachable (refused) after 1 attempt" in harness.events
 
 
 @pytest.mark.parametrize(
@@ -986,3 +988,24 @@ def test_a_secondary_rate_limit_without_a_retry_hint_stops_the_merges_for_a_minu
     assert reasons(report) == {first.number: (MergeOutcome.SKIPPED, "stopped early"),
                                second.number: (MergeOutcome.SKIPPED, "stopped early")}
     assert fake.calls("PUT", "/merge") == 1  # the rest waits for a later cycle
+
+
+@pytest.mark.parametrize(
+    ("api_url", "cause"),
+    [
+        ("refused", "refused"),  # a port nobody listens on
+        ("http://github.invalid", "dns"),  # .invalid never resolves (RFC 6761)
+    ],
+)
+def test_github_unreachable_names_the_host_and_the_cause(fake: FakeGitHub, api_url: str, cause: str) -> None:
+    with FakeGitHub(token=TOKEN) as gone:
+        dead = gone.api_url
+    url = dead if api_url == "refused" else api_url
+    host = urlsplit(url).netloc
+    harness = Harness(fake)
+    settings = settings_for(fake)
+    harness.settings = GitHubSettings(settings.repository, settings.token, url, f"{url}/graphql")
+    harness.client = GitHubClient(harness.settings, timeout_s=5, sleep=harness.sleeps.append, max_attempts=2)
+    with pytest.raises(GitHubUnavailable) as unavailable:
+        harness.run()
+    assert str(unavailable.value) == f"GitHub GraphQL query: GitHub at {host} unreachable ({cause}) after 2 attempts"

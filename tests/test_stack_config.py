@@ -100,6 +100,7 @@ def test_empty_strings_mean_unset_as_the_project_defaults_give_them() -> None:
         ({"schedule": "*/5 * * *"}, "agent-fleet:schedule", "'*/5 * * *'"),
         ({"schedule": "0 0 30 2 *"}, "agent-fleet:schedule", "'0 0 30 2 *'"),
         ({"schedule": "* * * * * * *"}, "agent-fleet:schedule", "'* * * * * * *'"),
+        ({"schedule": "*/20 * * * * *"}, "agent-fleet:schedule", "'*/20 * * * * *'"),
         ({"counts": '{"api_builder": 1000000}'}, "agent-fleet:counts.api_builder", "1000000"),
         ({"counts": '{"sentinel": 1, "sentinel": 2}'}, "agent-fleet:counts", '\'{"sentinel": 1, "sentinel": 2}\''),
         ({"counts": '{"api_builder": NaN}'}, "agent-fleet:counts", "'{\"api_builder\": NaN}'"),

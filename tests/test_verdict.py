@@ -19,6 +19,7 @@ from coordinator.report import (
     StepStatus,
     UnprovenAgent,
     Verdict,
+    render_text,
 )
 from coordinator.verdict import (
     BACKLOG_PER_BUILDER,
@@ -100,6 +101,34 @@ def test_every_spawn_failing_is_broken() -> None:
     report = cycle(tallies=tallies)
     assert judge(report) is Verdict.BROKEN
     assert "every spawn failed (3 of 3)" in [f.reason for f in findings(report)]
+
+
+@pytest.mark.parametrize(
+    ("failed", "held_back", "reason"),
+    [
+        (1, 1, "every spawn failed (1 of 1, and 1 more waited behind it: slow start)"),
+        (2, 5, "every spawn failed (2 of 2, and 5 more waited behind them: slow start)"),
+    ],
+)
+def test_spawns_held_back_behind_a_failure_are_said_to_have_waited_not_failed(
+    failed: int, held_back: int, reason: str
+) -> None:
+    # Two desired, one tried: slow start tries one spawn of an image first, and the second waits behind its failure.
+    report = cycle(tallies=roles(api_builder={"running": 0, "failed": failed, "held_back": held_back}))
+    assert judge(report) is Verdict.BROKEN
+    assert findings(report)[0].reason == reason
+
+
+def test_a_plan_without_github_or_health_says_so_beside_its_verdict() -> None:
+    report = cycle(health=HealthReport(), steps={
+        "merge": StepResult(StepStatus.SKIPPED, "GITHUB_REPOSITORY is not set"),
+        "health": StepResult(StepStatus.SKIPPED, "HEALTH_URL is not set"),
+    })
+    report.verdict, report.dry_run = judge(report), True
+    text = render_text(report)
+    assert "verdict of this cycle: healthy, without merge and health (skipped, below)\n" in text
+    assert "skipped: merge (GITHUB_REPOSITORY is not set); health (HEALTH_URL is not set)" in text
+    assert "verdict of this cycle: healthy\n" in render_text(cycle())  # nothing skipped: nothing said
 
 
 def test_a_reconcile_step_that_could_not_try_while_agents_are_missing_is_broken() -> None:

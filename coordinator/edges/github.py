@@ -35,12 +35,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import requests
 from github import Auth, Github, GithubException
 
 from coordinator.deadline import DeadlineExceeded, run_with_deadline
-from coordinator.edges.http import NO_RETRY, Attempts, mount, read_retry, send
+from coordinator.edges.http import NO_RETRY, Attempts, classify_error, mount, read_retry, send
 from coordinator.redact import scrub
 from coordinator.settings import GitHubSettings
 from coordinator.steps.merge import (
@@ -272,6 +273,16 @@ def _part(path: JsonPath) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # Reading a GraphQL answer; every missing or mistyped field names its path
+
+
+def _host(url: str) -> str:
+    """The host (and port) a request went to, without userinfo, path or query: safe to name in an error."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.hostname or 'an unknown host'}{f':{port}' if port else ''}"
 
 
 def _fail(path: str, expected: str, value: object) -> NoReturn:
@@ -662,8 +673,8 @@ class GitHubClient:
         except DeadlineExceeded as exc:
             raise GitHubUnavailable(str(exc)) from None
         except requests.RequestException as exc:
-            raise GitHubUnavailable(self._gave_up(f"{what}: GitHub unreachable ({type(exc).__name__})", attempts)) \
-                from None
+            unreachable = f"{what}: GitHub at {_host(url)} unreachable ({classify_error(exc)})"
+            raise GitHubUnavailable(self._gave_up(unreachable, attempts)) from None
         finally:
             self._calls += attempts.count
         headers = _lower(response.headers)

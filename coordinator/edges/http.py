@@ -13,12 +13,16 @@
   included, that returns or raises `DeadlineExceeded` by `deadline` (a `time.monotonic()` instant),
   whatever the server does: a status line, headers or body trickled a byte at a time, a slow DNS lookup,
   a Retry-After. `Attempts` counts the HTTP attempts it made.
+- `classify_error(exc)` says in a word why no answer came (timeout, tls, dns, refused, ...), never with the URL's
+  text: the health check's error, and the cause the GitHub edge names beside the host it could not reach.
 """
 
 from __future__ import annotations
 
+import socket
+import ssl
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -27,7 +31,15 @@ from typing import Any, Self
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import ConnectionPool
-from urllib3.exceptions import InvalidHeader, MaxRetryError, ResponseError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    InvalidHeader,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+    ResponseError,
+)
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
@@ -39,6 +51,7 @@ __all__ = [
     "SERVER_ERRORS",
     "Attempts",
     "ReadRetry",
+    "classify_error",
     "mount",
     "read_retry",
     "send",
@@ -197,3 +210,46 @@ def send(
         )
     finally:
         _current.reset(token)
+
+
+def classify_error(exc: requests.RequestException) -> str:
+    """A short, URL-free name for why no answer came: timeout, tls, dns, refused, reset, or the kind."""
+    if isinstance(exc, requests.Timeout):
+        return "timeout"
+    causes = list(_causes(exc))
+    if isinstance(exc, requests.exceptions.SSLError) or any(isinstance(c, ssl.SSLError) for c in causes):
+        return "tls"
+    if any(isinstance(c, NameResolutionError | socket.gaierror) for c in causes):
+        return "dns"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return "refused"
+    if any(isinstance(c, ConnectionResetError) for c in causes):
+        return "connection reset"
+    if any(_is_timeout(c) for c in causes):
+        return "timeout"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection error"
+    # InvalidURL, TooManyRedirects, ...: the class name says what, and holds no URL.
+    return f"request failed ({type(exc).__name__})"
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # urllib3 reports a timeout in its own classes (a retry that ran out of time wraps one), and counts
+    # a failed connection (NewConnectionError) as a connect timeout, which it is not.
+    if isinstance(exc, NewConnectionError):
+        return False
+    return isinstance(exc, TimeoutError | socket.timeout | ReadTimeoutError | ConnectTimeoutError)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it wraps: requests -> urllib3 MaxRetryError.reason -> OSError."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__, *current.args]
+        pending.extend(item for item in linked if isinstance(item, BaseException))

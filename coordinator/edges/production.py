@@ -17,16 +17,12 @@ never the exception's text, which would carry the URL and with it any token in i
 
 from __future__ import annotations
 
-import socket
-import ssl
 import time
-from collections.abc import Iterator
 
 import requests
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError, ReadTimeoutError
 
 from coordinator.deadline import DeadlineExceeded
-from coordinator.edges.http import SERVER_ERRORS, Attempts, mount, read_retry, send
+from coordinator.edges.http import SERVER_ERRORS, Attempts, classify_error, mount, read_retry, send
 from coordinator.report import HealthReport, HealthStatus
 from coordinator.settings import HealthSettings
 
@@ -78,46 +74,3 @@ def _latency_ms(attempts: Attempts) -> float:
     """Time since the last attempt started: how long production took to answer (or to fail)."""
     started = attempts.last_started if attempts.last_started is not None else time.monotonic()
     return round((time.monotonic() - started) * 1000, 1)
-
-
-def classify_error(exc: requests.RequestException) -> str:
-    """A short, URL-free name for why no answer came: timeout, tls, dns, refused, reset, or the kind."""
-    if isinstance(exc, requests.Timeout):
-        return "timeout"
-    causes = list(_causes(exc))
-    if isinstance(exc, requests.exceptions.SSLError) or any(isinstance(c, ssl.SSLError) for c in causes):
-        return "tls"
-    if any(isinstance(c, NameResolutionError | socket.gaierror) for c in causes):
-        return "dns"
-    if any(isinstance(c, ConnectionRefusedError) for c in causes):
-        return "refused"
-    if any(isinstance(c, ConnectionResetError) for c in causes):
-        return "connection reset"
-    if any(_is_timeout(c) for c in causes):
-        return "timeout"
-    if isinstance(exc, requests.ConnectionError):
-        return "connection error"
-    # InvalidURL, TooManyRedirects, ...: the class name says what, and holds no URL.
-    return f"request failed ({type(exc).__name__})"
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    # urllib3 reports a timeout in its own classes (a retry that ran out of time wraps one), and counts
-    # a failed connection (NewConnectionError) as a connect timeout, which it is not.
-    if isinstance(exc, NewConnectionError):
-        return False
-    return isinstance(exc, TimeoutError | socket.timeout | ReadTimeoutError | ConnectTimeoutError)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """The exception and everything it wraps: requests -> urllib3 MaxRetryError.reason -> OSError."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        linked = [getattr(current, "reason", None), current.__cause__, current.__context__, *current.args]
-        pending.extend(item for item in linked if isinstance(item, BaseException))
