@@ -65,6 +65,20 @@ def selector(fleet_id: str, component: str = AGENT) -> list[str]:
     return [f"{FLEET}={fleet_id}", f"{COMPONENT}={component}"]
 
 
+def not_a_coordinator(kind: str, name: str, found: Mapping[str, str]) -> str | None:
+    """Why the object `status --source` named (a container or a service, with its labels) is refused as the
+    coordinator, or None when it is one: an agent's log has no cycle reports, and "none yet" would mislead."""
+    component = found.get(COMPONENT)
+    if component == COORDINATOR:
+        return None
+    if component == AGENT and FLEET in found:
+        what = f"it is an agent of fleet {found[FLEET]!r} ({COMPONENT}={AGENT})"
+    else:
+        what = f"it has no {COMPONENT}={COORDINATOR} label"
+    return (f"{kind} {name!r} is not a coordinator: {what}; name the coordinator's {kind} (label "
+            f"{COMPONENT}={COORDINATOR}), or leave --source out to find the fleet's own")
+
+
 def agent_labels(launch: AgentLaunch) -> dict[str, str]:
     labels = {
         FLEET: launch.fleet_id,

@@ -364,6 +364,9 @@ class DockerRuntime:
         try:
             if source:
                 found = self.api.inspect_container(source)
+                refused = labels.not_a_coordinator("container", source, (found.get("Config") or {}).get("Labels") or {})
+                if refused is not None:
+                    raise RuntimeFailure(refused)
             else:
                 candidates = self.api.containers(all=True, filters={"label": labels.selector(fleet_id,
                                                                                              labels.COORDINATOR)})

@@ -143,3 +143,6 @@ def _client(what: str, settings: dict[str, object], timeout_s: int, version: str
         return docker.APIClient(**settings, timeout=timeout_s, version=version)
     except docker.errors.DockerException as exc:
         raise RuntimeFailure(f"cannot reach {what}: {exc}") from None
+    except Exception as exc:  # an ssh:// engine connects at once, and paramiko raises its own errors (or OSError)
+        raise RuntimeFailure(f"cannot reach {what} at {settings.get('base_url')}: {type(exc).__name__}: {exc}") \
+            from None

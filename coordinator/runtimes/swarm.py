@@ -329,6 +329,9 @@ class SwarmRuntime:
         try:
             if source:
                 service = self.api.inspect_service(source)
+                refused = labels.not_a_coordinator("service", source, (service.get("Spec") or {}).get("Labels") or {})
+                if refused is not None:
+                    raise RuntimeFailure(refused)
             else:
                 services = self.api.services(filters={"label": selector})
                 if not services:
