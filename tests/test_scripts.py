@@ -204,3 +204,49 @@ def test_up_after_a_pull_that_changed_the_dependencies_installs_them_before_any_
     assert proc.returncode != 0
     assert "scripts/virtualenv: installing the project and its dependencies into .venv" in proc.stderr
     assert calls(tmp_path) == []
+
+
+# --- scripts/test --no-install: says what is missing, changes nothing ---------------------------------------------
+
+
+def test_test_without_installing_names_everything_missing_and_changes_nothing(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "env", "dirname", "cat", "cut", "sha256sum", "docker"):  # no prometheus, no promtool
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    venv = tmp_path / "venv"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "test"), "--no-install", "-k", "nothing"],
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path), "VENV": str(venv),
+             "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        "scripts/test --no-install: missing, and left for you to install:",
+        f"  - the virtualenv {venv} with the project's current dependencies: run scripts/virtualenv",
+        "  - a Docker engine that answers: start one (e.g. 'sudo systemctl start docker'), or set DOCKER_HOST",
+        "  - prometheus: install Debian's prometheus package (apt-get install --no-install-recommends prometheus)",
+        "  - promtool: install Debian's prometheus package (apt-get install --no-install-recommends prometheus)",
+        "  - chromium: install Debian's chromium package (apt-get install --no-install-recommends chromium)",
+    ]
+    assert not venv.exists()
+
+
+@pytest.mark.docker
+def test_base_image_without_building_says_the_stand_in_is_missing(docker_client: docker.DockerClient) -> None:
+    stand_in = f"agent-fleet-test/python-base:{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "base-image"), "--no-build"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "BASE_IMAGE": "agent-fleet-test/no-such-python:never", "BASE_IMAGE_STAND_IN": stand_in},
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == (
+        f"scripts/base-image: {stand_in} is not built either; build it with scripts/base-image (as root), or set "
+        "BASE_IMAGE to a Python 3.11+ image the engine has"
+    )
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(stand_in)
