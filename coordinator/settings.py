@@ -74,7 +74,15 @@ from coordinator.values import (
 
 DEFAULT_SCHEDULE = cron.DEFAULT_SCHEDULE
 DEFAULT_GITHUB_API_URL = "https://api.github.com"
-DEFAULT_HEARTBEAT_FILE = "/tmp/agent-fleet/heartbeat.json"
+# The state files' folder (the heartbeat, the exit and API-version memos beside it), one per fleet: two fleets run
+# on one machine (a try-out beside a test, say) must not read each other's.
+STATE_ROOT = Path("/tmp/agent-fleet")
+DEFAULT_HEARTBEAT_FILE = "/tmp/agent-fleet/<FLEET_ID>/heartbeat.json"
+
+
+def default_heartbeat_file(fleet_id: str) -> Path:
+    return STATE_ROOT / fleet_id / "heartbeat.json"
+
 DEFAULT_HEALTH_EXPECT = "200-399"
 # The port of /metrics when served: the stack's default (metricsPort) and FleetMetrics.serve's. The coordinator
 # alone serves none until COORDINATOR_METRICS_PORT names one.
@@ -260,7 +268,7 @@ class Settings:
     repository: str | None = None  # told to every agent, even when the merge step is skipped
     schedule: str = DEFAULT_SCHEDULE
     cycle_timeout_s: float | None = None
-    heartbeat_file: Path = Path(DEFAULT_HEARTBEAT_FILE)
+    heartbeat_file: Path = STATE_ROOT / DEFAULT_FLEET_ID / "heartbeat.json"  # default_heartbeat_file's
     metrics_port: int | None = None  # COORDINATOR_METRICS_PORT; None: no metrics served
     github: GitHubSettings | None = None
     health: HealthSettings | None = None
@@ -652,7 +660,13 @@ def _load_limits(env: Mapping[str, str]) -> FleetLimits:
 
 def load_runtime_settings(env: Mapping[str, str]) -> RuntimeSettings:
     """The runtime's settings alone, for commands that need no other (`status`)."""
-    return _load_runtime(env, Path(env_value(env, "COORDINATOR_HEARTBEAT_FILE") or DEFAULT_HEARTBEAT_FILE))
+    fleet_id = _read(env, "FLEET_ID", parse_fleet_id, DEFAULT_FLEET_ID)
+    return _load_runtime(env, _heartbeat_file(env, fleet_id))
+
+
+def _heartbeat_file(env: Mapping[str, str], fleet_id: str) -> Path:
+    given = env_value(env, "COORDINATOR_HEARTBEAT_FILE")
+    return Path(given) if given else default_heartbeat_file(fleet_id)
 
 
 def _load_runtime(env: Mapping[str, str], heartbeat_file: Path) -> RuntimeSettings:
@@ -691,7 +705,7 @@ def _load(env: Mapping[str, str]) -> Settings:
     cycle_timeout_s = _read(
         env, "COORDINATOR_CYCLE_TIMEOUT_S", partial(parse_seconds, maximum=MAX_CYCLE_TIMEOUT_S, example="300"), None
     )
-    heartbeat_file = Path(env_value(env, "COORDINATOR_HEARTBEAT_FILE") or DEFAULT_HEARTBEAT_FILE)
+    heartbeat_file = _heartbeat_file(env, fleet_id)
     metrics_port = _read(
         env, "COORDINATOR_METRICS_PORT", partial(parse_int, minimum=0, maximum=65535, example=DEFAULT_METRICS_PORT), 0
     )

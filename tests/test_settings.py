@@ -565,3 +565,16 @@ def test_the_up_to_date_settings_reach_the_merge_step() -> None:
     assert github is not None and (github.require_up_to_date, github.updates_per_cycle) == (False, 1)
     github = load_settings({**env, "MERGE_REQUIRE_UP_TO_DATE": "True", "MERGE_UPDATES_PER_CYCLE": "3"}).github
     assert github is not None and (github.require_up_to_date, github.updates_per_cycle) == (True, 3)
+
+
+def test_each_fleet_keeps_its_own_state_files_unless_told_where() -> None:
+    # Two fleets run on one machine (a try-out beside a test) must not read each other's heartbeat or memos.
+    one, other = load_settings({"FLEET_ID": "fleet-one"}), load_settings({"FLEET_ID": "fleet-two"})
+    assert one.heartbeat_file == Path("/tmp/agent-fleet/fleet-one/heartbeat.json")
+    assert one.runtime.exit_memo_file == Path("/tmp/agent-fleet/fleet-one/exits.json")
+    assert one.runtime.api_version_file == Path("/tmp/agent-fleet/fleet-one/engine.json")
+    assert other.heartbeat_file.parent == Path("/tmp/agent-fleet/fleet-two")
+    assert load_settings({}).heartbeat_file == Path("/tmp/agent-fleet/agent-fleet/heartbeat.json")
+    told = load_settings({"FLEET_ID": "fleet-one", "COORDINATOR_HEARTBEAT_FILE": "/run/fleet/hb.json"})
+    assert told.heartbeat_file == Path("/run/fleet/hb.json")
+    assert told.runtime.exit_memo_file == Path("/run/fleet/exits.json")
