@@ -4,15 +4,8 @@
 the same roles back from the JSON roster file the Pulumi program writes into its container.
 This module imports nothing outside the standard library, so both sides can share it.
 
-Roster file format (``FLEET_ROSTER_FILE``)::
-
-    {"roles": [{"key": "api_builder", "title": "API Builder", "count": 3,
-                "department": "Engineering", "mode": "Task-driven",
-                "brief": "Builds ...", "image": "ghcr.io/acme/agent:1",
-                "command": ["agent", "run"],          # optional
-                "env": {"AGENT_MODEL": "large"},      # optional
-                "identity": "author",                 # optional: its GitHub identity (coordinator.identities)
-                "githubPermissions": {"workflows": "write"}}]}  # optional: beyond its mode's
+The roster file (``FLEET_ROSTER_FILE``) is ``{"roles": [...]}``, one object per role with the fields of
+`ROSTER_FIELD_DOCS`; docs/configuration.md renders them, with the sample scripts/try runs.
 
 Everything that reaches Docker is checked here, before any container is created: a key, title, brief,
 image, command or environment string Docker would refuse (a NUL, a trailing newline, a brief too large
@@ -435,10 +428,28 @@ def _enum_value(enum: type[Mode] | type[Department], key: object, field_name: st
         raise _role_error(key, field_name, value, f"use one of {', '.join(m.value for m in enum)}") from None
 
 
-ROSTER_FIELDS = frozenset(
-    {"key", "title", "count", "department", "mode", "brief", "image", "command", "env", "resources", "secrets",
-     "identity", "githubPermissions"}
-)
+# The roster file's fields, each with what it holds: the one list, which docs/configuration.md renders.
+ROSTER_FIELD_DOCS = {
+    "key": f"Required. The role's key: a-z, 0-9 and _, starting with a letter, at most {MAX_KEY_CHARS} characters; "
+    "its agents are named <fleet>-<key>-<slot>.",
+    "title": f"Required. One line of at most {MAX_TITLE_CHARS} characters.",
+    "count": "Required. How many agents, 0 or more (at most FLEET_MAX_AGENTS_PER_ROLE).",
+    "department": "Required. One of " + ", ".join(d.value for d in Department) + ".",
+    "mode": "Required. How its agents find work, one of " + ", ".join(m.value for m in Mode) + ".",
+    "brief": f"Required. What its agents do and when they exit, given to each as AGENT_BRIEF; at most "
+    f"{MAX_BRIEF_BYTES // 1024} KiB.",
+    "image": "Required. The image its agents run.",
+    "command": "Optional. The command, a list of strings; default: the image's own.",
+    "env": "Optional. More environment, NAME: value strings; not " + ", ".join(sorted(RESERVED_AGENT_ENV)) + ".",
+    "resources": 'Optional. Per agent, {"cpus": 0.5, "memory": "512m"} (either may be left out): limits on one '
+    "engine, reservations and limits on a swarm.",
+    "secrets": "Optional. The names of the agent secrets its agents receive (AGENT_SECRETS_FILE); default: all.",
+    "identity": "Optional. The GitHub identity its agents act as (AGENT_IDENTITIES_FILE; coordinator.identities); "
+    "default: by its mode, reviewer for Reviewer roles, author for the others.",
+    "githubPermissions": 'Optional. GitHub permissions beyond its mode\'s, for an App identity\'s minted token, like '
+    '{"workflows": "write"}.',
+}
+ROSTER_FIELDS = frozenset(ROSTER_FIELD_DOCS)
 
 
 def unknown_secrets(roles: Iterable[Role], known: Iterable[str]) -> list[tuple[str, str]]:

@@ -112,7 +112,8 @@ MAX_AGENT_SECRETS_FILE_BYTES = 1024 * 1024
 VARIABLES: dict[str, str] = {
     "FLEET_ID": f"Fleet id; every agent carries the label agent-fleet.fleet=<id>. Default {DEFAULT_FLEET_ID}. "
     f"ASCII letters, digits, '_', '.', '-' ('.' not on a swarm); at most {MAX_FLEET_ID_CHARS} characters.",
-    "FLEET_ROSTER_FILE": "Path of the roster JSON file (UTF-8, at most 1 MiB). Unset: the reconcile step is skipped.",
+    "FLEET_ROSTER_FILE": "Path of the roster JSON file (UTF-8, at most 1 MiB; its fields: the roster file, below). "
+    "Unset: the reconcile step is skipped.",
     "FLEET_MAX_AGENTS_PER_ROLE": f"Most agents one role may ask for. Default {DEFAULT_MAX_AGENTS_PER_ROLE}, "
     f"at most {MAX_AGENTS_PER_ROLE_CEILING}.",
     "FLEET_MAX_AGENTS": f"Most agents the whole roster may ask for. Default {DEFAULT_MAX_AGENTS}, "

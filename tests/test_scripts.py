@@ -38,8 +38,8 @@ def test_up_without_the_pulumi_cli_stops_with_the_way_to_install_it(tmp_path: Pa
 
 
 def test_scripts_are_executable() -> None:
-    for script in ("scripts/up", "scripts/test", "scripts/virtualenv", "scripts/docker-engine", "scripts/base-image",
-                   ".ci/run"):
+    for script in ("scripts/up", "scripts/test", "scripts/virtualenv", "scripts/try", "scripts/docker-engine",
+                   "scripts/base-image", ".ci/run"):
         assert os.access(ROOT / script, os.X_OK), script
 
 
