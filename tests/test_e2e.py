@@ -175,7 +175,7 @@ def test_declared_container_runs_cycles_and_a_replacement_converges_without_stop
     docker_client: docker.DockerClient, coordinator_image: str, agent_image: str, fleet_id: str,
 ) -> None:
     client = docker_client
-    with FakeGitHub(required_checks=("ci",), token=TOKEN) as github, production(200) as prod:
+    with FakeGitHub(name="shop", required_checks=("ci",), token=TOKEN) as github, production(200) as prod:
         eligible = github.add_pull("Add login page")
         github.approve(eligible.number)
         github.add_check_run(eligible.number, "ci")

@@ -63,7 +63,7 @@ def node_netns(lab: SwarmLab, n: int) -> str:
 def servers_on_node(lab: SwarmLab, n: int) -> Iterator[tuple[FakeGitHub, ProductionServer]]:
     """The local GitHub and production, listening on 127.0.0.1 of node n's network namespace."""
     netns = node_netns(lab, n)
-    github = FakeGitHub(required_checks=("ci",), token=TOKEN)
+    github = FakeGitHub(name="shop", required_checks=("ci",), token=TOKEN)
     in_netns(netns, github.start)
     try:
         prod = in_netns(netns, lambda: ProductionServer([200]).start())
