@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -900,3 +901,17 @@ def test_the_deploy_as_an_app_is_the_providers_app_auth_and_the_preview_warns_ab
     caplog.clear()
     run_program(config={"githubIdentities": json.dumps(APP_IDENTITIES)})
     assert "the running coordinator would merge with" not in caplog.text
+
+
+def test_the_preview_says_what_the_first_deploy_sets_going(caplog: pytest.LogCaptureFixture) -> None:
+    # Where the user decides (pulumi up's preview): the agents the first cycle starts under the starter cap, and
+    # the ruleset that applies to people too.
+    with caplog.at_level(logging.INFO):
+        run_program()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("this stack runs ")]
+    assert len(said) == 1
+    assert said[0].startswith("this stack runs 38 agents in 25 roles of acme/shop, each agent a model session that "
+                              "costs money: at most 25 start in any hour (maxSpawnsPerHour), so the first cycle "
+                              "starts 25 and the rest wait")
+    assert "The ruleset 'agent-fleet (agent-fleet-prod)' takes effect on the default branch at once, for people too" \
+        in said[0]
