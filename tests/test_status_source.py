@@ -14,6 +14,8 @@ import pytest
 
 from coordinator import labels
 from coordinator.runtime import AgentLaunch
+from tests.fleet_harness import cycle_env, role_spec, run_cycle, write_roster
+from tests.swarm_lab import SwarmLab
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,3 +77,21 @@ def test_only_an_object_labelled_as_a_coordinator_is_taken_on_either_runtime(
         problem = labels.not_a_coordinator(kind, "x", found)
         assert (problem is not None) is refused
         assert problem is None or problem.startswith(f"{kind} 'x' is not a coordinator: ")
+
+
+@pytest.mark.swarm
+def test_status_source_naming_an_agent_service_on_a_swarm_exits_non_zero_saying_so(
+    tmp_path: Path, swarm_lab: SwarmLab, base_image: str, swarm_fleet_id: str
+) -> None:
+    image = swarm_lab.push(base_image, "agent-fleet/python-base:lab")
+    roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 1, image)])
+    env = cycle_env(swarm_fleet_id, roster, FLEET_RUNTIME="swarm", DOCKER_HOST=swarm_lab.manager_url)
+    assert run_cycle(env).events("agent.spawned")
+    name = f"{swarm_fleet_id}-builder-1"
+    proc = status("--source", name, FLEET_RUNTIME="swarm", DOCKER_HOST=swarm_lab.manager_url)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (
+        f"coordinator status: service {name!r} is not a coordinator: it is an agent of fleet {swarm_fleet_id!r} "
+        "(agent-fleet.component=agent); name the coordinator's service (label agent-fleet.component=coordinator), "
+        "or leave --source out to find the fleet's own\n"
+    )
