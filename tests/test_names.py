@@ -78,7 +78,7 @@ def test_an_agent_secret_s_docker_secret_name_fits_swarm_at_the_longest_inputs(f
 
 @pytest.mark.parametrize("fleet_id", SWARM_FLEET_IDS)
 def test_the_coordinator_s_service_name_is_a_dns_label(fleet_id: str) -> None:
-    name = coordinator_spec(fleet_id=fleet_id, config=parse_stack_config({"repository": "acme/webapp"}, ROSTER)).name
+    name = coordinator_spec(fleet_id=fleet_id, config=parse_stack_config({"repository": "acme/shop"}, ROSTER)).name
     assert len(name) <= SERVICE_NAME_MAX_CHARS and SWARM_SERVICE_NAME.fullmatch(name)
 
 
