@@ -282,10 +282,16 @@ def test_crash_loop_backs_off_exponentially_from_the_exit_times(fleet: Fleet) ->
         assert report["roles"]["flaky"]["spawned"] == 0 and wait["crashes"] == crashes
         assert moment(wait["until"]) - finished == timedelta(seconds=delay)
         fleet.clock.advance(delay - 1)  # a second early: still waiting
-        assert fleet.cycle(env).report["roles"]["flaky"]["spawned"] == 0
+        still = fleet.cycle(env).report
+        assert still["roles"]["flaky"]["spawned"] == 0
         fleet.clock.advance(1)
-        assert spawned_slots(fleet.cycle(env)) == [1]
+        respawn = fleet.cycle(env)
+        assert spawned_slots(respawn) == [1]
         assert fleet.runtime.get(name).labels[labels.CRASH_STREAK] == str(crashes)
+        # Waiting or just respawned, the loop degrades its role and leaves the slot short: no flapping.
+        for judged in (report, still, respawn.report):
+            assert judged["verdict"] == "degraded" and judged["roles"]["flaky"]["present"] == 0
+            assert any(r.startswith("flaky: crash loop in slot 1 (") for r in judged["verdict_reasons"])
 
 
 def test_a_crash_after_the_crash_window_is_no_crash_loop(fleet: Fleet) -> None:
