@@ -89,7 +89,7 @@ case "$1" in
     key=${words[0]}
     case $verb in
       get)
-        line=$(grep -m1 "^$key=" "$config" 2>/dev/null) && { echo "${line#*=}"; exit 0; }
+        line=$(grep -m1 -E "^$key(=|\\.)" "$config" 2>/dev/null) && { echo "${line#*=}"; exit 0; }
         echo "error: configuration key 'agent-fleet:$key' not found for stack 'prod'" >&2; exit 255 ;;
       set)
         value=${words[1]-}; [ -n "$value" ] || read -r value
@@ -144,23 +144,28 @@ def test_up_on_a_fresh_clone_makes_the_state_folder_and_the_stack_then_refuses_t
     assert proc.returncode == 2, proc.stderr
     # The stack was created (the stand-in refuses without the backend's folder or the virtualenv), then both
     # missing settings are named at once, each with its command; nothing was deployed.
-    assert calls(tmp_path) == ["stack select --create prod", "config get repository", "config get githubToken"]
+    assert calls(tmp_path) == ["stack select --create prod", "config get repository", "config get githubToken",
+                               "config get githubApp"]
     assert (clone / ".pulumi-state").is_dir()
     assert proc.stderr.splitlines()[-3:] == [
         "scripts/up: stack prod lacks required settings; set them, then run scripts/up again:",
         "  repository, the repository the fleet works on: pulumi config set repository OWNER/NAME",
-        "  githubToken, the coordinator's GitHub token: pulumi config set --secret githubToken",
+        "  githubToken, the deploy's GitHub token: pulumi config set --secret githubToken (or an App as githubApp)",
     ]
 
 
 def test_up_with_the_settings_in_place_deploys_passing_its_arguments_on(tmp_path: Path) -> None:
     clone = fresh_clone(tmp_path)
-    env = stand_in_env(tmp_path, {"repository": "acme/shop", "githubToken": "t", "agentImage": "ghcr.io/acme/a:1"})
+    env = stand_in_env(tmp_path, {"repository": "acme/shop", "githubToken": "t", "agentImage": "ghcr.io/acme/a:1",
+                                  "githubIdentities.author.token": "a", "githubIdentities.reviewer.token": "r"})
     proc = subprocess.run(["scripts/up", "--yes"], cwd=clone, env=env, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert calls(tmp_path) == ["stack select --create prod", "config get repository", "config get githubToken",
-                               "config get agentImage", "config get agentImage", "up --yes"]
+    assert calls(tmp_path) == [
+        "stack select --create prod", "config get repository", "config get githubToken",
+        "config get --path githubIdentities.author", "config get --path githubIdentities.reviewer",
+        "config get agentImage", "config get agentImage", "up --yes",
+    ]
 
 
 def test_up_on_a_terminal_asks_for_each_missing_setting(tmp_path: Path) -> None:
@@ -169,7 +174,7 @@ def test_up_on_a_terminal_asks_for_each_missing_setting(tmp_path: Path) -> None:
     controller, terminal = pty.openpty()
     with subprocess.Popen(["scripts/up"], cwd=clone, env=env, stdin=terminal, stdout=terminal, stderr=terminal) as up:
         os.close(terminal)
-        os.write(controller, b"acme/shop\ncoordinator-token\nagents-token\nmodel-key\n")
+        os.write(controller, b"acme/shop\ndeploy-token\nauthor-token\nreviewer-token\nmodel-key\n")
         shown = b""
         with contextlib.suppress(OSError):  # EIO once the script has ended and the terminal is gone
             while chunk := os.read(controller, 4096):
@@ -180,15 +185,16 @@ def test_up_on_a_terminal_asks_for_each_missing_setting(tmp_path: Path) -> None:
     assert calls(tmp_path) == [
         "stack select --create prod",
         "config get repository", "config set repository acme/shop",
-        "config get githubToken", "config set --secret githubToken",
+        "config get githubToken", "config get githubApp", "config set --secret githubToken",
+        "config get --path githubIdentities.author", "config set --secret --path githubIdentities.author.token",
+        "config get --path githubIdentities.reviewer", "config set --secret --path githubIdentities.reviewer.token",
         "config get agentImage",
-        "config get --path agentSecrets.GITHUB_TOKEN", "config set --secret --path agentSecrets.GITHUB_TOKEN",
         "config get --path agentSecrets.ANTHROPIC_API_KEY", "config set --secret --path agentSecrets.ANTHROPIC_API_KEY",
         "up",
     ]
     assert (tmp_path / "stand-in" / "config").read_text().splitlines() == [
-        "repository=acme/shop", "githubToken=coordinator-token", "agentSecrets.GITHUB_TOKEN=agents-token",
-        "agentSecrets.ANTHROPIC_API_KEY=model-key",
+        "repository=acme/shop", "githubToken=deploy-token", "githubIdentities.author.token=author-token",
+        "githubIdentities.reviewer.token=reviewer-token", "agentSecrets.ANTHROPIC_API_KEY=model-key",
     ]
 
 
