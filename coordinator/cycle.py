@@ -13,7 +13,7 @@ scheduler stop the cycle anyway (SIGTERM), `CycleStopped` ends the step in progr
 run are reported as skipped, and the report is still written.
 
 The cycle reaches the outside world only through the adapters it is handed (`CycleAdapters`): the
-agent runtime (`coordinator.runtime.AgentRuntime`), GitHub (`coordinator.steps.merge.GitHubPort`),
+agent runtime (`coordinator.runtime.AgentRuntime`), GitHub (`coordinator.github_port.GitHubPort`),
 production (a `ProductionProbe`) and the clock. Tests hand in their own, pointed at local servers.
 """
 
@@ -33,6 +33,7 @@ from coordinator import verdict
 from coordinator.deadline import DeadlineExceeded, run_with_deadline, seconds_left
 from coordinator.edges.production import check_health
 from coordinator.fleet import Mode, RoleSpec, role_label
+from coordinator.github_port import GitHubError, GitHubPort
 from coordinator.identities import (
     COORDINATOR_PERMISSIONS,
     SHARED_ACCOUNTS_FILE,
@@ -56,7 +57,7 @@ from coordinator.report import (
 from coordinator.runtime import AgentRuntime
 from coordinator.settings import GitHubSettings, HealthSettings, Settings
 from coordinator.steps.inventory import Inventory, take_inventory
-from coordinator.steps.merge import GitHubError, GitHubPort, run_merge
+from coordinator.steps.merge import run_merge
 from coordinator.steps.reconcile import (
     AgentContext,
     BackoffPolicy,

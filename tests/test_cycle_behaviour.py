@@ -23,9 +23,9 @@ import pytest
 
 from coordinator import cycle, labels
 from coordinator.cycle import CycleAdapters
+from coordinator.github_port import GitHubPort
 from coordinator.report import EventLog, HealthReport
 from coordinator.settings import GitHubSettings, HealthSettings, load_settings
-from coordinator.steps.merge import GitHubPort
 from tests.fakes.runtime import FakeClock, MemoryRuntime, State
 from tests.fleet_harness import CycleRun, cycle_env, desired, parse_lines, present_by_role, role_spec, write_roster
 

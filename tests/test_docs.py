@@ -27,6 +27,7 @@ import yaml
 
 import coordinator
 from coordinator import verdict
+from coordinator.github_port import MergeFailure
 from coordinator.metrics import FleetMetrics
 from coordinator.report import (
     REPORT_EVENT,
@@ -44,7 +45,8 @@ from coordinator.report import (
 )
 from coordinator.settings import VARIABLES
 from coordinator.status import render_status
-from coordinator.steps.merge import DRY_RUN, LIMIT_REACHED, STOPPED_EARLY, MergeFailure, Refusal
+from coordinator.steps.merge import DRY_RUN, LIMIT_REACHED, STOPPED_EARLY
+from coordinator.steps.merge_rules import Refusal
 from deploy.stack_config import KNOWN_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,31 +23,27 @@ from coordinator.edges.github import (
     PathError,
     snapshot_from_node,
 )
-from coordinator.report import MergeOutcome
-from coordinator.steps.merge import (
+from coordinator.pull_requests import (
     CheckConclusion,
     CheckRun,
     CheckStatus,
     CommitStatus,
     Mergeable,
-    MergePolicy,
     MergeQueueEntryState,
     MergeStateStatus,
     PullSnapshot,
     PullState,
     QueueEntry,
-    Refusal,
     Review,
     ReviewDecision,
     ReviewState,
     StatusState,
     Unreadable,
     Unrecognized,
-    commit_title,
-    decide,
-    plan_merges,
-    queue_reason,
 )
+from coordinator.report import MergeOutcome
+from coordinator.steps.merge_plan import commit_title, plan_merges, queue_reason
+from coordinator.steps.merge_rules import MergePolicy, Refusal, decide
 from tests.fakes.github import github_schema
 
 HEAD = "a" * 40

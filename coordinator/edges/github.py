@@ -1,7 +1,8 @@
 """The GitHub edge of the merge step: one GraphQL query per 100 open pull requests; per merge, one GraphQL
 read of that pull request and one PUT.
 
-`GitHubClient` implements `coordinator.steps.merge.GitHubPort` (re-exported here):
+`GitHubClient` implements `coordinator.github_port.GitHubPort` (re-exported here), reading each pull request
+into a `coordinator.pull_requests.PullSnapshot`:
 
 - every request ends by a wall-clock deadline: its own timeout (`timeout_s`), or the caller's deadline if
   that comes first, however slowly GitHub (or whatever GITHUB_API_URL points at) answers; and no request
@@ -42,30 +43,31 @@ from github import Auth, Github, GithubException
 
 from coordinator.deadline import DeadlineExceeded, run_with_deadline
 from coordinator.edges.http import NO_RETRY, Attempts, classify_error, mount, read_retry, send
-from coordinator.redact import scrub
-from coordinator.settings import GitHubSettings
-from coordinator.steps.merge import (
+from coordinator.github_port import (
     BranchUpdated,
-    CheckConclusion,
-    CheckRun,
-    CheckStatus,
-    CommitStatus,
     Enqueued,
     EnqueueResult,
     GitHubError,
     GitHubPort,
-    Mergeable,
     Merged,
     MergeFailure,
-    MergeQueueEntryState,
     MergeRefused,
     MergeResult,
-    MergeStateStatus,
     OpenPulls,
+    RateLimited,
+    UpdateResult,
+)
+from coordinator.pull_requests import (
+    CheckConclusion,
+    CheckRun,
+    CheckStatus,
+    CommitStatus,
+    Mergeable,
+    MergeQueueEntryState,
+    MergeStateStatus,
     PullSnapshot,
     PullState,
     QueueEntry,
-    RateLimited,
     ReportedCheck,
     Review,
     ReviewDecision,
@@ -73,9 +75,10 @@ from coordinator.steps.merge import (
     StatusState,
     Unreadable,
     Unrecognized,
-    UpdateResult,
     parse_enum,
 )
+from coordinator.redact import scrub
+from coordinator.settings import GitHubSettings
 
 __all__ = [
     "ENQUEUE_MUTATION",
