@@ -19,7 +19,7 @@ from typing import TextIO
 
 from coordinator.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from coordinator.fleet import DEFAULT_FLEET_ID
-from coordinator.heartbeat import healthcheck_main
+from coordinator.healthcheck import healthcheck_main
 from coordinator.history import MAX_REPORTS, ReportHistory
 from coordinator.redact import scrub
 from coordinator.report import EventLog, render_text

@@ -2,7 +2,7 @@
 
 The runtime's COORDINATOR_SCHEDULE (`coordinator.settings`), the stack's `agent-fleet:schedule`
 (`deploy.stack_config`), the scheduler (`coordinator.schedule`) and the health check
-(`coordinator.heartbeat`) all use these functions. Times are UTC.
+(`coordinator.healthcheck`) all use these functions. Times are UTC.
 
 A schedule is 5 fields (minute hour day-of-month month day-of-week) or 6 with seconds last. It is
 refused up front when it would never work: a wrong number of fields, a field croniter cannot read, a

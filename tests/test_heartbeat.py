@@ -11,14 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.heartbeat import (
-    UNHEALTHY_TIMEOUTS_IN_A_ROW,
-    Heartbeat,
-    HeartbeatError,
-    judge_heartbeat,
-    read_heartbeat,
-    write_heartbeat,
-)
+from coordinator.healthcheck import UNHEALTHY_TIMEOUTS_IN_A_ROW, judge_heartbeat
+from coordinator.heartbeat import Heartbeat, HeartbeatError, read_heartbeat, write_heartbeat
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -164,7 +158,8 @@ def test_a_reader_never_sees_half_a_heartbeat(tmp_path: Path) -> None:
 
 def _healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The health check as Docker runs it: a fresh process, with nothing but the given settings."""
-    code = "import os, sys; from coordinator.heartbeat import healthcheck_main; sys.exit(healthcheck_main(os.environ))"
+    code = "import os, sys; from coordinator.healthcheck import healthcheck_main; " \
+        "sys.exit(healthcheck_main(os.environ))"
     return subprocess.run(
         [sys.executable, "-c", code],
         env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **env},
