@@ -55,7 +55,9 @@ from coordinator.identities import (
 from coordinator.redact import MIN_SECRET_CHARS, scrub, shown
 from coordinator.redact import Secret as Secret  # where every module has taken it from
 from coordinator.values import (
+    DEFAULT_RUNTIME,
     MAX_FLEET_ID_CHARS,
+    SWARM_RUNTIME,
     ValueProblem,
     ascii_digits,
     blank_is_unset,
@@ -65,6 +67,7 @@ from coordinator.values import (
     parse_list,
     parse_network,
     parse_repository,
+    parse_runtime,
     parse_seconds,
     parse_swarm_fleet_id,
     parse_switch,
@@ -236,19 +239,8 @@ class SpawnSettings:
     backoff_max_s: float = 3600.0
 
 
-DOCKER_RUNTIME = "docker"  # one engine
-SWARM_RUNTIME = "swarm"
-RUNTIMES = (DOCKER_RUNTIME, SWARM_RUNTIME)
-DEFAULT_RUNTIME = DOCKER_RUNTIME
 DEFAULT_NODE_LOST_S = 300.0
 MAX_NODE_LOST_S = 24 * 3600.0
-
-
-def parse_runtime(raw: str) -> str:
-    """FLEET_RUNTIME, and the stack's `runtime`: one of RUNTIMES."""
-    if raw not in RUNTIMES:
-        raise ValueProblem("is not a runtime", f"use {' or '.join(RUNTIMES)}")
-    return raw
 
 
 @dataclass(frozen=True)

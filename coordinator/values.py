@@ -159,6 +159,19 @@ def parse_list(raw: str, *, what: str, example: str) -> tuple[str, ...]:
 
 # The fleet id starts every agent's container name, `<fleet>-<role>-<slot>`, which must fit a DNS label
 # (63 characters: Swarm service names are DNS labels). 24 + 1 + 30 (a role key) + 1 + 4 (slot 1000) = 60.
+DOCKER_RUNTIME = "docker"  # one engine
+SWARM_RUNTIME = "swarm"
+RUNTIMES = (DOCKER_RUNTIME, SWARM_RUNTIME)
+DEFAULT_RUNTIME = DOCKER_RUNTIME
+
+
+def parse_runtime(raw: str) -> str:
+    """FLEET_RUNTIME, and the stack's `runtime`: one of RUNTIMES."""
+    if raw not in RUNTIMES:
+        raise ValueProblem("is not a runtime", f"use {' or '.join(RUNTIMES)}")
+    return raw
+
+
 MAX_FLEET_ID_CHARS = 24
 _FLEET_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

@@ -51,14 +51,10 @@ from coordinator.identities import (
     shared_reviewer,
 )
 from coordinator.redact import MIN_SECRET_CHARS, shown
-from coordinator.settings import (
-    DEFAULT_METRICS_PORT,
-    DEFAULT_RUNTIME,
-    MAX_SPAWNS_PER_HOUR,
-    SWARM_RUNTIME,
-    parse_runtime,
-)
+from coordinator.settings import DEFAULT_METRICS_PORT, MAX_SPAWNS_PER_HOUR
 from coordinator.values import (
+    DEFAULT_RUNTIME,
+    SWARM_RUNTIME,
     ValueProblem,
     blank_is_unset,
     load_json,
@@ -67,6 +63,7 @@ from coordinator.values import (
     parse_int,
     parse_network,
     parse_repository,
+    parse_runtime,
     parse_swarm_fleet_id,
     parse_switch,
     parse_url,

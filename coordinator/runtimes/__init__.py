@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 from coordinator.runtime import AgentRuntime
-from coordinator.settings import SWARM_RUNTIME, RuntimeSettings
+from coordinator.settings import RuntimeSettings
+from coordinator.values import SWARM_RUNTIME
 
 
 def open_runtime(settings: RuntimeSettings) -> AgentRuntime:
