@@ -29,9 +29,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def scrape(port: int) -> str | None:
+def scrape(port: int, path: str = "/metrics") -> str | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
             return str(response.read().decode())
     except OSError:
         return None
@@ -63,6 +63,7 @@ def test_try_runs_the_sample_fleet_serves_metrics_and_leaves_nothing_behind_when
             banner = poll("the banner", lambda: re.search(r"coordinator: pid (\d+)", output.read_text()))
             text = output.read_text()
             assert f"metrics:  http://127.0.0.1:{port}/metrics" in text
+            assert f"page:     http://127.0.0.1:{port}/ " in text
             assert "the merge step is skipped (no GitHub)" in text and "stop:     Ctrl-C here" in text
             state = Path(re.search(r"reports:  tail -f (\S+)/coordinator.log", text)[1])  # type: ignore[index]
             assert state.parent == tmp_path
@@ -71,6 +72,9 @@ def test_try_runs_the_sample_fleet_serves_metrics_and_leaves_nothing_behind_when
             metrics = poll("a cycle's metrics", lambda: (m := scrape(port)) and 'verdict="healthy"} 1.0' in m and m)
             assert 'agent_fleet_agents_running{role="builder"} 2.0' in metrics
             assert 'agent_fleet_agents_running{role="reviewer"} 1.0' in metrics
+            # The status page it names shows the same cycle: the sample's roles and the verdict.
+            page = poll("the status page with a cycle", lambda: (p := scrape(port, "/")) and "reviewer" in p and p)
+            assert f"{fleet_id}: healthy" in page and "builder" in page
             running = sorted(c.name for c in fleet_containers(docker_client, fleet_id) if c.status == "running")
             assert running == [f"{fleet_id}-builder-1", f"{fleet_id}-builder-2", f"{fleet_id}-reviewer-1"]
             events = [json.loads(line) for line in (state / "coordinator.log").read_text().splitlines()]
