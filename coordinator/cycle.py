@@ -42,6 +42,7 @@ from coordinator.identities import (
     TokenMinter,
 )
 from coordinator.report import (
+    CYCLE_STEPS,
     CycleReport,
     EventLog,
     HealthReport,
@@ -70,7 +71,6 @@ from coordinator.steps.reconcile import (
 
 T = TypeVar("T")
 
-STEPS = ("inventory", "reconcile", "merge", "health", "report")
 # A step that keeps its own deadline (merge, health) ends by it and reports how far it got; the cycle cuts a
 # step off only this much later, as the net under steps that do not.
 STEP_GRACE_S = 2.0
@@ -173,7 +173,7 @@ class StepRunner:
         """The cycle was stopped: the step in progress failed, the ones not run are skipped."""
         if self.current is not None:
             self.fail(self.current, reason)
-        for name in STEPS[:-1]:
+        for name in CYCLE_STEPS[:-1]:
             if name not in self.report.steps:
                 self.skip(name, reason)
 

@@ -31,6 +31,13 @@ DEFAULT_FLEET_ID = "agent-fleet"
 BLOCKING_LABEL = "do-not-merge"
 
 
+def require_blocking_labels(labels: tuple[str, ...]) -> None:
+    """The one check of a merge policy's labels, wherever it is built (settings, the merge step's policy): no
+    blocking label would merge a pull request labelled do-not-merge, so an empty tuple is refused."""
+    if not labels:
+        raise ValueError(f"blocking_labels is empty; keep at least {BLOCKING_LABEL!r}")
+
+
 def role_label(key: str) -> str:
     """The GitHub label of a role (`role:<key>`), which the Pulumi program creates for each role."""
     return f"role:{key}"

@@ -53,6 +53,7 @@ from coordinator.history import ReportHistory
 from coordinator.page import CONTENT_SECURITY_POLICY, render_page
 from coordinator.redact import scrub_values
 from coordinator.report import (
+    CYCLE_STEPS,
     HealthStatus,
     Report,
     Verdict,
@@ -66,9 +67,8 @@ from coordinator.report import (
 from coordinator.settings import DEFAULT_METRICS_PORT
 from coordinator.web import HttpServer, Request, Response
 
-# The steps `cycle.py` runs, by the names its reports use; an error of any other step is counted
-# as OTHER_STEP, because a step name is a label value and must stay a word we chose.
-CYCLE_STEPS = ("inventory", "reconcile", "merge", "health", "report")
+# An error of a step not in CYCLE_STEPS is counted as OTHER_STEP, because a step name is a label value and must
+# stay a word we chose.
 CRASH_STEP = "cycle"  # the cycle process ended without its report: bad exit code, or not started at all
 TIMEOUT_STEP = "timeout"  # the scheduler terminated the cycle at its time limit
 OTHER_STEP = "other"

@@ -54,6 +54,10 @@ class StepError:
     message: str
 
 
+# The steps of a cycle, in the order `cycle.py` runs them, by the names the report's `steps` and `errors` use.
+CYCLE_STEPS = ("inventory", "reconcile", "merge", "health", "report")
+
+
 @dataclass(frozen=True)
 class StepResult:
     """How one step ended: ok, failed (with the error) or skipped (with the reason)."""

@@ -38,6 +38,7 @@ from coordinator.fleet import (
     SecretsFault,
     agent_secrets,
     limit_breach,
+    require_blocking_labels,
     roster_from_json,
     unknown_secrets,
 )
@@ -66,6 +67,7 @@ from coordinator.values import (
     parse_int,
     parse_list,
     parse_network,
+    parse_or_refuse,
     parse_repository,
     parse_runtime,
     parse_seconds,
@@ -94,8 +96,12 @@ DEFAULT_METRICS_PORT = 9464
 # The documented maxima of the numbers of seconds: a larger value is a typo, not a wish.
 MAX_CYCLE_TIMEOUT_S = 24 * 3600.0  # also the cap of the default, one schedule interval
 MAX_HEALTH_TIMEOUT_S = 300.0
+DEFAULT_BACKOFF_S = 60.0
 MAX_BACKOFF_S = 24 * 3600.0
+DEFAULT_BACKOFF_MAX_S = 3600.0
 MAX_BACKOFF_MAX_S = 7 * 24 * 3600.0
+DEFAULT_NODE_LOST_S = 300.0
+MAX_NODE_LOST_S = 24 * 3600.0
 # And of the counts.
 MAX_MERGES_PER_CYCLE = 500  # GitHub's secondary limit: 500 content-creating requests an hour
 # 40 a cycle under the default */5 schedule is at most 480 merges an hour, inside that limit.
@@ -104,6 +110,7 @@ DEFAULT_MERGES_PER_CYCLE = 40
 # again, so updating more at once mostly spends CI on heads that are stale by the time they are green.
 DEFAULT_UPDATES_PER_CYCLE = 1
 MAX_UPDATES_PER_CYCLE = 100
+DEFAULT_SPAWN_CONCURRENCY = 8
 MAX_SPAWN_CONCURRENCY = 100
 MAX_SPAWNS_PER_HOUR = 100_000
 # A token file is a few dozen bytes; anything much bigger is the wrong file.
@@ -152,15 +159,17 @@ VARIABLES: dict[str, str] = {
     "HEALTH_TIMEOUT_S": f"Time budget of the health check, seconds. Default 10, at most {MAX_HEALTH_TIMEOUT_S:g}.",
     "HEALTH_EXPECT": f"Status codes that count as up, e.g. 200-399 or 200,204. Default {DEFAULT_HEALTH_EXPECT}.",
     "FLEET_MAX_SPAWNS_PER_HOUR": "Fleet-wide spawn budget per rolling hour. Unset or 0: no budget.",
-    "SPAWN_CONCURRENCY": f"Most agent spawns in flight at once. Default 8, at most {MAX_SPAWN_CONCURRENCY}.",
+    "SPAWN_CONCURRENCY": f"Most agent spawns in flight at once. Default {DEFAULT_SPAWN_CONCURRENCY}, "
+    f"at most {MAX_SPAWN_CONCURRENCY}.",
     "AGENT_CRASH_BACKOFF_S": "First wait before respawning a slot whose agent crashed; doubles per crash. "
-    f"Default 60, at most {MAX_BACKOFF_S:g}.",
-    "AGENT_CRASH_BACKOFF_MAX_S": f"Longest crash-loop wait, seconds. Default 3600, at most {MAX_BACKOFF_MAX_S:g}.",
+    f"Default {DEFAULT_BACKOFF_S:g}, at most {MAX_BACKOFF_S:g}.",
+    "AGENT_CRASH_BACKOFF_MAX_S": "Longest crash-loop wait, seconds. "
+    f"Default {DEFAULT_BACKOFF_MAX_S:g}, at most {MAX_BACKOFF_MAX_S:g}.",
     "AGENT_NETWORK": "Docker network mode of agent containers (bridge, host, or a network name). Default bridge.",
     "FLEET_RUNTIME": "Where agents run: docker (one engine) or swarm (a Docker Swarm, through a manager). "
     "Default docker.",
     "AGENT_NODE_LOST_S": "Swarm: seconds a node may be unreachable before its agents' slots are filled elsewhere. "
-    "Default 300.",
+    f"Default {DEFAULT_NODE_LOST_S:g}.",
     "AGENT_PLACEMENT": "Swarm: comma-separated placement constraints for agent services, e.g. node.role==worker.",
     "AGENT_SECRETS_FILE": "Path of a JSON object {NAME: value} of the agents' secrets; each agent receives its "
     "role's (all, unless the role lists `secrets`) as files /run/secrets/<NAME>. Each value "
@@ -207,9 +216,7 @@ class GitHubSettings:
     def __post_init__(self) -> None:
         if self.token is None and self.app is None:
             raise ValueError("GitHubSettings needs a token or an App")
-        # No blocking label would merge a pull request labelled do-not-merge: never, however built.
-        if not self.blocking_labels:
-            raise ValueError(f"blocking_labels is empty; keep at least {BLOCKING_LABEL!r}")
+        require_blocking_labels(self.blocking_labels)
 
     @property
     def owner(self) -> str:
@@ -233,14 +240,12 @@ class HealthSettings:
 @dataclass(frozen=True)
 class SpawnSettings:
     max_spawns_per_hour: int | None = None
-    concurrency: int = 8
+    concurrency: int = DEFAULT_SPAWN_CONCURRENCY
     network: str = "bridge"
-    backoff_base_s: float = 60.0
-    backoff_max_s: float = 3600.0
+    backoff_base_s: float = DEFAULT_BACKOFF_S
+    backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
 
 
-DEFAULT_NODE_LOST_S = 300.0
-MAX_NODE_LOST_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -312,13 +317,9 @@ def refusal(name: str, raw: object, reason: str, fix: str) -> ConfigError:
 
 def _read(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: D) -> T | D:
     """The parsed value of `name`, or `default` when it is blank; a refused value becomes a ConfigError."""
-    raw = env_value(env, name)
-    if raw is None:
-        return default
-    try:
-        return parse(raw)
-    except ValueProblem as problem:
-        raise refusal(name, raw, problem.reason, problem.fix) from None
+    return parse_or_refuse(
+        env_value(env, name), parse, default, lambda raw, problem: refusal(name, raw, problem.reason, problem.fix)
+    )
 
 
 def known_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -621,15 +622,20 @@ def _load_spawn(env: Mapping[str, str]) -> SpawnSettings:
     return SpawnSettings(
         max_spawns_per_hour=max_spawns or None,
         concurrency=_read(
-            env, "SPAWN_CONCURRENCY", partial(parse_int, minimum=1, maximum=MAX_SPAWN_CONCURRENCY, example=8), 8
+            env, "SPAWN_CONCURRENCY",
+            partial(parse_int, minimum=1, maximum=MAX_SPAWN_CONCURRENCY, example=DEFAULT_SPAWN_CONCURRENCY),
+            DEFAULT_SPAWN_CONCURRENCY,
         ),
         network=_read(env, "AGENT_NETWORK", parse_network, "bridge"),
         backoff_base_s=_read(
-            env, "AGENT_CRASH_BACKOFF_S", partial(parse_seconds, maximum=MAX_BACKOFF_S, example="60"), 60.0
+            env, "AGENT_CRASH_BACKOFF_S",
+            partial(parse_seconds, maximum=MAX_BACKOFF_S, example=f"{DEFAULT_BACKOFF_S:g}"),
+            DEFAULT_BACKOFF_S,
         ),
         backoff_max_s=_read(
-            env, "AGENT_CRASH_BACKOFF_MAX_S", partial(parse_seconds, maximum=MAX_BACKOFF_MAX_S, example="3600"),
-            3600.0,
+            env, "AGENT_CRASH_BACKOFF_MAX_S",
+            partial(parse_seconds, maximum=MAX_BACKOFF_MAX_S, example=f"{DEFAULT_BACKOFF_MAX_S:g}"),
+            DEFAULT_BACKOFF_MAX_S,
         ),
     )
 
@@ -665,7 +671,8 @@ def _heartbeat_file(env: Mapping[str, str], fleet_id: str) -> Path:
 def _load_runtime(env: Mapping[str, str], heartbeat_file: Path) -> RuntimeSettings:
     kind = _read(env, "FLEET_RUNTIME", parse_runtime, DEFAULT_RUNTIME)
     lost = _read(
-        env, "AGENT_NODE_LOST_S", partial(parse_seconds, maximum=MAX_NODE_LOST_S, example="300"), DEFAULT_NODE_LOST_S
+        env, "AGENT_NODE_LOST_S", partial(parse_seconds, maximum=MAX_NODE_LOST_S, example=f"{DEFAULT_NODE_LOST_S:g}"),
+        DEFAULT_NODE_LOST_S,
     )
     placement = _read(
         env, "AGENT_PLACEMENT", partial(parse_list, what="constraint", example="node.role==worker"), ()

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from coordinator.redact import shown
@@ -55,6 +55,23 @@ _INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit and int() a
 # (COORDINATOR_CYCLE_TIMEOUT_S) reads back as the same number, and the smallest is 0.001.
 _SECONDS = re.compile(r"-?[0-9]{1,12}(?:\.[0-9]{1,3})?")
 MIN_SECONDS = 0.001
+
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+
+def parse_or_refuse(
+    text: str | None, parse: Callable[[str], T], default: D, refuse: Callable[[str, ValueProblem], Exception]
+) -> T | D:
+    """Both sides' one read: `default` when `text` is unset (see `blank_is_unset`), else `parse(text)`; a
+    `ValueProblem` becomes the side's own error, `refuse(text, problem)`, worded in its naming style."""
+    if text is None:
+        return default
+    try:
+        return parse(text)
+    except ValueProblem as problem:
+        raise refuse(text, problem) from None
 
 
 def ascii_digits(text: str) -> int | None:

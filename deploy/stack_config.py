@@ -62,6 +62,7 @@ from coordinator.values import (
     parse_image,
     parse_int,
     parse_network,
+    parse_or_refuse,
     parse_repository,
     parse_runtime,
     parse_swarm_fleet_id,
@@ -270,13 +271,7 @@ def _text(raw: Mapping[str, str | None], key: str) -> str | None:
 
 def _read(raw: Mapping[str, str | None], key: str, parse: Callable[[str], T], default: D) -> T | D:
     """The parsed value of `key`, or `default` when it is blank; a refused value becomes a StackConfigError."""
-    text = _text(raw, key)
-    if text is None:
-        return default
-    try:
-        return parse(text)
-    except ValueProblem as problem:
-        raise _refusal(key, text, problem) from None
+    return parse_or_refuse(_text(raw, key), parse, default, partial(_refusal, key))
 
 
 def _json(raw: Mapping[str, str | None], key: str, example: str) -> object:

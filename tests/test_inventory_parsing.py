@@ -8,7 +8,7 @@ the engine's answers in the shape the SDK's low-level client returns them), and 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import docker
@@ -107,7 +107,7 @@ def assert_read_and_planned(listing_ids: set[str], agents: tuple[AgentRecord, ..
 
 
 def plan(runtime: DockerRuntime | SwarmRuntime) -> tuple[tuple[AgentRecord, ...], tuple[Unreadable, ...]]:
-    inventory = take_inventory(runtime, FLEET, now=NOW)
+    inventory = take_inventory(runtime, FLEET, now=NOW, node_lost_after=timedelta(minutes=5))
     plan_reconcile(FLEET, ROSTER, inventory, now=NOW, backoff=WIDEST_BACKOFF, max_spawns_per_hour=5)
     plan_reconcile(FLEET, ROSTER, inventory, now=NOW, backoff=WIDEST_BACKOFF)
     return inventory.agents, inventory.unreadable

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,8 @@ from coordinator.settings import (
     env_value,
     load_settings,
 )
+from coordinator.steps.inventory import Inventory, take_inventory
+from coordinator.steps.reconcile import BackoffPolicy, execute_plan
 
 ROLE = {"key": "api_builder", "title": "API Builder", "count": 2, "department": "Engineering",
         "mode": "Task-driven", "brief": "Builds the API.", "image": "agent:1"}
@@ -578,3 +582,18 @@ def test_each_fleet_keeps_its_own_state_files_unless_told_where() -> None:
     told = load_settings({"FLEET_ID": "fleet-one", "COORDINATOR_HEARTBEAT_FILE": "/run/fleet/hb.json"})
     assert told.heartbeat_file == Path("/run/fleet/hb.json")
     assert told.runtime.exit_memo_file == Path("/run/fleet/exits.json")
+
+
+def test_the_core_policies_default_to_what_the_settings_read_when_nothing_is_set() -> None:
+    # One default per variable: the help text says it, the reader applies it, and the core's records that have
+    # a default of their own (for tests and benchmarks) take the same declaration; the spawn step has none.
+    settings = load_settings({})
+    spawn = settings.spawn
+    assert (spawn.concurrency, spawn.backoff_base_s, spawn.backoff_max_s) == (8, 60.0, 3600.0)
+    assert BackoffPolicy() == BackoffPolicy(settings.spawn.backoff_base_s, settings.spawn.backoff_max_s)
+    assert Inventory().node_lost_after == timedelta(seconds=settings.runtime.node_lost_s)
+    assert inspect.signature(execute_plan).parameters["concurrency"].default is inspect.Parameter.empty
+    assert inspect.signature(take_inventory).parameters["node_lost_after"].default is inspect.Parameter.empty
+    for name, default in (("SPAWN_CONCURRENCY", "8"), ("AGENT_CRASH_BACKOFF_S", "60"),
+                          ("AGENT_CRASH_BACKOFF_MAX_S", "3600"), ("AGENT_NODE_LOST_S", "300")):
+        assert f"Default {default}" in VARIABLES[name]

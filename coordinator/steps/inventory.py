@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from coordinator.runtime import AgentRecord, AgentRuntime, Phase, Unreadable
+from coordinator.settings import DEFAULT_NODE_LOST_S
 
 # An agent that exits non-zero within this many seconds of starting crashed (crash-loop backoff).
 CRASH_WINDOW_S = 60.0
@@ -45,7 +46,7 @@ class Inventory:
     agents: tuple[AgentRecord, ...] = ()
     unreadable: tuple[Unreadable, ...] = ()
     taken_at: datetime | None = None
-    node_lost_after: timedelta = timedelta(seconds=300)
+    node_lost_after: timedelta = timedelta(seconds=DEFAULT_NODE_LOST_S)  # AGENT_NODE_LOST_S's default
 
     def counts_as_running(self, agent: AgentRecord) -> bool:
         if agent.phase is Phase.ALIVE:
@@ -104,7 +105,7 @@ class Inventory:
 
 
 def take_inventory(
-    runtime: AgentRuntime, fleet_id: str, *, now: datetime, node_lost_after: timedelta = timedelta(seconds=300)
+    runtime: AgentRuntime, fleet_id: str, *, now: datetime, node_lost_after: timedelta
 ) -> Inventory:
     listing = runtime.list_agents(fleet_id)
     return Inventory(listing.agents, listing.unreadable, taken_at=now, node_lost_after=node_lost_after)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import assert_never
 
-from coordinator.fleet import BLOCKING_LABEL
+from coordinator.fleet import BLOCKING_LABEL, require_blocking_labels
 from coordinator.pull_requests import (
     CheckConclusion,
     CheckRun,
@@ -40,9 +40,7 @@ class MergePolicy:
     blocking_labels: tuple[str, ...] = (BLOCKING_LABEL,)
 
     def __post_init__(self) -> None:
-        # No blocking label would merge a pull request labelled do-not-merge: refused, however it is built.
-        if not self.blocking_labels:
-            raise ValueError(f"blocking_labels is empty; keep at least {BLOCKING_LABEL!r}")
+        require_blocking_labels(self.blocking_labels)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ from coordinator.runtime import (
     slot_name,
     spawn_times,
 )
-from coordinator.settings import Secret
+from coordinator.settings import DEFAULT_BACKOFF_MAX_S, DEFAULT_BACKOFF_S, Secret
 from coordinator.steps.inventory import Inventory, crashed, last_exit_time
 
 BUDGET_WINDOW = timedelta(hours=1)
@@ -66,10 +66,11 @@ _MAX_DOUBLINGS = 32
 @dataclass(frozen=True)
 class BackoffPolicy:
     """How long a slot waits after its n-th crash in a row: not at all after one (an agent killed by
-    accident is replaced at once), then base, 2 * base, 4 * base, ... up to `max_s`."""
+    accident is replaced at once), then base, 2 * base, 4 * base, ... up to `max_s`. The cycle builds it from
+    the settings (AGENT_CRASH_BACKOFF_S, AGENT_CRASH_BACKOFF_MAX_S), whose defaults these are."""
 
-    base_s: float = 60.0
-    max_s: float = 3600.0
+    base_s: float = DEFAULT_BACKOFF_S
+    max_s: float = DEFAULT_BACKOFF_MAX_S
 
     def delay(self, crashes: int) -> timedelta:
         if crashes <= 1:
@@ -400,7 +401,7 @@ def execute_plan(
     runtime: AgentRuntime,
     context: AgentContext,
     *,
-    concurrency: int = 8,
+    concurrency: int,
     on_result: Callable[[SpawnResult], None] = lambda result: None,
 ) -> Execution:
     """Spawn each image's agents with a slow start (`SlowStart`: 1, 2, 4, ... in flight, at most `concurrency`).
