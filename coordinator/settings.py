@@ -1,6 +1,9 @@
 """The coordinator's settings, read once from the environment.
 
-Every variable is listed in `VARIABLES` with its meaning; the README's table is written from it.
+Every variable is listed in `VARIABLES` with its meaning; docs/configuration.md's table is written from it. The
+numeric variables are declared once each (`Count`, `Seconds` from `coordinator.values`: name, meaning, default,
+limits), and their VARIABLES text and their readers, the stack's too where it reads the same number, are
+rendered from that declaration.
 Every variable is read through one accessor, `env_value`, in which an empty or blank value means
 unset, so each variable's default also applies to "" (what Docker Compose's `${VAR}` gives for an
 unset VAR). Every variable that is set is checked, whether or not its step will run.
@@ -20,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from coordinator import cron
 from coordinator.fleet import (
@@ -59,18 +62,19 @@ from coordinator.values import (
     DEFAULT_RUNTIME,
     MAX_FLEET_ID_CHARS,
     SWARM_RUNTIME,
+    Count,
+    Seconds,
+    SecondsDefault,
     ValueProblem,
     ascii_digits,
     blank_is_unset,
     load_json,
     parse_fleet_id,
-    parse_int,
     parse_list,
     parse_network,
     parse_or_refuse,
     parse_repository,
     parse_runtime,
-    parse_seconds,
     parse_swarm_fleet_id,
     parse_switch,
     parse_url,
@@ -118,24 +122,51 @@ MAX_TOKEN_FILE_BYTES = 64 * 1024
 # The agents' secrets file: a handful of tokens and keys.
 MAX_AGENT_SECRETS_FILE_BYTES = 1024 * 1024
 
+DEFAULT_HEALTH_TIMEOUT_S = 10.0
+_CEILING_HINT = " (the ceiling for any fleet)"
+
+# The numeric variables, each declared once (`Count`, `Seconds`): VARIABLES' text and the readers, the stack's
+# too where it reads the same number, are rendered from these.
+MAX_AGENTS_PER_ROLE = Count("FLEET_MAX_AGENTS_PER_ROLE", "Most agents one role may ask for.",
+                            DEFAULT_MAX_AGENTS_PER_ROLE, MAX_AGENTS_PER_ROLE_CEILING, maximum_hint=_CEILING_HINT)
+MAX_AGENTS = Count("FLEET_MAX_AGENTS", "Most agents the whole roster may ask for.", DEFAULT_MAX_AGENTS,
+                   MAX_AGENTS_CEILING, maximum_hint=_CEILING_HINT)
+CYCLE_TIMEOUT = Seconds("COORDINATOR_CYCLE_TIMEOUT_S", "Time limit of one cycle under `schedule`, seconds.", None,
+                        MAX_CYCLE_TIMEOUT_S, example="300", derived_default="one schedule interval")
+METRICS_PORT = Count("COORDINATOR_METRICS_PORT",
+                     "Port `schedule` serves Prometheus metrics on, at /metrics on every interface.", 0, 65535,
+                     minimum=0, example=DEFAULT_METRICS_PORT, off="no metrics are served")
+MERGES_PER_CYCLE = Count("MERGE_MAX_PER_CYCLE", "Most pull requests merged in one cycle.", DEFAULT_MERGES_PER_CYCLE,
+                         MAX_MERGES_PER_CYCLE, maximum_note=" (GitHub allows about 500 merges an hour)")
+UPDATES_PER_CYCLE = Count("MERGE_UPDATES_PER_CYCLE", "With MERGE_REQUIRE_UP_TO_DATE, most pull requests brought up "
+                          "to date per cycle, oldest approval first.", DEFAULT_UPDATES_PER_CYCLE, MAX_UPDATES_PER_CYCLE)
+HEALTH_TIMEOUT = Seconds("HEALTH_TIMEOUT_S", "Time budget of the health check, seconds.", DEFAULT_HEALTH_TIMEOUT_S,
+                         MAX_HEALTH_TIMEOUT_S)
+SPAWNS_PER_HOUR = Count("FLEET_MAX_SPAWNS_PER_HOUR", "Fleet-wide spawn budget per rolling hour.", 0,
+                        MAX_SPAWNS_PER_HOUR, minimum=0, example=60, off="no budget")
+SPAWN_CONCURRENCY = Count("SPAWN_CONCURRENCY", "Most agent spawns in flight at once.", DEFAULT_SPAWN_CONCURRENCY,
+                          MAX_SPAWN_CONCURRENCY)
+CRASH_BACKOFF = Seconds("AGENT_CRASH_BACKOFF_S", "First wait before respawning a slot whose agent crashed; doubles "
+                        "per crash.", DEFAULT_BACKOFF_S, MAX_BACKOFF_S)
+CRASH_BACKOFF_MAX = Seconds("AGENT_CRASH_BACKOFF_MAX_S", "Longest crash-loop wait, seconds.", DEFAULT_BACKOFF_MAX_S,
+                            MAX_BACKOFF_MAX_S)
+NODE_LOST = Seconds("AGENT_NODE_LOST_S", "Swarm: seconds a node may be unreachable before its agents' slots are "
+                    "filled elsewhere.", DEFAULT_NODE_LOST_S, MAX_NODE_LOST_S)
+
 # name -> what it means; the single list of the runtime's interface. `env_value` reads no other name.
 VARIABLES: dict[str, str] = {
     "FLEET_ID": f"Fleet id; every agent carries the label agent-fleet.fleet=<id>. Default {DEFAULT_FLEET_ID}. "
     f"ASCII letters, digits, '_', '.', '-' ('.' not on a swarm); at most {MAX_FLEET_ID_CHARS} characters.",
     "FLEET_ROSTER_FILE": "Path of the roster JSON file (UTF-8, at most 1 MiB; its fields: the roster file, below). "
     "Unset: the reconcile step is skipped.",
-    "FLEET_MAX_AGENTS_PER_ROLE": f"Most agents one role may ask for. Default {DEFAULT_MAX_AGENTS_PER_ROLE}, "
-    f"at most {MAX_AGENTS_PER_ROLE_CEILING}.",
-    "FLEET_MAX_AGENTS": f"Most agents the whole roster may ask for. Default {DEFAULT_MAX_AGENTS}, "
-    f"at most {MAX_AGENTS_CEILING}.",
+    MAX_AGENTS_PER_ROLE.name: MAX_AGENTS_PER_ROLE.doc,
+    MAX_AGENTS.name: MAX_AGENTS.doc,
     "COORDINATOR_SCHEDULE": "Cron expression for `schedule` (5 fields, or 6 with seconds last); must fire at least "
     f"twice in two years. Default {DEFAULT_SCHEDULE}",
-    "COORDINATOR_CYCLE_TIMEOUT_S": "Time limit of one cycle under `schedule`, seconds. Default: one schedule "
-    f"interval. At most {MAX_CYCLE_TIMEOUT_S:g}.",
+    CYCLE_TIMEOUT.name: CYCLE_TIMEOUT.doc,
     "COORDINATOR_HEARTBEAT_FILE": "Written after each finished cycle for the health check. Default "
     f"{DEFAULT_HEARTBEAT_FILE}",
-    "COORDINATOR_METRICS_PORT": "Port `schedule` serves Prometheus metrics on, at /metrics on every interface "
-    "(1 to 65535). Unset or 0: no metrics are served.",
+    METRICS_PORT.name: METRICS_PORT.doc,
     "GITHUB_REPOSITORY": "owner/name of the repository. Unset: the merge step is skipped.",
     "GITHUB_TOKEN": "Token for the merge step (or GITHUB_TOKEN_FILE, a file holding it); at least "
     f"{MIN_SECRET_CHARS} characters.",
@@ -148,28 +179,22 @@ VARIABLES: dict[str, str] = {
     "REQUIRED_CHECKS": "Comma-separated check or status names that must be present and successful.",
     "MERGE_BLOCKING_LABELS": f"Comma-separated labels that block a merge. Default {BLOCKING_LABEL}; "
     "a value that names no label is refused.",
-    "MERGE_MAX_PER_CYCLE": f"Most pull requests merged in one cycle. Default {DEFAULT_MERGES_PER_CYCLE}, at most "
-    f"{MAX_MERGES_PER_CYCLE} (GitHub allows about 500 merges an hour).",
+    MERGES_PER_CYCLE.name: MERGES_PER_CYCLE.doc,
     "MERGE_REQUIRE_UP_TO_DATE": "true when the default branch's ruleset requires branches to be up to date "
     "(the stack's requireUpToDate): pull requests that are eligible but behind are then brought up to date "
     "(PUT .../update-branch), MERGE_UPDATES_PER_CYCLE a cycle. Default false: the coordinator never updates a branch.",
-    "MERGE_UPDATES_PER_CYCLE": "With MERGE_REQUIRE_UP_TO_DATE, most pull requests brought up to date per cycle, "
-    f"oldest approval first. Default {DEFAULT_UPDATES_PER_CYCLE}, at most {MAX_UPDATES_PER_CYCLE}.",
+    UPDATES_PER_CYCLE.name: UPDATES_PER_CYCLE.doc,
     "HEALTH_URL": "Production URL to GET. Unset: the health step is skipped.",
-    "HEALTH_TIMEOUT_S": f"Time budget of the health check, seconds. Default 10, at most {MAX_HEALTH_TIMEOUT_S:g}.",
+    HEALTH_TIMEOUT.name: HEALTH_TIMEOUT.doc,
     "HEALTH_EXPECT": f"Status codes that count as up, e.g. 200-399 or 200,204. Default {DEFAULT_HEALTH_EXPECT}.",
-    "FLEET_MAX_SPAWNS_PER_HOUR": "Fleet-wide spawn budget per rolling hour. Unset or 0: no budget.",
-    "SPAWN_CONCURRENCY": f"Most agent spawns in flight at once. Default {DEFAULT_SPAWN_CONCURRENCY}, "
-    f"at most {MAX_SPAWN_CONCURRENCY}.",
-    "AGENT_CRASH_BACKOFF_S": "First wait before respawning a slot whose agent crashed; doubles per crash. "
-    f"Default {DEFAULT_BACKOFF_S:g}, at most {MAX_BACKOFF_S:g}.",
-    "AGENT_CRASH_BACKOFF_MAX_S": "Longest crash-loop wait, seconds. "
-    f"Default {DEFAULT_BACKOFF_MAX_S:g}, at most {MAX_BACKOFF_MAX_S:g}.",
+    SPAWNS_PER_HOUR.name: SPAWNS_PER_HOUR.doc,
+    SPAWN_CONCURRENCY.name: SPAWN_CONCURRENCY.doc,
+    CRASH_BACKOFF.name: CRASH_BACKOFF.doc,
+    CRASH_BACKOFF_MAX.name: CRASH_BACKOFF_MAX.doc,
     "AGENT_NETWORK": "Docker network mode of agent containers (bridge, host, or a network name). Default bridge.",
     "FLEET_RUNTIME": "Where agents run: docker (one engine) or swarm (a Docker Swarm, through a manager). "
     "Default docker.",
-    "AGENT_NODE_LOST_S": "Swarm: seconds a node may be unreachable before its agents' slots are filled elsewhere. "
-    f"Default {DEFAULT_NODE_LOST_S:g}.",
+    NODE_LOST.name: NODE_LOST.doc,
     "AGENT_PLACEMENT": "Swarm: comma-separated placement constraints for agent services, e.g. node.role==worker.",
     "AGENT_SECRETS_FILE": "Path of a JSON object {NAME: value} of the agents' secrets; each agent receives its "
     "role's (all, unless the role lists `secrets`) as files /run/secrets/<NAME>. Each value "
@@ -230,7 +255,7 @@ class GitHubSettings:
 @dataclass(frozen=True)
 class HealthSettings:
     url: str
-    timeout_s: float = 10.0
+    timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
     expect: tuple[tuple[int, int], ...] = ((200, 399),)
 
     def expects(self, code: int) -> bool:
@@ -320,6 +345,15 @@ def _read(env: Mapping[str, str], name: str, parse: Callable[[str], T], default:
     return parse_or_refuse(
         env_value(env, name), parse, default, lambda raw, problem: refusal(name, raw, problem.reason, problem.fix)
     )
+
+
+@overload
+def _declared(env: Mapping[str, str], variable: Count) -> int: ...
+@overload
+def _declared(env: Mapping[str, str], variable: Seconds[SecondsDefault]) -> float | SecondsDefault: ...
+def _declared(env: Mapping[str, str], variable: Count | Seconds[SecondsDefault]) -> int | float | SecondsDefault:
+    """A numeric variable, read as its declaration says."""
+    return _read(env, variable.name, variable.parse, variable.default)
 
 
 def known_secrets(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -570,18 +604,10 @@ def _load_github(
         env, "MERGE_BLOCKING_LABELS", partial(parse_list, what="label", example=f"{BLOCKING_LABEL},hold"),
         (BLOCKING_LABEL,),
     )
-    max_merges = _read(
-        env, "MERGE_MAX_PER_CYCLE",
-        partial(parse_int, minimum=1, maximum=MAX_MERGES_PER_CYCLE, example=DEFAULT_MERGES_PER_CYCLE),
-        DEFAULT_MERGES_PER_CYCLE,
-    )
+    max_merges = _declared(env, MERGES_PER_CYCLE)
     backlog_labels = _read(env, "BACKLOG_LABELS", partial(parse_list, what="label", example="feature,bug"), ())
     require_up_to_date = _read(env, "MERGE_REQUIRE_UP_TO_DATE", parse_switch, False)
-    updates = _read(
-        env, "MERGE_UPDATES_PER_CYCLE",
-        partial(parse_int, minimum=1, maximum=MAX_UPDATES_PER_CYCLE, example=DEFAULT_UPDATES_PER_CYCLE),
-        DEFAULT_UPDATES_PER_CYCLE,
-    )
+    updates = _declared(env, UPDATES_PER_CYCLE)
     if repository is None:
         skipped["merge"] = "GITHUB_REPOSITORY is not set"
         return None
@@ -606,9 +632,7 @@ def _load_github(
 def _load_health(env: Mapping[str, str], skipped: dict[str, str]) -> HealthSettings | None:
     url = _read(env, "HEALTH_URL", partial(parse_url, example="https://example.com/healthz"), None)
     expect = _read(env, "HEALTH_EXPECT", parse_expect, ((200, 399),))
-    timeout = _read(
-        env, "HEALTH_TIMEOUT_S", partial(parse_seconds, maximum=MAX_HEALTH_TIMEOUT_S, example="10"), 10.0
-    )
+    timeout = _declared(env, HEALTH_TIMEOUT)
     if url is None:
         skipped["health"] = "HEALTH_URL is not set"
         return None
@@ -616,45 +640,18 @@ def _load_health(env: Mapping[str, str], skipped: dict[str, str]) -> HealthSetti
 
 
 def _load_spawn(env: Mapping[str, str]) -> SpawnSettings:
-    max_spawns = _read(
-        env, "FLEET_MAX_SPAWNS_PER_HOUR", partial(parse_int, minimum=0, maximum=MAX_SPAWNS_PER_HOUR, example=60), 0
-    )
+    max_spawns = _declared(env, SPAWNS_PER_HOUR)
     return SpawnSettings(
         max_spawns_per_hour=max_spawns or None,
-        concurrency=_read(
-            env, "SPAWN_CONCURRENCY",
-            partial(parse_int, minimum=1, maximum=MAX_SPAWN_CONCURRENCY, example=DEFAULT_SPAWN_CONCURRENCY),
-            DEFAULT_SPAWN_CONCURRENCY,
-        ),
+        concurrency=_declared(env, SPAWN_CONCURRENCY),
         network=_read(env, "AGENT_NETWORK", parse_network, "bridge"),
-        backoff_base_s=_read(
-            env, "AGENT_CRASH_BACKOFF_S",
-            partial(parse_seconds, maximum=MAX_BACKOFF_S, example=f"{DEFAULT_BACKOFF_S:g}"),
-            DEFAULT_BACKOFF_S,
-        ),
-        backoff_max_s=_read(
-            env, "AGENT_CRASH_BACKOFF_MAX_S",
-            partial(parse_seconds, maximum=MAX_BACKOFF_MAX_S, example=f"{DEFAULT_BACKOFF_MAX_S:g}"),
-            DEFAULT_BACKOFF_MAX_S,
-        ),
+        backoff_base_s=_declared(env, CRASH_BACKOFF),
+        backoff_max_s=_declared(env, CRASH_BACKOFF_MAX),
     )
 
 
 def _load_limits(env: Mapping[str, str]) -> FleetLimits:
-    hint = " (the ceiling for any fleet)"
-    return FleetLimits(
-        per_role=_read(
-            env, "FLEET_MAX_AGENTS_PER_ROLE",
-            partial(parse_int, minimum=1, maximum=MAX_AGENTS_PER_ROLE_CEILING, example=DEFAULT_MAX_AGENTS_PER_ROLE,
-                    maximum_hint=hint),
-            DEFAULT_MAX_AGENTS_PER_ROLE,
-        ),
-        total=_read(
-            env, "FLEET_MAX_AGENTS",
-            partial(parse_int, minimum=1, maximum=MAX_AGENTS_CEILING, example=DEFAULT_MAX_AGENTS, maximum_hint=hint),
-            DEFAULT_MAX_AGENTS,
-        ),
-    )
+    return FleetLimits(per_role=_declared(env, MAX_AGENTS_PER_ROLE), total=_declared(env, MAX_AGENTS))
 
 
 def load_runtime_settings(env: Mapping[str, str]) -> RuntimeSettings:
@@ -670,10 +667,7 @@ def _heartbeat_file(env: Mapping[str, str], fleet_id: str) -> Path:
 
 def _load_runtime(env: Mapping[str, str], heartbeat_file: Path) -> RuntimeSettings:
     kind = _read(env, "FLEET_RUNTIME", parse_runtime, DEFAULT_RUNTIME)
-    lost = _read(
-        env, "AGENT_NODE_LOST_S", partial(parse_seconds, maximum=MAX_NODE_LOST_S, example=f"{DEFAULT_NODE_LOST_S:g}"),
-        DEFAULT_NODE_LOST_S,
-    )
+    lost = _declared(env, NODE_LOST)
     placement = _read(
         env, "AGENT_PLACEMENT", partial(parse_list, what="constraint", example="node.role==worker"), ()
     )
@@ -702,13 +696,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 def _load(env: Mapping[str, str]) -> Settings:
     fleet_id = _read(env, "FLEET_ID", parse_fleet_id, DEFAULT_FLEET_ID)
     schedule = _read(env, "COORDINATOR_SCHEDULE", cron.validate, DEFAULT_SCHEDULE)
-    cycle_timeout_s = _read(
-        env, "COORDINATOR_CYCLE_TIMEOUT_S", partial(parse_seconds, maximum=MAX_CYCLE_TIMEOUT_S, example="300"), None
-    )
+    cycle_timeout_s = _declared(env, CYCLE_TIMEOUT)
     heartbeat_file = _heartbeat_file(env, fleet_id)
-    metrics_port = _read(
-        env, "COORDINATOR_METRICS_PORT", partial(parse_int, minimum=0, maximum=65535, example=DEFAULT_METRICS_PORT), 0
-    )
+    metrics_port = _declared(env, METRICS_PORT)
     limits = _load_limits(env)
     skipped: dict[str, str] = {}
     roster = _load_roster(env, limits)

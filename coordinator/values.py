@@ -18,7 +18,8 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from coordinator.redact import shown
@@ -363,3 +364,59 @@ def load_json(data: str | bytes, *, max_bytes: int | None = None) -> object:
     if too_deep:
         raise ValueProblem("is nested too deeply", f"use at most {MAX_JSON_DEPTH} levels of lists and objects")
     return value
+
+
+# --- numeric settings, each declared once -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Count:
+    """A whole-number setting, declared once: its name, meaning, default and limits. Its help text (`doc`) and
+    its parser (`parse`, used by every side that reads it) are rendered from this record."""
+
+    name: str
+    meaning: str  # what it is, as sentences; the default and the limit are added by `doc`
+    default: int
+    maximum: int
+    minimum: int = 1
+    example: int | None = None  # what an error suggests; the default when None
+    off: str = ""  # when set, 0 is allowed and means this ("no budget"), and is the default
+    maximum_note: str = ""  # why the maximum, said after it in the help text
+    maximum_hint: str = ""  # said after the maximum when a value above it is refused
+
+    def parse(self, text: str) -> int:
+        example = self.default if self.example is None else self.example
+        return parse_int(text, minimum=self.minimum, maximum=self.maximum, example=example,
+                         maximum_hint=self.maximum_hint)
+
+    @property
+    def doc(self) -> str:
+        if self.off:
+            return f"{self.meaning} Unset or 0: {self.off}; at most {self.maximum}{self.maximum_note}."
+        return f"{self.meaning} Default {self.default}, at most {self.maximum}{self.maximum_note}."
+
+
+# A Seconds' default: a number, or None for one derived elsewhere.
+SecondsDefault = TypeVar("SecondsDefault", float, None)
+
+
+@dataclass(frozen=True)
+class Seconds(Generic[SecondsDefault]):
+    """A number of seconds, declared once like `Count`. A default of None is derived elsewhere, as
+    `derived_default` says."""
+
+    name: str
+    meaning: str
+    default: SecondsDefault
+    maximum: float
+    example: str = ""  # what an error suggests; the default when empty
+    derived_default: str = ""
+
+    def parse(self, text: str) -> float:
+        return parse_seconds(text, maximum=self.maximum, example=self.example or f"{self.default:g}")
+
+    @property
+    def doc(self) -> str:
+        if self.default is None:
+            return f"{self.meaning} Default: {self.derived_default}. At most {self.maximum:g}."
+        return f"{self.meaning} Default {self.default:g}, at most {self.maximum:g}."

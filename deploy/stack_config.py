@@ -27,7 +27,6 @@ from coordinator.fleet import (
     DEFAULT_MAX_AGENTS,
     DEFAULT_MAX_AGENTS_PER_ROLE,
     MAX_AGENT_SECRET_BYTES,
-    MAX_AGENTS_CEILING,
     MAX_AGENTS_PER_ROLE_CEILING,
     MAX_SECRET_NAME_CHARS,
     FleetLimits,
@@ -51,10 +50,11 @@ from coordinator.identities import (
     shared_reviewer,
 )
 from coordinator.redact import MIN_SECRET_CHARS, shown
-from coordinator.settings import DEFAULT_METRICS_PORT, MAX_SPAWNS_PER_HOUR
+from coordinator.settings import DEFAULT_METRICS_PORT, MAX_AGENTS, MAX_AGENTS_PER_ROLE, METRICS_PORT, SPAWNS_PER_HOUR
 from coordinator.values import (
     DEFAULT_RUNTIME,
     SWARM_RUNTIME,
+    Count,
     ValueProblem,
     blank_is_unset,
     load_json,
@@ -74,7 +74,6 @@ from coordinator.values import (
 
 NAMESPACE = "agent-fleet"
 DEFAULT_SCHEDULE = cron.DEFAULT_SCHEDULE
-MAX_PORT = 65535
 # The coordinator image's base. coordinator/Dockerfile's `ARG BASE_IMAGE=` repeats it for a plain
 # `docker build`; a test keeps the two equal.
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
@@ -362,12 +361,9 @@ def _merge_queue_limits(raw: Mapping[str, str | None]) -> MergeQueueLimits:
     return limits
 
 
-def _count_limit(raw: Mapping[str, str | None], key: str, default: int, ceiling: int) -> int:
-    return _read(
-        raw, key,
-        partial(parse_int, minimum=1, maximum=ceiling, example=default, maximum_hint=" (the ceiling for any fleet)"),
-        default,
-    )
+def _count_limit(raw: Mapping[str, str | None], key: str, variable: Count) -> int:
+    """A fleet limit: the key the coordinator's `variable` reads, with its default and limits."""
+    return _read(raw, key, variable.parse, variable.default)
 
 
 # A registry host (a dot, a port or localhost, as Docker tells a registry from a Docker Hub namespace), then
@@ -556,26 +552,20 @@ def parse_stack_config(
             raw, "githubApiUrl", partial(parse_url, example="https://github.example.com/api/v3"), None
         ),
         base_image=_read(raw, "baseImage", partial(parse_image, example=DEFAULT_BASE_IMAGE), DEFAULT_BASE_IMAGE),
-        max_spawns_per_hour=_read(
-            raw, "maxSpawnsPerHour", partial(parse_int, minimum=0, maximum=MAX_SPAWNS_PER_HOUR, example=60),
-            DEFAULT_MAX_SPAWNS_PER_HOUR,
-        ) or None,
+        max_spawns_per_hour=_read(raw, "maxSpawnsPerHour", SPAWNS_PER_HOUR.parse, DEFAULT_MAX_SPAWNS_PER_HOUR) or None,
         agent_network=_read(raw, "agentNetwork", parse_network, None),
         healthcheck_interval_seconds=_read(
             raw, "healthcheckIntervalSeconds",
             partial(parse_int, minimum=1, maximum=MAX_HEALTHCHECK_INTERVAL_SECONDS, example=60),
             DEFAULT_HEALTHCHECK_INTERVAL_SECONDS,
         ),
-        max_agents_per_role=_count_limit(raw, "maxAgentsPerRole", DEFAULT_MAX_AGENTS_PER_ROLE,
-                                         MAX_AGENTS_PER_ROLE_CEILING),
-        max_agents=_count_limit(raw, "maxAgents", DEFAULT_MAX_AGENTS, MAX_AGENTS_CEILING),
+        max_agents_per_role=_count_limit(raw, "maxAgentsPerRole", MAX_AGENTS_PER_ROLE),
+        max_agents=_count_limit(raw, "maxAgents", MAX_AGENTS),
         runtime=_read(raw, "runtime", parse_runtime, DEFAULT_RUNTIME),
         registry=_read(raw, "registry", parse_registry, None),
         registry_username=_read(raw, "registryUsername", parse_username, None),
-        metrics_port=_read(
-            raw, "metricsPort", partial(parse_int, minimum=0, maximum=MAX_PORT, example=DEFAULT_METRICS_PORT),
-            DEFAULT_METRICS_PORT,
-        ),
+        # The stack serves metrics by default; the coordinator alone does not: the same limits, its own default.
+        metrics_port=_read(raw, "metricsPort", METRICS_PORT.parse, DEFAULT_METRICS_PORT),
         merge_queue=_read(raw, "mergeQueue", parse_switch, False),
         merge_queue_limits=_merge_queue_limits(raw),
         require_up_to_date=_read(raw, "requireUpToDate", parse_switch, False),

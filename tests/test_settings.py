@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import coordinator.settings as settings_module
 from coordinator.fleet import (
     BLOCKING_LABEL,
     MAX_AGENT_SECRET_BYTES,
@@ -35,6 +36,7 @@ from coordinator.settings import (
 )
 from coordinator.steps.inventory import Inventory, take_inventory
 from coordinator.steps.reconcile import BackoffPolicy, execute_plan
+from coordinator.values import Count, Seconds
 
 ROLE = {"key": "api_builder", "title": "API Builder", "count": 2, "department": "Engineering",
         "mode": "Task-driven", "brief": "Builds the API.", "image": "agent:1"}
@@ -597,3 +599,23 @@ def test_the_core_policies_default_to_what_the_settings_read_when_nothing_is_set
     for name, default in (("SPAWN_CONCURRENCY", "8"), ("AGENT_CRASH_BACKOFF_S", "60"),
                           ("AGENT_CRASH_BACKOFF_MAX_S", "3600"), ("AGENT_NODE_LOST_S", "300")):
         assert f"Default {default}" in VARIABLES[name]
+
+
+# Every numeric variable's declaration, so that a new one is covered by the tests below as soon as it is declared.
+DECLARED_NUMBERS = [value for value in vars(settings_module).values() if isinstance(value, Count | Seconds)]
+
+
+def test_every_numeric_declaration_is_a_documented_variable() -> None:
+    assert len(DECLARED_NUMBERS) >= 12
+    for variable in DECLARED_NUMBERS:
+        assert VARIABLES[variable.name] == variable.doc
+        assert f"{variable.maximum:g}" in variable.doc  # the limit, as the reader applies it
+
+
+@pytest.mark.parametrize("variable", DECLARED_NUMBERS, ids=lambda variable: variable.name)
+def test_a_numeric_variable_is_read_as_declared_default_and_limits(variable: Count | Seconds[float | None]) -> None:
+    load_settings({variable.name: f"{variable.maximum:g}"})  # the maximum itself is accepted
+    with pytest.raises(ConfigError, match=f"^{variable.name}='{variable.maximum + 1:g}' is "):
+        load_settings({variable.name: f"{variable.maximum + 1:g}"})
+    if variable.default is not None:
+        assert f"Default {variable.default:g}" in variable.doc or (isinstance(variable, Count) and variable.off)
