@@ -29,6 +29,8 @@ DEFAULT_FLEET_ID = "agent-fleet"
 # The label that keeps the coordinator from merging a pull request: the runtime's default
 # MERGE_BLOCKING_LABELS and the label the Pulumi program creates in the repository. Defined once, here.
 BLOCKING_LABEL = "do-not-merge"
+# The labels that block a merge unless MERGE_BLOCKING_LABELS says otherwise: the settings' and the merge policy's.
+DEFAULT_BLOCKING_LABELS = (BLOCKING_LABEL,)
 
 
 def require_blocking_labels(labels: tuple[str, ...]) -> None:

@@ -28,6 +28,7 @@ from typing import TypeVar, overload
 from coordinator import cron
 from coordinator.fleet import (
     BLOCKING_LABEL,
+    DEFAULT_BLOCKING_LABELS,
     DEFAULT_FLEET_ID,
     DEFAULT_MAX_AGENTS,
     DEFAULT_MAX_AGENTS_PER_ROLE,
@@ -63,6 +64,7 @@ from coordinator.values import (
     MAX_FLEET_ID_CHARS,
     SWARM_RUNTIME,
     Count,
+    Names,
     Seconds,
     SecondsDefault,
     ValueProblem,
@@ -152,6 +154,16 @@ CRASH_BACKOFF_MAX = Seconds("AGENT_CRASH_BACKOFF_MAX_S", "Longest crash-loop wai
                             MAX_BACKOFF_MAX_S)
 NODE_LOST = Seconds("AGENT_NODE_LOST_S", "Swarm: seconds a node may be unreachable before its agents' slots are "
                     "filled elsewhere.", DEFAULT_NODE_LOST_S, MAX_NODE_LOST_S)
+# The list variables, each declared once (`Names`) in the same way.
+REQUIRED_CHECKS = Names("REQUIRED_CHECKS", "Comma-separated check or status names that must be present and successful.",
+                        "check", "test,lint")
+BLOCKING_LABELS = Names("MERGE_BLOCKING_LABELS", "Comma-separated labels that block a merge.", "label",
+                        f"{BLOCKING_LABEL},hold", default=DEFAULT_BLOCKING_LABELS)
+BACKLOG_LABELS = Names("BACKLOG_LABELS", "Comma-separated labels of issues that wait for builders, counted besides "
+                       "each Task-driven role's own role:<key> label for the advice to raise builder counts.", "label",
+                       "feature,bug")
+PLACEMENT = Names("AGENT_PLACEMENT", "Swarm: comma-separated placement constraints for agent services, e.g. "
+                  "node.role==worker.", "constraint", "node.role==worker")
 
 # name -> what it means; the single list of the runtime's interface. `env_value` reads no other name.
 VARIABLES: dict[str, str] = {
@@ -176,9 +188,8 @@ VARIABLES: dict[str, str] = {
     "GITHUB_TOKEN.",
     "GITHUB_API_URL": f"REST base URL. Default {DEFAULT_GITHUB_API_URL}; GitHub Enterprise: https://HOST/api/v3.",
     "GITHUB_GRAPHQL_URL": "GraphQL URL. Default derived: .../api/v3 -> .../api/graphql, otherwise <api>/graphql.",
-    "REQUIRED_CHECKS": "Comma-separated check or status names that must be present and successful.",
-    "MERGE_BLOCKING_LABELS": f"Comma-separated labels that block a merge. Default {BLOCKING_LABEL}; "
-    "a value that names no label is refused.",
+    REQUIRED_CHECKS.name: REQUIRED_CHECKS.doc,
+    BLOCKING_LABELS.name: BLOCKING_LABELS.doc,
     MERGES_PER_CYCLE.name: MERGES_PER_CYCLE.doc,
     "MERGE_REQUIRE_UP_TO_DATE": "true when the default branch's ruleset requires branches to be up to date "
     "(the stack's requireUpToDate): pull requests that are eligible but behind are then brought up to date "
@@ -195,7 +206,7 @@ VARIABLES: dict[str, str] = {
     "FLEET_RUNTIME": "Where agents run: docker (one engine) or swarm (a Docker Swarm, through a manager). "
     "Default docker.",
     NODE_LOST.name: NODE_LOST.doc,
-    "AGENT_PLACEMENT": "Swarm: comma-separated placement constraints for agent services, e.g. node.role==worker.",
+    PLACEMENT.name: PLACEMENT.doc,
     "AGENT_SECRETS_FILE": "Path of a JSON object {NAME: value} of the agents' secrets; each agent receives its "
     "role's (all, unless the role lists `secrets`) as files /run/secrets/<NAME>. Each value "
     f"{MIN_SECRET_CHARS} characters to {MAX_AGENT_SECRET_BYTES // 1024} KiB of UTF-8; the file at most "
@@ -206,8 +217,7 @@ VARIABLES: dict[str, str] = {
     "the mode's permissions). Unset: agents receive the GITHUB_TOKEN agent secret, if any.",
     "GITHUB_SERVER_URL": "Where agents clone from, told to them as GITHUB_SERVER_URL. Default derived from "
     "GITHUB_API_URL: https://api.github.com -> https://github.com, https://HOST/api/v3 -> https://HOST.",
-    "BACKLOG_LABELS": "Comma-separated labels of issues that wait for builders, counted besides each Task-driven "
-    "role's own role:<key> label for the advice to raise builder counts.",
+    BACKLOG_LABELS.name: BACKLOG_LABELS.doc,
     "DOCKER_HOST": "The Docker SDK's own setting for the engine to talk to.",
     "DOCKER_CONFIG": "The Docker SDK's own setting: a folder whose config.json holds registry credentials, sent with "
     "each pull and (on a swarm) each agent service, so nodes can pull agent images from a private registry.",
@@ -231,7 +241,7 @@ class GitHubSettings:
     api_url: str
     graphql_url: str
     required_checks: tuple[str, ...] = ()
-    blocking_labels: tuple[str, ...] = (BLOCKING_LABEL,)
+    blocking_labels: tuple[str, ...] = BLOCKING_LABELS.default
     max_merges_per_cycle: int = DEFAULT_MERGES_PER_CYCLE
     backlog_labels: tuple[str, ...] = ()  # BACKLOG_LABELS, besides the Task-driven roles' own labels
     require_up_to_date: bool = False  # MERGE_REQUIRE_UP_TO_DATE
@@ -351,8 +361,12 @@ def _read(env: Mapping[str, str], name: str, parse: Callable[[str], T], default:
 def _declared(env: Mapping[str, str], variable: Count) -> int: ...
 @overload
 def _declared(env: Mapping[str, str], variable: Seconds[SecondsDefault]) -> float | SecondsDefault: ...
-def _declared(env: Mapping[str, str], variable: Count | Seconds[SecondsDefault]) -> int | float | SecondsDefault:
-    """A numeric variable, read as its declaration says."""
+@overload
+def _declared(env: Mapping[str, str], variable: Names) -> tuple[str, ...]: ...
+def _declared(
+    env: Mapping[str, str], variable: Count | Seconds[SecondsDefault] | Names
+) -> object:  # the overloads above say which type each kind of declaration gives
+    """A declared variable, read as its declaration says."""
     return _read(env, variable.name, variable.parse, variable.default)
 
 
@@ -599,13 +613,10 @@ def _load_github(
     graphql_url = _read(
         env, "GITHUB_GRAPHQL_URL", partial(parse_url, example="https://ghe.example.com/api/graphql"), None
     )
-    required_checks = _read(env, "REQUIRED_CHECKS", partial(parse_list, what="check", example="test,lint"), ())
-    blocking_labels = _read(
-        env, "MERGE_BLOCKING_LABELS", partial(parse_list, what="label", example=f"{BLOCKING_LABEL},hold"),
-        (BLOCKING_LABEL,),
-    )
+    required_checks = _declared(env, REQUIRED_CHECKS)
+    blocking_labels = _declared(env, BLOCKING_LABELS)
     max_merges = _declared(env, MERGES_PER_CYCLE)
-    backlog_labels = _read(env, "BACKLOG_LABELS", partial(parse_list, what="label", example="feature,bug"), ())
+    backlog_labels = _declared(env, BACKLOG_LABELS)
     require_up_to_date = _read(env, "MERGE_REQUIRE_UP_TO_DATE", parse_switch, False)
     updates = _declared(env, UPDATES_PER_CYCLE)
     if repository is None:
@@ -668,9 +679,7 @@ def _heartbeat_file(env: Mapping[str, str], fleet_id: str) -> Path:
 def _load_runtime(env: Mapping[str, str], heartbeat_file: Path) -> RuntimeSettings:
     kind = _read(env, "FLEET_RUNTIME", parse_runtime, DEFAULT_RUNTIME)
     lost = _declared(env, NODE_LOST)
-    placement = _read(
-        env, "AGENT_PLACEMENT", partial(parse_list, what="constraint", example="node.role==worker"), ()
-    )
+    placement = _declared(env, PLACEMENT)
     return RuntimeSettings(
         kind=kind,
         node_lost_s=lost,

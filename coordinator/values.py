@@ -420,3 +420,23 @@ class Seconds(Generic[SecondsDefault]):
         if self.default is None:
             return f"{self.meaning} Default: {self.derived_default}. At most {self.maximum:g}."
         return f"{self.meaning} Default {self.default:g}, at most {self.maximum:g}."
+
+
+@dataclass(frozen=True)
+class Names:
+    """A comma-separated list setting, declared once like `Count`: its help text and its parser come from here."""
+
+    name: str
+    meaning: str
+    what: str  # one item, as a refusal names it ("label")
+    example: str  # what a refusal suggests
+    default: tuple[str, ...] = ()
+
+    def parse(self, text: str) -> tuple[str, ...]:
+        return parse_list(text, what=self.what, example=self.example)
+
+    @property
+    def doc(self) -> str:
+        if not self.default:
+            return self.meaning
+        return f"{self.meaning} Default {','.join(self.default)}; a value that names no {self.what} is refused."

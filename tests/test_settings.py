@@ -35,8 +35,9 @@ from coordinator.settings import (
     load_settings,
 )
 from coordinator.steps.inventory import Inventory, take_inventory
+from coordinator.steps.merge_rules import MergePolicy
 from coordinator.steps.reconcile import BackoffPolicy, execute_plan
-from coordinator.values import Count, Seconds
+from coordinator.values import Count, Names, Seconds
 
 ROLE = {"key": "api_builder", "title": "API Builder", "count": 2, "department": "Engineering",
         "mode": "Task-driven", "brief": "Builds the API.", "image": "agent:1"}
@@ -619,3 +620,18 @@ def test_a_numeric_variable_is_read_as_declared_default_and_limits(variable: Cou
         load_settings({variable.name: f"{variable.maximum + 1:g}"})
     if variable.default is not None:
         assert f"Default {variable.default:g}" in variable.doc or (isinstance(variable, Count) and variable.off)
+
+
+DECLARED_LISTS = [value for value in vars(settings_module).values() if isinstance(value, Names)]
+
+
+@pytest.mark.parametrize("variable", DECLARED_LISTS, ids=lambda variable: variable.name)
+def test_a_list_variable_is_documented_and_read_as_declared(variable: Names) -> None:
+    assert VARIABLES[variable.name] == variable.doc
+    with pytest.raises(ConfigError, match=f"^{variable.name}=', ,' names no {variable.what}; .*{variable.example}"):
+        load_settings({variable.name: ", ,"})
+
+
+def test_the_merge_policy_and_the_settings_block_the_declared_labels_by_default() -> None:
+    github = GitHubSettings("acme/webapp", Secret("t0ken-0123456789"), "https://x", "https://x/graphql")
+    assert github.blocking_labels == MergePolicy("main").blocking_labels == (BLOCKING_LABEL,)

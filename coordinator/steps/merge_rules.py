@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import assert_never
 
-from coordinator.fleet import BLOCKING_LABEL, require_blocking_labels
+from coordinator.fleet import DEFAULT_BLOCKING_LABELS, require_blocking_labels
 from coordinator.pull_requests import (
     CheckConclusion,
     CheckRun,
@@ -37,7 +37,7 @@ from coordinator.pull_requests import (
 class MergePolicy:
     default_branch: str
     required_checks: tuple[str, ...] = ()
-    blocking_labels: tuple[str, ...] = (BLOCKING_LABEL,)
+    blocking_labels: tuple[str, ...] = DEFAULT_BLOCKING_LABELS
 
     def __post_init__(self) -> None:
         require_blocking_labels(self.blocking_labels)
