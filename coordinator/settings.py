@@ -21,7 +21,6 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TypeVar, overload
 
@@ -67,6 +66,7 @@ from coordinator.values import (
     Names,
     Seconds,
     SecondsDefault,
+    Url,
     ValueProblem,
     ascii_digits,
     blank_is_unset,
@@ -79,7 +79,6 @@ from coordinator.values import (
     parse_runtime,
     parse_swarm_fleet_id,
     parse_switch,
-    parse_url,
     repository_parts,
 )
 
@@ -164,6 +163,16 @@ BACKLOG_LABELS = Names("BACKLOG_LABELS", "Comma-separated labels of issues that 
                        "feature,bug")
 PLACEMENT = Names("AGENT_PLACEMENT", "Swarm: comma-separated placement constraints for agent services, e.g. "
                   "node.role==worker.", "constraint", "node.role==worker")
+# The URL variables, each declared once (`Url`); an error quotes their values as URLs (`URL_VARIABLES`).
+GITHUB_API_URL = Url("GITHUB_API_URL", f"REST base URL. Default {DEFAULT_GITHUB_API_URL}; GitHub Enterprise: "
+                     "https://HOST/api/v3.", "https://ghe.example.com/api/v3")
+GITHUB_GRAPHQL_URL = Url("GITHUB_GRAPHQL_URL", "GraphQL URL. Default derived: .../api/v3 -> .../api/graphql, "
+                         "otherwise <api>/graphql.", "https://ghe.example.com/api/graphql")
+HEALTH_URL = Url("HEALTH_URL", "Production URL to GET. Unset: the health step is skipped.",
+                 "https://example.com/healthz")
+GITHUB_SERVER_URL = Url("GITHUB_SERVER_URL", "Where agents clone from, told to them as GITHUB_SERVER_URL. Default "
+                        "derived from GITHUB_API_URL: https://api.github.com -> https://github.com, "
+                        "https://HOST/api/v3 -> https://HOST.", "https://ghe.example.com")
 
 # name -> what it means; the single list of the runtime's interface. `env_value` reads no other name.
 VARIABLES: dict[str, str] = {
@@ -186,8 +195,8 @@ VARIABLES: dict[str, str] = {
     "GITHUB_APP_FILE": 'Path of a JSON object {"app_id": N, "installation_id": N, "private_key": "<PEM>"}: the GitHub '
     "App the merge step acts as, with a token minted each cycle for the repository alone; used instead of "
     "GITHUB_TOKEN.",
-    "GITHUB_API_URL": f"REST base URL. Default {DEFAULT_GITHUB_API_URL}; GitHub Enterprise: https://HOST/api/v3.",
-    "GITHUB_GRAPHQL_URL": "GraphQL URL. Default derived: .../api/v3 -> .../api/graphql, otherwise <api>/graphql.",
+    GITHUB_API_URL.name: GITHUB_API_URL.doc,
+    GITHUB_GRAPHQL_URL.name: GITHUB_GRAPHQL_URL.doc,
     REQUIRED_CHECKS.name: REQUIRED_CHECKS.doc,
     BLOCKING_LABELS.name: BLOCKING_LABELS.doc,
     MERGES_PER_CYCLE.name: MERGES_PER_CYCLE.doc,
@@ -195,7 +204,7 @@ VARIABLES: dict[str, str] = {
     "(the stack's requireUpToDate): pull requests that are eligible but behind are then brought up to date "
     "(PUT .../update-branch), MERGE_UPDATES_PER_CYCLE a cycle. Default false: the coordinator never updates a branch.",
     UPDATES_PER_CYCLE.name: UPDATES_PER_CYCLE.doc,
-    "HEALTH_URL": "Production URL to GET. Unset: the health step is skipped.",
+    HEALTH_URL.name: HEALTH_URL.doc,
     HEALTH_TIMEOUT.name: HEALTH_TIMEOUT.doc,
     "HEALTH_EXPECT": f"Status codes that count as up, e.g. 200-399 or 200,204. Default {DEFAULT_HEALTH_EXPECT}.",
     SPAWNS_PER_HOUR.name: SPAWNS_PER_HOUR.doc,
@@ -215,8 +224,7 @@ VARIABLES: dict[str, str] = {
     '{"token": ...} or {"app_id": N, "installation_id": N, "private_key": "<PEM>"}. Each agent receives its role\'s '
     "identity's token as /run/secrets/GITHUB_TOKEN (an App's minted at each spawn, narrowed to the repository and "
     "the mode's permissions). Unset: agents receive the GITHUB_TOKEN agent secret, if any.",
-    "GITHUB_SERVER_URL": "Where agents clone from, told to them as GITHUB_SERVER_URL. Default derived from "
-    "GITHUB_API_URL: https://api.github.com -> https://github.com, https://HOST/api/v3 -> https://HOST.",
+    GITHUB_SERVER_URL.name: GITHUB_SERVER_URL.doc,
     BACKLOG_LABELS.name: BACKLOG_LABELS.doc,
     "DOCKER_HOST": "The Docker SDK's own setting for the engine to talk to.",
     "DOCKER_CONFIG": "The Docker SDK's own setting: a folder whose config.json holds registry credentials, sent with "
@@ -225,7 +233,7 @@ VARIABLES: dict[str, str] = {
     "answer is remembered beside the heartbeat (engine.json), asked again if the engine refuses it.",
 }
 # Settings whose values are URLs: an error quotes them without userinfo, query or fragment at all.
-URL_VARIABLES = frozenset({"GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "HEALTH_URL", "GITHUB_SERVER_URL"})
+URL_VARIABLES = frozenset(url.name for url in (GITHUB_API_URL, GITHUB_GRAPHQL_URL, HEALTH_URL, GITHUB_SERVER_URL))
 # The identities file: a few tokens and App keys (a PEM key is under 4 KiB).
 MAX_IDENTITIES_FILE_BYTES = 1024 * 1024
 
@@ -363,8 +371,10 @@ def _declared(env: Mapping[str, str], variable: Count) -> int: ...
 def _declared(env: Mapping[str, str], variable: Seconds[SecondsDefault]) -> float | SecondsDefault: ...
 @overload
 def _declared(env: Mapping[str, str], variable: Names) -> tuple[str, ...]: ...
+@overload
+def _declared(env: Mapping[str, str], variable: Url) -> str | None: ...
 def _declared(
-    env: Mapping[str, str], variable: Count | Seconds[SecondsDefault] | Names
+    env: Mapping[str, str], variable: Count | Seconds[SecondsDefault] | Names | Url
 ) -> object:  # the overloads above say which type each kind of declaration gives
     """A declared variable, read as its declaration says."""
     return _read(env, variable.name, variable.parse, variable.default)
@@ -499,7 +509,7 @@ def derive_server_url(api_url: str) -> str:
 
 
 def _load_api_url(env: Mapping[str, str]) -> str:
-    api_url = _read(env, "GITHUB_API_URL", partial(parse_url, example="https://ghe.example.com/api/v3"), None)
+    api_url = _declared(env, GITHUB_API_URL)
     return (api_url or DEFAULT_GITHUB_API_URL).rstrip("/")
 
 
@@ -610,9 +620,7 @@ def _load_github(
     # Every GitHub variable is checked even when the merge step will be skipped: a typo is a typo.
     token = _load_token(env)
     app = _load_app(env)
-    graphql_url = _read(
-        env, "GITHUB_GRAPHQL_URL", partial(parse_url, example="https://ghe.example.com/api/graphql"), None
-    )
+    graphql_url = _declared(env, GITHUB_GRAPHQL_URL)
     required_checks = _declared(env, REQUIRED_CHECKS)
     blocking_labels = _declared(env, BLOCKING_LABELS)
     max_merges = _declared(env, MERGES_PER_CYCLE)
@@ -641,7 +649,7 @@ def _load_github(
 
 
 def _load_health(env: Mapping[str, str], skipped: dict[str, str]) -> HealthSettings | None:
-    url = _read(env, "HEALTH_URL", partial(parse_url, example="https://example.com/healthz"), None)
+    url = _declared(env, HEALTH_URL)
     expect = _read(env, "HEALTH_EXPECT", parse_expect, ((200, 399),))
     timeout = _declared(env, HEALTH_TIMEOUT)
     if url is None:
@@ -716,7 +724,7 @@ def _load(env: Mapping[str, str]) -> Settings:
     spawn = _load_spawn(env)
     repository = _read(env, "GITHUB_REPOSITORY", parse_repository, None)
     api_url = _load_api_url(env)
-    server_url = _read(env, "GITHUB_SERVER_URL", partial(parse_url, example="https://ghe.example.com"), None)
+    server_url = _declared(env, GITHUB_SERVER_URL)
     github = _load_github(env, repository, api_url, skipped)
     health = _load_health(env, skipped)
     runtime = _load_runtime(env, heartbeat_file)

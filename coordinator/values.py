@@ -440,3 +440,21 @@ class Names:
         if not self.default:
             return self.meaning
         return f"{self.meaning} Default {','.join(self.default)}; a value that names no {self.what} is refused."
+
+
+@dataclass(frozen=True)
+class Url:
+    """An http(s) URL setting, declared once like `Count`. Unset is None: its default, if any, is derived where it
+    is read and said in `meaning`. A refusal quotes the value without userinfo, query or fragment."""
+
+    name: str
+    meaning: str
+    example: str  # what a refusal suggests
+    default: None = None
+
+    def parse(self, text: str) -> str:
+        return parse_url(text, example=self.example)
+
+    @property
+    def doc(self) -> str:
+        return self.meaning

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from coordinator.fleet import (
 )
 from coordinator.redact import MIN_SECRET_CHARS
 from coordinator.settings import (
+    URL_VARIABLES,
     VARIABLES,
     ConfigError,
     GitHubSettings,
@@ -37,7 +39,7 @@ from coordinator.settings import (
 from coordinator.steps.inventory import Inventory, take_inventory
 from coordinator.steps.merge_rules import MergePolicy
 from coordinator.steps.reconcile import BackoffPolicy, execute_plan
-from coordinator.values import Count, Names, Seconds
+from coordinator.values import Count, Names, Seconds, Url
 
 ROLE = {"key": "api_builder", "title": "API Builder", "count": 2, "department": "Engineering",
         "mode": "Task-driven", "brief": "Builds the API.", "image": "agent:1"}
@@ -635,3 +637,15 @@ def test_a_list_variable_is_documented_and_read_as_declared(variable: Names) -> 
 def test_the_merge_policy_and_the_settings_block_the_declared_labels_by_default() -> None:
     github = GitHubSettings("acme/webapp", Secret("t0ken-0123456789"), "https://x", "https://x/graphql")
     assert github.blocking_labels == MergePolicy("main").blocking_labels == (BLOCKING_LABEL,)
+
+
+DECLARED_URLS = [value for value in vars(settings_module).values() if isinstance(value, Url)]
+
+
+@pytest.mark.parametrize("variable", DECLARED_URLS, ids=lambda variable: variable.name)
+def test_a_url_variable_is_documented_quoted_as_a_url_and_read_as_declared(variable: Url) -> None:
+    assert VARIABLES[variable.name] == variable.doc and variable.name in URL_VARIABLES
+    with pytest.raises(ConfigError, match=re.escape(f"{variable.name}='ftp://h/x?***' does not")
+                       + f".*like {re.escape(variable.example)}$") as refused:
+        load_settings({variable.name: "ftp://h/x?token=hunter2-secret"})
+    assert "hunter2" not in str(refused.value)  # quoted as a URL: no query string
