@@ -94,6 +94,8 @@ def default_heartbeat_file(fleet_id: str) -> Path:
     return STATE_ROOT / fleet_id / "heartbeat.json"
 
 DEFAULT_HEALTH_EXPECT = "200-399"
+DEFAULT_AGENT_NETWORK = "bridge"
+DEFAULT_GITHUB_SERVER_URL = "https://github.com"
 # The port of /metrics when served: the stack's default (metricsPort) and FleetMetrics.serve's. The coordinator
 # alone serves none until COORDINATOR_METRICS_PORT names one.
 DEFAULT_METRICS_PORT = 9464
@@ -211,7 +213,8 @@ VARIABLES: dict[str, str] = {
     SPAWN_CONCURRENCY.name: SPAWN_CONCURRENCY.doc,
     CRASH_BACKOFF.name: CRASH_BACKOFF.doc,
     CRASH_BACKOFF_MAX.name: CRASH_BACKOFF_MAX.doc,
-    "AGENT_NETWORK": "Docker network mode of agent containers (bridge, host, or a network name). Default bridge.",
+    "AGENT_NETWORK": "Docker network mode of agent containers (bridge, host, or a network name). "
+    f"Default {DEFAULT_AGENT_NETWORK}.",
     "FLEET_RUNTIME": "Where agents run: docker (one engine) or swarm (a Docker Swarm, through a manager). "
     "Default docker.",
     NODE_LOST.name: NODE_LOST.doc,
@@ -236,6 +239,22 @@ VARIABLES: dict[str, str] = {
 URL_VARIABLES = frozenset(url.name for url in (GITHUB_API_URL, GITHUB_GRAPHQL_URL, HEALTH_URL, GITHUB_SERVER_URL))
 # The identities file: a few tokens and App keys (a PEM key is under 4 KiB).
 MAX_IDENTITIES_FILE_BYTES = 1024 * 1024
+
+
+def parse_expect(raw: str) -> tuple[tuple[int, int], ...]:
+    """'200-399' or '200,204,301-302' -> ranges; raises ValueProblem on anything else."""
+    fix = f"use status codes and ranges like {DEFAULT_HEALTH_EXPECT} or 200,204"
+    ranges: list[tuple[int, int]] = []
+    for part in parse_list(raw, what="status code", example="200,204"):
+        low_text, _, high_text = part.partition("-")
+        low = ascii_digits(low_text.strip())
+        high = ascii_digits(high_text.strip()) if high_text else low
+        if low is None or high is None:
+            raise ValueProblem("is not a list of status codes", fix)
+        if not 100 <= low <= high <= 599:
+            raise ValueProblem(f"has the range {low}-{high}, outside 100-599 or backwards", fix)
+        ranges.append((low, high))
+    return tuple(ranges)
 
 
 class ConfigError(Exception):
@@ -274,7 +293,7 @@ class GitHubSettings:
 class HealthSettings:
     url: str
     timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
-    expect: tuple[tuple[int, int], ...] = ((200, 399),)
+    expect: tuple[tuple[int, int], ...] = parse_expect(DEFAULT_HEALTH_EXPECT)
 
     def expects(self, code: int) -> bool:
         return any(low <= code <= high for low, high in self.expect)
@@ -284,7 +303,7 @@ class HealthSettings:
 class SpawnSettings:
     max_spawns_per_hour: int | None = None
     concurrency: int = DEFAULT_SPAWN_CONCURRENCY
-    network: str = "bridge"
+    network: str = DEFAULT_AGENT_NETWORK
     backoff_base_s: float = DEFAULT_BACKOFF_S
     backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
 
@@ -318,7 +337,7 @@ class Settings:
     limits: FleetLimits = field(default_factory=FleetLimits)
     # What agents are told of GitHub, whether or not the merge step runs.
     github_api_url: str = DEFAULT_GITHUB_API_URL
-    github_server_url: str = "https://github.com"
+    github_server_url: str = DEFAULT_GITHUB_SERVER_URL
     agent_secrets: Mapping[str, Secret] = field(default_factory=dict)
     # AGENT_IDENTITIES_FILE: the agents' GitHub identities by name; empty: the GITHUB_TOKEN agent secret, if any.
     agent_identities: Mapping[str, Identity] = field(default_factory=dict)
@@ -425,20 +444,6 @@ def derive_graphql_url(api_url: str) -> str:
     return base + "/graphql"
 
 
-def parse_expect(raw: str) -> tuple[tuple[int, int], ...]:
-    """'200-399' or '200,204,301-302' -> ranges; raises ValueProblem on anything else."""
-    fix = f"use status codes and ranges like {DEFAULT_HEALTH_EXPECT} or 200,204"
-    ranges: list[tuple[int, int]] = []
-    for part in parse_list(raw, what="status code", example="200,204"):
-        low_text, _, high_text = part.partition("-")
-        low = ascii_digits(low_text.strip())
-        high = ascii_digits(high_text.strip()) if high_text else low
-        if low is None or high is None:
-            raise ValueProblem("is not a list of status codes", fix)
-        if not 100 <= low <= high <= 599:
-            raise ValueProblem(f"has the range {low}-{high}, outside 100-599 or backwards", fix)
-        ranges.append((low, high))
-    return tuple(ranges)
 
 
 def _read_file(name: str, path: str, limit: int, what: str) -> bytes:
@@ -504,7 +509,7 @@ def derive_server_url(api_url: str) -> str:
     """https://api.github.com -> https://github.com; GitHub Enterprise: https://HOST/api/v3 -> https://HOST."""
     base = api_url.rstrip("/")
     if base == DEFAULT_GITHUB_API_URL:
-        return "https://github.com"
+        return DEFAULT_GITHUB_SERVER_URL
     return base[: -len("/api/v3")] if base.endswith("/api/v3") else base
 
 
@@ -650,7 +655,7 @@ def _load_github(
 
 def _load_health(env: Mapping[str, str], skipped: dict[str, str]) -> HealthSettings | None:
     url = _declared(env, HEALTH_URL)
-    expect = _read(env, "HEALTH_EXPECT", parse_expect, ((200, 399),))
+    expect = _read(env, "HEALTH_EXPECT", parse_expect, HealthSettings.expect)
     timeout = _declared(env, HEALTH_TIMEOUT)
     if url is None:
         skipped["health"] = "HEALTH_URL is not set"
@@ -663,7 +668,7 @@ def _load_spawn(env: Mapping[str, str]) -> SpawnSettings:
     return SpawnSettings(
         max_spawns_per_hour=max_spawns or None,
         concurrency=_declared(env, SPAWN_CONCURRENCY),
-        network=_read(env, "AGENT_NETWORK", parse_network, "bridge"),
+        network=_read(env, "AGENT_NETWORK", parse_network, DEFAULT_AGENT_NETWORK),
         backoff_base_s=_declared(env, CRASH_BACKOFF),
         backoff_max_s=_declared(env, CRASH_BACKOFF_MAX),
     )

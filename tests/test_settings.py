@@ -599,7 +599,10 @@ def test_the_core_policies_default_to_what_the_settings_read_when_nothing_is_set
     assert Inventory().node_lost_after == timedelta(seconds=settings.runtime.node_lost_s)
     assert inspect.signature(execute_plan).parameters["concurrency"].default is inspect.Parameter.empty
     assert inspect.signature(take_inventory).parameters["node_lost_after"].default is inspect.Parameter.empty
-    for name, default in (("SPAWN_CONCURRENCY", "8"), ("AGENT_CRASH_BACKOFF_S", "60"),
+    health = load_settings({"HEALTH_URL": "https://example.com/healthz"}).health
+    assert health is not None and health.expect == ((200, 399),) and "Default 200-399" in VARIABLES["HEALTH_EXPECT"]
+    assert (spawn.network, settings.github_server_url) == ("bridge", "https://github.com")
+    for name, default in (("SPAWN_CONCURRENCY", "8"), ("AGENT_NETWORK", "bridge"), ("AGENT_CRASH_BACKOFF_S", "60"),
                           ("AGENT_CRASH_BACKOFF_MAX_S", "3600"), ("AGENT_NODE_LOST_S", "300")):
         assert f"Default {default}" in VARIABLES[name]
 
