@@ -1,9 +1,9 @@
 """The coordinator's settings, read once from the environment.
 
-Every variable is listed in `VARIABLES` with its meaning; docs/configuration.md's table is written from it. The
-numeric variables are declared once each (`Count`, `Seconds` from `coordinator.values`: name, meaning, default,
-limits), and their VARIABLES text and their readers, the stack's too where it reads the same number, are
-rendered from that declaration.
+Every variable is declared once, as a typed record from `coordinator.values` (`Count`, `Seconds`, `Names`, `Url`,
+`Text`: name, meaning, default, limits, parser; `Documented` for those read by a loader of their own), listed in
+`DECLARED`. `VARIABLES` (the help text, and docs/configuration.md's table through scripts/reference) and the
+readers, the stack's too where it reads the same value, are rendered from these declarations.
 Every variable is read through one accessor, `env_value`, in which an empty or blank value means
 unset, so each variable's default also applies to "" (what Docker Compose's `${VAR}` gives for an
 unset VAR). Every variable that is set is checked, whether or not its step will run.
@@ -63,9 +63,12 @@ from coordinator.values import (
     MAX_FLEET_ID_CHARS,
     SWARM_RUNTIME,
     Count,
+    Declared,
+    Documented,
     Names,
     Seconds,
     SecondsDefault,
+    Text,
     Url,
     ValueProblem,
     ascii_digits,
@@ -176,65 +179,6 @@ GITHUB_SERVER_URL = Url("GITHUB_SERVER_URL", "Where agents clone from, told to t
                         "derived from GITHUB_API_URL: https://api.github.com -> https://github.com, "
                         "https://HOST/api/v3 -> https://HOST.", "https://ghe.example.com")
 
-# name -> what it means; the single list of the runtime's interface. `env_value` reads no other name.
-VARIABLES: dict[str, str] = {
-    "FLEET_ID": f"Fleet id; every agent carries the label agent-fleet.fleet=<id>. Default {DEFAULT_FLEET_ID}. "
-    f"ASCII letters, digits, '_', '.', '-' ('.' not on a swarm); at most {MAX_FLEET_ID_CHARS} characters.",
-    "FLEET_ROSTER_FILE": "Path of the roster JSON file (UTF-8, at most 1 MiB; its fields: the roster file, below). "
-    "Unset: the reconcile step is skipped.",
-    MAX_AGENTS_PER_ROLE.name: MAX_AGENTS_PER_ROLE.doc,
-    MAX_AGENTS.name: MAX_AGENTS.doc,
-    "COORDINATOR_SCHEDULE": "Cron expression for `schedule` (5 fields, or 6 with seconds last); must fire at least "
-    f"twice in two years. Default {DEFAULT_SCHEDULE}",
-    CYCLE_TIMEOUT.name: CYCLE_TIMEOUT.doc,
-    "COORDINATOR_HEARTBEAT_FILE": "Written after each finished cycle for the health check. Default "
-    f"{DEFAULT_HEARTBEAT_FILE}",
-    METRICS_PORT.name: METRICS_PORT.doc,
-    "GITHUB_REPOSITORY": "owner/name of the repository. Unset: the merge step is skipped.",
-    "GITHUB_TOKEN": "Token for the merge step (or GITHUB_TOKEN_FILE, a file holding it); at least "
-    f"{MIN_SECRET_CHARS} characters.",
-    "GITHUB_TOKEN_FILE": "Path of a file holding the token; used when GITHUB_TOKEN is unset.",
-    "GITHUB_APP_FILE": 'Path of a JSON object {"app_id": N, "installation_id": N, "private_key": "<PEM>"}: the GitHub '
-    "App the merge step acts as, with a token minted each cycle for the repository alone; used instead of "
-    "GITHUB_TOKEN.",
-    GITHUB_API_URL.name: GITHUB_API_URL.doc,
-    GITHUB_GRAPHQL_URL.name: GITHUB_GRAPHQL_URL.doc,
-    REQUIRED_CHECKS.name: REQUIRED_CHECKS.doc,
-    BLOCKING_LABELS.name: BLOCKING_LABELS.doc,
-    MERGES_PER_CYCLE.name: MERGES_PER_CYCLE.doc,
-    "MERGE_REQUIRE_UP_TO_DATE": "true when the default branch's ruleset requires branches to be up to date "
-    "(the stack's requireUpToDate): pull requests that are eligible but behind are then brought up to date "
-    "(PUT .../update-branch), MERGE_UPDATES_PER_CYCLE a cycle. Default false: the coordinator never updates a branch.",
-    UPDATES_PER_CYCLE.name: UPDATES_PER_CYCLE.doc,
-    HEALTH_URL.name: HEALTH_URL.doc,
-    HEALTH_TIMEOUT.name: HEALTH_TIMEOUT.doc,
-    "HEALTH_EXPECT": f"Status codes that count as up, e.g. 200-399 or 200,204. Default {DEFAULT_HEALTH_EXPECT}.",
-    SPAWNS_PER_HOUR.name: SPAWNS_PER_HOUR.doc,
-    SPAWN_CONCURRENCY.name: SPAWN_CONCURRENCY.doc,
-    CRASH_BACKOFF.name: CRASH_BACKOFF.doc,
-    CRASH_BACKOFF_MAX.name: CRASH_BACKOFF_MAX.doc,
-    "AGENT_NETWORK": "Docker network mode of agent containers (bridge, host, or a network name). "
-    f"Default {DEFAULT_AGENT_NETWORK}.",
-    "FLEET_RUNTIME": "Where agents run: docker (one engine) or swarm (a Docker Swarm, through a manager). "
-    "Default docker.",
-    NODE_LOST.name: NODE_LOST.doc,
-    PLACEMENT.name: PLACEMENT.doc,
-    "AGENT_SECRETS_FILE": "Path of a JSON object {NAME: value} of the agents' secrets; each agent receives its "
-    "role's (all, unless the role lists `secrets`) as files /run/secrets/<NAME>. Each value "
-    f"{MIN_SECRET_CHARS} characters to {MAX_AGENT_SECRET_BYTES // 1024} KiB of UTF-8; the file at most "
-    f"{MAX_AGENT_SECRETS_FILE_BYTES // 1024 // 1024} MiB. Unset: agents receive none.",
-    "AGENT_IDENTITIES_FILE": "Path of a JSON object {name: identity} of the agents' GitHub identities: "
-    '{"token": ...} or {"app_id": N, "installation_id": N, "private_key": "<PEM>"}. Each agent receives its role\'s '
-    "identity's token as /run/secrets/GITHUB_TOKEN (an App's minted at each spawn, narrowed to the repository and "
-    "the mode's permissions). Unset: agents receive the GITHUB_TOKEN agent secret, if any.",
-    GITHUB_SERVER_URL.name: GITHUB_SERVER_URL.doc,
-    BACKLOG_LABELS.name: BACKLOG_LABELS.doc,
-    "DOCKER_HOST": "The Docker SDK's own setting for the engine to talk to.",
-    "DOCKER_CONFIG": "The Docker SDK's own setting: a folder whose config.json holds registry credentials, sent with "
-    "each pull and (on a swarm) each agent service, so nodes can pull agent images from a private registry.",
-    "DOCKER_API_VERSION": "Pins the Docker API version (e.g. 1.41). Unset, the first cycle asks the engine and the "
-    "answer is remembered beside the heartbeat (engine.json), asked again if the engine refuses it.",
-}
 # Settings whose values are URLs: an error quotes them without userinfo, query or fragment at all.
 URL_VARIABLES = frozenset(url.name for url in (GITHUB_API_URL, GITHUB_GRAPHQL_URL, HEALTH_URL, GITHUB_SERVER_URL))
 # The identities file: a few tokens and App keys (a PEM key is under 4 KiB).
@@ -255,6 +199,65 @@ def parse_expect(raw: str) -> tuple[tuple[int, int], ...]:
             raise ValueProblem(f"has the range {low}-{high}, outside 100-599 or backwards", fix)
         ranges.append((low, high))
     return tuple(ranges)
+
+
+# The rest, each declared once: those parsed by a parser of their own kind (`Text`), and those read by a loader of
+# their own or by the Docker SDK (`Documented`).
+FLEET_ID = Text("FLEET_ID", "Fleet id; every agent carries the label agent-fleet.fleet=<id>. Default "
+                f"{DEFAULT_FLEET_ID}. ASCII letters, digits, '_', '.', '-' ('.' not on a swarm); at most "
+                f"{MAX_FLEET_ID_CHARS} characters.", parse_fleet_id, DEFAULT_FLEET_ID)
+ROSTER_FILE = Documented("FLEET_ROSTER_FILE", "Path of the roster JSON file (UTF-8, at most 1 MiB; its fields: the "
+                         "roster file, below). Unset: the reconcile step is skipped.")
+SCHEDULE = Text("COORDINATOR_SCHEDULE", "Cron expression for `schedule` (5 fields, or 6 with seconds last); must fire "
+                f"at least twice in two years. Default {DEFAULT_SCHEDULE}", cron.validate, DEFAULT_SCHEDULE)
+HEARTBEAT_FILE = Documented("COORDINATOR_HEARTBEAT_FILE", "Written after each finished cycle for the health check. "
+                            f"Default {DEFAULT_HEARTBEAT_FILE}")
+REPOSITORY = Text("GITHUB_REPOSITORY", "owner/name of the repository. Unset: the merge step is skipped.",
+                  parse_repository, None)
+TOKEN = Documented("GITHUB_TOKEN", "Token for the merge step (or GITHUB_TOKEN_FILE, a file holding it); at least "
+                   f"{MIN_SECRET_CHARS} characters.")
+TOKEN_FILE = Documented("GITHUB_TOKEN_FILE", "Path of a file holding the token; used when GITHUB_TOKEN is unset.")
+APP_FILE = Documented("GITHUB_APP_FILE", 'Path of a JSON object {"app_id": N, "installation_id": N, "private_key": '
+                      '"<PEM>"}: the GitHub App the merge step acts as, with a token minted each cycle for the '
+                      "repository alone; used instead of GITHUB_TOKEN.")
+REQUIRE_UP_TO_DATE = Text("MERGE_REQUIRE_UP_TO_DATE", "true when the default branch's ruleset requires branches to be "
+                          "up to date (the stack's requireUpToDate): pull requests that are eligible but behind are "
+                          "then brought up to date (PUT .../update-branch), MERGE_UPDATES_PER_CYCLE a cycle. Default "
+                          "false: the coordinator never updates a branch.", parse_switch, False)
+HEALTH_EXPECT = Text("HEALTH_EXPECT", "Status codes that count as up, e.g. 200-399 or 200,204. Default "
+                     f"{DEFAULT_HEALTH_EXPECT}.", parse_expect, parse_expect(DEFAULT_HEALTH_EXPECT))
+NETWORK = Text("AGENT_NETWORK", "Docker network mode of agent containers (bridge, host, or a network name). "
+               f"Default {DEFAULT_AGENT_NETWORK}.", parse_network, DEFAULT_AGENT_NETWORK)
+RUNTIME = Text("FLEET_RUNTIME", "Where agents run: docker (one engine) or swarm (a Docker Swarm, through a manager). "
+               f"Default {DEFAULT_RUNTIME}.", parse_runtime, DEFAULT_RUNTIME)
+SECRETS_FILE = Documented(
+    "AGENT_SECRETS_FILE", "Path of a JSON object {NAME: value} of the agents' secrets; each agent receives its "
+    "role's (all, unless the role lists `secrets`) as files /run/secrets/<NAME>. Each value "
+    f"{MIN_SECRET_CHARS} characters to {MAX_AGENT_SECRET_BYTES // 1024} KiB of UTF-8; the file at most "
+    f"{MAX_AGENT_SECRETS_FILE_BYTES // 1024 // 1024} MiB. Unset: agents receive none.")
+IDENTITIES_FILE = Documented(
+    "AGENT_IDENTITIES_FILE", "Path of a JSON object {name: identity} of the agents' GitHub identities: "
+    '{"token": ...} or {"app_id": N, "installation_id": N, "private_key": "<PEM>"}. Each agent receives its role\'s '
+    "identity's token as /run/secrets/GITHUB_TOKEN (an App's minted at each spawn, narrowed to the repository and "
+    "the mode's permissions). Unset: agents receive the GITHUB_TOKEN agent secret, if any.")
+DOCKER_HOST = Documented("DOCKER_HOST", "The Docker SDK's own setting for the engine to talk to.")
+DOCKER_CONFIG = Documented(
+    "DOCKER_CONFIG", "The Docker SDK's own setting: a folder whose config.json holds registry credentials, sent with "
+    "each pull and (on a swarm) each agent service, so nodes can pull agent images from a private registry.")
+DOCKER_API_VERSION = Documented(
+    "DOCKER_API_VERSION", "Pins the Docker API version (e.g. 1.41). Unset, the first cycle asks the engine and the "
+    "answer is remembered beside the heartbeat (engine.json), asked again if the engine refuses it.")
+
+# Every variable, in the order the reference lists them: the single list of the runtime's interface.
+DECLARED: tuple[Declared, ...] = (
+    FLEET_ID, ROSTER_FILE, MAX_AGENTS_PER_ROLE, MAX_AGENTS, SCHEDULE, CYCLE_TIMEOUT, HEARTBEAT_FILE, METRICS_PORT,
+    REPOSITORY, TOKEN, TOKEN_FILE, APP_FILE, GITHUB_API_URL, GITHUB_GRAPHQL_URL, REQUIRED_CHECKS, BLOCKING_LABELS,
+    MERGES_PER_CYCLE, REQUIRE_UP_TO_DATE, UPDATES_PER_CYCLE, HEALTH_URL, HEALTH_TIMEOUT, HEALTH_EXPECT,
+    SPAWNS_PER_HOUR, SPAWN_CONCURRENCY, CRASH_BACKOFF, CRASH_BACKOFF_MAX, NETWORK, RUNTIME, NODE_LOST, PLACEMENT,
+    SECRETS_FILE, IDENTITIES_FILE, GITHUB_SERVER_URL, BACKLOG_LABELS, DOCKER_HOST, DOCKER_CONFIG, DOCKER_API_VERSION,
+)
+# name -> what it means, rendered from the declarations; `env_value` reads no other name.
+VARIABLES: dict[str, str] = {variable.name: variable.doc for variable in DECLARED}
 
 
 class ConfigError(Exception):
@@ -293,7 +296,7 @@ class GitHubSettings:
 class HealthSettings:
     url: str
     timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S
-    expect: tuple[tuple[int, int], ...] = parse_expect(DEFAULT_HEALTH_EXPECT)
+    expect: tuple[tuple[int, int], ...] = HEALTH_EXPECT.default
 
     def expects(self, code: int) -> bool:
         return any(low <= code <= high for low, high in self.expect)
@@ -392,8 +395,10 @@ def _declared(env: Mapping[str, str], variable: Seconds[SecondsDefault]) -> floa
 def _declared(env: Mapping[str, str], variable: Names) -> tuple[str, ...]: ...
 @overload
 def _declared(env: Mapping[str, str], variable: Url) -> str | None: ...
+@overload
+def _declared(env: Mapping[str, str], variable: Text[T, D]) -> T | D: ...
 def _declared(
-    env: Mapping[str, str], variable: Count | Seconds[SecondsDefault] | Names | Url
+    env: Mapping[str, str], variable: Count | Seconds[SecondsDefault] | Names | Url | Text[T, D]
 ) -> object:  # the overloads above say which type each kind of declaration gives
     """A declared variable, read as its declaration says."""
     return _read(env, variable.name, variable.parse, variable.default)
@@ -630,7 +635,7 @@ def _load_github(
     blocking_labels = _declared(env, BLOCKING_LABELS)
     max_merges = _declared(env, MERGES_PER_CYCLE)
     backlog_labels = _declared(env, BACKLOG_LABELS)
-    require_up_to_date = _read(env, "MERGE_REQUIRE_UP_TO_DATE", parse_switch, False)
+    require_up_to_date = _declared(env, REQUIRE_UP_TO_DATE)
     updates = _declared(env, UPDATES_PER_CYCLE)
     if repository is None:
         skipped["merge"] = "GITHUB_REPOSITORY is not set"
@@ -655,7 +660,7 @@ def _load_github(
 
 def _load_health(env: Mapping[str, str], skipped: dict[str, str]) -> HealthSettings | None:
     url = _declared(env, HEALTH_URL)
-    expect = _read(env, "HEALTH_EXPECT", parse_expect, HealthSettings.expect)
+    expect = _declared(env, HEALTH_EXPECT)
     timeout = _declared(env, HEALTH_TIMEOUT)
     if url is None:
         skipped["health"] = "HEALTH_URL is not set"
@@ -668,7 +673,7 @@ def _load_spawn(env: Mapping[str, str]) -> SpawnSettings:
     return SpawnSettings(
         max_spawns_per_hour=max_spawns or None,
         concurrency=_declared(env, SPAWN_CONCURRENCY),
-        network=_read(env, "AGENT_NETWORK", parse_network, DEFAULT_AGENT_NETWORK),
+        network=_declared(env, NETWORK),
         backoff_base_s=_declared(env, CRASH_BACKOFF),
         backoff_max_s=_declared(env, CRASH_BACKOFF_MAX),
     )
@@ -680,7 +685,7 @@ def _load_limits(env: Mapping[str, str]) -> FleetLimits:
 
 def load_runtime_settings(env: Mapping[str, str]) -> RuntimeSettings:
     """The runtime's settings alone, for commands that need no other (`status`)."""
-    fleet_id = _read(env, "FLEET_ID", parse_fleet_id, DEFAULT_FLEET_ID)
+    fleet_id = _declared(env, FLEET_ID)
     return _load_runtime(env, _heartbeat_file(env, fleet_id))
 
 
@@ -690,7 +695,7 @@ def _heartbeat_file(env: Mapping[str, str], fleet_id: str) -> Path:
 
 
 def _load_runtime(env: Mapping[str, str], heartbeat_file: Path) -> RuntimeSettings:
-    kind = _read(env, "FLEET_RUNTIME", parse_runtime, DEFAULT_RUNTIME)
+    kind = _declared(env, RUNTIME)
     lost = _declared(env, NODE_LOST)
     placement = _declared(env, PLACEMENT)
     return RuntimeSettings(
@@ -716,8 +721,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _load(env: Mapping[str, str]) -> Settings:
-    fleet_id = _read(env, "FLEET_ID", parse_fleet_id, DEFAULT_FLEET_ID)
-    schedule = _read(env, "COORDINATOR_SCHEDULE", cron.validate, DEFAULT_SCHEDULE)
+    fleet_id = _declared(env, FLEET_ID)
+    schedule = _declared(env, SCHEDULE)
     cycle_timeout_s = _declared(env, CYCLE_TIMEOUT)
     heartbeat_file = _heartbeat_file(env, fleet_id)
     metrics_port = _declared(env, METRICS_PORT)
@@ -727,7 +732,7 @@ def _load(env: Mapping[str, str]) -> Settings:
     if roster is None:
         skipped["reconcile"] = "FLEET_ROSTER_FILE is not set"
     spawn = _load_spawn(env)
-    repository = _read(env, "GITHUB_REPOSITORY", parse_repository, None)
+    repository = _declared(env, REPOSITORY)
     api_url = _load_api_url(env)
     server_url = _declared(env, GITHUB_SERVER_URL)
     github = _load_github(env, repository, api_url, skipped)

@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from coordinator.redact import shown
@@ -394,6 +394,47 @@ class Count:
         if self.off:
             return f"{self.meaning} Unset or 0: {self.off}; at most {self.maximum}{self.maximum_note}."
         return f"{self.meaning} Default {self.default}, at most {self.maximum}{self.maximum_note}."
+
+
+class Declared(Protocol):
+    """What every declaration below gives the reference: the variable's name and its help text."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def doc(self) -> str: ...
+
+
+Parsed = TypeVar("Parsed")
+ParsedDefault = TypeVar("ParsedDefault")
+
+
+@dataclass(frozen=True)
+class Text(Generic[Parsed, ParsedDefault]):
+    """A setting of its own kind (a fleet id, a schedule, a switch), declared once: its name, meaning, parser and
+    default. The meaning says the default and the limits, as its parser's refusals do."""
+
+    name: str
+    meaning: str
+    parse: Callable[[str], Parsed]
+    default: ParsedDefault
+
+    @property
+    def doc(self) -> str:
+        return self.meaning
+
+
+@dataclass(frozen=True)
+class Documented:
+    """A setting read by a loader of its own (a file, a token) or by the Docker SDK, declared with its meaning."""
+
+    name: str
+    meaning: str
+
+    @property
+    def doc(self) -> str:
+        return self.meaning
 
 
 # A Seconds' default: a number, or None for one derived elsewhere.

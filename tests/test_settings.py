@@ -27,6 +27,7 @@ from coordinator.fleet import (
 )
 from coordinator.redact import MIN_SECRET_CHARS
 from coordinator.settings import (
+    DECLARED,
     URL_VARIABLES,
     VARIABLES,
     ConfigError,
@@ -39,7 +40,7 @@ from coordinator.settings import (
 from coordinator.steps.inventory import Inventory, take_inventory
 from coordinator.steps.merge_rules import MergePolicy
 from coordinator.steps.reconcile import BackoffPolicy, execute_plan
-from coordinator.values import Count, Names, Seconds, Url
+from coordinator.values import Count, Names, Seconds, Text, Url
 
 ROLE = {"key": "api_builder", "title": "API Builder", "count": 2, "department": "Engineering",
         "mode": "Task-driven", "brief": "Builds the API.", "image": "agent:1"}
@@ -652,3 +653,26 @@ def test_a_url_variable_is_documented_quoted_as_a_url_and_read_as_declared(varia
                        + f".*like {re.escape(variable.example)}$") as refused:
         load_settings({variable.name: "ftp://h/x?token=hunter2-secret"})
     assert "hunter2" not in str(refused.value)  # quoted as a URL: no query string
+
+
+def test_every_variable_is_declared_once_and_the_help_text_is_its_declarations() -> None:
+    names = [variable.name for variable in DECLARED]
+    assert len(names) == len(set(names))
+    assert {variable.name: variable.doc for variable in DECLARED} == VARIABLES
+    # Every record of the module is listed, so none is declared and then forgotten by the reference.
+    records = [value for value in vars(settings_module).values() if isinstance(value, Count | Seconds | Names | Url)]
+    assert all(record in DECLARED for record in records)
+
+
+@pytest.mark.parametrize(("variable", "bad"), [
+    (settings_module.FLEET_ID, "no spaces"),
+    (settings_module.SCHEDULE, "every minute"),
+    (settings_module.REPOSITORY, "webapp"),
+    (settings_module.REQUIRE_UP_TO_DATE, "perhaps"),
+    (settings_module.HEALTH_EXPECT, "ok"),
+    (settings_module.NETWORK, "no spaces"),
+    (settings_module.RUNTIME, "kubernetes"),
+], ids=lambda value: getattr(value, "name", ""))
+def test_a_text_variable_is_read_with_its_declared_parser(variable: Text[object, object], bad: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{variable.name}="):
+        load_settings({variable.name: bad})
