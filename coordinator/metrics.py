@@ -252,7 +252,8 @@ class FleetMetrics:
         merge_ran = merge.get("status") == "ok"
 
         health = read_health(report.get("health"))
-        health_up = {HealthStatus.UP: 1, HealthStatus.DOWN: 0}.get(health.status) if health is not None else None
+        up_or_down = {HealthStatus.UP.value: 1, HealthStatus.DOWN.value: 0}
+        health_up = up_or_down.get(health.status) if health is not None else None
         latency_ms = health.latency_ms if health is not None and health_up is not None else None
 
         for error in read_errors(report.get("errors")):

@@ -14,11 +14,20 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from coordinator import redact
 
 REPORT_EVENT = "cycle.report"
+
+Known = TypeVar("Known", bound=StrEnum)
+
+
+class UnknownWord(str):
+    """A word of a report read back that this version does not know (a newer coordinator's verdict, say), or ""
+    when the report does not say it: kept as written, and printed as written ("?" when empty)."""
+
+    __slots__ = ()
 
 
 class StepStatus(StrEnum):
@@ -62,7 +71,7 @@ CYCLE_STEPS = ("inventory", "reconcile", "merge", "health", "report")
 class StepResult:
     """How one step ended: ok, failed (with the error) or skipped (with the reason)."""
 
-    status: StepStatus
+    status: StepStatus | UnknownWord
     detail: str = ""
     duration_s: float = 0.0
 
@@ -72,7 +81,7 @@ class SlotWait:
     """A slot whose agents keep crashing: it is respawned no earlier than `until`."""
 
     slot: int
-    until: datetime
+    until: datetime | None  # None only in a report read back that does not say it readably
     crashes: int
 
 
@@ -122,13 +131,13 @@ class RoleTally:
 @dataclass(frozen=True)
 class PullOutcome:
     number: int
-    outcome: MergeOutcome
+    outcome: MergeOutcome | UnknownWord
     reason: str  # "merged", "draft", "not approved", "checks pending", "head moved", ...
 
 
 @dataclass
 class MergeReport:
-    status: StepStatus = StepStatus.SKIPPED
+    status: StepStatus | UnknownWord = StepStatus.SKIPPED
     pulls: list[PullOutcome] = field(default_factory=list)
     open: int = 0
     review_queue: int = 0  # open, not draft, awaiting review
@@ -157,7 +166,7 @@ class MergeReport:
 
 @dataclass(frozen=True)
 class HealthReport:
-    status: HealthStatus = HealthStatus.SKIPPED
+    status: HealthStatus | UnknownWord = HealthStatus.SKIPPED
     code: int | None = None
     latency_ms: float | None = None
     error: str | None = None  # "timeout", "refused", "tls", "dns", "unexpected status 503", ...
@@ -185,7 +194,7 @@ class Advice:
 @dataclass
 class CycleReport:
     fleet: str
-    started_at: datetime
+    started_at: datetime | None  # None only in a report read back that does not say it readably
     duration_s: float = 0.0
     roles: dict[str, RoleTally] = field(default_factory=dict)
     merge: MergeReport = field(default_factory=MergeReport)
@@ -193,7 +202,7 @@ class CycleReport:
     errors: list[StepError] = field(default_factory=list)
     steps: dict[str, StepResult] = field(default_factory=dict)
     budget: SpawnBudget | None = None
-    verdict: Verdict = Verdict.HEALTHY
+    verdict: Verdict | UnknownWord = Verdict.HEALTHY
     verdict_reasons: list[str] = field(default_factory=list)  # why it is not healthy, worst first
     advice: list[Advice] = field(default_factory=list)
     # Things a person must look at, by name: containers with the fleet's label that cannot be read (skipped),
@@ -334,6 +343,127 @@ def read_errors(value: object) -> list[StepError]:
     return errors
 
 
+def word_text(word: StrEnum | UnknownWord) -> str:
+    """A verdict, status or outcome as every text shows it: its word as written; "?" when the report has none."""
+    return str(word) or "?"
+
+
+def _word(value: object, known: type[Known]) -> Known | UnknownWord:
+    """One of `known`'s words, or the word as written when this version does not know it ("" when not a word)."""
+    if not isinstance(value, str):
+        return UnknownWord("")
+    try:
+        return known(value)
+    except ValueError:
+        return UnknownWord(value)
+
+
+def _text(value: object, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _texts(value: object) -> list[str]:
+    """A list of names or reasons; an item that is not text is shown as text rather than dropped."""
+    return [item if isinstance(item, str) else json.dumps(item) for item in as_list(value)]
+
+
+def _time(value: object) -> datetime | None:
+    """A timezone-aware time as `to_dict` writes it; None when the value is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _read_tally(value: object) -> RoleTally:
+    tally = as_mapping(value)
+    waiting = [SlotWait(slot=as_count(w.get("slot")), until=_time(w.get("until")), crashes=as_count(w.get("crashes")))
+               for w in map(as_mapping, as_list(tally.get("waiting"))) if w]
+    unproven = [UnprovenAgent(slot=as_count(u.get("slot")), crashes=as_count(u.get("crashes")))
+                for u in map(as_mapping, as_list(tally.get("unproven"))) if u]
+    return RoleTally(
+        desired=as_count(tally.get("desired")),
+        running=as_count(tally.get("running")),
+        mode=_text(tally.get("mode")),
+        spawned=as_count(tally.get("spawned")),
+        failed=as_count(tally.get("failed")),
+        waiting=waiting,
+        deferred=as_count(tally.get("deferred")),
+        held_back=as_count(tally.get("held_back")),
+        idle_exits=as_count(tally.get("idle_exits")),
+        filled_by_other_cycle=as_count(tally.get("filled_by_other_cycle")),
+        unproven=unproven,
+    )
+
+
+def _read_merge(value: object) -> MergeReport:
+    merge = as_mapping(value)
+    stopped = merge.get("stopped")
+    return MergeReport(
+        status=_word(merge.get("status"), StepStatus),
+        pulls=[PullOutcome(number=as_count(p.get("number")), outcome=_word(p.get("outcome"), MergeOutcome),
+                           reason=_text(p.get("reason")))
+               for p in map(as_mapping, as_list(merge.get("pulls"))) if p],
+        open=as_count(merge.get("open")),
+        review_queue=as_count(merge.get("review_queue")),
+        conflicting=as_count(merge.get("conflicting")),
+        stopped=stopped if isinstance(stopped, str) else None,
+        api_calls=as_count(merge.get("api_calls")),
+        rate_limit_remaining=as_optional_count(merge.get("rate_limit_remaining")),
+        backlog=as_optional_count(merge.get("backlog")),
+    )
+
+
+def _read_budget(value: object) -> SpawnBudget | None:
+    budget = as_mapping(value)
+    if not budget:
+        return None
+    return SpawnBudget(limit=as_count(budget.get("limit")), used=as_count(budget.get("used")),
+                       remaining=as_count(budget.get("remaining")))
+
+
+def read_report(value: object) -> CycleReport:
+    """A `cycle.report` object read back to the typed report; never raises. `read_report(to_dict(r)) == r` for
+    every report the coordinator writes. A word this version does not know (a newer verdict, status or outcome)
+    is kept as an `UnknownWord`; a missing or mistyped field reads as absent: "", 0, None, [] or {} (a missing
+    verdict or status as the empty `UnknownWord`, a missing health check's status too)."""
+    report = as_mapping(value)
+    health = as_mapping(report.get("health"))
+    code = health.get("code")
+    error = health.get("error")
+    steps = as_mapping(report.get("steps"))
+    return CycleReport(
+        fleet=_text(report.get("fleet")),
+        started_at=_time(report.get("started_at")),
+        duration_s=as_number(report.get("duration_s")) or 0.0,
+        roles={str(role): _read_tally(tally) for role, tally in as_mapping(report.get("roles")).items()},
+        merge=_read_merge(report.get("merge")),
+        health=HealthReport(
+            status=_word(health.get("status"), HealthStatus),
+            code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+            latency_ms=as_number(health.get("latency_ms")),
+            error=error if isinstance(error, str) and error else None,
+            attempts=as_count(health.get("attempts")),
+        ),
+        errors=read_errors(report.get("errors")),
+        steps={str(name): StepResult(status=_word(step.get("status"), StepStatus), detail=_text(step.get("detail")),
+                                     duration_s=as_number(step.get("duration_s")) or 0.0)
+               for name, step in ((name, as_mapping(step)) for name, step in steps.items())},
+        budget=_read_budget(report.get("budget")),
+        verdict=_word(report.get("verdict"), Verdict),
+        verdict_reasons=_texts(report.get("verdict_reasons")),
+        advice=read_advice(report.get("advice")),
+        unreadable=_texts(report.get("unreadable")),
+        squatters=_texts(report.get("squatters")),
+        lost_nodes=_texts(report.get("lost_nodes")),
+        shared_accounts=_texts(report.get("shared_accounts")),
+        dry_run=report.get("dry_run") is True,
+    )
+
+
 def advice_text(advice: Advice) -> str:
     """A piece of advice as every text shows it: the action, then the signal over its threshold."""
     return f"{advice.action} ({advice.signal} {advice.value:g} > {advice.threshold:g})"
@@ -348,7 +478,7 @@ def health_text(health: HealthReport | None) -> str:
     when unknown. The latency only when production answered, the error only when it says more than the code."""
     if health is None:
         return "?"
-    bits = [health.status.value]
+    bits = [word_text(health.status)]
     if health.code is not None:
         bits.append(f"HTTP {health.code}")
     if health.latency_ms is not None and health.status is HealthStatus.UP:
@@ -376,14 +506,7 @@ def parse_reports(lines: Iterable[str]) -> list[Report]:
 
 def report_time(report: Report) -> datetime | None:
     """When the cycle started, as a timezone-aware time; None when the report does not say it readably."""
-    raw = report.get("started_at")
-    if not isinstance(raw, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
+    return _time(report.get("started_at"))
 
 
 def render_text(report: CycleReport) -> str:
@@ -393,7 +516,7 @@ def render_text(report: CycleReport) -> str:
     lines = [
         f"cycle of fleet {report.fleet} at {_plain(report.started_at)} "
         f"({report.duration_s:.1f}s){' [plan: nothing was changed]' if report.dry_run else ''}",
-        f"verdict of this cycle: {report.verdict.value}"
+        f"verdict of this cycle: {word_text(report.verdict)}"
         + (f" ({'; '.join(report.verdict_reasons)})" if report.verdict_reasons else "")
         + (f", without {' and '.join(skipped_steps)} (skipped, below)" if skipped_steps else ""),
         "",
@@ -425,7 +548,7 @@ def render_text(report: CycleReport) -> str:
     merge = report.merge
     lines += [
         "",
-        f"merge: {merge.status.value}; {len(merge.merged)} merged, "
+        f"merge: {word_text(merge.status)}; {len(merge.merged)} merged, "
         + (f"{len(merge.queued)} queued, " if merge.queued else "")
         + (f"{len(merge.queue_failed)} failed in the queue, " if merge.queue_failed else "")
         + (f"{len(merge.updated)} brought up to date, " if merge.updated else "")
@@ -434,7 +557,7 @@ def render_text(report: CycleReport) -> str:
         + (f"; stopped early: {merge.stopped}" if merge.stopped else ""),
     ]
     for pull in merge.pulls:
-        lines.append(f"  #{pull.number}: {pull.outcome.value} ({pull.reason})")
+        lines.append(f"  #{pull.number}: {word_text(pull.outcome)} ({pull.reason})")
     lines += ["", "health: " + health_text(report.health)]
     skipped = [f"{name} ({r.detail})" for name, r in report.steps.items() if r.status is StepStatus.SKIPPED]
     if skipped:
