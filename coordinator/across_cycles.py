@@ -8,8 +8,8 @@ hour up to the latest one), wherever reports are read
 (`status`, the status page, the metrics), never by the cycle itself. The cycle's own verdict stays what
 it was; what is shown names both, and the fleet's verdict now is the worse of the two.
 
-Pure functions over the parsed `cycle.report` objects (as `coordinator.report.parse_reports` gives
-them), tolerant of missing fields. A schedule slower than one cycle every 20 minutes has fewer than three
+Pure functions over the reports read back (`coordinator.report.read_report`), where a missing field reads
+as absent and judges nothing. A schedule slower than one cycle every 20 minutes has fewer than three
 cycles in an hour, so these judgments never fire for it.
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from coordinator.report import Report, StepStatus, Verdict, as_count, as_mapping, report_time
+from coordinator.report import CycleReport, StepStatus, Verdict
 from coordinator.verdict import IDLE_EXITS_LIMIT
 
 WINDOW = timedelta(hours=1)
@@ -46,10 +46,10 @@ class Judgment:
     reason: str
 
 
-def recent_cycles(reports: Sequence[Report]) -> list[Report]:
+def recent_cycles(reports: Sequence[CycleReport]) -> list[CycleReport]:
     """The cycles' reports (no plan's) that started within WINDOW up to the latest one, oldest first."""
     timed = sorted(((moment, report) for report in reports
-                    if report.get("dry_run") is not True and (moment := report_time(report)) is not None),
+                    if not report.dry_run and (moment := report.started_at) is not None),
                    key=lambda pair: pair[0])
     if not timed:
         return []
@@ -57,7 +57,7 @@ def recent_cycles(reports: Sequence[Report]) -> list[Report]:
     return [report for moment, report in timed if moment >= latest - WINDOW]
 
 
-def judge_across_cycles(reports: Sequence[Report]) -> list[Judgment]:
+def judge_across_cycles(reports: Sequence[CycleReport]) -> list[Judgment]:
     """Every judgment that holds for the last hour of `reports` (any order), broken ones first."""
     cycles = recent_cycles(reports)
     found = [
@@ -84,25 +84,25 @@ def verdict_now(cycle_verdict: object, judgments: Sequence[Judgment]) -> Verdict
 
 
 
-def _github_errors(cycles: list[Report]) -> Judgment | None:
+def _github_errors(cycles: list[CycleReport]) -> Judgment | None:
     if len(cycles) < MERGE_FAILING_CYCLES:
         return None
-    merges = [as_mapping(as_mapping(report.get("steps")).get("merge")) for report in cycles]
-    if not all(merge.get("status") == StepStatus.FAILED.value for merge in merges):
+    merges = [report.steps.get("merge") for report in cycles]
+    if not all(merge is not None and merge.status is StepStatus.FAILED for merge in merges):
         return None
-    detail = str(merges[-1].get("detail") or "no detail")
+    latest = merges[-1]
+    detail = (latest.detail if latest is not None else "") or "no detail"
     return Judgment(GITHUB_ERRORS_PERSISTING, Verdict.BROKEN,
                     f"GitHub API errors persisting across cycles: the merge step failed in each of the last "
                     f"{MERGE_FAILING_CYCLES} cycles (latest: {detail})")
 
 
-def _review_queue(cycles: list[Report]) -> Judgment | None:
+def _review_queue(cycles: list[CycleReport]) -> Judgment | None:
     if len(cycles) < REVIEW_QUEUE_RISING_CYCLES + 1:
         return None
-    merges = [as_mapping(report.get("merge")) for report in cycles]
-    if not all(merge.get("status") == StepStatus.OK.value for merge in merges):
+    if not all(report.merge.status is StepStatus.OK for report in cycles):
         return None  # a cycle that did not read the queue breaks the run
-    queue = [as_count(merge.get("review_queue")) for merge in merges]
+    queue = [report.merge.review_queue for report in cycles]
     if not all(before < after for before, after in itertools.pairwise(queue)):
         return None
     return Judgment(REVIEW_QUEUE_RISING, Verdict.DEGRADED,
@@ -110,14 +110,10 @@ def _review_queue(cycles: list[Report]) -> Judgment | None:
                     f"({queue[0]} to {queue[-1]}): not enough reviewers")
 
 
-def _failed_spawns(report: Report) -> int:
-    return sum(as_count(as_mapping(tally).get("failed")) for tally in as_mapping(report.get("roles")).values())
-
-
-def _spawn_failures(cycles: list[Report]) -> Judgment | None:
+def _spawn_failures(cycles: list[CycleReport]) -> Judgment | None:
     if len(cycles) < SPAWN_FAILING_CYCLES:
         return None
-    failures = [_failed_spawns(report) for report in cycles]
+    failures = [report.spawn_failures for report in cycles]
     if not all(failures):
         return None
     return Judgment(SPAWN_FAILURES_PERSISTING, Verdict.DEGRADED,
@@ -125,13 +121,12 @@ def _spawn_failures(cycles: list[Report]) -> Judgment | None:
                     f"({', '.join(map(str, failures))})")
 
 
-def _idle_exits(cycles: list[Report]) -> list[Judgment]:
+def _idle_exits(cycles: list[CycleReport]) -> list[Judgment]:
     if len(cycles) < IDLE_EXITS_CYCLES:
         return []
-    tallies = [as_mapping(report.get("roles")) for report in cycles]
     found = []
-    for role in sorted(tallies[-1]):
-        counts = [as_count(as_mapping(roles.get(role)).get("idle_exits")) for roles in tallies]
+    for role in sorted(cycles[-1].roles):
+        counts = [tally.idle_exits if (tally := report.roles.get(role)) is not None else 0 for report in cycles]
         if all(count > IDLE_EXITS_LIMIT for count in counts):
             found.append(Judgment(IDLE_EXITS_PERSISTING, Verdict.DEGRADED,
                                   f"{role}: agents exiting with nothing to do in each of the last "

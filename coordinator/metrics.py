@@ -63,6 +63,7 @@ from coordinator.report import (
     parse_reports,
     read_errors,
     read_health,
+    read_report,
 )
 from coordinator.settings import DEFAULT_METRICS_PORT
 from coordinator.web import HttpServer, Request, Response
@@ -118,7 +119,7 @@ class _LatestGauges(Collector):
 
     def collect(self) -> Iterable[Metric]:
         yield from _gauge_families(self.picture, self.last_cycle_at, self.schedule_interval_s)
-        reports = self._history.held()
+        reports = [read_report(report) for report in self._history.held()]
         yield _judgment_family({j.name for j in judge_across_cycles(reports)} if reports else None)
 
 

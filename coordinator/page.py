@@ -31,6 +31,7 @@ from coordinator.report import (
     read_advice,
     read_errors,
     read_health,
+    read_report,
     report_time,
 )
 from coordinator.verdict import IDLE_EXITS_LIMIT
@@ -75,7 +76,7 @@ def render_page(reports: Sequence[Report], *, now: datetime, refresh_s: float, s
 
     timed = [(moment, report) for report in reports if (moment := report_time(report)) is not None]
     latest = reports[-1] if reports else {}
-    judgments = judge_across_cycles(reports)
+    judgments = judge_across_cycles([read_report(report) for report in reports])
     now_verdict = verdict_now(latest.get("verdict"), judgments).value if reports else "unknown"
     fleet = text(latest.get("fleet", "agent-fleet")) if reports else "agent-fleet"
     parts = [

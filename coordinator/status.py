@@ -31,6 +31,7 @@ from coordinator.report import (
     read_advice,
     read_errors,
     read_health,
+    read_report,
 )
 from coordinator.runtime import AgentRuntime, RuntimeFailure
 from coordinator.settings import ConfigError, load_runtime_settings
@@ -96,7 +97,7 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
     if not reports:
         return "no cycle reports in the log yet: the first cycle runs when the container starts\n"
     latest = reports[-1]
-    judgments = judge_across_cycles([*earlier, *reports])
+    judgments = judge_across_cycles([read_report(report) for report in [*earlier, *reports]])
     rows = [HEADER] + [_row(report) for report in reports]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     cycle_reasons = "; ".join(str(reason) for reason in as_list(latest.get("verdict_reasons")))
@@ -131,7 +132,7 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
 def status_json(reports: Sequence[Report], *, source: str, earlier: Sequence[Report] = ()) -> dict[str, Any]:
     """`verdict` is the latest cycle's own; `verdict_now` the worse of it and the judgments `across_cycles`."""
     latest = reports[-1] if reports else {}
-    judgments = judge_across_cycles([*earlier, *reports])
+    judgments = judge_across_cycles([read_report(report) for report in [*earlier, *reports]])
     return {
         "source": source,
         "verdict": latest.get("verdict"),

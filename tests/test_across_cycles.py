@@ -16,13 +16,22 @@ from coordinator.across_cycles import (
     judge_across_cycles,
     verdict_now,
 )
-from coordinator.report import CycleReport, MergeReport, RoleTally, StepResult, StepStatus, Verdict, to_dict
+from coordinator.report import (
+    CycleReport,
+    MergeReport,
+    RoleTally,
+    StepResult,
+    StepStatus,
+    Verdict,
+    read_report,
+    to_dict,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def cycle(minute: int, *, merge: str = "ok", queue: int = 2, failed: int = 0, idle: int = 0,
-          dry_run: bool = False) -> dict[str, Any]:
+          dry_run: bool = False) -> CycleReport:
     """One cycle's report: `merge` "ok" or "failed" (a GitHub 502), the review queue, spawn failures, idle exits."""
     report = CycleReport(
         fleet="f", started_at=T0 + timedelta(minutes=minute),
@@ -32,11 +41,10 @@ def cycle(minute: int, *, merge: str = "ok", queue: int = 2, failed: int = 0, id
         steps={"merge": StepResult(StepStatus(merge), "GitHub answered 502" if merge == "failed" else "")},
         dry_run=dry_run,
     )
-    data: dict[str, Any] = json.loads(json.dumps(to_dict(report)))
-    return data
+    return read_report(json.loads(json.dumps(to_dict(report))))
 
 
-def every_5_min(*kinds: dict[str, Any]) -> list[dict[str, Any]]:
+def every_5_min(*kinds: dict[str, Any]) -> list[CycleReport]:
     """The given per-cycle fields, one cycle each, five minutes apart."""
     return [cycle(5 * index, **fields) for index, fields in enumerate(kinds)]
 
@@ -80,7 +88,7 @@ OK: dict[str, Any] = {}
         ([], {}),
     ],
 )
-def test_judgments_across_cycles(reports: list[dict[str, Any]], expected: dict[str, Verdict]) -> None:
+def test_judgments_across_cycles(reports: list[CycleReport], expected: dict[str, Verdict]) -> None:
     judgments = judge_across_cycles(reports)
     assert {j.name: j.verdict for j in judgments} == expected
     assert [j.verdict for j in judgments] == sorted((j.verdict for j in judgments),
@@ -113,7 +121,7 @@ def test_each_judgment_says_why_with_its_numbers() -> None:
     ],
 )
 def test_the_verdict_now_is_the_worse_of_the_cycles_own_and_the_judgments(
-    cycle_verdict: str, reports: list[dict[str, Any]], expected: Verdict
+    cycle_verdict: str, reports: list[CycleReport], expected: Verdict
 ) -> None:
     assert verdict_now(cycle_verdict, judge_across_cycles(reports)) is expected
 
@@ -124,4 +132,4 @@ def test_missing_and_ill_typed_fields_judge_nothing_and_raise_nothing() -> None:
          "steps": {"merge": "failed"}, "merge": {"status": "ok", "review_queue": "many"}} for m in range(8)
     ]
     odd.append({"event": "cycle.report", "started_at": "not a time"})
-    assert judge_across_cycles(odd) == []
+    assert judge_across_cycles([read_report(report) for report in odd]) == []
