@@ -4,6 +4,8 @@ Fed by each cycle's report as the scheduler reads it from the cycle's output, an
 start with the reports `coordinator status` would read back from the coordinator's log, so a restarted
 scheduler shows the day it has not seen itself. A report read twice (from the log, then from the cycle)
 is kept once: its cycle's start time is its key. Plans' reports are not cycles and are left out.
+Each report is read to the typed report once, as it is added (the page and the judgments read the typed
+one on every request and scrape); the report as written is kept beside it for /reports.json.
 Thread-safe: the scheduler's thread adds, the HTTP server's thread reads.
 """
 
@@ -13,7 +15,7 @@ import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from coordinator.report import Report, report_time
+from coordinator.report import CycleReport, Report, read_report
 
 DAY = timedelta(days=1)
 # A day of one-minute cycles; a faster schedule shows the last this many.
@@ -24,27 +26,41 @@ class ReportHistory:
     def __init__(self, *, span: timedelta = DAY, max_reports: int = MAX_REPORTS) -> None:
         self._span = span
         self._max_reports = max_reports
-        self._reports: dict[datetime, Report] = {}
+        self._reports: dict[datetime, tuple[Report, CycleReport]] = {}
         self._lock = threading.Lock()
 
     def add(self, reports: Iterable[Report]) -> None:
         """Take in reports in any order; those without a readable start time and plans' are ignored."""
         with self._lock:
             for report in reports:
-                moment = report_time(report)
-                if moment is not None and report.get("dry_run") is not True:
-                    self._reports[moment] = report
+                typed = read_report(report)
+                if typed.started_at is not None and not typed.dry_run:
+                    self._reports[typed.started_at] = (report, typed)
             if len(self._reports) > self._max_reports:
                 for moment in sorted(self._reports)[: len(self._reports) - self._max_reports]:
                     del self._reports[moment]
 
     def held(self) -> list[Report]:
-        """Every report held, oldest first, however old."""
+        """Every report held as written, oldest first, however old."""
+        return [raw for raw, _ in self._held()]
+
+    def held_typed(self) -> list[CycleReport]:
+        """Every report held, read, oldest first, however old."""
+        return [typed for _, typed in self._held()]
+
+    def last_day(self, now: datetime) -> list[Report]:
+        """The reports as written of cycles that started within the span before `now`, oldest first."""
+        return [raw for raw, _ in self._last_day(now)]
+
+    def last_day_typed(self, now: datetime) -> list[CycleReport]:
+        """The reports, read, of cycles that started within the span before `now`, oldest first."""
+        return [typed for _, typed in self._last_day(now)]
+
+    def _held(self) -> list[tuple[Report, CycleReport]]:
         with self._lock:
             return [self._reports[moment] for moment in sorted(self._reports)]
 
-    def last_day(self, now: datetime) -> list[Report]:
-        """The reports of cycles that started within the span before `now`, oldest first."""
+    def _last_day(self, now: datetime) -> list[tuple[Report, CycleReport]]:
         with self._lock:
             moments = sorted(moment for moment in self._reports if now - self._span <= moment <= now)
             for moment in [moment for moment in self._reports if moment < now - self._span]:

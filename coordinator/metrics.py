@@ -63,7 +63,6 @@ from coordinator.report import (
     parse_reports,
     read_errors,
     read_health,
-    read_report,
 )
 from coordinator.settings import DEFAULT_METRICS_PORT
 from coordinator.web import HttpServer, Request, Response
@@ -119,7 +118,7 @@ class _LatestGauges(Collector):
 
     def collect(self) -> Iterable[Metric]:
         yield from _gauge_families(self.picture, self.last_cycle_at, self.schedule_interval_s)
-        reports = [read_report(report) for report in self._history.held()]
+        reports = self._history.held_typed()
         yield _judgment_family({j.name for j in judge_across_cycles(reports)} if reports else None)
 
 

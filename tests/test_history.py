@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coordinator.history import ReportHistory
+from coordinator.report import Verdict, read_report
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -41,3 +42,12 @@ def test_at_most_max_reports_the_newest_kept() -> None:
     history = ReportHistory(max_reports=3)
     history.add([report(minute) for minute in range(10)])
     assert [r["started_at"] for r in history.held()] == [report(m)["started_at"] for m in (7, 8, 9)]
+
+
+def test_each_report_is_held_as_written_and_read() -> None:
+    history = ReportHistory()
+    history.add([report(0, verdict="wobbly", fleet="f"), report(5, verdict="healthy")])
+    now = T0 + timedelta(minutes=5)
+    assert [r.verdict for r in history.last_day_typed(now)] == ["wobbly", Verdict.HEALTHY]
+    assert history.held_typed() == [read_report(r) for r in history.held()] == history.last_day_typed(now)
+    assert history.held_typed()[0].started_at == T0 and history.held_typed()[0].fleet == "f"
