@@ -319,7 +319,7 @@ class FleetMetrics:
 
         def status_page(request: Request) -> Response:
             now = datetime.now(UTC)
-            page = render_page(self.history.last_day(now), now=now,
+            page = render_page(self.history.last_day_typed(now), now=now,
                                refresh_s=self._gauges.schedule_interval_s or DEFAULT_REFRESH_S, secrets=known)
             return Response(200, page.encode(), "text/html; charset=utf-8",
                             {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-store"})

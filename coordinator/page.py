@@ -1,6 +1,6 @@
 """The status page: the last day's cycle reports as one self-contained HTML page, for people to look at.
 
-`render_page` is a pure function of the reports (oldest first, as `ReportHistory.last_day` gives them),
+`render_page` is a pure function of the reports (read, oldest first, as `ReportHistory.last_day_typed` gives them),
 the time now and the schedule's interval: no I/O, no clock. The page fetches nothing: its style is
 inline, its charts inline SVG, it has no script and no font or image from anywhere (its Content
 Security Policy says so to the browser too), and it reloads itself every schedule interval. It reads the
@@ -22,18 +22,7 @@ from datetime import datetime, timedelta
 
 from coordinator.across_cycles import Judgment, judge_across_cycles, verdict_now, verdict_of
 from coordinator.redact import scrub
-from coordinator.report import (
-    HealthStatus,
-    Report,
-    as_count,
-    as_list,
-    as_mapping,
-    read_advice,
-    read_errors,
-    read_health,
-    read_report,
-    report_time,
-)
+from coordinator.report import CycleReport, HealthStatus, MergeOutcome, StepStatus
 from coordinator.verdict import IDLE_EXITS_LIMIT
 
 DAY = timedelta(days=1)
@@ -63,7 +52,7 @@ code{font-size:13px;word-break:break-word}
 """
 
 
-def render_page(reports: Sequence[Report], *, now: datetime, refresh_s: float, secrets: Iterable[str] = ()) -> str:
+def render_page(reports: Sequence[CycleReport], *, now: datetime, refresh_s: float, secrets: Iterable[str] = ()) -> str:
     """The page for `reports` (oldest first) as of `now`; it reloads itself every `refresh_s` seconds."""
     known = tuple(secret for secret in secrets if secret)
     shown: dict[str, str] = {}  # the same reasons recur cycle after cycle: scrub each text once
@@ -74,11 +63,10 @@ def render_page(reports: Sequence[Report], *, now: datetime, refresh_s: float, s
             shown[raw] = html.escape(scrub(raw, known))
         return shown[raw]
 
-    timed = [(moment, report) for report in reports if (moment := report_time(report)) is not None]
-    latest = reports[-1] if reports else {}
-    judgments = judge_across_cycles([read_report(report) for report in reports])
-    now_verdict = verdict_now(latest.get("verdict"), judgments).value if reports else "unknown"
-    fleet = text(latest.get("fleet", "agent-fleet")) if reports else "agent-fleet"
+    timed = [(moment, report) for report in reports if (moment := report.started_at) is not None]
+    judgments = judge_across_cycles(reports)
+    now_verdict = verdict_now(reports[-1].verdict, judgments).value if reports else "unknown"
+    fleet = text(reports[-1].fleet or "agent-fleet") if reports else "agent-fleet"
     parts = [
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CONTENT_SECURITY_POLICY}\">",
@@ -92,8 +80,8 @@ def render_page(reports: Sequence[Report], *, now: datetime, refresh_s: float, s
                      "scheduler starts, and its report shows here.</p></section>")
     else:
         parts += [
-            _why(latest, judgments, text),
-            _roles(latest, text),
+            _why(reports[-1], judgments, text),
+            _roles(reports[-1], text),
             _timeline(timed, now, text),
             _activity(timed, now),
             _pulls(timed, now, text),
@@ -124,8 +112,8 @@ def _clock(moment: datetime | None) -> str:
     return moment.strftime("%H:%M") if moment is not None else "?"
 
 
-def _header(fleet: str, now_verdict: str, reports: Sequence[Report], now: datetime) -> str:
-    latest_at = report_time(reports[-1]) if reports else None
+def _header(fleet: str, now_verdict: str, reports: Sequence[CycleReport], now: datetime) -> str:
+    latest_at = reports[-1].started_at if reports else None
     when = (f"latest cycle at {latest_at:%Y-%m-%d %H:%M} UTC; {len(reports)} cycle"
             f"{'s' if len(reports) != 1 else ''} in the last day") if reports else "no cycles yet"
     return (f"<header id=\"now\" style=\"background:{_colour(now_verdict)}\"><h1>Fleet {fleet}: "
@@ -137,15 +125,20 @@ def _tag(verdict: str) -> str:
     return f"<span class=\"tag\" style=\"background:{_colour(verdict)}\">{html.escape(verdict)}</span>"
 
 
-def _why(latest: Report, judgments: Sequence[Judgment], text: Callable[[object], str]) -> str:
-    cycle_verdict = str(latest.get("verdict", "unknown"))
-    reasons = "".join(f"<li>{text(reason)}</li>" for reason in as_list(latest.get("verdict_reasons")))
+def _verdict_word(report: CycleReport) -> str:
+    """A cycle's own verdict as the page shows it: its word as written; "unknown" when the report has none."""
+    return str(report.verdict) or "unknown"
+
+
+def _why(latest: CycleReport, judgments: Sequence[Judgment], text: Callable[[object], str]) -> str:
+    cycle_verdict = _verdict_word(latest)
+    reasons = "".join(f"<li>{text(reason)}</li>" for reason in latest.verdict_reasons)
     across = verdict_of(judgments).value
     across_items = "".join(f"<li data-judgment=\"{j.name}\">{text(j.reason)}</li>" for j in judgments)
     advice = "".join(
         f"<li>{text(item.action)} <span class=\"muted\">({text(item.signal)} {item.value:g} &gt; {item.threshold:g})"
         f"</span></li>"
-        for item in read_advice(latest.get("advice"))
+        for item in latest.advice
     )
     return (
         "<section id=\"why\"><h2>Why</h2>"
@@ -158,27 +151,24 @@ def _why(latest: Report, judgments: Sequence[Judgment], text: Callable[[object],
     )
 
 
-def _roles(latest: Report, text: Callable[[object], str]) -> str:
-    roles = as_mapping(latest.get("roles"))
-    widest = max([as_count(as_mapping(t).get("desired")) for t in roles.values()] + [
-        as_count(as_mapping(t).get("present")) for t in roles.values()] + [1])
+def _roles(latest: CycleReport, text: Callable[[object], str]) -> str:
+    roles = latest.roles
+    widest = max([t.desired for t in roles.values()] + [max(t.present, 0) for t in roles.values()] + [1])
     rows = []
     for role in sorted(roles):
-        tally = as_mapping(roles[role])
-        desired, present = as_count(tally.get("desired")), as_count(tally.get("present", tally.get("running")))
+        tally = roles[role]
+        desired, present = tally.desired, max(tally.present, 0)
         scale = 200 / widest
         colour = COLOURS["healthy"] if present >= desired else COLOURS["degraded"]
         bar = (f"<svg viewBox=\"0 0 204 14\" width=\"204\" height=\"14\" role=\"img\" aria-label=\"{present} of "
                f"{desired}\"><rect x=\"1\" y=\"1\" width=\"{desired * scale:.1f}\" height=\"12\" fill=\"#eceff1\" "
                f"stroke=\"#90a4ae\"/><rect x=\"1\" y=\"1\" width=\"{min(present, widest) * scale:.1f}\" height=\"12\" "
                f"fill=\"{colour}\"/></svg>")
-        waiting = [as_mapping(w) for w in as_list(tally.get("waiting"))]
         crash = "; ".join(
-            f"slot {text(w.get('slot', '?'))} waits until {_clock(report_time({'started_at': w.get('until')}))} "
-            f"({text(w.get('crashes', '?'))} crashes)" for w in waiting
+            f"slot {w.slot} waits until {_clock(w.until)} ({w.crashes} crashes)" for w in tally.waiting
         )
         crash_cell = f"<span class=\"warn\">crash loop: {crash}</span>" if crash else "<span class=\"muted\">no</span>"
-        idle = as_count(tally.get("idle_exits"))
+        idle = tally.idle_exits
         idle_cell = (f"<span class=\"warn\">{idle} &gt; {IDLE_EXITS_LIMIT}</span>" if idle > IDLE_EXITS_LIMIT
                      else str(idle))
         rows.append(
@@ -206,7 +196,7 @@ def _hour_axis(now: datetime, y: int) -> str:
     return "".join(marks)
 
 
-Timed = Sequence[tuple[datetime, Report]]  # the reports with their cycles' start times, oldest first
+Timed = Sequence[tuple[datetime, CycleReport]]  # the reports with their cycles' start times, oldest first
 
 
 def _timeline(timed: Timed, now: datetime, text: Callable[[object], str]) -> str:
@@ -214,15 +204,15 @@ def _timeline(timed: Timed, now: datetime, text: Callable[[object], str]) -> str
     width = max(1.0, min(8.0, WIDTH / max(len(timed), 1) - 0.6))
     marks = []
     for moment, report in timed:
-        verdict = str(report.get("verdict", "unknown"))
-        reasons = "; ".join(str(r) for r in as_list(report.get("verdict_reasons")))
+        verdict = _verdict_word(report)
+        reasons = "; ".join(report.verdict_reasons)
         left = max(0.0, _x(moment, now) - width)
         marks.append(
             f"<rect class=\"cycle\" data-verdict=\"{text(verdict)}\" x=\"{left:.1f}\" y=\"4\" "
             f"width=\"{width:.1f}\" height=\"28\" fill=\"{_colour(verdict)}\"><title>{moment:%H:%M} {text(verdict)}"
             f"{': ' + text(reasons) if reasons else ''}</title></rect>"
         )
-    counts = {verdict: sum(1 for _, r in timed if r.get("verdict") == verdict) for verdict in COLOURS}
+    counts = {verdict: sum(1 for _, r in timed if r.verdict == verdict) for verdict in COLOURS}
     legend = "".join(f"<span><i style=\"background:{colour}\"></i>{verdict} {counts[verdict]}</span>"
                      for verdict, colour in COLOURS.items())
     return (f"<section id=\"timeline\"><h2>The last day's cycles, by their own verdict</h2>"
@@ -239,22 +229,10 @@ def _per_hour(timed: Timed, now: datetime) -> dict[str, list[int]]:
         if not now - DAY <= moment <= now:
             continue
         hour = min(HOURS - 1, int((moment - (now - DAY)) / timedelta(hours=1)))
-        bins["merged"][hour] += len(as_list(as_mapping(report.get("merge")).get("merged")))
-        roles = as_mapping(report.get("roles")).values()
-        # The report's own total of spawns when it has one; failures are counted per role (the hot loop of the page).
-        total = report.get("spawned")
-        bins["spawned"][hour] += total if type(total) is int and total > 0 else _role_sum(roles, "spawned")
-        bins["failed"][hour] += _role_sum(roles, "failed")
+        bins["merged"][hour] += len(report.merge.merged)
+        bins["spawned"][hour] += report.spawned
+        bins["failed"][hour] += report.spawn_failures
     return bins
-
-
-def _role_sum(tallies: Iterable[object], key: str) -> int:
-    total = 0
-    for tally in tallies:
-        value = tally.get(key) if isinstance(tally, dict) else None
-        if type(value) is int and value > 0:
-            total += value
-    return total
 
 
 def _bars(title: str, bins: list[int], colour: str, now: datetime, chart_id: str) -> str:
@@ -304,18 +282,15 @@ def _pulls(timed: Timed, now: datetime, text: Callable[[object], str]) -> str:
     queue, conflicting, queued, queue_failed = [], [], [], []
     latest_failed: list[str] = []
     for moment, report in timed:
-        merge = as_mapping(report.get("merge"))
-        if merge.get("status") == "ok":  # the step read the pulls in this cycle
-            queue.append((moment, float(as_count(merge.get("review_queue")))))
-            conflicting.append((moment, float(as_count(merge.get("conflicting")))))
-            queued.append((moment, float(len(as_list(merge.get("queued"))))))
-            queue_failed.append((moment, float(len(as_list(merge.get("queue_failed"))))))
+        merge = report.merge
+        if merge.status is StepStatus.OK:  # the step read the pulls in this cycle
+            queue.append((moment, float(merge.review_queue)))
+            conflicting.append((moment, float(merge.conflicting)))
+            queued.append((moment, float(len(merge.queued))))
+            queue_failed.append((moment, float(len(merge.queue_failed))))
             # A merge queue's entries that failed, each with its reason, as the latest read saw them.
-            latest_failed = [
-                f"#{text(pull.get('number'))}: {text(pull.get('reason'))}"
-                for pull in map(as_mapping, as_list(merge.get("pulls")))
-                if pull.get("outcome") == "queue failed"
-            ]
+            latest_failed = [f"#{pull.number}: {text(pull.reason)}" for pull in merge.pulls
+                             if pull.outcome is MergeOutcome.QUEUE_FAILED]
     latest = (f"now {int(queue[-1][1])} awaiting review, {int(conflicting[-1][1])} conflicting, "
               f"{int(queued[-1][1])} in the merge queue, {int(queue_failed[-1][1])} failed in it" if queue
               else "not read in the last day")
@@ -334,10 +309,10 @@ def _pulls(timed: Timed, now: datetime, text: Callable[[object], str]) -> str:
 def _production(timed: Timed, now: datetime, text: Callable[[object], str]) -> str:
     latency, downs = [], []
     for moment, report in timed:
-        health = read_health(report.get("health"))
-        if health is not None and health.status is HealthStatus.UP and health.latency_ms is not None:
+        health = report.health
+        if health.status is HealthStatus.UP and health.latency_ms is not None:
             latency.append((moment, health.latency_ms))
-        elif health is not None and health.status is HealthStatus.DOWN:
+        elif health.status is HealthStatus.DOWN:
             downs.append((moment, str(health.error or health.code or "no answer")))
     checked = len(latency) + len(downs)
     if not checked:
@@ -359,7 +334,7 @@ def _errors(timed: Timed, text: Callable[[object], str]) -> str:
     latest: dict[str, tuple[str, datetime | None]] = {}
     counts: dict[str, int] = {}
     for moment, report in timed:
-        for error in read_errors(report.get("errors")):
+        for error in report.errors:
             latest[error.step] = (error.message, moment)
             counts[error.step] = counts.get(error.step, 0) + 1
     if not latest:

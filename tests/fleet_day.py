@@ -28,6 +28,7 @@ from coordinator.report import (
     StepResult,
     StepStatus,
     parse_reports,
+    read_report,
     to_dict,
 )
 from coordinator.verdict import advise, findings, judge
@@ -114,3 +115,8 @@ def day_of_reports(*, agents: int, end: datetime, cycles: int = 288, fleet: str 
 
 def as_log_lines(reports: list[dict[str, Any]]) -> list[str]:
     return [json.dumps(report) for report in reports]
+
+
+def read_all(reports: list[dict[str, Any]]) -> list[CycleReport]:
+    """The reports read to typed reports, as the scheduler's history holds them for the page."""
+    return [read_report(report) for report in reports]

@@ -18,7 +18,7 @@ import pytest
 
 from coordinator.metrics import FleetMetrics, MetricsServer
 from coordinator.page import CONTENT_SECURITY_POLICY, render_page
-from tests.fleet_day import day_of_reports
+from tests.fleet_day import day_of_reports, read_all
 
 SECRET = "fake-token-pageSECRET0123456789abcdef"
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -92,7 +92,7 @@ def test_an_empty_day_says_so_and_still_reloads() -> None:
 
 def test_the_page_of_a_day_shows_each_piece_and_fetches_nothing() -> None:
     reports = day_of_reports(agents=38, end=NOW, cycles=36)
-    page = render_page(reports, now=NOW, refresh_s=300)
+    page = render_page(read_all(reports), now=NOW, refresh_s=300)
     dom = Dom(page)
 
     assert dom.all("meta", http_equiv="Content-Security-Policy")[0]["content"] == CONTENT_SECURITY_POLICY
@@ -120,11 +120,11 @@ def test_a_merge_queue_shows_its_entries_and_the_failed_ones_with_their_reasons(
     merge["pulls"] += [{"number": 41, "outcome": "queued", "reason": "in the merge queue (QUEUED, position 1)"},
                        {"number": 42, "outcome": "queue failed", "reason": "the queue's checks failed <on main>"}]
     merge["queued"], merge["queue_failed"] = [41], [42]
-    dom = Dom(render_page(reports, now=NOW, refresh_s=300))
+    dom = Dom(render_page(read_all(reports), now=NOW, refresh_s=300))
     assert "1 in the merge queue, 1 failed in it" in dom.text("pulls")
     assert dom.text("queue-failed") == "#42: the queue's checks failed <on main>"
     # Without a queue, the chart keeps to the review queue and conflicts, and no failed entries are listed.
-    plain = Dom(render_page(reports[:-1], now=NOW, refresh_s=300))
+    plain = Dom(render_page(read_all(reports[:-1]), now=NOW, refresh_s=300))
     assert "0 in the merge queue, 0 failed in it" in plain.text("pulls")
     assert plain.all("ul", id="queue-failed") == []
 
@@ -133,7 +133,7 @@ def test_text_from_reports_is_scrubbed_and_escaped() -> None:
     reports = day_of_reports(agents=10, end=NOW, cycles=6, secret=SECRET, log_knows_secret=False)
     assert SECRET in json.dumps(reports)  # the reports hold it: only the page's scrubbing keeps it out
     reports[-1]["errors"].append({"step": "health", "message": "<script>alert(1)</script> at https://u:p@host/?k=v"})
-    page = render_page(reports, now=NOW, refresh_s=300, secrets=[SECRET])
+    page = render_page(read_all(reports), now=NOW, refresh_s=300, secrets=[SECRET])
     assert SECRET not in page
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "u:p@" not in page and "k=v" not in page
@@ -141,7 +141,7 @@ def test_text_from_reports_is_scrubbed_and_escaped() -> None:
 
 def test_one_mark_per_cycle_however_many_and_coloured_by_the_cycles_own_verdict() -> None:
     reports = day_of_reports(agents=600, end=NOW, cycles=288)
-    dom = Dom(render_page(reports, now=NOW, refresh_s=300))
+    dom = Dom(render_page(read_all(reports), now=NOW, refresh_s=300))
     marks = dom.all("rect", **{"class": "cycle"})
     assert [mark["data-verdict"] for mark in marks] == [report["verdict"] for report in reports]
     colours = {mark["data-verdict"]: mark["fill"] for mark in marks}

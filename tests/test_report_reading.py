@@ -89,7 +89,7 @@ def test_every_reader_takes_a_damaged_report_without_raising(fields: dict[str, A
     assert render_status([report]).startswith("fleet f: ")
     assert status_json([report], source="c")["reports"] == [report]
     assert FleetMetrics().observe_report(report) is True
-    assert "<html" in render_page([report], now=T0, refresh_s=60)
+    assert "<html" in render_page([read_report(report)], now=T0, refresh_s=60)
 
 
 def test_an_unknown_or_missing_health_status_reads_as_unknown() -> None:
@@ -111,7 +111,7 @@ def test_advice_and_errors_read_back_as_written_and_print_the_same_in_the_report
     assert advice_text(advice) == shown and error_text(error) == "merge: GitHub answered 502"
     for text in (render_text(report), render_status([read])):
         assert f"  - {shown}\n" in text and "  merge: GitHub answered 502\n" in text
-    assert "(review_queue 14 &gt; 10)" in render_page([read], now=T0, refresh_s=60)
+    assert "(review_queue 14 &gt; 10)" in render_page([read_report(read)], now=T0, refresh_s=60)
 
 
 def test_damaged_advice_and_errors_read_as_what_they_say() -> None:
