@@ -364,7 +364,7 @@ def _text(value: object, default: str = "") -> str:
 
 def _texts(value: object) -> list[str]:
     """A list of names or reasons; an item that is not text is shown as text rather than dropped."""
-    return [item if isinstance(item, str) else json.dumps(item) for item in as_list(value)]
+    return [item if isinstance(item, str) else str(item) for item in as_list(value)]
 
 
 def _time(value: object) -> datetime | None:

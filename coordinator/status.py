@@ -4,7 +4,8 @@ The coordinator keeps no state, and needs none for this: every cycle ends with a
 JSON line on the coordinator's stdout, and the engine keeps the log. `run_status` reads the tail
 of that log through the agent runtime (the container's log on one engine, the service's log on a
 swarm) and shows the last N reports as a table, with the latest cycle's advice and errors under
-it. The pure pieces, `parse_reports` and `render_status`, know nothing of any engine.
+it. The pure pieces, `parse_reports` and `render_status`, know nothing of any engine; `render_status` reads the
+reports to typed ones (`coordinator.report.read_report`) and prints each field as the report's own text does.
 """
 
 from __future__ import annotations
@@ -14,24 +15,20 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, TextIO
 
 from coordinator.across_cycles import REVIEW_QUEUE_RISING_CYCLES, judge_across_cycles, verdict_now, verdict_of
 from coordinator.exit_codes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from coordinator.report import (
+    CycleReport,
+    MergeOutcome,
     Report,
     advice_text,
-    as_count,
-    as_list,
-    as_mapping,
     error_text,
     health_text,
     parse_reports,
-    read_advice,
-    read_errors,
-    read_health,
     read_report,
+    word_text,
 )
 from coordinator.runtime import AgentRuntime, RuntimeFailure
 from coordinator.settings import ConfigError, load_runtime_settings
@@ -41,30 +38,24 @@ from coordinator.settings import ConfigError, load_runtime_settings
 LOG_LINES_PER_CYCLE = 200
 MIN_LOG_LINES = 2000
 
-def _time(report: Report) -> str:
-    raw = str(report.get("started_at", "?"))
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return raw
+def _time(report: CycleReport) -> str:
+    return report.started_at.strftime("%Y-%m-%d %H:%M:%S") if report.started_at is not None else "?"
 
 
-def _spawned(report: Report) -> str:
-    spawned = as_count(report.get("spawned"))
-    failed = sum(as_count(as_mapping(tally).get("failed")) for tally in as_mapping(report.get("roles")).values())
-    return f"{spawned} ({failed} failed)" if failed else str(spawned)
+def _spawned(report: CycleReport) -> str:
+    failed = report.spawn_failures
+    return f"{report.spawned} ({failed} failed)" if failed else str(report.spawned)
 
 
-def _row(report: Report) -> list[str]:
-    merged = as_list(as_mapping(report.get("merge")).get("merged"))
+def _row(report: CycleReport) -> list[str]:
     return [
-        _time(report) + (" (plan)" if report.get("dry_run") else ""),
-        f"{report.get('running', '?')}/{report.get('desired', '?')}",
+        _time(report) + (" (plan)" if report.dry_run else ""),
+        f"{report.running}/{report.desired}",
         _spawned(report),
-        str(len(merged)),
-        health_text(read_health(report.get("health"))),
-        str(report.get("verdict", "?")),
-        str(len(as_list(report.get("errors")))),
+        str(len(report.merge.merged)),
+        health_text(report.health),
+        word_text(report.verdict),
+        str(len(report.errors)),
     ]
 
 
@@ -72,19 +63,18 @@ HEADER = ["time (UTC)", "agents", "spawned", "merged", "health", "verdict", "err
 
 
 # The merge step's outcomes that are neither a merge nor a skip, as `status` lists them, each with its reason.
-QUEUE_OUTCOMES = {"queue failed": "failed in the merge queue", "queued": "in the merge queue",
-                  "updated": "brought up to date"}
+QUEUE_OUTCOMES = {MergeOutcome.QUEUE_FAILED: "failed in the merge queue", MergeOutcome.QUEUED: "in the merge queue",
+                  MergeOutcome.UPDATED: "brought up to date"}
 
 
-def _queue_lines(report: Report) -> list[str]:
+def _queue_lines(report: CycleReport) -> list[str]:
     """The latest cycle's merge queue and branch updates: each pull request with its reason; none when empty."""
-    pulls = [p for p in as_list(as_mapping(report.get("merge")).get("pulls")) if isinstance(p, dict)]
     lines: list[str] = []
     for outcome, title in QUEUE_OUTCOMES.items():
-        found = [p for p in pulls if p.get("outcome") == outcome]
+        found = [p for p in report.merge.pulls if p.outcome is outcome]
         if found:
             lines += ["", f"{title} (latest cycle): {len(found)}"]
-            lines += [f"  #{p.get('number', '?')}: {p.get('reason', '')}" for p in found]
+            lines += [f"  #{p.number}: {p.reason}" for p in found]
     return lines
 
 
@@ -96,16 +86,17 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
     """
     if not reports:
         return "no cycle reports in the log yet: the first cycle runs when the container starts\n"
-    latest = reports[-1]
-    judgments = judge_across_cycles([read_report(report) for report in [*earlier, *reports]])
-    rows = [HEADER] + [_row(report) for report in reports]
+    shown = [read_report(report) for report in reports]
+    latest = shown[-1]
+    judgments = judge_across_cycles([*map(read_report, earlier), *shown])
+    rows = [HEADER] + [_row(report) for report in shown]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    cycle_reasons = "; ".join(str(reason) for reason in as_list(latest.get("verdict_reasons")))
+    cycle_reasons = "; ".join(latest.verdict_reasons)
     across_reasons = "; ".join(judgment.reason for judgment in judgments)
     lines = [
-        f"fleet {latest.get('fleet', '?')}: {verdict_now(latest.get('verdict'), judgments)} at {_time(latest)} UTC "
+        f"fleet {latest.fleet or '?'}: {verdict_now(latest.verdict, judgments)} at {_time(latest)} UTC "
         f"(last {len(reports)} cycle{'s' if len(reports) != 1 else ''})",
-        f"the latest cycle's own verdict: {latest.get('verdict', '?')}"
+        f"the latest cycle's own verdict: {word_text(latest.verdict)}"
         + (f", because: {cycle_reasons}" if cycle_reasons else ""),
         f"across the last hour's cycles: {verdict_of(judgments)}"
         + (f", because: {across_reasons}" if across_reasons else ""),
@@ -114,11 +105,10 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
     for row in rows:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     lines += _queue_lines(latest)
-    errors = read_errors(latest.get("errors"))
-    if errors:
+    if latest.errors:
         lines += ["", "errors in the latest cycle:"]
-        lines += [f"  {error_text(error)}" for error in errors]
-    advice = read_advice(latest.get("advice"))
+        lines += [f"  {error_text(error)}" for error in latest.errors]
+    advice = latest.advice
     lines.append("")
     if advice:
         lines.append("advice (latest cycle; change the roster and run `pulumi up` to follow it):")
@@ -130,13 +120,14 @@ def render_status(reports: Sequence[Report], earlier: Sequence[Report] = ()) -> 
 
 
 def status_json(reports: Sequence[Report], *, source: str, earlier: Sequence[Report] = ()) -> dict[str, Any]:
-    """`verdict` is the latest cycle's own; `verdict_now` the worse of it and the judgments `across_cycles`."""
+    """`verdict` is the latest cycle's own; `verdict_now` the worse of it and the judgments `across_cycles`. The
+    reports and the advice are given as written."""
     latest = reports[-1] if reports else {}
     judgments = judge_across_cycles([read_report(report) for report in [*earlier, *reports]])
     return {
         "source": source,
         "verdict": latest.get("verdict"),
-        "verdict_now": verdict_now(latest.get("verdict"), judgments).value if reports else None,
+        "verdict_now": verdict_now(read_report(latest).verdict, judgments).value if reports else None,
         "across_cycles": {
             "verdict": verdict_of(judgments).value,
             "judgments": [{"name": j.name, "verdict": j.verdict.value, "reason": j.reason} for j in judgments],
