@@ -52,18 +52,7 @@ from coordinator.fleet import KEY_PATTERN
 from coordinator.history import ReportHistory
 from coordinator.page import CONTENT_SECURITY_POLICY, render_page
 from coordinator.redact import scrub_values
-from coordinator.report import (
-    CYCLE_STEPS,
-    HealthStatus,
-    Report,
-    Verdict,
-    as_count,
-    as_mapping,
-    as_optional_count,
-    parse_reports,
-    read_errors,
-    read_health,
-)
+from coordinator.report import CYCLE_STEPS, HealthStatus, Report, StepStatus, Verdict, parse_reports, read_report
 from coordinator.settings import DEFAULT_METRICS_PORT
 from coordinator.web import HttpServer, Request, Response
 
@@ -224,54 +213,47 @@ class FleetMetrics:
         Each report must be observed once: its spawns, merges and errors are added to the counters.
         Unknown fields are ignored, missing or ill-typed ones read as absent or 0.
         """
-        if report.get("dry_run") is True:
+        read = read_report(report)
+        if read.dry_run:
             return False
         self.history.add([dict(report)])
         running: dict[str, int] = {}
         desired: dict[str, int] = {}
-        for role, raw_tally in as_mapping(report.get("roles")).items():
-            if not isinstance(role, str) or not KEY_PATTERN.fullmatch(role):
+        for role, tally in read.roles.items():
+            if not KEY_PATTERN.fullmatch(role):
                 continue
-            tally = as_mapping(raw_tally)
             # Present after the cycle, as the report's tally counts it (see the module's text).
-            running[role] = as_count(tally.get("present"))
-            desired[role] = as_count(tally.get("desired"))
-            waiting = tally.get("waiting")
-            counts = {
-                "spawned": as_count(tally.get("spawned")),
-                "failed": as_count(tally.get("failed")),
-                "deferred": as_count(tally.get("deferred")),
-                "waiting": len(waiting) if isinstance(waiting, list) else 0,
-            }
+            running[role] = max(tally.present, 0)
+            desired[role] = tally.desired
+            counts = {"spawned": tally.spawned, "failed": tally.failed, "deferred": tally.deferred,
+                      "waiting": len(tally.waiting)}
             for outcome, count in counts.items():
                 self._spawns.labels(role=role, outcome=outcome).inc(count)
 
-        merge = as_mapping(report.get("merge"))
-        self._merged.inc(_merged_count(merge))
-        self._updated.inc(_listed(merge.get("updated")))
-        merge_ran = merge.get("status") == "ok"
+        merge = read.merge
+        self._merged.inc(len(merge.merged))
+        self._updated.inc(len(merge.updated))
+        merge_ran = merge.status is StepStatus.OK
 
-        health = read_health(report.get("health"))
-        up_or_down = {HealthStatus.UP.value: 1, HealthStatus.DOWN.value: 0}
-        health_up = up_or_down.get(health.status) if health is not None else None
-        latency_ms = health.latency_ms if health is not None and health_up is not None else None
+        up_or_down = {HealthStatus.UP: 1, HealthStatus.DOWN: 0}
+        health_up = up_or_down.get(read.health.status) if isinstance(read.health.status, HealthStatus) else None
+        latency_ms = read.health.latency_ms if health_up is not None else None
 
-        for error in read_errors(report.get("errors")):
+        for error in read.errors:
             self._errors.labels(step=_step_label(error.step)).inc()
 
-        verdict = report.get("verdict")
         self._gauges.picture = _Picture(
             running=running,
             desired=desired,
-            review_queue=as_count(merge.get("review_queue")) if merge_ran else None,
-            conflicting=as_count(merge.get("conflicting")) if merge_ran else None,
-            queued=_listed(merge.get("queued")) if merge_ran else None,
-            queue_failed=_listed(merge.get("queue_failed")) if merge_ran else None,
+            review_queue=merge.review_queue if merge_ran else None,
+            conflicting=merge.conflicting if merge_ran else None,
+            queued=len(merge.queued) if merge_ran else None,
+            queue_failed=len(merge.queue_failed) if merge_ran else None,
             health_up=health_up,
             health_latency_s=latency_ms / 1000 if latency_ms is not None else None,
             # An unknown verdict word sets all three to 0: the fleet is in none of the states we know.
-            verdict=verdict if isinstance(verdict, str) else None,
-            rate_limit_remaining=as_optional_count(merge.get("rate_limit_remaining")),
+            verdict=str(read.verdict) or None,
+            rate_limit_remaining=merge.rate_limit_remaining,
         )
         return True
 
@@ -362,19 +344,6 @@ def last_report(lines: Iterable[str]) -> Report | None:
 
 
 
-
-
-def _listed(value: object) -> int:
-    """How many pull request numbers a report's list holds (queued, queue_failed, updated); 0 when absent."""
-    return len(value) if isinstance(value, list) else 0
-
-
-def _merged_count(merge: Mapping[str, object]) -> int:
-    merged = merge.get("merged")
-    if isinstance(merged, list):
-        return len(merged)
-    pulls = merge.get("pulls")
-    return sum(1 for pull in pulls if as_mapping(pull).get("outcome") == "merged") if isinstance(pulls, list) else 0
 
 
 def _step_label(step: object) -> str:
