@@ -1,7 +1,8 @@
 """The cycle report: data first (plain dataclasses), rendered second (JSON line or text).
 
 Each step returns its part of the report; `cycle.py` assembles a `CycleReport`; `verdict.py`
-judges it; `to_dict` makes the `cycle.report` JSON line and `render_text` the text a person reads.
+judges it; `to_dict` makes the `cycle.report` JSON line and `render_text` the text a person reads;
+`parse_reports` finds the lines again and `read_report` reads each back to a `CycleReport`.
 `EventLog` writes every JSON line of a cycle and scrubs known secrets from each one.
 """
 
@@ -264,9 +265,10 @@ def to_dict(report: CycleReport) -> dict[str, Any]:
 
 
 # A `cycle.report` event as read back from a log line: the JSON object, as `to_dict` wrote it. Everything that
-# reads one back (status, the metrics, the status page, the judgments across cycles) reads it with the functions
-# below: forgiving, so that a report written by an older or newer coordinator, or a damaged line, shows what it can
-# and never raises. A field that is missing or of the wrong type reads as absent (None) or 0.
+# reads one back (status, the metrics, the status page, the judgments across cycles) reads it to a `CycleReport`
+# with `read_report`, built from the functions below: forgiving, so that a report written by an older or newer
+# coordinator, or a damaged line, shows what it can and never raises. A field that is missing or of the wrong type
+# reads as absent (None) or 0; a word this version does not know is kept as an `UnknownWord`.
 Report = dict[str, Any]
 
 
@@ -502,11 +504,6 @@ def parse_reports(lines: Iterable[str]) -> list[Report]:
         if isinstance(data, dict) and data.get("event") == REPORT_EVENT:
             reports.append(data)
     return reports
-
-
-def report_time(report: Report) -> datetime | None:
-    """When the cycle started, as a timezone-aware time; None when the report does not say it readably."""
-    return _time(report.get("started_at"))
 
 
 def render_text(report: CycleReport) -> str:
