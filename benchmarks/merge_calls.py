@@ -69,8 +69,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from coordinator.edges.github import OPEN_PULLS_QUERY, PULL_BEFORE_MERGE_QUERY, GitHubClient
 from coordinator.fleet import Mode, role_label
+from coordinator.redact import Secret
 from coordinator.report import EventLog
-from coordinator.settings import GitHubSettings, Secret
+from coordinator.settings import GitHubSettings
 from coordinator.steps.merge import run_merge
 from roster import ROSTER
 from tests.fakes.github import FakeGitHub, github_schema

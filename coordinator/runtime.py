@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from coordinator.fleet import MAX_AGENTS_PER_ROLE_CEILING, MAX_KEY_CHARS, Resources
-from coordinator.settings import Secret
+from coordinator.redact import Secret
 from coordinator.values import MAX_FLEET_ID_CHARS
 
 # A crash or idle streak is carried capped: the backoff reaches its maximum long before, and a streak that

@@ -56,8 +56,7 @@ from coordinator.identities import (
     missing_identities,
     shared_reviewer,
 )
-from coordinator.redact import MIN_SECRET_CHARS, scrub, shown
-from coordinator.redact import Secret as Secret  # where every module has taken it from
+from coordinator.redact import MIN_SECRET_CHARS, Secret, scrub, shown
 from coordinator.values import (
     DEFAULT_RUNTIME,
     MAX_FLEET_ID_CHARS,

@@ -23,9 +23,9 @@ import pytest
 from docker.types import ContainerSpec, TaskTemplate
 
 from coordinator.fleet import MAX_AGENTS_PER_ROLE_CEILING, MAX_KEY_CHARS, MAX_SECRET_NAME_CHARS, Resources, RoleSpec
+from coordinator.redact import Secret
 from coordinator.runtime import MAX_SLOT_NAME_CHARS, AgentLaunch, AgentSecret, slot_name
 from coordinator.runtimes.swarm import SwarmRuntime
-from coordinator.settings import Secret
 from coordinator.values import MAX_FLEET_ID_CHARS
 from tests.fakes.docker_proxy import counting_proxy
 from tests.fleet_harness import (

@@ -29,7 +29,8 @@ from coordinator.identities import (
     shared_reviewer,
     token_permissions,
 )
-from coordinator.settings import ConfigError, Secret, load_settings
+from coordinator.redact import Secret
+from coordinator.settings import ConfigError, load_settings
 from tests.fakes.github import FakeApp, FakeGitHub
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,8 +29,9 @@ from coordinator.edges.github import (
     GitHubUnavailable,
     MalformedAnswer,
 )
+from coordinator.redact import Secret
 from coordinator.report import EventLog, MergeOutcome, MergeReport, StepStatus
-from coordinator.settings import GitHubSettings, Secret
+from coordinator.settings import GitHubSettings
 from coordinator.steps.merge import run_merge
 from tests.fakes.github import FakeGitHub, FakePull, github_schema
 from tests.fleet_harness import cycle_env, run_cycle

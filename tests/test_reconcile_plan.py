@@ -10,8 +10,8 @@ import pytest
 
 from coordinator.fleet import Department, Mode, Role, RoleSpec
 from coordinator.identities import AppIdentity, MintedToken, MintFailure, TokenIdentity
+from coordinator.redact import Secret
 from coordinator.runtime import AgentRecord, Phase, slot_name
-from coordinator.settings import Secret
 from coordinator.steps.inventory import Inventory
 from coordinator.steps.reconcile import (
     AgentContext,

@@ -20,6 +20,7 @@ import pytest
 from docker.types import ContainerSpec, RestartPolicy, ServiceMode, TaskTemplate
 
 from coordinator import labels
+from coordinator.redact import Secret
 from coordinator.runtime import (
     AgentLaunch,
     AgentRecord,
@@ -33,7 +34,6 @@ from coordinator.runtime import (
 )
 from coordinator.runtimes.docker import DockerRuntime
 from coordinator.runtimes.swarm import SwarmRuntime
-from coordinator.settings import Secret
 from tests.fakes.runtime import MemoryRuntime, State
 from tests.swarm_lab import SwarmLab
 

@@ -21,8 +21,7 @@ import requests
 from github import Auth
 
 from coordinator.identities import AppIdentity, MintedToken, MintFailure
-from coordinator.redact import scrub
-from coordinator.settings import Secret
+from coordinator.redact import Secret, scrub
 
 USER_AGENT = "agent-fleet-coordinator"
 

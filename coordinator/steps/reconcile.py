@@ -37,6 +37,7 @@ from coordinator.identities import (
     role_identity,
     token_permissions,
 )
+from coordinator.redact import Secret
 from coordinator.report import SpawnBudget
 from coordinator.runtime import (
     MAX_STREAK,
@@ -49,7 +50,7 @@ from coordinator.runtime import (
     slot_name,
     spawn_times,
 )
-from coordinator.settings import DEFAULT_BACKOFF_MAX_S, DEFAULT_BACKOFF_S, Secret
+from coordinator.settings import DEFAULT_BACKOFF_MAX_S, DEFAULT_BACKOFF_S
 from coordinator.steps.inventory import Inventory, crashed, last_exit_time
 
 BUDGET_WINDOW = timedelta(hours=1)
