@@ -32,9 +32,10 @@ from coordinator.identities import (
 from coordinator.redact import Secret
 from coordinator.settings import ConfigError, load_settings
 from tests.fakes.github import FakeApp, FakeGitHub
+from tests.keys import pem_markers
 
 ROOT = Path(__file__).resolve().parents[1]
-PEM_BEGIN, PEM_END = "-----BEGIN PRIVATE KEY-----", "-----END PRIVATE KEY-----"
+PEM_BEGIN, PEM_END = pem_markers()
 
 
 def role(key: str, mode: Mode, count: int = 1, **changes: Any) -> Role:

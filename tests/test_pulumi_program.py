@@ -28,6 +28,7 @@ from deploy.coordinator_spec import (
 )
 from deploy.stack_config import parse_stack_config, resolve_roster
 from roster import ROSTER
+from tests.keys import private_key_pem
 from tests.pulumi_harness import (
     AUTONAME_SUFFIX,
     BASE_CONFIG,
@@ -819,9 +820,8 @@ def test_the_fleet_id_the_program_derives_is_checked_like_fleet_id(stack: str, s
 
 # --- GitHub identities -----------------------------------------------------------------------------------------
 
-PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvAppKEYsecret0123456789\n-----END PRIVATE KEY-----\n"
-REVIEWER_APP = {"appId": 101, "installationId": 9101, "privateKey": PEM.replace("App", "Reviewer")}
-COORDINATOR_APP = {"appId": 102, "installationId": 9102, "privateKey": PEM.replace("App", "Coordinator")}
+REVIEWER_APP = {"appId": 101, "installationId": 9101, "privateKey": private_key_pem("reviewer")}
+COORDINATOR_APP = {"appId": 102, "installationId": 9102, "privateKey": private_key_pem("coordinator")}
 APP_IDENTITIES = {"author": {"token": "ghp_AUTHORTOKEN0123456789abc"}, "reviewer": REVIEWER_APP,
                   "coordinator": COORDINATOR_APP}
 
@@ -886,7 +886,7 @@ def test_a_coordinator_token_identity_replaces_the_deploy_token_in_its_file() ->
 def test_the_deploy_as_an_app_is_the_providers_app_auth_and_the_preview_warns_about_the_coordinator(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    deploy_app = {"appId": 7, "installationId": 77, "privateKey": PEM.replace("App", "Deploy")}
+    deploy_app = {"appId": 7, "installationId": 77, "privateKey": private_key_pem("deploy")}
     run = run_program(token=None, config={"githubApp": json.dumps(deploy_app),
                                           "githubIdentities": json.dumps(IDENTITIES)})
     provider = run.one("pulumi:providers:github").inputs

@@ -28,6 +28,7 @@ from coordinator.steps.reconcile import (
     slow_start_groups,
 )
 from tests.fakes.runtime import MemoryRuntime
+from tests.keys import private_key_pem
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FLEET = "f"
@@ -394,7 +395,7 @@ def reviewer_spec(count: int = 1) -> RoleSpec:
 
 
 IDENTITIES = {"author": TokenIdentity(Secret("ghp_author_0123")),
-              "reviewer": AppIdentity(7, 70, Secret("-----BEGIN PRIVATE KEY-----\nk\n-----END PRIVATE KEY-----"))}
+              "reviewer": AppIdentity(7, 70, Secret(private_key_pem("reviewer")))}
 
 
 def test_the_identitys_token_is_the_agents_github_token_a_minted_one_its_own_with_its_expiry() -> None:

@@ -38,6 +38,7 @@ from deploy.stack_config import (
 )
 from roster import ROSTER
 from tests.docker_sdk_spec import SwarmObject, create_kwargs, service_kwargs
+from tests.keys import private_key_pem
 from tests.pulumi_harness import (
     AUTONAME_SUFFIX,
     BASE_CONFIG,
@@ -58,9 +59,8 @@ STACK = "prod"  # run_program's default stack
 REGISTRY = "registry.example.com:5000/acme"
 AGENT_SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-AGENTKEY0123456789xyz", "GITHUB_TOKEN": "ghp_AGENTTOKEN0123456789abc"}
 # Every optional setting that reaches the coordinator set to something other than its default.
-PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvCOORDINATORkey0123\n-----END PRIVATE KEY-----\n"
 IDENTITIES = {"author": {"token": "ghp_AUTHOR0123456789abcdef"}, "reviewer": {"token": "ghp_REVIEWER0123456789abc"},
-              "coordinator": {"appId": 3, "installationId": 33, "privateKey": PEM}}
+              "coordinator": {"appId": 3, "installationId": 33, "privateKey": private_key_pem("coordinator")}}
 EVERYTHING = {
     "agentSecrets": json.dumps(AGENT_SECRETS),
     "githubIdentities": json.dumps(IDENTITIES),

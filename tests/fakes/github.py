@@ -1090,18 +1090,15 @@ class FakeGitHub:
     ) -> FakeApp:
         """A GitHub App installed on the owner with `permissions` (default: what the fleet's agents and coordinator
         use), on `repositories` (names; None: all). Its RSA key is made here, as GitHub makes one per App."""
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
+        from tests.keys import new_rsa_key
 
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode("ascii")
+        pem, public_key = new_rsa_key()
         granted = dict(permissions) if permissions is not None else {
             "contents": "write", "pull_requests": "write", "issues": "write", "checks": "read", "statuses": "read",
             "workflows": "write"}
         with self._lock:
             app_id = 100 + len(self.apps) + 1
-            app = FakeApp(app_id, 9000 + app_id, slug, pem, key.public_key(), {"metadata": "read", **granted},
+            app = FakeApp(app_id, 9000 + app_id, slug, pem, public_key, {"metadata": "read", **granted},
                           tuple(repositories) if repositories is not None else None)
             self.apps[app_id] = app
             self.writers.add(app.login)
