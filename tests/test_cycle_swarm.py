@@ -338,8 +338,7 @@ def test_an_agent_service_holds_its_minted_token_as_a_docker_secret_removed_with
     with FakeGitHub() as github:
         app = github.add_app("fleet-author")
         identities = tmp_path / "identities.json"
-        identities.write_text(json.dumps({"author": {"app_id": app.app_id, "installation_id": app.installation_id,
-                                                     "private_key": app.private_key}}))
+        identities.write_text(json.dumps({"author": app.as_identity()}))
         # The agent works until the test says it is done, then exits 0: its slot is then filled again.
         until_done = ("sh", "-c", "while [ ! -e /tmp/done ]; do sleep 0.2; done")
         roster = write_roster(tmp_path / "roster.json", [role_spec("builder", 1, lab_image, command=until_done)])

@@ -147,8 +147,7 @@ def github() -> Iterator[FakeGitHub]:
 
 
 def identity(app: FakeApp, **changes: Any) -> AppIdentity:
-    fields: dict[str, Any] = {"app_id": app.app_id, "installation_id": app.installation_id,
-                              "private_key": Secret(app.private_key), **changes}
+    fields: dict[str, Any] = {**app.as_identity(), "private_key": Secret(app.private_key), **changes}
     return AppIdentity(**fields)
 
 
@@ -305,9 +304,7 @@ def test_a_cycle_gives_each_agent_a_freshly_minted_token_of_its_mode_and_never_t
         roster_path = write_roster(tmp_path / "roster.json", [
             role_spec("builder", 1, base_image), role_spec("reviewer", 1, base_image, mode=Mode.REVIEWER),
             role_spec("thinker", 1, base_image, mode=Mode.THINKER), cicd])
-        identities = {name: {"app_id": app.app_id, "installation_id": app.installation_id,
-                             "private_key": app.private_key} for name, app in (("author", author),
-                                                                                ("reviewer", reviewer))}
+        identities = {"author": author.as_identity(), "reviewer": reviewer.as_identity()}
         env = cycle_env(fleet_id, roster_path, GITHUB_REPOSITORY=github.repository, GITHUB_API_URL=github.api_url,
                         AGENT_IDENTITIES_FILE=identities_file(tmp_path, identities))
         run = run_cycle(env)
@@ -352,9 +349,7 @@ def test_a_failed_mint_fails_that_spawn_alone_with_its_reason(
         reviewer.installed = False  # uninstalled from the repository
         roster_path = write_roster(tmp_path / "roster.json", [
             role_spec("builder", 2, base_image), role_spec("reviewer", 1, base_image, mode=Mode.REVIEWER)])
-        identities = {name: {"app_id": app.app_id, "installation_id": app.installation_id,
-                             "private_key": app.private_key} for name, app in (("author", author),
-                                                                                ("reviewer", reviewer))}
+        identities = {"author": author.as_identity(), "reviewer": reviewer.as_identity()}
         env = cycle_env(fleet_id, roster_path, GITHUB_REPOSITORY=github.repository, GITHUB_API_URL=github.api_url,
                         AGENT_IDENTITIES_FILE=identities_file(tmp_path, identities))
         run = run_cycle(env)
@@ -375,8 +370,7 @@ def test_the_coordinator_merges_as_its_app(tmp_path: Path) -> None:
         github.approve(pull.number)
         github.add_check_run(pull.number, "ci")
         app_file = tmp_path / "app.json"
-        app_file.write_text(json.dumps({"app_id": app.app_id, "installation_id": app.installation_id,
-                                        "private_key": app.private_key}))
+        app_file.write_text(json.dumps(app.as_identity()))
         env = cycle_env("tapp", None, GITHUB_REPOSITORY=github.repository, GITHUB_API_URL=github.api_url,
                         GITHUB_APP_FILE=str(app_file))
         run = run_cycle(env)

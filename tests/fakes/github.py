@@ -324,6 +324,10 @@ class FakeApp:
     def login(self) -> str:
         return f"{self.slug}[bot]"
 
+    def as_identity(self) -> dict[str, Any]:
+        """The App as the coordinator's files name one (AGENT_IDENTITIES_FILE's entries, GITHUB_APP_FILE)."""
+        return {"app_id": self.app_id, "installation_id": self.installation_id, "private_key": self.private_key}
+
 
 @dataclass(frozen=True)
 class InstallationToken:
