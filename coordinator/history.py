@@ -31,9 +31,12 @@ class ReportHistory:
 
     def add(self, reports: Iterable[Report]) -> None:
         """Take in reports in any order; those without a readable start time and plans' are ignored."""
+        self.add_read((report, read_report(report)) for report in reports)
+
+    def add_read(self, reports: Iterable[tuple[Report, CycleReport]]) -> None:
+        """`add` for reports their caller has read already (each as written, and read back)."""
         with self._lock:
-            for report in reports:
-                typed = read_report(report)
+            for report, typed in reports:
                 if typed.started_at is not None and not typed.dry_run:
                     self._reports[typed.started_at] = (report, typed)
             if len(self._reports) > self._max_reports:

@@ -216,7 +216,7 @@ class FleetMetrics:
         read = read_report(report)
         if read.dry_run:
             return False
-        self.history.add([dict(report)])
+        self.history.add_read([(dict(report), read)])  # read once, for the counters and the page alike
         running: dict[str, int] = {}
         desired: dict[str, int] = {}
         for role, tally in read.roles.items():
