@@ -272,29 +272,29 @@ def to_dict(report: CycleReport) -> dict[str, Any]:
 Report = dict[str, Any]
 
 
-def as_mapping(value: object) -> dict[str, Any]:
+def _as_mapping(value: object) -> dict[str, Any]:
     """An object of a report (`health`, `merge`, a role's tally); {} when it is not one."""
     return value if isinstance(value, dict) else {}
 
 
-def as_list(value: object) -> list[Any]:
+def _as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def as_optional_count(value: object) -> int | None:
+def _as_optional_count(value: object) -> int | None:
     """A count (0 or more); None when the field is missing or not a count."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return value
 
 
-def as_count(value: object) -> int:
+def _as_count(value: object) -> int:
     """A count (0 or more); 0 when the field is missing or not a count."""
-    count = as_optional_count(value)
+    count = _as_optional_count(value)
     return 0 if count is None else count
 
 
-def as_number(value: object) -> float | None:
+def _as_number(value: object) -> float | None:
     """A finite number, 0 or more (a latency, a duration); None when the field is missing or not one."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         return None
@@ -303,7 +303,7 @@ def as_number(value: object) -> float | None:
 
 def read_health(value: object) -> HealthReport | None:
     """The report's `health` read back as `to_dict` wrote it; None when it does not say the check's status."""
-    health = as_mapping(value)
+    health = _as_mapping(value)
     word = health.get("status")
     if not isinstance(word, str) or word not in set(HealthStatus):
         return None
@@ -313,24 +313,24 @@ def read_health(value: object) -> HealthReport | None:
     return HealthReport(
         status=status,
         code=code if isinstance(code, int) and not isinstance(code, bool) else None,
-        latency_ms=as_number(health.get("latency_ms")),
+        latency_ms=_as_number(health.get("latency_ms")),
         error=error if isinstance(error, str) and error else None,
-        attempts=as_count(health.get("attempts")),
+        attempts=_as_count(health.get("attempts")),
     )
 
 
 def read_advice(value: object) -> list[Advice]:
     """The report's `advice` read back: each item that is an object; a missing number reads as 0."""
     advice = []
-    for item in map(as_mapping, as_list(value)):
+    for item in map(_as_mapping, _as_list(value)):
         if not item:
             continue
         role, signal, action = item.get("role"), item.get("signal"), item.get("action")
         advice.append(Advice(
             role=role if isinstance(role, str) else "?",
             signal=signal if isinstance(signal, str) else "?",
-            value=as_number(item.get("value")) or 0.0,
-            threshold=as_number(item.get("threshold")) or 0.0,
+            value=_as_number(item.get("value")) or 0.0,
+            threshold=_as_number(item.get("threshold")) or 0.0,
             action=action if isinstance(action, str) and action else (role if isinstance(role, str) else "?"),
         ))
     return advice
@@ -339,7 +339,7 @@ def read_advice(value: object) -> list[Advice]:
 def read_errors(value: object) -> list[StepError]:
     """The report's `errors` read back: one per item, its step "?" when it does not say."""
     errors = []
-    for item in map(as_mapping, as_list(value)):
+    for item in map(_as_mapping, _as_list(value)):
         step, message = item.get("step"), item.get("message")
         errors.append(StepError(step if isinstance(step, str) else "?", "" if message is None else str(message)))
     return errors
@@ -366,7 +366,7 @@ def _text(value: object, default: str = "") -> str:
 
 def _texts(value: object) -> list[str]:
     """A list of names or reasons; an item that is not text is shown as text rather than dropped."""
-    return [item if isinstance(item, str) else str(item) for item in as_list(value)]
+    return [item if isinstance(item, str) else str(item) for item in _as_list(value)]
 
 
 def _time(value: object) -> datetime | None:
@@ -381,50 +381,50 @@ def _time(value: object) -> datetime | None:
 
 
 def _read_tally(value: object) -> RoleTally:
-    tally = as_mapping(value)
-    waiting = [SlotWait(slot=as_count(w.get("slot")), until=_time(w.get("until")), crashes=as_count(w.get("crashes")))
-               for w in map(as_mapping, as_list(tally.get("waiting"))) if w]
-    unproven = [UnprovenAgent(slot=as_count(u.get("slot")), crashes=as_count(u.get("crashes")))
-                for u in map(as_mapping, as_list(tally.get("unproven"))) if u]
+    tally = _as_mapping(value)
+    waiting = [SlotWait(slot=_as_count(w.get("slot")), until=_time(w.get("until")), crashes=_as_count(w.get("crashes")))
+               for w in map(_as_mapping, _as_list(tally.get("waiting"))) if w]
+    unproven = [UnprovenAgent(slot=_as_count(u.get("slot")), crashes=_as_count(u.get("crashes")))
+                for u in map(_as_mapping, _as_list(tally.get("unproven"))) if u]
     return RoleTally(
-        desired=as_count(tally.get("desired")),
-        running=as_count(tally.get("running")),
+        desired=_as_count(tally.get("desired")),
+        running=_as_count(tally.get("running")),
         mode=_text(tally.get("mode")),
-        spawned=as_count(tally.get("spawned")),
-        failed=as_count(tally.get("failed")),
+        spawned=_as_count(tally.get("spawned")),
+        failed=_as_count(tally.get("failed")),
         waiting=waiting,
-        deferred=as_count(tally.get("deferred")),
-        held_back=as_count(tally.get("held_back")),
-        idle_exits=as_count(tally.get("idle_exits")),
-        filled_by_other_cycle=as_count(tally.get("filled_by_other_cycle")),
+        deferred=_as_count(tally.get("deferred")),
+        held_back=_as_count(tally.get("held_back")),
+        idle_exits=_as_count(tally.get("idle_exits")),
+        filled_by_other_cycle=_as_count(tally.get("filled_by_other_cycle")),
         unproven=unproven,
     )
 
 
 def _read_merge(value: object) -> MergeReport:
-    merge = as_mapping(value)
+    merge = _as_mapping(value)
     stopped = merge.get("stopped")
     return MergeReport(
         status=_word(merge.get("status"), StepStatus),
-        pulls=[PullOutcome(number=as_count(p.get("number")), outcome=_word(p.get("outcome"), MergeOutcome),
+        pulls=[PullOutcome(number=_as_count(p.get("number")), outcome=_word(p.get("outcome"), MergeOutcome),
                            reason=_text(p.get("reason")))
-               for p in map(as_mapping, as_list(merge.get("pulls"))) if p],
-        open=as_count(merge.get("open")),
-        review_queue=as_count(merge.get("review_queue")),
-        conflicting=as_count(merge.get("conflicting")),
+               for p in map(_as_mapping, _as_list(merge.get("pulls"))) if p],
+        open=_as_count(merge.get("open")),
+        review_queue=_as_count(merge.get("review_queue")),
+        conflicting=_as_count(merge.get("conflicting")),
         stopped=stopped if isinstance(stopped, str) else None,
-        api_calls=as_count(merge.get("api_calls")),
-        rate_limit_remaining=as_optional_count(merge.get("rate_limit_remaining")),
-        backlog=as_optional_count(merge.get("backlog")),
+        api_calls=_as_count(merge.get("api_calls")),
+        rate_limit_remaining=_as_optional_count(merge.get("rate_limit_remaining")),
+        backlog=_as_optional_count(merge.get("backlog")),
     )
 
 
 def _read_budget(value: object) -> SpawnBudget | None:
-    budget = as_mapping(value)
+    budget = _as_mapping(value)
     if not budget:
         return None
-    return SpawnBudget(limit=as_count(budget.get("limit")), used=as_count(budget.get("used")),
-                       remaining=as_count(budget.get("remaining")))
+    return SpawnBudget(limit=_as_count(budget.get("limit")), used=_as_count(budget.get("used")),
+                       remaining=_as_count(budget.get("remaining")))
 
 
 def read_report(value: object) -> CycleReport:
@@ -432,28 +432,28 @@ def read_report(value: object) -> CycleReport:
     every report the coordinator writes. A word this version does not know (a newer verdict, status or outcome)
     is kept as an `UnknownWord`; a missing or mistyped field reads as absent: "", 0, None, [] or {} (a missing
     verdict or status as the empty `UnknownWord`, a missing health check's status too)."""
-    report = as_mapping(value)
-    health = as_mapping(report.get("health"))
+    report = _as_mapping(value)
+    health = _as_mapping(report.get("health"))
     code = health.get("code")
     error = health.get("error")
-    steps = as_mapping(report.get("steps"))
+    steps = _as_mapping(report.get("steps"))
     return CycleReport(
         fleet=_text(report.get("fleet")),
         started_at=_time(report.get("started_at")),
-        duration_s=as_number(report.get("duration_s")) or 0.0,
-        roles={str(role): _read_tally(tally) for role, tally in as_mapping(report.get("roles")).items()},
+        duration_s=_as_number(report.get("duration_s")) or 0.0,
+        roles={str(role): _read_tally(tally) for role, tally in _as_mapping(report.get("roles")).items()},
         merge=_read_merge(report.get("merge")),
         health=HealthReport(
             status=_word(health.get("status"), HealthStatus),
             code=code if isinstance(code, int) and not isinstance(code, bool) else None,
-            latency_ms=as_number(health.get("latency_ms")),
+            latency_ms=_as_number(health.get("latency_ms")),
             error=error if isinstance(error, str) and error else None,
-            attempts=as_count(health.get("attempts")),
+            attempts=_as_count(health.get("attempts")),
         ),
         errors=read_errors(report.get("errors")),
         steps={str(name): StepResult(status=_word(step.get("status"), StepStatus), detail=_text(step.get("detail")),
-                                     duration_s=as_number(step.get("duration_s")) or 0.0)
-               for name, step in ((name, as_mapping(step)) for name, step in steps.items())},
+                                     duration_s=_as_number(step.get("duration_s")) or 0.0)
+               for name, step in ((name, _as_mapping(step)) for name, step in steps.items())},
         budget=_read_budget(report.get("budget")),
         verdict=_word(report.get("verdict"), Verdict),
         verdict_reasons=_texts(report.get("verdict_reasons")),
