@@ -25,10 +25,10 @@ from coordinator.edges.github import (
     PULL_BEFORE_MERGE_QUERY,
     BadCredentials,
     GitHubClient,
-    GitHubError,
     GitHubUnavailable,
     MalformedAnswer,
 )
+from coordinator.github_port import GitHubError
 from coordinator.redact import Secret
 from coordinator.report import EventLog, MergeOutcome, MergeReport, StepStatus
 from coordinator.settings import GitHubSettings

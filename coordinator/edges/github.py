@@ -1,7 +1,7 @@
 """The GitHub edge of the merge step: one GraphQL query per 100 open pull requests; per merge, one GraphQL
 read of that pull request and one PUT.
 
-`GitHubClient` implements `coordinator.github_port.GitHubPort` (re-exported here), reading each pull request
+`GitHubClient` implements `coordinator.github_port.GitHubPort`, reading each pull request
 into a `coordinator.pull_requests.PullSnapshot`:
 
 - every request ends by a wall-clock deadline: its own timeout (`timeout_s`), or the caller's deadline if
@@ -48,7 +48,6 @@ from coordinator.github_port import (
     Enqueued,
     EnqueueResult,
     GitHubError,
-    GitHubPort,
     Merged,
     MergeFailure,
     MergeRefused,
@@ -87,13 +86,10 @@ __all__ = [
     "PULL_BEFORE_MERGE_QUERY",
     "BadCredentials",
     "GitHubClient",
-    "GitHubError",
-    "GitHubPort",
     "GitHubUnavailable",
     "GraphQLAnswer",
     "MalformedAnswer",
     "PathError",
-    "RateLimited",
     "TimeBudgetSpent",
     "snapshot_from_node",
 ]
