@@ -285,14 +285,6 @@ def test_a_fleet_id_with_a_dot_is_refused_on_a_swarm_only() -> None:
     assert load_settings({"FLEET_ID": "fleet-eu_1", "FLEET_RUNTIME": "swarm"}).fleet_id == "fleet-eu_1"
 
 
-def test_the_longest_names_fit_a_dns_label() -> None:
-    from coordinator.fleet import MAX_AGENTS_PER_ROLE_CEILING, MAX_KEY_CHARS
-    from coordinator.values import MAX_FLEET_ID_CHARS
-
-    longest = f"{'f' * MAX_FLEET_ID_CHARS}-{'k' * MAX_KEY_CHARS}-{MAX_AGENTS_PER_ROLE_CEILING}"
-    assert len(longest) <= 63
-
-
 # --- the roster file: refused with exit 2, never a traceback ---------------------------------------
 
 
