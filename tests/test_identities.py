@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -218,6 +219,17 @@ def test_each_refusal_to_mint_has_its_own_reason_and_never_the_key(github: FakeG
     assert says in str(raised.value)
     assert chosen.private_key.reveal() not in str(raised.value) and "SECRET" not in str(raised.value)
     assert github.minted() == []
+
+
+def test_a_github_that_does_not_answer_a_mint_is_named_with_its_host_and_why(github: FakeGitHub) -> None:
+    with socket.socket() as unused:  # a port on this machine that nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    app = github.add_app()
+    with pytest.raises(MintFailure) as raised:
+        AppTokenMinter(f"http://127.0.0.1:{port}", github.repository).mint(identity(app), {"contents": "read"})
+    assert str(raised.value) == (f"App {app.app_id}: GitHub at 127.0.0.1:{port} unreachable while minting a token "
+                                 "(refused); the next cycle tries again")
 
 
 def test_a_jwt_valid_for_longer_than_ten_minutes_is_refused(github: FakeGitHub) -> None:

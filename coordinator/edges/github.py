@@ -36,13 +36,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import requests
 from github import Auth, Github, GithubException
 
 from coordinator.deadline import DeadlineExceeded, run_with_deadline
-from coordinator.edges.http import NO_RETRY, Attempts, classify_error, mount, read_retry, send
+from coordinator.edges.http import NO_RETRY, Attempts, classify_error, mount, read_retry, send, url_host
 from coordinator.github_port import (
     BranchUpdated,
     Enqueued,
@@ -272,16 +271,6 @@ def _part(path: JsonPath) -> str:
 
 # --------------------------------------------------------------------------------------------------
 # Reading a GraphQL answer; every missing or mistyped field names its path
-
-
-def _host(url: str) -> str:
-    """The host (and port) a request went to, without userinfo, path or query: safe to name in an error."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{parts.hostname or 'an unknown host'}{f':{port}' if port else ''}"
 
 
 def _fail(path: str, expected: str, value: object) -> NoReturn:
@@ -672,7 +661,7 @@ class GitHubClient:
         except DeadlineExceeded as exc:
             raise GitHubUnavailable(str(exc)) from None
         except requests.RequestException as exc:
-            unreachable = f"{what}: GitHub at {_host(url)} unreachable ({classify_error(exc)})"
+            unreachable = f"{what}: GitHub at {url_host(url)} unreachable ({classify_error(exc)})"
             raise GitHubUnavailable(self._gave_up(unreachable, attempts)) from None
         finally:
             self._calls += attempts.count

@@ -20,6 +20,7 @@ from typing import Any
 import requests
 from github import Auth
 
+from coordinator.edges.http import classify_error, url_host
 from coordinator.identities import AppIdentity, MintedToken, MintFailure
 from coordinator.redact import Secret, scrub
 
@@ -79,8 +80,8 @@ class AppTokenMinter:
                 timeout=self._timeout_s,
             )
         except requests.RequestException as exc:
-            raise MintFailure(f"App {app.app_id}: GitHub unreachable while minting a token ({type(exc).__name__})") \
-                from None
+            raise MintFailure(f"App {app.app_id}: GitHub at {url_host(url)} unreachable while minting a token "
+                              f"({classify_error(exc)}); the next cycle tries again") from None
         status, detail = response.status_code, scrub(_message(response), secrets)
         said = f" ({status}: {detail})" if detail else f" ({status})"
         if status == 201:

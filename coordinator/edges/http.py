@@ -14,7 +14,8 @@
   whatever the server does: a status line, headers or body trickled a byte at a time, a slow DNS lookup,
   a Retry-After. `Attempts` counts the HTTP attempts it made.
 - `classify_error(exc)` says in a word why no answer came (timeout, tls, dns, refused, ...), never with the URL's
-  text: the health check's error, and the cause the GitHub edge names beside the host it could not reach.
+  text: the health check's error, and the cause the GitHub edges name beside the host they could not reach
+  (`url_host(url)`: the host and port alone, never userinfo, path or query).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -55,6 +57,7 @@ __all__ = [
     "mount",
     "read_retry",
     "send",
+    "url_host",
 ]
 
 SERVER_ERRORS = frozenset(range(500, 600))
@@ -210,6 +213,16 @@ def send(
         )
     finally:
         _current.reset(token)
+
+
+def url_host(url: str) -> str:
+    """The host (and port) a request went to, without userinfo, path or query: safe to name in an error."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.hostname or 'an unknown host'}{f':{port}' if port else ''}"
 
 
 def classify_error(exc: requests.RequestException) -> str:
